@@ -1,0 +1,349 @@
+//! Errors: what went wrong, which rule or step failed, and who is likely at
+//! fault. `Display` gives a message fit for a user.
+
+use std::fmt;
+
+use crate::framing::FramingError;
+use crate::tls::TlsError;
+
+/// A step of the client's negotiation, named in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// Waiting for the server greeting.
+    Greeting,
+    /// Asking for capabilities in cleartext (`EHLO`/`LHLO`, `CAPABILITY`, `CAPA`).
+    Capabilities,
+    /// The `HELO` fallback after `EHLO` was refused.
+    Helo,
+    /// `STARTTLS` / `STLS` and its reply.
+    StartTls,
+    /// The TLS handshake.
+    Handshake,
+    /// Asking for capabilities again over TLS.
+    CapabilitiesAfterTls,
+    /// After negotiation, while the application uses the session.
+    Ready,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Greeting => "greeting",
+            Step::Capabilities => "capability query",
+            Step::Helo => "HELO fallback",
+            Step::StartTls => "STARTTLS",
+            Step::Handshake => "TLS handshake",
+            Step::CapabilitiesAfterTls => "capability query over TLS",
+            Step::Ready => "session",
+        })
+    }
+}
+
+/// Why a client whose policy requires TLS refused to go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsRefusal {
+    /// The server did not offer STARTTLS/STLS.
+    NotOffered,
+    /// The server answered the upgrade command negatively (`454`, `5xx`,
+    /// `-ERR`, `NO`, `BAD`), with this code or status word.
+    Refused {
+        /// Reply code (SMTP) or status (`NO`, `BAD`, `-ERR`).
+        status: String,
+    },
+    /// The server answered the upgrade command with something that is neither
+    /// a yes nor a no (SMTP `354`, `221`, `250`, an IMAP continuation): a
+    /// broken server, or a tampered reply.
+    OddReply {
+        /// The code or status word received.
+        status: String,
+    },
+    /// The server does not speak the extended protocol at all (SMTP: `EHLO`
+    /// refused), so STARTTLS cannot exist.
+    NotExtended,
+    /// The capability query itself was refused.
+    CapabilitiesRefused,
+    /// IMAP `PREAUTH` greeting on a cleartext connection: the session is
+    /// already authenticated, where STARTTLS is no longer allowed.
+    Preauth,
+}
+
+impl fmt::Display for TlsRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsRefusal::NotOffered => f.write_str("the server does not offer STARTTLS"),
+            TlsRefusal::Refused { status } => write!(f, "the server refused STARTTLS ({status})"),
+            TlsRefusal::OddReply { status } => {
+                write!(
+                    f,
+                    "the server gave an invalid answer to STARTTLS ({status})"
+                )
+            }
+            TlsRefusal::NotExtended => {
+                f.write_str("the server does not support extensions, so it cannot offer STARTTLS")
+            }
+            TlsRefusal::CapabilitiesRefused => {
+                f.write_str("the server refused to list its capabilities")
+            }
+            TlsRefusal::Preauth => f.write_str(
+                "the server pre-authenticated the cleartext connection, which rules out STARTTLS",
+            ),
+        }
+    }
+}
+
+/// A session failure. After it, the session is closed: the caller should
+/// write out any pending transmit bytes and close the connection.
+///
+/// Each variant's documentation says what happened and who is likely at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Client role: the server sent `bytes` octets after its positive answer
+    /// to STARTTLS and before TLS began. A legitimate server sends nothing
+    /// there; this is a response injection by a man in the middle (threat
+    /// class 2) or a badly broken server.
+    ResponseInjection {
+        /// How many octets were received between the reply and TLS.
+        bytes: usize,
+    },
+    /// Server role with `InjectionPolicy::Fail`: the client sent `bytes`
+    /// octets after the STARTTLS line and before TLS began (threat class 1,
+    /// CVE-2011-0411). A legitimate client waits for the reply.
+    CommandInjection {
+        /// How many octets were received between the STARTTLS line and TLS.
+        bytes: usize,
+    },
+    /// Client role: the policy requires TLS and the server did not provide it
+    /// at `step`. Nothing but the negotiation was sent in cleartext. Likely an
+    /// attacker stripping STARTTLS, or a server without TLS.
+    TlsRequired {
+        /// The negotiation step that failed.
+        step: Step,
+        /// What the server did instead.
+        reason: TlsRefusal,
+    },
+    /// The TLS handshake or a TLS record failed.
+    Tls(TlsError),
+    /// The peer's input broke the line rule (client role, where a broken reply
+    /// cannot be answered; servers answer `500` instead and go on).
+    Framing(FramingError),
+    /// The peer sent a message that does not parse, at a point where the
+    /// session cannot recover (a reply, a greeting). A broken peer or an
+    /// attack.
+    Malformed {
+        /// Which step was going on.
+        step: Step,
+        /// The grammar rule that failed.
+        reason: String,
+    },
+    /// The server answered a negotiation step negatively (a `554` greeting,
+    /// a refused `EHLO` and `HELO`, an IMAP `BYE` greeting).
+    Refused {
+        /// Which step was refused.
+        step: Step,
+        /// The reply code or status word.
+        status: String,
+    },
+    /// The peer sent a reply that does not fit the conversation: a reply with
+    /// no command outstanding, a reply for a tag never sent, an impossible
+    /// code. A broken peer, or tampering (threat class 5).
+    UnexpectedReply {
+        /// Which step was going on.
+        step: Step,
+        /// What was received.
+        detail: String,
+    },
+    /// The peer closed the connection before the session ended.
+    PeerClosed {
+        /// Which step was going on.
+        step: Step,
+    },
+    /// The peer sent more than `limit` octets that could not be processed yet
+    /// (server: pipelined commands behind one the application has not
+    /// answered; client: a reply longer than allowed).
+    LimitExceeded {
+        /// What the limit is about.
+        what: &'static str,
+        /// The limit, in octets or lines.
+        limit: usize,
+    },
+}
+
+impl Error {
+    /// The step the failure happened in, where there is one.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            Error::TlsRequired { step, .. }
+            | Error::Malformed { step, .. }
+            | Error::Refused { step, .. }
+            | Error::UnexpectedReply { step, .. }
+            | Error::PeerClosed { step } => Some(*step),
+            Error::ResponseInjection { .. } => Some(Step::StartTls),
+            Error::Tls(_) => Some(Step::Handshake),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ResponseInjection { bytes } => write!(
+                f,
+                "connection refused: {bytes} bytes arrived after the server agreed to start TLS \
+                 and before TLS began (possible response injection by an attacker)"
+            ),
+            Error::CommandInjection { bytes } => write!(
+                f,
+                "connection closed: {bytes} bytes arrived after STARTTLS and before TLS began \
+                 (possible command injection)"
+            ),
+            Error::TlsRequired { step, reason } => write!(
+                f,
+                "TLS is required but could not be started ({step}): {reason}; nothing else was sent"
+            ),
+            Error::Tls(e) => write!(f, "TLS failed: {e}"),
+            Error::Framing(e) => write!(f, "the peer broke the line rules: {e}"),
+            Error::Malformed { step, reason } => {
+                write!(
+                    f,
+                    "the peer sent an invalid message during {step}: {reason}"
+                )
+            }
+            Error::Refused { step, status } => {
+                write!(f, "the server refused the {step} ({status})")
+            }
+            Error::UnexpectedReply { step, detail } => {
+                write!(
+                    f,
+                    "the peer sent an unexpected reply during {step}: {detail}"
+                )
+            }
+            Error::PeerClosed { step } => {
+                write!(f, "the peer closed the connection during {step}")
+            }
+            Error::LimitExceeded { what, limit } => {
+                write!(f, "the peer exceeded a limit: {what} (limit {limit})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Tls(e) => Some(e),
+            Error::Framing(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<TlsError> for Error {
+    fn from(e: TlsError) -> Self {
+        Error::Tls(e)
+    }
+}
+
+/// A call the caller made at the wrong time or with a wrong argument. The
+/// session is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// The session is closed or has failed.
+    Closed,
+    /// Server role: there is no command waiting for a reply.
+    NoCommandPending,
+    /// The reply code does not fit the command it answers (for example a `354`
+    /// to `MAIL`, or a `2xx` to `DATA`).
+    ReplyDoesNotFit {
+        /// The command being answered.
+        command: &'static str,
+        /// The code given.
+        code: u16,
+    },
+    /// Client role: negotiation is not finished (no `Ready` event yet).
+    NotReady,
+    /// The command is one the session issues itself (`STARTTLS`, `STLS`,
+    /// `EHLO`, `CAPABILITY`): upgrading is never a call on a live session.
+    ReservedCommand(&'static str),
+    /// The command would send credentials in cleartext, which the
+    /// configuration forbids.
+    CleartextCredentials,
+    /// Client role: the server did not advertise `PIPELINING`, and a command
+    /// is still waiting for its reply.
+    WouldPipeline,
+    /// The call does not fit the session's state; the text says which rule.
+    WrongState(&'static str),
+    /// Bring-your-own TLS: `tls_established` was called while the session is
+    /// not waiting for it, or before the caller took every transmit byte up to
+    /// the upgrade point.
+    NotAtUpgradePoint,
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::Closed => f.write_str("the session is closed"),
+            UsageError::NoCommandPending => f.write_str("no command is waiting for a reply"),
+            UsageError::ReplyDoesNotFit { command, code } => {
+                write!(f, "reply code {code} is not a valid answer to {command}")
+            }
+            UsageError::NotReady => f.write_str("the session has not finished negotiating"),
+            UsageError::ReservedCommand(c) => {
+                write!(
+                    f,
+                    "{c} is issued by the session itself and cannot be sent by the caller"
+                )
+            }
+            UsageError::CleartextCredentials => {
+                f.write_str("refusing to send credentials over a cleartext connection")
+            }
+            UsageError::WouldPipeline => {
+                f.write_str("the server does not support pipelining; wait for the pending reply")
+            }
+            UsageError::WrongState(why) => f.write_str(why),
+            UsageError::NotAtUpgradePoint => f.write_str(
+                "tls_established called while the session is not waiting at the upgrade point \
+                 (or before every transmit byte up to that point was taken)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// TLS is required (or implicit) but no TLS configuration was given.
+    TlsRequiredWithoutTls,
+    /// A limit is too small to carry the protocol.
+    LimitTooSmall {
+        /// Which limit.
+        what: &'static str,
+        /// The smallest value allowed.
+        min: usize,
+    },
+    /// The host name is not valid for the greeting and EHLO reply.
+    InvalidHostname,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::TlsRequiredWithoutTls => {
+                f.write_str("TLS is required or implicit, but no TLS configuration was given")
+            }
+            ConfigError::LimitTooSmall { what, min } => {
+                write!(f, "limit {what} must be at least {min}")
+            }
+            ConfigError::InvalidHostname => f.write_str("invalid host name"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

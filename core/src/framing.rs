@@ -1,0 +1,265 @@
+//! Line framing shared by every protocol.
+//!
+//! Boundaries are found here, *before* any grammar runs: the grammars only
+//! ever see one complete line (or an exact number of octets for literals and
+//! `BDAT` chunks). That is also where the upgrade cut is made, so "the end of
+//! the line that carried STARTTLS" is a byte offset this module computed, not
+//! something a parser guessed.
+//!
+//! # The line rule
+//!
+//! SMTP (RFC 5321 §2.3.8), IMAP (RFC 9051 §2.2) and POP3 (RFC 1939 §3) all end
+//! lines with CRLF, and this crate applies one explicit rule to all three:
+//!
+//! 1. A line ends at CRLF and only there.
+//! 2. A LF not preceded by CR (*bare LF*), a CR not followed by LF (*bare CR*)
+//!    and a NUL octet anywhere in a line are errors. The offending line is
+//!    consumed whole, up to and including its LF, so the stream stays in step
+//!    and the next line starts where the peer thinks it starts. Accepting bare
+//!    LF is how "SMTP smuggling" (2023) and several STARTTLS injection variants
+//!    worked: two parsers that disagree on where a line ends disagree on where
+//!    the upgrade point is.
+//! 3. A line longer than its limit (the limit counts the CRLF) is an error as
+//!    soon as `limit` octets have arrived with no LF among them; the remainder
+//!    of that line is then skipped up to its LF. The decision depends only on
+//!    the bytes, never on how they were split into reads, and memory stays
+//!    bounded by the limit.
+//!
+//! 8-bit octets are not a framing matter: SMTPUTF8, UTF8=ACCEPT and POP3 UTF8
+//! allow them, so each grammar decides.
+
+use std::fmt;
+
+/// Why a line was refused by the framing rule (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FramingError {
+    /// No CRLF within `limit` octets.
+    TooLong {
+        /// The limit in force, in octets including CRLF.
+        limit: usize,
+    },
+    /// A LF that is not preceded by CR.
+    BareLf,
+    /// A CR that is not followed by LF.
+    BareCr,
+    /// A NUL octet inside a line.
+    Nul,
+}
+
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FramingError::TooLong { limit } => {
+                write!(f, "line longer than {limit} octets")
+            }
+            FramingError::BareLf => f.write_str("bare LF (line feed without carriage return)"),
+            FramingError::BareCr => f.write_str("bare CR (carriage return without line feed)"),
+            FramingError::Nul => f.write_str("NUL octet in a line"),
+        }
+    }
+}
+
+impl std::error::Error for FramingError {}
+
+/// What [`scan_line`] found at the start of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// A complete, valid line of `len` octets including its CRLF.
+    Line(usize),
+    /// No LF yet and fewer than `limit` octets: wait for more input.
+    Incomplete,
+    /// A complete line that breaks the rule; `len` octets (through its LF)
+    /// must be consumed.
+    Invalid { len: usize, error: FramingError },
+    /// `limit` octets without a LF: the caller must report the error, consume
+    /// what is buffered and skip to the next LF with [`LineSkipper`].
+    TooLong,
+}
+
+/// Looks for one line at the start of `buf`.
+///
+/// `scanned` is how many leading octets of `buf` are already known to hold no
+/// LF (from an earlier call on the same, grown buffer); it keeps byte-by-byte
+/// delivery linear. It is updated on `Incomplete`.
+#[inline]
+pub(crate) fn scan_line(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
+    let window = buf.len().min(limit);
+    let from = (*scanned).min(window);
+    match buf.get(from..window).and_then(|w| memchr::memchr(b'\n', w)) {
+        Some(i) => {
+            let lf = from + i;
+            let len = lf + 1;
+            *scanned = 0;
+            // The line without its LF; the octet before LF must be CR.
+            let body = match lf.checked_sub(1).and_then(|cr| buf.get(..=cr)) {
+                Some(b) if b.last() == Some(&b'\r') => &b[..b.len() - 1],
+                _ => {
+                    return Scan::Invalid {
+                        len,
+                        error: FramingError::BareLf,
+                    }
+                }
+            };
+            match memchr::memchr2(b'\r', 0, body).and_then(|j| body.get(j)) {
+                None => Scan::Line(len),
+                Some(b'\r') => Scan::Invalid {
+                    len,
+                    error: FramingError::BareCr,
+                },
+                Some(_) => Scan::Invalid {
+                    len,
+                    error: FramingError::Nul,
+                },
+            }
+        }
+        None if buf.len() >= limit => {
+            *scanned = 0;
+            Scan::TooLong
+        }
+        None => {
+            *scanned = window;
+            Scan::Incomplete
+        }
+    }
+}
+
+/// Skips the remainder of an over-long line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LineSkipper {
+    active: bool,
+}
+
+impl LineSkipper {
+    /// Starts skipping (after [`Scan::TooLong`]).
+    pub(crate) fn start(&mut self) {
+        self.active = true;
+    }
+
+    /// `true` while the rest of an over-long line is being skipped.
+    pub(crate) fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// How many octets at the start of `buf` belong to the skipped line. When
+    /// the LF is among them, skipping ends.
+    pub(crate) fn skip(&mut self, buf: &[u8]) -> usize {
+        if !self.active {
+            return 0;
+        }
+        match memchr::memchr(b'\n', buf) {
+            Some(i) => {
+                self.active = false;
+                i + 1
+            }
+            None => buf.len(),
+        }
+    }
+}
+
+/// Strips the CRLF from a line returned by [`scan_line`].
+#[inline]
+pub(crate) fn without_crlf(line: &bytes::Bytes) -> bytes::Bytes {
+    line.slice(..line.len().saturating_sub(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(buf: &[u8], limit: usize) -> Scan {
+        let mut s = 0;
+        scan_line(buf, &mut s, limit)
+    }
+
+    #[test]
+    fn complete_line() {
+        assert_eq!(scan(b"EHLO x\r\nRSET\r\n", 512), Scan::Line(8));
+        assert_eq!(scan(b"\r\n", 512), Scan::Line(2));
+    }
+
+    #[test]
+    fn incomplete_and_cr_at_end() {
+        assert_eq!(scan(b"EHLO x", 512), Scan::Incomplete);
+        assert_eq!(scan(b"EHLO x\r", 512), Scan::Incomplete);
+    }
+
+    #[test]
+    fn bare_lf_bare_cr_nul() {
+        assert_eq!(
+            scan(b"EHLO x\nRSET\r\n", 512),
+            Scan::Invalid {
+                len: 7,
+                error: FramingError::BareLf
+            }
+        );
+        assert_eq!(
+            scan(b"\n", 512),
+            Scan::Invalid {
+                len: 1,
+                error: FramingError::BareLf
+            }
+        );
+        assert_eq!(
+            scan(b"EH\rLO\r\n", 512),
+            Scan::Invalid {
+                len: 7,
+                error: FramingError::BareCr
+            }
+        );
+        assert_eq!(
+            scan(b"EH\0LO\r\n", 512),
+            Scan::Invalid {
+                len: 7,
+                error: FramingError::Nul
+            }
+        );
+    }
+
+    #[test]
+    fn limit_counts_crlf() {
+        // 4 octets + CRLF = 6: fits a limit of 6, not of 5.
+        assert_eq!(scan(b"abcd\r\n", 6), Scan::Line(6));
+        assert_eq!(scan(b"abcd\r\n", 5), Scan::TooLong);
+        assert_eq!(scan(b"abcd", 5), Scan::Incomplete);
+        assert_eq!(scan(b"abcde", 5), Scan::TooLong);
+    }
+
+    #[test]
+    fn resumes_scanning() {
+        let mut s = 0;
+        assert_eq!(scan_line(b"abc", &mut s, 100), Scan::Incomplete);
+        assert_eq!(s, 3);
+        assert_eq!(scan_line(b"abc\r\n", &mut s, 100), Scan::Line(5));
+        assert_eq!(s, 0);
+    }
+
+    #[test]
+    fn skipper_finds_the_end_of_the_long_line() {
+        let mut k = LineSkipper::default();
+        k.start();
+        assert_eq!(k.skip(b"xxxx"), 4);
+        assert!(k.is_active());
+        assert_eq!(k.skip(b"yy\r\nNOOP\r\n"), 4);
+        assert!(!k.is_active());
+        assert_eq!(k.skip(b"NOOP\r\n"), 0);
+    }
+
+    #[test]
+    fn same_verdict_for_every_split() {
+        // Feeding a growing prefix never changes the verdict once it is known.
+        let input = b"MAIL FROM:<a@b>\r\nxx\ny\r\n";
+        let mut s = 0;
+        let mut first = None;
+        for end in 0..=input.len() {
+            match scan_line(&input[..end], &mut s, 512) {
+                Scan::Incomplete => assert!(first.is_none()),
+                v => {
+                    first.get_or_insert(v);
+                    assert_eq!(Some(v), first);
+                }
+            }
+        }
+        assert_eq!(first, Some(Scan::Line(17)));
+    }
+}

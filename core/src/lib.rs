@@ -1,0 +1,105 @@
+//! # starttls
+//!
+//! Sans-IO state machines for SMTP (with submission and LMTP) that move from
+//! cleartext to TLS — by STARTTLS (RFC 3207) or implicit TLS (RFC 8314) —
+//! without the bugs in-band upgrades are known for: command injection
+//! (CVE-2011-0411), response injection, STARTTLS stripping, state kept across
+//! the upgrade, and cleartext texts shown as if authentic.
+//!
+//! The crate owns no socket, thread, clock or runtime. You feed it the bytes
+//! you read and write out the bytes it gives you:
+//!
+//! ```no_run
+//! # use std::io::{Read, Write};
+//! # fn run(mut sock: std::net::TcpStream, mut session: starttls::smtp::ServerSession) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut buf = [0u8; 16 * 1024];
+//! loop {
+//!     while let Some(out) = session.poll_transmit() {
+//!         sock.write_all(&out)?;
+//!     }
+//!     while let Some(event) = session.poll_event()? {
+//!         // act on the event; answer commands with session.reply(..)
+//!     }
+//!     if session.is_closed() { break; }
+//!     match sock.read(&mut buf)? {
+//!         0 => session.handle_eof(),
+//!         n => session.handle_input(&buf[..n]),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! That loop does not change at the upgrade: TLS records go in and out of the
+//! same calls, because the session drives rustls in memory ([`ServerTls`],
+//! [`ClientTls`]). If you prefer your own TLS stack, the session stops at the
+//! upgrade point with [`UpgradeEvent::ExternalTlsRequired`], and resumes with
+//! `tls_established`.
+//!
+//! ## The rules it enforces
+//!
+//! All three are implemented once, in the [upgrade engine](upgrade), for
+//! every protocol and role:
+//!
+//! 1. **Nothing crosses the boundary.** Input is cut at the exact end of the
+//!    `STARTTLS` line (server) or of the positive reply (client). What
+//!    follows, and whatever arrives before TLS could have begun, is never
+//!    parsed: the server discards it and reports
+//!    [`UpgradeEvent::InjectionDiscarded`]; the client fails with
+//!    [`Error::ResponseInjection`].
+//! 2. **Nothing learned in cleartext survives.** The protocol state is
+//!    rebuilt from the configuration alone after the handshake: capabilities,
+//!    greeting, envelope and authentication are gone, and the client asks for
+//!    capabilities again.
+//! 3. **A client that requires TLS never proceeds without it.** Missing
+//!    `STARTTLS`, a refusal, an odd reply or a failed handshake each end the
+//!    session with [`Error::TlsRequired`] or [`Error::Tls`], naming the
+//!    [`Step`].
+//!
+//! Every text from the peer comes wrapped in [`Received`], carrying its
+//! [`Trust`] level, and credentials are wrapped in [`Secret`].
+//!
+//! ## Determinism
+//!
+//! Events depend only on the bytes received and on the order of the caller's
+//! calls — never on how the bytes were split into reads. Even the pieces of a
+//! message body have content-defined boundaries. The test suite checks this
+//! by replaying sessions split at every byte.
+//!
+//! ## Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `ring` | yes | rustls with the *ring* provider |
+//! | `aws-lc-rs` | no | rustls with the aws-lc-rs provider |
+//!
+//! ## RFCs
+//!
+//! RFC 5321 (SMTP), RFC 3207 (SMTP STARTTLS), RFC 8314 (implicit TLS),
+//! RFC 6409 (submission), RFC 2033 (LMTP), RFC 2920 (PIPELINING), RFC 3030
+//! (CHUNKING), RFC 4954 (AUTH), RFC 3463 (enhanced status codes), RFC 6531
+//! (SMTPUTF8), RFC 3461 (DSN), RFC 1870 (SIZE).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+
+mod error;
+pub mod framing;
+mod policy;
+mod secret;
+pub mod smtp;
+mod tls;
+mod trust;
+pub mod upgrade;
+
+pub use error::{ConfigError, Error, Step, TlsRefusal, UsageError};
+pub use framing::FramingError;
+pub use policy::TlsPolicy;
+pub use secret::Secret;
+pub use tls::{ClientTls, ServerTls, TlsError, TlsErrorKind, TlsInfo, TlsVersion};
+pub use trust::{Received, Trust};
+pub use upgrade::{InjectionPolicy, UpgradeEvent};
+
+/// rustls, re-exported so callers build configurations with the exact version
+/// this crate links.
+pub use rustls;

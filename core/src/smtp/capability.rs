@@ -1,0 +1,672 @@
+//! ESMTP capabilities: the lines of a positive `EHLO`/`LHLO` reply, typed.
+//!
+//! RFC 5321 §4.1.1.1:
+//!
+//! ```text
+//! ehlo-ok-rsp    = ( "250" SP Domain [ SP ehlo-greet ] CRLF )
+//!                  / ( "250-" Domain [ SP ehlo-greet ] CRLF
+//!                  *( "250-" ehlo-line CRLF )
+//!                  "250" SP ehlo-line CRLF )
+//! ehlo-line      = ehlo-keyword *( SP ehlo-param )
+//! ehlo-keyword   = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+//! ehlo-param     = 1*(%d33-126)
+//! ```
+
+use std::io::Write as _;
+
+use bytes::Bytes;
+
+use crate::smtp::reply::Reply;
+use crate::smtp::syntax::{digits_value, esmtp_keyword, SyntaxError};
+
+/// One `ehlo-line` of an EHLO/LHLO reply (RFC 5321 §4.1.1.1).
+///
+/// Keywords are case-insensitive. A known keyword whose parameters do not
+/// fit its extension (`SIZE abc`, `STARTTLS now`) is kept as
+/// [`Capability::Other`] rather than failing the whole reply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// RFC 1870 `SIZE [1*DIGIT]`: the maximum message size, if given
+    /// (0 means no fixed limit).
+    Size(Option<u64>),
+    /// RFC 2920 `PIPELINING`.
+    Pipelining,
+    /// RFC 6152 `8BITMIME`.
+    EightBitMime,
+    /// RFC 6531 `SMTPUTF8`.
+    SmtpUtf8,
+    /// RFC 3030 `CHUNKING` (`BDAT`).
+    Chunking,
+    /// RFC 3030 `BINARYMIME`.
+    BinaryMime,
+    /// RFC 3461 `DSN`.
+    Dsn,
+    /// RFC 2034 `ENHANCEDSTATUSCODES`.
+    EnhancedStatusCodes,
+    /// RFC 3207 `STARTTLS`.
+    StartTls,
+    /// RFC 4954 `AUTH mech *(SP mech)`: the raw space-separated mechanism
+    /// list. The pre-standard `AUTH=LOGIN PLAIN` form is read as this too.
+    Auth(Bytes),
+    /// RFC 8689 `REQUIRETLS`.
+    RequireTls,
+    /// Any other `ehlo-keyword *( SP ehlo-param )`.
+    Other {
+        /// The keyword as written.
+        keyword: Bytes,
+        /// Everything after the keyword and its SP, raw (may be empty).
+        params: Bytes,
+    },
+}
+
+/// The keyword of each parameterless capability.
+const FLAGS: [(&str, Capability); 9] = [
+    ("PIPELINING", Capability::Pipelining),
+    ("8BITMIME", Capability::EightBitMime),
+    ("SMTPUTF8", Capability::SmtpUtf8),
+    ("CHUNKING", Capability::Chunking),
+    ("BINARYMIME", Capability::BinaryMime),
+    ("DSN", Capability::Dsn),
+    ("ENHANCEDSTATUSCODES", Capability::EnhancedStatusCodes),
+    ("STARTTLS", Capability::StartTls),
+    ("REQUIRETLS", Capability::RequireTls),
+];
+
+impl Capability {
+    /// Parses one `ehlo-line` (the text after `250-`/`250 `).
+    ///
+    /// Lenient where servers are known to differ: trailing spaces are
+    /// ignored, parameters may be separated by several spaces and may
+    /// contain any reply text, and `AUTH=mech ...` is read as
+    /// [`Capability::Auth`]. A line that does not start with a valid
+    /// `ehlo-keyword` followed by SP or its end is
+    /// [`SyntaxError::InvalidReply`].
+    pub fn parse(line: &Bytes) -> Result<Capability, SyntaxError> {
+        let invalid = SyntaxError::InvalidReply {
+            reason: "malformed EHLO line (expected keyword [SP params])",
+        };
+        let text: &[u8] = line;
+        let end = text.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
+        let text = text.get(..end).unwrap_or_default();
+        let (rest, keyword) = esmtp_keyword(text).map_err(|_| invalid.clone())?;
+        let params = match rest {
+            [] => rest,
+            [b' ', ..] => rest.trim_ascii_start(),
+            [b'=', mechs @ ..]
+                if keyword.eq_ignore_ascii_case(b"AUTH")
+                    && !mechs.trim_ascii_start().is_empty() =>
+            {
+                return Ok(Capability::Auth(line.slice_ref(mechs.trim_ascii_start())));
+            }
+            _ => return Err(invalid),
+        };
+        let is = |name: &str| keyword.eq_ignore_ascii_case(name.as_bytes());
+        if params.is_empty() {
+            if let Some((_, cap)) = FLAGS.iter().find(|(name, _)| is(name)) {
+                return Ok(cap.clone());
+            }
+            if is("SIZE") {
+                return Ok(Capability::Size(None));
+            }
+        } else if is("SIZE") {
+            if let Some(n) = digits_value(params) {
+                return Ok(Capability::Size(Some(n)));
+            }
+        } else if is("AUTH") {
+            return Ok(Capability::Auth(line.slice_ref(params)));
+        }
+        Ok(Capability::Other {
+            keyword: line.slice_ref(keyword),
+            params: line.slice_ref(params),
+        })
+    }
+
+    /// The keyword: upper case for the known kinds, as written for `Other`.
+    pub fn keyword(&self) -> &[u8] {
+        match self {
+            Capability::Size(_) => b"SIZE",
+            Capability::Auth(_) => b"AUTH",
+            Capability::Other { keyword, .. } => keyword,
+            flag => FLAGS
+                .iter()
+                .find(|(_, cap)| cap == flag)
+                .map_or(&b""[..], |(name, _)| name.as_bytes()),
+        }
+    }
+
+    /// Writes the `ehlo-line` (no reply code, no CRLF).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.keyword());
+        let params: &[u8] = match self {
+            Capability::Size(Some(n)) => {
+                // Writing to a Vec cannot fail.
+                drop(write!(out, " {n}"));
+                return;
+            }
+            Capability::Auth(mechs) => mechs,
+            Capability::Other { params, .. } => params,
+            _ => return,
+        };
+        if !params.is_empty() {
+            out.push(b' ');
+            out.extend_from_slice(params);
+        }
+    }
+}
+
+/// What a server announced in its positive EHLO/LHLO reply: its domain and
+/// its capabilities, in order (RFC 5321 §4.1.1.1 `ehlo-ok-rsp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    domain: Bytes,
+    caps: Vec<Capability>,
+}
+
+impl Capabilities {
+    /// An announcement of `domain` with `caps`.
+    pub fn new(domain: Bytes, caps: Vec<Capability>) -> Capabilities {
+        Capabilities { domain, caps }
+    }
+
+    /// From a positive EHLO/LHLO reply: first line is the greeting domain,
+    /// each following line one ehlo-line.
+    ///
+    /// The reply code must be 250. The domain is the first word of the first
+    /// line, taken as it is (servers do not all send a valid `Domain`); the
+    /// greeting text after it is dropped. Each other line goes through
+    /// [`Capability::parse`].
+    pub fn from_ehlo_reply(reply: &Reply) -> Result<Capabilities, SyntaxError> {
+        if reply.code().get() != 250 {
+            return Err(SyntaxError::InvalidReply {
+                reason: "a positive EHLO reply has code 250",
+            });
+        }
+        let mut lines = reply.lines();
+        let first = lines.next().unwrap_or_default();
+        let domain_len = memchr::memchr(b' ', &first).unwrap_or(first.len());
+        if domain_len == 0 {
+            return Err(SyntaxError::InvalidReply {
+                reason: "EHLO reply does not start with a domain",
+            });
+        }
+        let caps = lines
+            .map(|line| Capability::parse(&line))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Capabilities {
+            domain: first.slice(..domain_len),
+            caps,
+        })
+    }
+
+    /// Builds the EHLO reply a server sends: code 250, first line `domain`
+    /// and, if not empty, SP and `greeting`; then one line per capability.
+    pub fn to_reply(&self, greeting: &[u8]) -> Reply {
+        let mut first = self.domain.to_vec();
+        if !greeting.is_empty() {
+            first.push(b' ');
+            first.extend_from_slice(greeting);
+        }
+        let mut lines = Vec::with_capacity(self.caps.len() + 1);
+        lines.push(first);
+        for cap in &self.caps {
+            let mut line = Vec::new();
+            cap.write_to(&mut line);
+            lines.push(line);
+        }
+        let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        Reply::new(250, None, &refs)
+    }
+
+    /// Adds a capability at the end.
+    pub fn push(&mut self, cap: Capability) {
+        self.caps.push(cap);
+    }
+
+    /// The server's domain, from the first line of the reply.
+    pub fn domain(&self) -> &Bytes {
+        &self.domain
+    }
+
+    /// The capabilities, in the order announced.
+    pub fn iter(&self) -> impl Iterator<Item = &Capability> {
+        self.caps.iter()
+    }
+
+    /// The first capability whose keyword is `keyword` (ASCII
+    /// case-insensitive).
+    pub fn get(&self, keyword: &str) -> Option<&Capability> {
+        self.caps
+            .iter()
+            .find(|c| c.keyword().eq_ignore_ascii_case(keyword.as_bytes()))
+    }
+
+    /// True if a capability has this keyword (ASCII case-insensitive),
+    /// typed or not.
+    pub fn contains(&self, keyword: &str) -> bool {
+        self.get(keyword).is_some()
+    }
+
+    fn has(&self, cap: &Capability) -> bool {
+        self.caps.contains(cap)
+    }
+
+    /// `STARTTLS` was announced (RFC 3207).
+    pub fn has_starttls(&self) -> bool {
+        self.has(&Capability::StartTls)
+    }
+
+    /// `SIZE` was announced: `Some(None)` without a limit, `Some(Some(n))`
+    /// with one (RFC 1870).
+    pub fn size(&self) -> Option<Option<u64>> {
+        self.caps.iter().find_map(|c| match c {
+            Capability::Size(n) => Some(*n),
+            _ => None,
+        })
+    }
+
+    /// `SIZE` was announced (RFC 1870).
+    pub fn has_size(&self) -> bool {
+        self.size().is_some()
+    }
+
+    /// `PIPELINING` was announced (RFC 2920).
+    pub fn pipelining(&self) -> bool {
+        self.has(&Capability::Pipelining)
+    }
+
+    /// `PIPELINING` was announced (RFC 2920); same as [`Self::pipelining`].
+    pub fn has_pipelining(&self) -> bool {
+        self.pipelining()
+    }
+
+    /// `8BITMIME` was announced (RFC 6152).
+    pub fn has_eight_bit_mime(&self) -> bool {
+        self.has(&Capability::EightBitMime)
+    }
+
+    /// `SMTPUTF8` was announced (RFC 6531).
+    pub fn has_smtp_utf8(&self) -> bool {
+        self.has(&Capability::SmtpUtf8)
+    }
+
+    /// `CHUNKING` was announced (RFC 3030).
+    pub fn has_chunking(&self) -> bool {
+        self.has(&Capability::Chunking)
+    }
+
+    /// `BINARYMIME` was announced (RFC 3030).
+    pub fn has_binary_mime(&self) -> bool {
+        self.has(&Capability::BinaryMime)
+    }
+
+    /// `DSN` was announced (RFC 3461).
+    pub fn has_dsn(&self) -> bool {
+        self.has(&Capability::Dsn)
+    }
+
+    /// `ENHANCEDSTATUSCODES` was announced (RFC 2034).
+    pub fn has_enhanced_status_codes(&self) -> bool {
+        self.has(&Capability::EnhancedStatusCodes)
+    }
+
+    /// `REQUIRETLS` was announced (RFC 8689).
+    pub fn has_require_tls(&self) -> bool {
+        self.has(&Capability::RequireTls)
+    }
+
+    /// `AUTH` (or the old `AUTH=`) was announced (RFC 4954).
+    pub fn has_auth(&self) -> bool {
+        self.caps.iter().any(|c| matches!(c, Capability::Auth(_)))
+    }
+
+    /// The SASL mechanisms of every `AUTH` line, in order, as written. A
+    /// server that sends both `AUTH` and `AUTH=` lines lists its mechanisms
+    /// twice.
+    pub fn auth_mechanisms(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.caps
+            .iter()
+            .filter_map(|c| match c {
+                Capability::Auth(mechs) => Some(mechs),
+                _ => None,
+            })
+            .flat_map(|mechs| {
+                mechs
+                    .split(|&c| c == b' ')
+                    .filter(|m| !m.is_empty())
+                    .map(|m| mechs.slice_ref(m))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(s: &str) -> Reply {
+        Reply::parse(Bytes::copy_from_slice(s.as_bytes())).unwrap()
+    }
+
+    fn caps(s: &str) -> Capabilities {
+        Capabilities::from_ehlo_reply(&reply(s)).unwrap()
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn cap(s: &str) -> Result<Capability, SyntaxError> {
+        Capability::parse(&b(s))
+    }
+
+    fn other(k: &str, p: &str) -> Capability {
+        Capability::Other {
+            keyword: b(k),
+            params: b(p),
+        }
+    }
+
+    fn round_trip(c: &Capabilities) {
+        for greeting in [&b""[..], b"greets you", "ünïcode".as_bytes()] {
+            let r = c.to_reply(greeting);
+            assert_eq!(r.code().get(), 250);
+            let back = Capabilities::from_ehlo_reply(&Reply::parse(r.to_bytes()).unwrap());
+            assert_eq!(back.as_ref(), Ok(c));
+        }
+    }
+
+    #[test]
+    fn rfc5321_appendix_d() {
+        let c = caps(
+            "250-foo.com greets bar.com\r\n250-8BITMIME\r\n250-SIZE\r\n250-DSN\r\n250 HELP\r\n",
+        );
+        assert_eq!(&c.domain()[..], b"foo.com");
+        assert_eq!(
+            c.iter().cloned().collect::<Vec<_>>(),
+            [
+                Capability::EightBitMime,
+                Capability::Size(None),
+                Capability::Dsn,
+                other("HELP", "")
+            ]
+        );
+        assert_eq!(c.size(), Some(None));
+        assert!(c.has_size());
+        assert!(c.has_eight_bit_mime() && c.has_dsn());
+        assert!(!c.has_starttls() && !c.pipelining() && !c.has_auth());
+        assert!(c.contains("help") && c.contains("HELP") && c.contains("dsn"));
+        assert!(!c.contains("STARTTLS"));
+        assert_eq!(c.auth_mechanisms().count(), 0);
+        round_trip(&c);
+        assert_eq!(
+            &c.to_reply(b"greets bar.com").raw()[..],
+            b"250-foo.com greets bar.com\r\n250-8BITMIME\r\n250-SIZE\r\n250-DSN\r\n250 HELP\r\n"
+        );
+    }
+
+    #[test]
+    fn typical_server() {
+        let c = caps(concat!(
+            "250-mx.example.com\r\n",
+            "250-PIPELINING\r\n",
+            "250-SIZE 10240000\r\n",
+            "250-VRFY\r\n",
+            "250-ETRN\r\n",
+            "250-STARTTLS\r\n",
+            "250-AUTH PLAIN LOGIN\r\n",
+            "250-AUTH=PLAIN LOGIN\r\n",
+            "250-ENHANCEDSTATUSCODES\r\n",
+            "250-8BITMIME\r\n",
+            "250-DSN\r\n",
+            "250-SMTPUTF8\r\n",
+            "250-BINARYMIME\r\n",
+            "250-REQUIRETLS\r\n",
+            "250-XCLIENT NAME ADDR PROTO HELO\r\n",
+            "250 CHUNKING\r\n"
+        ));
+        assert_eq!(&c.domain()[..], b"mx.example.com");
+        assert!(c.has_starttls());
+        assert!(c.pipelining() && c.has_pipelining());
+        assert_eq!(c.size(), Some(Some(10_240_000)));
+        assert!(c.has_enhanced_status_codes());
+        assert!(c.has_eight_bit_mime());
+        assert!(c.has_dsn());
+        assert!(c.has_smtp_utf8());
+        assert!(c.has_binary_mime());
+        assert!(c.has_require_tls());
+        assert!(c.has_chunking());
+        assert!(c.has_auth());
+        assert_eq!(
+            c.auth_mechanisms().collect::<Vec<_>>(),
+            [b("PLAIN"), b("LOGIN"), b("PLAIN"), b("LOGIN")]
+        );
+        assert_eq!(
+            c.get("xclient"),
+            Some(&other("XCLIENT", "NAME ADDR PROTO HELO"))
+        );
+        assert_eq!(c.get("vrfy"), Some(&other("VRFY", "")));
+        assert_eq!(c.get("auth"), Some(&Capability::Auth(b("PLAIN LOGIN"))));
+        assert_eq!(c.iter().count(), 15);
+        round_trip(&c);
+    }
+
+    #[test]
+    fn single_line_and_lhlo() {
+        let c = caps("250 mx.example.com ESMTP ready\r\n");
+        assert_eq!(&c.domain()[..], b"mx.example.com");
+        assert_eq!(c.iter().count(), 0);
+        round_trip(&c);
+        let c = caps("250 [192.0.2.1]\r\n");
+        assert_eq!(&c.domain()[..], b"[192.0.2.1]");
+        // LHLO replies have the same shape.
+        let c = caps("250-lmtp.example\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n");
+        assert!(c.pipelining() && c.has_enhanced_status_codes());
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive() {
+        let c = caps("250-mx\r\n250-starttls\r\n250-Size 100\r\n250-auth plain\r\n250-auth=login\r\n250 8bitmime\r\n");
+        assert!(c.has_starttls());
+        assert_eq!(c.size(), Some(Some(100)));
+        assert_eq!(
+            c.auth_mechanisms().collect::<Vec<_>>(),
+            [b("plain"), b("login")]
+        );
+        assert!(c.has_eight_bit_mime());
+        assert!(c.contains("StartTLS"));
+        round_trip(&c);
+    }
+
+    #[test]
+    fn lenient_lines() {
+        assert_eq!(cap("PIPELINING "), Ok(Capability::Pipelining));
+        assert_eq!(cap("SIZE  100  "), Ok(Capability::Size(Some(100))));
+        assert_eq!(cap("SIZE 0"), Ok(Capability::Size(Some(0))));
+        assert_eq!(cap("SIZE abc"), Ok(other("SIZE", "abc")));
+        assert_eq!(cap("SIZE 1 2"), Ok(other("SIZE", "1 2")));
+        assert_eq!(
+            cap("SIZE 99999999999999999999999"),
+            Ok(other("SIZE", "99999999999999999999999"))
+        );
+        assert_eq!(cap("STARTTLS now"), Ok(other("STARTTLS", "now")));
+        assert_eq!(cap("AUTH"), Ok(other("AUTH", "")));
+        assert_eq!(
+            cap("AUTH  CRAM-MD5   PLAIN"),
+            Ok(Capability::Auth(b("CRAM-MD5   PLAIN")))
+        );
+        assert_eq!(
+            cap("AUTH=LOGIN PLAIN"),
+            Ok(Capability::Auth(b("LOGIN PLAIN")))
+        );
+        assert_eq!(
+            cap("X-ÜTF8 é"),
+            Err(SyntaxError::InvalidReply {
+                reason: "malformed EHLO line (expected keyword [SP params])"
+            })
+        );
+        assert_eq!(cap("X-PARAM é"), Ok(other("X-PARAM", "é")));
+        let c = Capabilities::new(b("mx"), vec![Capability::Auth(b(" CRAM-MD5  PLAIN "))]);
+        assert_eq!(
+            c.auth_mechanisms().collect::<Vec<_>>(),
+            [b("CRAM-MD5"), b("PLAIN")]
+        );
+    }
+
+    #[test]
+    fn malformed() {
+        for line in [
+            "",
+            " ",
+            " PIPELINING",
+            "-X",
+            "PIPE_LINING",
+            "=x",
+            "AUTH=",
+            "SIZE=10",
+            "X:Y",
+            "\u{e9}",
+        ] {
+            assert!(
+                matches!(cap(line), Err(SyntaxError::InvalidReply { .. })),
+                "{line:?}"
+            );
+        }
+        for raw in [
+            "250-mx\r\n250-\r\n250 DSN\r\n",
+            "250-mx\r\n250- DSN\r\n250 HELP\r\n",
+            "250-mx\r\n250 FOO_BAR\r\n",
+        ] {
+            assert_eq!(
+                Capabilities::from_ehlo_reply(&reply(raw)),
+                Err(SyntaxError::InvalidReply {
+                    reason: "malformed EHLO line (expected keyword [SP params])"
+                }),
+                "{raw:?}"
+            );
+        }
+        for raw in ["250\r\n", "250 \r\n", "250  mx\r\n", "250-\r\n250 DSN\r\n"] {
+            assert_eq!(
+                Capabilities::from_ehlo_reply(&reply(raw)),
+                Err(SyntaxError::InvalidReply {
+                    reason: "EHLO reply does not start with a domain"
+                }),
+                "{raw:?}"
+            );
+        }
+        for raw in ["251 mx\r\n", "220 mx\r\n", "502 5.5.1 no EHLO\r\n"] {
+            assert_eq!(
+                Capabilities::from_ehlo_reply(&reply(raw)),
+                Err(SyntaxError::InvalidReply {
+                    reason: "a positive EHLO reply has code 250"
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn building() {
+        let mut c = Capabilities::new(b("mx.example"), vec![Capability::Pipelining]);
+        c.push(Capability::Size(Some(35_882_577)));
+        c.push(Capability::StartTls);
+        c.push(Capability::Auth(b("PLAIN LOGIN")));
+        c.push(other("X-FOO", ""));
+        c.push(other("X-BAR", "a b"));
+        assert_eq!(
+            &c.to_reply(b"ESMTP").raw()[..],
+            &b"250-mx.example ESMTP\r\n250-PIPELINING\r\n250-SIZE 35882577\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250-X-FOO\r\n250 X-BAR a b\r\n"[..]
+        );
+        round_trip(&c);
+        for (cap, kw) in [
+            (Capability::Size(None), "SIZE"),
+            (Capability::Pipelining, "PIPELINING"),
+            (Capability::EightBitMime, "8BITMIME"),
+            (Capability::SmtpUtf8, "SMTPUTF8"),
+            (Capability::Chunking, "CHUNKING"),
+            (Capability::BinaryMime, "BINARYMIME"),
+            (Capability::Dsn, "DSN"),
+            (Capability::EnhancedStatusCodes, "ENHANCEDSTATUSCODES"),
+            (Capability::StartTls, "STARTTLS"),
+            (Capability::Auth(b("X")), "AUTH"),
+            (Capability::RequireTls, "REQUIRETLS"),
+            (other("x-y", ""), "x-y"),
+        ] {
+            assert_eq!(cap.keyword(), kw.as_bytes());
+            let mut line = Vec::new();
+            cap.write_to(&mut line);
+            assert_eq!(Capability::parse(&Bytes::from(line)), Ok(cap));
+        }
+    }
+
+    #[test]
+    fn random_lines_never_panic() {
+        let mut state = 0xFEED_FACE_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pieces = [
+            "AUTH",
+            "=",
+            " ",
+            "SIZE",
+            "1",
+            "x",
+            "-",
+            "_",
+            "é",
+            "PIPELINING",
+            "STARTTLS",
+            "9",
+        ];
+        for _ in 0..20_000 {
+            let line: String = (0..next() % 6)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            if let Ok(c) = cap(&line) {
+                let mut out = Vec::new();
+                c.write_to(&mut out);
+                assert_eq!(Capability::parse(&Bytes::from(out)), Ok(c), "{line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_round_trips() {
+        let mut state = 0xDEAD_BEEF_CAFE_F00Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pool = [
+            Capability::Size(None),
+            Capability::Size(Some(0)),
+            Capability::Size(Some(u64::MAX)),
+            Capability::Pipelining,
+            Capability::EightBitMime,
+            Capability::SmtpUtf8,
+            Capability::Chunking,
+            Capability::BinaryMime,
+            Capability::Dsn,
+            Capability::EnhancedStatusCodes,
+            Capability::StartTls,
+            Capability::Auth(b("PLAIN")),
+            Capability::Auth(b("SCRAM-SHA-256 PLAIN XOAUTH2")),
+            Capability::RequireTls,
+            other("HELP", ""),
+            other("X-EXPS", "GSSAPI NTLM"),
+            other("SIZE", "big"),
+            other("etrn", ""),
+        ];
+        for _ in 0..500 {
+            let n = next() % 12;
+            let list = (0..n)
+                .map(|_| pool[(next() % pool.len() as u64) as usize].clone())
+                .collect();
+            let c = Capabilities::new(b("host.example"), list);
+            round_trip(&c);
+        }
+    }
+}

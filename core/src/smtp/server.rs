@@ -1,0 +1,790 @@
+//! The SMTP / submission / LMTP server session.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::{ConfigError, Error, UsageError};
+use crate::framing::{scan_line, without_crlf, FramingError, LineSkipper, Scan};
+use crate::secret::Secret;
+use crate::tls::ServerTls;
+use crate::trust::Trust;
+use crate::upgrade::{
+    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, Side, TlsSetup, UpgradeEvent,
+};
+
+use super::capability::{Capabilities, Capability};
+use super::command::Command;
+use super::data::{DataReader, DataStep};
+use super::reply::{EnhancedCode, Reply};
+use super::{Limits, PIECE};
+
+/// Which service extensions the server advertises in its `EHLO`/`LHLO`
+/// reply. `STARTTLS` and `AUTH` are not here: the session decides those from
+/// the TLS configuration and policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Extensions {
+    /// `PIPELINING` (RFC 2920).
+    pub pipelining: bool,
+    /// `8BITMIME` (RFC 6152).
+    pub eight_bit_mime: bool,
+    /// `SMTPUTF8` (RFC 6531).
+    pub smtputf8: bool,
+    /// `CHUNKING` (RFC 3030): the `BDAT` command.
+    pub chunking: bool,
+    /// `BINARYMIME` (RFC 3030); only meaningful with `chunking`.
+    pub binarymime: bool,
+    /// `DSN` (RFC 3461).
+    pub dsn: bool,
+    /// `ENHANCEDSTATUSCODES` (RFC 2034).
+    pub enhanced_status_codes: bool,
+    /// `SIZE` (RFC 1870), with the largest message accepted.
+    pub size: Option<u64>,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Extensions {
+            pipelining: true,
+            eight_bit_mime: true,
+            smtputf8: true,
+            chunking: true,
+            binarymime: false,
+            dsn: false,
+            enhanced_status_codes: true,
+            size: None,
+        }
+    }
+}
+
+/// Server configuration, shared by every session of a listener.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The name the server gives in its greeting and `EHLO` reply.
+    pub hostname: String,
+    /// How the session does TLS. [`ServerTls::None`] means `STARTTLS` is never
+    /// offered.
+    pub tls: ServerTls,
+    /// Implicit TLS (RFC 8314, port 465 style): TLS from the first byte, the
+    /// greeting sent over TLS, `STARTTLS` never offered.
+    pub implicit_tls: bool,
+    /// Refuse every command but `EHLO`, `HELO`, `LHLO`, `NOOP`, `RSET`,
+    /// `QUIT` and `STARTTLS` in cleartext with `530 5.7.0 Must issue a
+    /// STARTTLS command first` (RFC 3207 §4).
+    pub require_tls: bool,
+    /// SASL mechanisms advertised with `AUTH` (RFC 4954). Empty: no `AUTH`.
+    pub auth_mechanisms: Vec<String>,
+    /// Advertise and accept `AUTH` before TLS. Off by default: credentials
+    /// are only ever accepted over TLS.
+    pub insecure_auth_in_cleartext: bool,
+    /// Speak LMTP (RFC 2033): `LHLO` instead of `EHLO`/`HELO`, one reply per
+    /// recipient after the data.
+    pub lmtp: bool,
+    /// Advertised extensions.
+    pub extensions: Extensions,
+    /// What to do with bytes after the `STARTTLS` line (default: discard and
+    /// report).
+    pub injection: InjectionPolicy,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    /// A configuration with safe defaults: `STARTTLS` offered when `tls` is
+    /// not [`ServerTls::None`], `AUTH` only over TLS, injected bytes discarded
+    /// and reported.
+    pub fn new(hostname: impl Into<String>, tls: ServerTls) -> Self {
+        ServerConfig {
+            hostname: hostname.into(),
+            tls,
+            implicit_tls: false,
+            require_tls: false,
+            auth_mechanisms: Vec::new(),
+            insecure_auth_in_cleartext: false,
+            lmtp: false,
+            extensions: Extensions::default(),
+            injection: InjectionPolicy::Discard,
+            limits: Limits::default(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if (self.require_tls || self.implicit_tls) && !self.tls.is_available() {
+            return Err(ConfigError::TlsRequiredWithoutTls);
+        }
+        if self.hostname.is_empty()
+            || self
+                .hostname
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(ConfigError::InvalidHostname);
+        }
+        let l = &self.limits;
+        for (what, v, min) in [
+            ("command_line", l.command_line, 512),
+            ("reply_line", l.reply_line, 512),
+            ("text_line", l.text_line, 1000),
+            ("auth_line", l.auth_line, 12288),
+        ] {
+            if v < min {
+                return Err(ConfigError::LimitTooSmall { what, min });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a server session reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// The client introduced itself (`EHLO`, `HELO` or `LHLO`); the session
+    /// answered it. Any transaction in progress was reset.
+    Hello(Command),
+    /// A command for the application: `MAIL`, `RCPT`, `DATA`, `BDAT`,
+    /// `AUTH`, `VRFY`, `EXPN`. Answer it with [`ServerSession::reply`] (or
+    /// [`accept`](ServerSession::accept) / [`reject`](ServerSession::reject))
+    /// — except `BDAT`, which is answered at [`ServerEvent::ChunkEnd`] or
+    /// [`ServerEvent::MessageEnd`]. Commands behind it wait, in order.
+    Command(Command),
+    /// A piece of the message, unstuffed, CRLF line ends kept.
+    MessageData(Bytes),
+    /// A non-final `BDAT` chunk has been received in full: answer it.
+    ChunkEnd,
+    /// The message is complete (`.` after `DATA`, or the `BDAT ... LAST`
+    /// chunk): answer it (LMTP: once per accepted recipient, in order).
+    MessageEnd,
+    /// The message broke the line rule and was refused by the session (it
+    /// answered `550`); drop the pieces received for it.
+    MessageRejected(FramingError),
+    /// The client's answer to a `334` challenge. Answer it.
+    AuthResponse(Secret<Bytes>),
+    /// The client cancelled `AUTH` with `*`; the session answered `501`.
+    AuthCancelled,
+    /// The mail transaction was reset (`RSET`, a new `EHLO`, `STARTTLS`,
+    /// end of message). Drop envelope state.
+    TransactionReset,
+    /// The session refused a command itself (syntax, sequence, policy) and
+    /// sent this reply.
+    Refused(Reply),
+    /// Upgrade and TLS facts.
+    Upgrade(UpgradeEvent),
+}
+
+impl From<UpgradeEvent> for ServerEvent {
+    fn from(e: UpgradeEvent) -> Self {
+        ServerEvent::Upgrade(e)
+    }
+}
+
+/// A server session: one per accepted connection.
+///
+/// ```
+/// use std::sync::Arc;
+/// use starttls::smtp::{ServerConfig, ServerEvent, ServerSession, Command};
+/// use starttls::ServerTls;
+///
+/// let config = Arc::new(ServerConfig::new("mx.example.org", ServerTls::None));
+/// let mut server = ServerSession::new(config).unwrap();
+/// assert!(server.poll_transmit().unwrap().starts_with(b"220 mx.example.org"));
+///
+/// server.handle_input(b"EHLO client.example\r\nMAIL FROM:<a@example.net>\r\n");
+/// assert!(matches!(server.poll_event(), Ok(Some(ServerEvent::Hello(_)))));
+/// assert!(matches!(server.poll_event(), Ok(Some(ServerEvent::Command(Command::Mail { .. })))));
+/// server.accept().unwrap();
+/// let out = server.poll_transmit().unwrap();
+/// assert!(out.ends_with(b"250 2.1.0 Ok\r\n"));
+/// ```
+pub struct ServerSession {
+    engine: Engine<ServerMachine>,
+}
+
+session_io!(ServerSession, ServerEvent);
+
+impl ServerSession {
+    /// Starts a session; the greeting is ready in
+    /// [`poll_transmit`](Self::poll_transmit) (with implicit TLS, after the
+    /// handshake).
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let tls = match &config.tls {
+            ServerTls::None => TlsSetup::None,
+            ServerTls::Rustls(c) => TlsSetup::RustlsServer(Arc::clone(c)),
+            ServerTls::External => TlsSetup::External,
+        };
+        let ec = EngineConfig {
+            side: Side::Server,
+            tls,
+            implicit: config.implicit_tls,
+            injection: config.injection,
+            max_buffered: config.limits.buffered_input,
+        };
+        let machine = ServerMachine::new(Arc::clone(&config), false);
+        Ok(ServerSession {
+            engine: Engine::new(config, machine, ec),
+        })
+    }
+
+    /// Answers the pending command (or message end, chunk end, SASL step).
+    ///
+    /// The code must fit: `MAIL`/`RCPT`/`VRFY`/`EXPN` take `2xx`/`4xx`/`5xx`;
+    /// `DATA` takes `354` (then the message follows) or `4xx`/`5xx`; `AUTH`
+    /// and SASL responses take `235`, `334` (a challenge) or `4xx`/`5xx`.
+    pub fn reply(&mut self, reply: Reply) -> Result<(), UsageError> {
+        self.engine.call(|m, io| m.reply(reply, io))
+    }
+
+    /// Answers the pending command positively with the usual text
+    /// (`250 2.1.0 Ok`, `250 2.1.5 Ok`, `354 End data with <CR><LF>.<CR><LF>`,
+    /// `250 2.0.0 Ok: queued`, `235 2.7.0 Authentication successful`, ...).
+    pub fn accept(&mut self) -> Result<(), UsageError> {
+        let pending = self
+            .engine
+            .machine()
+            .pending
+            .ok_or(UsageError::NoCommandPending)?;
+        self.reply(pending.positive())
+    }
+
+    /// Answers the pending command with `code`, an optional enhanced status
+    /// code (`"5.1.1"`) and one line of text.
+    pub fn reject(
+        &mut self,
+        code: u16,
+        enhanced: Option<EnhancedCode>,
+        text: &str,
+    ) -> Result<(), UsageError> {
+        self.reply(Reply::new(code, enhanced, &[text.as_bytes()]))
+    }
+
+    /// `true` while a command, message end or SASL step waits for
+    /// [`reply`](Self::reply); further input is buffered meanwhile.
+    pub fn is_waiting_for_reply(&self) -> bool {
+        self.engine.machine().pending.is_some()
+    }
+
+    /// `true` once a SASL exchange ended with `235` in this TLS (or cleartext)
+    /// phase.
+    pub fn is_authenticated(&self) -> bool {
+        self.engine.machine().authenticated
+    }
+}
+
+/// What the application must answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    Mail,
+    Rcpt,
+    Data,
+    Chunk,
+    /// End of message; LMTP wants one reply per accepted recipient.
+    MessageEnd {
+        replies: u32,
+    },
+    Auth,
+    Other(&'static str),
+}
+
+impl Pending {
+    fn name(self) -> &'static str {
+        match self {
+            Pending::Mail => "MAIL",
+            Pending::Rcpt => "RCPT",
+            Pending::Data => "DATA",
+            Pending::Chunk => "BDAT",
+            Pending::MessageEnd { .. } => "end of message",
+            Pending::Auth => "AUTH",
+            Pending::Other(v) => v,
+        }
+    }
+
+    fn fits(self, code: u16) -> bool {
+        let class = code / 100;
+        let negative = class == 4 || class == 5;
+        match self {
+            Pending::Data => code == 354 || negative,
+            Pending::Auth => class == 2 || code == 334 || negative,
+            _ => class == 2 || negative,
+        }
+    }
+
+    fn positive(self) -> Reply {
+        let (code, e, text): (u16, (u8, u16, u16), &str) = match self {
+            Pending::Mail => (250, (2, 1, 0), "Ok"),
+            Pending::Rcpt => (250, (2, 1, 5), "Ok"),
+            Pending::Data => {
+                return Reply::new(354, None, &[b"End data with <CR><LF>.<CR><LF>"]);
+            }
+            Pending::Chunk => (250, (2, 0, 0), "Ok: chunk received"),
+            Pending::MessageEnd { .. } => (250, (2, 0, 0), "Ok: queued"),
+            Pending::Auth => (235, (2, 7, 0), "Authentication successful"),
+            Pending::Other(_) => (250, (2, 0, 0), "Ok"),
+        };
+        reply(code, e, text)
+    }
+}
+
+fn reply(code: u16, (class, subject, detail): (u8, u16, u16), text: &str) -> Reply {
+    Reply::new(
+        code,
+        Some(EnhancedCode {
+            class,
+            subject,
+            detail,
+        }),
+        &[text.as_bytes()],
+    )
+}
+
+#[derive(Debug)]
+enum Mode {
+    Command,
+    Data(DataReader),
+    Bdat {
+        remaining: u64,
+        last: bool,
+        refuse: bool,
+    },
+    AuthResponse,
+}
+
+pub(crate) struct ServerMachine {
+    config: Arc<ServerConfig>,
+    greeted: bool,
+    hello: bool,
+    mail: bool,
+    rcpts: u32,
+    authenticated: bool,
+    mode: Mode,
+    pending: Option<Pending>,
+    scanned: usize,
+    skipper: LineSkipper,
+    errors: u32,
+}
+
+impl ServerMachine {
+    fn new(config: Arc<ServerConfig>, greeted: bool) -> Self {
+        ServerMachine {
+            config,
+            greeted,
+            hello: false,
+            mail: false,
+            rcpts: 0,
+            authenticated: false,
+            mode: Mode::Command,
+            pending: None,
+            scanned: 0,
+            skipper: LineSkipper::default(),
+            errors: 0,
+        }
+    }
+
+    fn send(&self, io: &mut Io<'_, ServerEvent>, r: &Reply) {
+        let mut v = Vec::with_capacity(r.raw().len());
+        r.write_to(&mut v);
+        io.send(&v);
+    }
+
+    /// Sends a reply the session chose itself for a refused command.
+    fn refuse(&mut self, io: &mut Io<'_, ServerEvent>, code: u16, e: (u8, u16, u16), text: &str) {
+        let r = reply(code, e, text);
+        self.send(io, &r);
+        io.emit(ServerEvent::Refused(r));
+        self.errors += 1;
+        if self.errors >= self.config.limits.max_errors {
+            self.send(
+                io,
+                &reply(421, (4, 7, 0), "Too many errors, closing connection"),
+            );
+            io.close();
+        }
+    }
+
+    fn reset_transaction(&mut self, io: &mut Io<'_, ServerEvent>) {
+        if self.mail || self.rcpts > 0 {
+            io.emit(ServerEvent::TransactionReset);
+        }
+        self.mail = false;
+        self.rcpts = 0;
+    }
+
+    fn capabilities(&self, trust: Trust) -> Capabilities {
+        let c = &self.config;
+        let x = &c.extensions;
+        let mut caps = Vec::new();
+        if let Some(size) = x.size {
+            caps.push(Capability::Size(Some(size)));
+        }
+        if x.pipelining {
+            caps.push(Capability::Pipelining);
+        }
+        if x.eight_bit_mime {
+            caps.push(Capability::EightBitMime);
+        }
+        if x.smtputf8 {
+            caps.push(Capability::SmtpUtf8);
+        }
+        if x.chunking {
+            caps.push(Capability::Chunking);
+            if x.binarymime {
+                caps.push(Capability::BinaryMime);
+            }
+        }
+        if x.dsn {
+            caps.push(Capability::Dsn);
+        }
+        if x.enhanced_status_codes {
+            caps.push(Capability::EnhancedStatusCodes);
+        }
+        if self.offers_starttls(trust) {
+            caps.push(Capability::StartTls);
+        }
+        if self.offers_auth(trust) {
+            caps.push(Capability::Auth(Bytes::from(c.auth_mechanisms.join(" "))));
+        }
+        Capabilities::new(Bytes::from(c.hostname.clone()), caps)
+    }
+
+    fn offers_starttls(&self, trust: Trust) -> bool {
+        trust == Trust::Cleartext && !self.config.implicit_tls && self.config.tls.is_available()
+    }
+
+    fn offers_auth(&self, trust: Trust) -> bool {
+        !self.config.auth_mechanisms.is_empty()
+            && (trust == Trust::Tls || self.config.insecure_auth_in_cleartext)
+    }
+
+    fn command(&mut self, line: Bytes, io: &mut Io<'_, ServerEvent>) {
+        let cmd = match Command::parse(&line) {
+            Ok(c) => c,
+            Err(e) => {
+                let (code, enhanced) = e.reply_code();
+                let (class, subject, detail) = parse_enhanced(enhanced);
+                let text = e.to_string();
+                return self.refuse(io, code, (class, subject, detail), &text);
+            }
+        };
+        let trust = io.trust();
+        let lmtp = self.config.lmtp;
+        match &cmd {
+            Command::Ehlo { .. } | Command::Helo { .. } if lmtp => {
+                return self.refuse(io, 500, (5, 5, 1), "LMTP requires LHLO");
+            }
+            Command::Lhlo { .. } if !lmtp => {
+                return self.refuse(io, 500, (5, 5, 1), "Unrecognized command");
+            }
+            Command::Ehlo { .. } | Command::Lhlo { .. } => {
+                self.reset_transaction(io);
+                self.hello = true;
+                let r = self.capabilities(trust).to_reply(b"");
+                self.send(io, &r);
+                io.emit(ServerEvent::Hello(cmd));
+                return;
+            }
+            Command::Helo { .. } => {
+                self.reset_transaction(io);
+                self.hello = true;
+                let r = Reply::new(250, None, &[self.config.hostname.as_bytes()]);
+                self.send(io, &r);
+                io.emit(ServerEvent::Hello(cmd));
+                return;
+            }
+            Command::StartTls => {
+                if trust == Trust::Tls {
+                    return self.refuse(io, 503, (5, 5, 1), "TLS already active");
+                }
+                if !self.offers_starttls(trust) {
+                    return self.refuse(io, 502, (5, 5, 1), "STARTTLS not available");
+                }
+                self.reset_transaction(io);
+                self.send(io, &reply(220, (2, 0, 0), "Ready to start TLS"));
+                // The cut: nothing after this line is ever read in cleartext.
+                io.start_upgrade();
+                return;
+            }
+            Command::Noop { .. } => {
+                return self.send(io, &reply(250, (2, 0, 0), "Ok"));
+            }
+            Command::Rset => {
+                self.reset_transaction(io);
+                return self.send(io, &reply(250, (2, 0, 0), "Ok"));
+            }
+            Command::Quit => {
+                self.send(io, &reply(221, (2, 0, 0), "Bye"));
+                io.close();
+                return;
+            }
+            Command::Help { .. } => {
+                return self.send(io, &reply(214, (2, 0, 0), "See RFC 5321"));
+            }
+            _ => {}
+        }
+        // Everything below is for the application, subject to policy.
+        if self.config.require_tls && trust == Trust::Cleartext {
+            return self.refuse(io, 530, (5, 7, 0), "Must issue a STARTTLS command first");
+        }
+        match &cmd {
+            Command::Auth { .. } => {
+                if !self.offers_auth(trust) {
+                    if !self.config.auth_mechanisms.is_empty() {
+                        return self.refuse(
+                            io,
+                            538,
+                            (5, 7, 11),
+                            "Encryption required for requested authentication mechanism",
+                        );
+                    }
+                    return self.refuse(io, 502, (5, 5, 1), "AUTH not available");
+                }
+                if !self.hello {
+                    return self.refuse(io, 503, (5, 5, 1), "Send EHLO first");
+                }
+                if self.authenticated {
+                    return self.refuse(io, 503, (5, 5, 1), "Already authenticated");
+                }
+                if self.mail {
+                    return self.refuse(
+                        io,
+                        503,
+                        (5, 5, 1),
+                        "AUTH not allowed during a mail transaction",
+                    );
+                }
+                self.pending = Some(Pending::Auth);
+            }
+            Command::Mail { .. } => {
+                if !self.hello {
+                    return self.refuse(io, 503, (5, 5, 1), "Send HELO/EHLO first");
+                }
+                if self.mail {
+                    return self.refuse(io, 503, (5, 5, 1), "Nested MAIL command");
+                }
+                self.pending = Some(Pending::Mail);
+            }
+            Command::Rcpt { .. } => {
+                if !self.mail {
+                    return self.refuse(io, 503, (5, 5, 1), "Need MAIL command");
+                }
+                self.pending = Some(Pending::Rcpt);
+            }
+            Command::Data => {
+                if !self.mail {
+                    return self.refuse(io, 503, (5, 5, 1), "Need MAIL command");
+                }
+                if self.rcpts == 0 {
+                    return self.refuse(io, 554, (5, 5, 1), "No valid recipients");
+                }
+                self.pending = Some(Pending::Data);
+            }
+            Command::Bdat { size, last } => {
+                if !self.config.extensions.chunking {
+                    return self.refuse(io, 502, (5, 5, 1), "BDAT not available");
+                }
+                // RFC 3030 §2: the chunk is read even when it will be refused.
+                let refuse = !self.mail || self.rcpts == 0;
+                self.mode = Mode::Bdat {
+                    remaining: *size,
+                    last: *last,
+                    refuse,
+                };
+                if refuse {
+                    return;
+                }
+            }
+            Command::Vrfy { .. } => self.pending = Some(Pending::Other("VRFY")),
+            Command::Expn { .. } => self.pending = Some(Pending::Other("EXPN")),
+            // Handled above.
+            _ => return self.refuse(io, 500, (5, 5, 1), "Unrecognized command"),
+        }
+        io.emit(ServerEvent::Command(cmd));
+    }
+
+    fn reply(&mut self, r: Reply, io: &mut Io<'_, ServerEvent>) -> Result<(), UsageError> {
+        let pending = self.pending.ok_or(UsageError::NoCommandPending)?;
+        let code = r.code().get();
+        if !pending.fits(code) {
+            return Err(UsageError::ReplyDoesNotFit {
+                command: pending.name(),
+                code,
+            });
+        }
+        self.send(io, &r);
+        let positive = code / 100 == 2;
+        self.pending = None;
+        match pending {
+            Pending::Mail => self.mail = positive,
+            Pending::Rcpt => self.rcpts += u32::from(positive),
+            Pending::Data if code == 354 => self.mode = Mode::Data(DataReader::default()),
+            Pending::Data | Pending::Chunk | Pending::Other(_) => {}
+            Pending::MessageEnd { replies } => {
+                if replies > 1 {
+                    self.pending = Some(Pending::MessageEnd {
+                        replies: replies - 1,
+                    });
+                } else {
+                    self.mail = false;
+                    self.rcpts = 0;
+                }
+            }
+            Pending::Auth => {
+                if code == 334 {
+                    self.mode = Mode::AuthResponse;
+                } else if positive {
+                    self.authenticated = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn message_end(&mut self, io: &mut Io<'_, ServerEvent>) {
+        let replies = if self.config.lmtp {
+            self.rcpts.max(1)
+        } else {
+            1
+        };
+        self.pending = Some(Pending::MessageEnd { replies });
+        io.emit(ServerEvent::MessageEnd);
+    }
+}
+
+fn parse_enhanced(s: &str) -> (u8, u16, u16) {
+    let mut it = s.split('.').map(|p| p.parse::<u16>().unwrap_or(0));
+    let class = it.next().unwrap_or(5) as u8;
+    (class, it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+impl Machine for ServerMachine {
+    type Config = ServerConfig;
+    type Event = ServerEvent;
+
+    fn after_tls(config: &Arc<ServerConfig>) -> Self {
+        // RFC 3207 §4.2: no new greeting; the client must start over with EHLO.
+        ServerMachine::new(Arc::clone(config), true)
+    }
+
+    fn process(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        if !self.greeted {
+            self.greeted = true;
+            let kind = if self.config.lmtp { "LMTP" } else { "ESMTP" };
+            let text = format!("{} {kind}", self.config.hostname);
+            self.send(io, &Reply::new(220, None, &[text.as_bytes()]));
+        }
+        loop {
+            if self.pending.is_some() {
+                return Ok(());
+            }
+            match &mut self.mode {
+                Mode::Command | Mode::AuthResponse => {
+                    if self.skipper.is_active() {
+                        let n = self.skipper.skip(io.input());
+                        io.skip(n);
+                        if self.skipper.is_active() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    let auth = matches!(self.mode, Mode::AuthResponse);
+                    let limit = if auth {
+                        self.config.limits.auth_line
+                    } else {
+                        self.config.limits.command_line
+                    };
+                    match scan_line(io.input(), &mut self.scanned, limit) {
+                        Scan::Incomplete => return Ok(()),
+                        Scan::TooLong => {
+                            // The first `limit` octets hold no LF; skip them
+                            // and the rest of the line up to its LF.
+                            io.skip(limit);
+                            self.skipper.start();
+                            self.mode = Mode::Command;
+                            self.refuse(io, 500, (5, 5, 2), "Line too long");
+                        }
+                        Scan::Invalid { len, error } => {
+                            io.skip(len);
+                            self.mode = Mode::Command;
+                            let text = format!("Syntax error: {error}");
+                            self.refuse(io, 500, (5, 5, 2), &text);
+                        }
+                        Scan::Line(len) => {
+                            let line = without_crlf(&io.take(len));
+                            if auth {
+                                self.mode = Mode::Command;
+                                if line.as_ref() == b"*" {
+                                    self.send(
+                                        io,
+                                        &reply(501, (5, 0, 0), "Authentication cancelled"),
+                                    );
+                                    io.emit(ServerEvent::AuthCancelled);
+                                } else {
+                                    self.pending = Some(Pending::Auth);
+                                    io.emit(ServerEvent::AuthResponse(Secret::new(line)));
+                                }
+                            } else {
+                                self.command(line, io);
+                            }
+                        }
+                    }
+                }
+                Mode::Data(reader) => match reader.step(io, self.config.limits.text_line) {
+                    DataStep::NeedInput => return Ok(()),
+                    DataStep::Piece(p) => io.emit(ServerEvent::MessageData(p)),
+                    DataStep::End { rejected: None } => {
+                        self.mode = Mode::Command;
+                        self.message_end(io);
+                    }
+                    DataStep::End {
+                        rejected: Some(why),
+                    } => {
+                        self.mode = Mode::Command;
+                        self.reset_transaction(io);
+                        let text = format!("Message refused: {why}");
+                        self.send(io, &reply(550, (5, 6, 0), &text));
+                        io.emit(ServerEvent::MessageRejected(why));
+                    }
+                },
+                Mode::Bdat {
+                    remaining,
+                    last,
+                    refuse,
+                } => {
+                    let (last, refuse) = (*last, *refuse);
+                    if *remaining > 0 {
+                        // Fixed piece boundaries keep the events independent
+                        // of how the chunk was split into reads.
+                        let want = usize::try_from(*remaining).unwrap_or(usize::MAX).min(PIECE);
+                        if io.input().len() < want {
+                            return Ok(());
+                        }
+                        *remaining -= want as u64;
+                        if refuse {
+                            io.skip(want);
+                        } else {
+                            let piece = io.take(want);
+                            io.emit(ServerEvent::MessageData(piece));
+                        }
+                        if *remaining > 0 {
+                            continue;
+                        }
+                    }
+                    self.mode = Mode::Command;
+                    if refuse {
+                        self.refuse(io, 503, (5, 5, 1), "Need MAIL and RCPT before BDAT");
+                    } else if last {
+                        self.message_end(io);
+                    } else {
+                        self.pending = Some(Pending::Chunk);
+                        io.emit(ServerEvent::ChunkEnd);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        Ok(())
+    }
+}

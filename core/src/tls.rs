@@ -1,0 +1,357 @@
+//! TLS: how a session gets from the upgrade point to an encrypted channel.
+//!
+//! Two ways, chosen per session:
+//!
+//! * **In memory with rustls** ([`ServerTls::Rustls`], [`ClientTls::Rustls`]):
+//!   the session drives a rustls 0.23 connection itself. The caller keeps
+//!   moving socket bytes in and out exactly as before the upgrade; records are
+//!   decrypted and encrypted inside the session.
+//! * **Bring your own TLS** ([`ServerTls::External`], [`ClientTls::External`]):
+//!   at the upgrade point the session pauses with
+//!   `ExternalTlsRequired`. It guarantees that no plaintext is pending (every
+//!   byte that followed the upgrade line was discarded and is reported). The
+//!   caller writes out the pending transmit bytes, runs its own handshake on the
+//!   socket, then calls `tls_established` and from then on feeds *decrypted*
+//!   bytes in and encrypts what the session transmits.
+//!
+//! rustls is kept behind the crate-private [`TlsLink`] trait so that the rest
+//! of the crate never names a rustls connection type; only the configuration
+//! types ([`rustls::ServerConfig`], [`rustls::ClientConfig`]) appear in the
+//! public API.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// How a server session does TLS.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum ServerTls {
+    /// No TLS: STARTTLS is never offered. Only sensible behind a TLS-terminating
+    /// proxy or for tests; a `require_tls` policy cannot be combined with it.
+    None,
+    /// The session drives rustls in memory with this configuration.
+    Rustls(Arc<rustls::ServerConfig>),
+    /// The caller runs its own TLS stack (see the [module docs](self)).
+    External,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerTls::None => "ServerTls::None",
+            ServerTls::Rustls(_) => "ServerTls::Rustls(..)",
+            ServerTls::External => "ServerTls::External",
+        })
+    }
+}
+
+impl ServerTls {
+    pub(crate) fn is_available(&self) -> bool {
+        !matches!(self, ServerTls::None)
+    }
+}
+
+/// How a client session does TLS.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum ClientTls {
+    /// The session drives rustls in memory, verifying the server's certificate
+    /// for `server_name` with `config`'s verifier.
+    Rustls {
+        /// rustls client configuration (roots, versions, ALPN).
+        config: Arc<rustls::ClientConfig>,
+        /// The name the certificate must match (RFC 7817: the name the user
+        /// configured, never one learned from DNS MX or SRV without DNSSEC).
+        server_name: ServerName<'static>,
+    },
+    /// The caller runs its own TLS stack.
+    External,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientTls::Rustls { server_name, .. } => f
+                .debug_struct("ClientTls::Rustls")
+                .field("server_name", server_name)
+                .finish_non_exhaustive(),
+            ClientTls::External => f.write_str("ClientTls::External"),
+        }
+    }
+}
+
+/// The TLS protocol version negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246).
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    Tls13,
+    /// Any other version, by its wire number.
+    Other(u16),
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsVersion::Tls12 => f.write_str("TLSv1.2"),
+            TlsVersion::Tls13 => f.write_str("TLSv1.3"),
+            TlsVersion::Other(v) => write!(f, "TLS(0x{v:04x})"),
+        }
+    }
+}
+
+/// What was negotiated, reported in `TlsEstablished` events.
+///
+/// With bring-your-own TLS the caller fills it in for `tls_established`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsInfo {
+    /// Negotiated protocol version, if known.
+    pub version: Option<TlsVersion>,
+    /// IANA name of the cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: Option<String>,
+    /// Negotiated ALPN protocol.
+    pub alpn: Option<Vec<u8>>,
+    /// Server role: the SNI name the client sent.
+    pub sni: Option<String>,
+    /// The peer's certificate chain, end entity first (client role: always
+    /// present after a verified handshake; server role: client certificates).
+    pub peer_certificates: Vec<CertificateDer<'static>>,
+}
+
+impl TlsInfo {
+    /// An empty description, for bring-your-own TLS callers that know nothing
+    /// about what their stack negotiated.
+    pub fn unknown() -> Self {
+        TlsInfo {
+            version: None,
+            cipher_suite: None,
+            alpn: None,
+            sni: None,
+            peer_certificates: Vec::new(),
+        }
+    }
+
+    /// Sets the version (builder style).
+    pub fn with_version(mut self, version: TlsVersion) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// Sets the cipher suite name (builder style).
+    pub fn with_cipher_suite(mut self, name: impl Into<String>) -> Self {
+        self.cipher_suite = Some(name.into());
+        self
+    }
+}
+
+/// Which part of TLS failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsErrorKind {
+    /// The peer's certificate was rejected (expired, untrusted, wrong name).
+    Certificate,
+    /// The peer sent an alert.
+    AlertReceived,
+    /// The peer sent something that is not valid TLS (for example plaintext
+    /// where a handshake record was due), or broke the protocol.
+    PeerMisbehaved,
+    /// The peers share no protocol version, cipher suite or other parameter.
+    Incompatible,
+    /// Anything else rustls reported.
+    Other,
+}
+
+/// A TLS failure, with rustls' own description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsError {
+    /// The class of failure, to match on.
+    pub kind: TlsErrorKind,
+    /// rustls' description of it.
+    pub detail: String,
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            TlsErrorKind::Certificate => "certificate rejected",
+            TlsErrorKind::AlertReceived => "peer sent a TLS alert",
+            TlsErrorKind::PeerMisbehaved => "peer sent invalid TLS data",
+            TlsErrorKind::Incompatible => "no common TLS parameters",
+            TlsErrorKind::Other => "TLS failure",
+        };
+        write!(f, "{what}: {}", self.detail)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        use rustls::Error as E;
+        let kind = match &e {
+            E::InvalidCertificate(_) | E::NoCertificatesPresented | E::UnsupportedNameType => {
+                TlsErrorKind::Certificate
+            }
+            E::AlertReceived(_) => TlsErrorKind::AlertReceived,
+            E::InvalidMessage(_)
+            | E::PeerMisbehaved(_)
+            | E::InappropriateMessage { .. }
+            | E::InappropriateHandshakeMessage { .. }
+            | E::DecryptError => TlsErrorKind::PeerMisbehaved,
+            E::PeerIncompatible(_) => TlsErrorKind::Incompatible,
+            _ => TlsErrorKind::Other,
+        };
+        TlsError {
+            kind,
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// An in-memory TLS connection as the engine sees it.
+pub(crate) trait TlsLink: Send {
+    /// Feeds ciphertext from the socket; appends decrypted plaintext to
+    /// `plaintext`.
+    fn receive(&mut self, ciphertext: &[u8], plaintext: &mut BytesMut) -> Result<(), TlsError>;
+    /// Encrypts `plaintext` for sending.
+    fn send(&mut self, plaintext: &[u8]) -> Result<(), TlsError>;
+    /// Moves pending ciphertext into `out`.
+    fn drain(&mut self, out: &mut BytesMut);
+    /// `true` until the handshake has completed.
+    fn is_handshaking(&self) -> bool;
+    /// What was negotiated.
+    fn info(&self) -> TlsInfo;
+    /// Queues a close_notify alert.
+    fn close(&mut self);
+}
+
+/// The rustls implementation of [`TlsLink`].
+pub(crate) struct RustlsLink {
+    conn: rustls::Connection,
+}
+
+impl RustlsLink {
+    pub(crate) fn server(config: &Arc<rustls::ServerConfig>) -> Result<Self, TlsError> {
+        let conn = rustls::ServerConnection::new(Arc::clone(config))?;
+        Ok(RustlsLink { conn: conn.into() })
+    }
+
+    pub(crate) fn client(
+        config: &Arc<rustls::ClientConfig>,
+        name: &ServerName<'static>,
+    ) -> Result<Self, TlsError> {
+        let conn = rustls::ClientConnection::new(Arc::clone(config), name.clone())?;
+        Ok(RustlsLink { conn: conn.into() })
+    }
+}
+
+impl TlsLink for RustlsLink {
+    fn receive(&mut self, mut ciphertext: &[u8], plaintext: &mut BytesMut) -> Result<(), TlsError> {
+        use std::io::Read;
+        while !ciphertext.is_empty() {
+            // read_tls refuses more input while its own buffers are full; we
+            // empty them on every round, so each round makes progress.
+            let n = self.conn.read_tls(&mut ciphertext).map_err(|e| TlsError {
+                kind: TlsErrorKind::Other,
+                detail: e.to_string(),
+            })?;
+            let state = self.conn.process_new_packets()?;
+            let mut want = state.plaintext_bytes_to_read();
+            while want > 0 {
+                let start = plaintext.len();
+                plaintext.resize(start + want, 0);
+                let got = self
+                    .conn
+                    .reader()
+                    .read(&mut plaintext[start..])
+                    .unwrap_or(0);
+                plaintext.truncate(start + got);
+                if got == 0 {
+                    break;
+                }
+                want -= got.min(want);
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, plaintext: &[u8]) -> Result<(), TlsError> {
+        use std::io::Write;
+        self.conn
+            .writer()
+            .write_all(plaintext)
+            .map_err(|e| TlsError {
+                kind: TlsErrorKind::Other,
+                detail: e.to_string(),
+            })
+    }
+
+    fn drain(&mut self, out: &mut BytesMut) {
+        let mut w = VecWriter(out);
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut w) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    fn info(&self) -> TlsInfo {
+        let version = self.conn.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_2 => TlsVersion::Tls12,
+            rustls::ProtocolVersion::TLSv1_3 => TlsVersion::Tls13,
+            other => TlsVersion::Other(u16::from(other)),
+        });
+        let cipher_suite = self.conn.negotiated_cipher_suite().map(|s| {
+            let suite = s.suite();
+            suite
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{suite:?}"))
+        });
+        let sni = match &self.conn {
+            rustls::Connection::Server(s) => s.server_name().map(str::to_owned),
+            rustls::Connection::Client(_) => None,
+        };
+        TlsInfo {
+            version,
+            cipher_suite,
+            alpn: self.conn.alpn_protocol().map(<[u8]>::to_vec),
+            sni,
+            peer_certificates: self
+                .conn
+                .peer_certificates()
+                .map(<[CertificateDer<'static>]>::to_vec)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn close(&mut self) {
+        self.conn.send_close_notify();
+    }
+}
+
+struct VecWriter<'a>(&'a mut BytesMut);
+
+impl std::io::Write for VecWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,751 @@
+//! The upgrade engine: the one place that decides when bytes may cross from
+//! cleartext into TLS.
+//!
+//! Protocol code (SMTP, IMAP, POP3, client and server) says what a line means.
+//! When a line is the upgrade point (the server read `STARTTLS`; the client
+//! read the positive answer to it) the protocol code calls
+//! `Io::start_upgrade` and returns. From there on the engine alone acts:
+//!
+//! ```text
+//!                 implicit TLS (RFC 8314): start here ─────────────┐
+//!                                                                   v
+//!  ┌───────────┐  upgrade line   ┌───────────┐ our last pre-TLS ┌─────────────┐ handshake ┌─────┐
+//!  │ Cleartext │ ──────────────> │ Boundary  │ ───────────────> │ Handshaking │ ────────> │ Tls │
+//!  └───────────┘  (a) cut        └───────────┘ bytes taken by   └─────────────┘  done     └─────┘
+//!        │        (b) discard /        │       poll_transmit       (rustls in memory)        │
+//!        │            fail             │         │                                         │
+//!        │        (c) fresh protocol   │         └──> AwaitingExternal ── tls_established ──┘
+//!        │            state            │              (bring your own TLS)
+//!        v                             v
+//!     Closed  <──── any failure, QUIT/LOGOUT, end of input ─────────────────────────────────
+//! ```
+//!
+//! (a) **Cut.** The input is cut at the exact end of the upgrade line. The
+//!     protocol code cannot read past it: its view of the input is empty from
+//!     the moment it asked for the upgrade.
+//!
+//! (b) **Discard or fail.** Every byte after the cut, and every byte that
+//!     arrives while the session is at the `Boundary` (before the caller has
+//!     even taken our `220`/`OK`/`+OK` — server — or our ClientHello —
+//!     client — for sending) cannot be legitimate TLS: the peer could not have
+//!     seen our last cleartext bytes yet. Server default: discard and report
+//!     the count once, as [`UpgradeEvent::InjectionDiscarded`], when TLS
+//!     begins ([`InjectionPolicy::Discard`]); client default: fail with
+//!     [`Error::ResponseInjection`](crate::Error::ResponseInjection)
+//!     ([`InjectionPolicy::Fail`]).
+//!
+//! (c) **Forget.** The protocol state is not reset field by field: the engine
+//!     drops the whole protocol machine and builds a new one from the
+//!     immutable configuration alone. Capabilities, greeting texts, envelope,
+//!     authentication, tags, half-read lines and literals learned in
+//!     cleartext cannot survive, because nothing from the old machine is
+//!     handed to the new one.
+//!
+//! (d) **TLS.** With rustls the engine feeds socket bytes to an in-memory
+//!     connection and hands the protocol only decrypted bytes, so the caller's
+//!     loop does not change. With bring-your-own TLS it stops at
+//!     `AwaitingExternal` until the caller says TLS is up.
+//!
+//! The boundary is defined by *our own transmissions*: input received before
+//! the caller has taken our last cleartext bytes is cleartext by definition,
+//! because no honest peer can answer bytes it has not received. That makes the
+//! outcome a function of the bytes and of the order of the caller's calls only,
+//! never of timing.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{Error, Step, UsageError};
+use crate::tls::{RustlsLink, TlsError, TlsInfo, TlsLink};
+use crate::trust::Trust;
+
+/// Facts about the upgrade, reported by every session type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpgradeEvent {
+    /// The upgrade point was reached; the in-memory TLS handshake begins.
+    /// Keep moving bytes as before.
+    UpgradeStarted,
+    /// Bring-your-own TLS: the upgrade point was reached. Write out every
+    /// pending transmit byte, run your TLS handshake on the socket, then call
+    /// `tls_established` and feed decrypted bytes from then on.
+    ExternalTlsRequired,
+    /// TLS is up; everything from here on is [`Trust::Tls`].
+    TlsEstablished(TlsInfo),
+    /// Server role: `bytes` octets arrived after the upgrade line and before
+    /// TLS. They were dropped unread (threat class 1: command injection).
+    InjectionDiscarded {
+        /// How many octets were dropped.
+        bytes: usize,
+    },
+}
+
+/// What to do with bytes that arrive between the upgrade point and TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InjectionPolicy {
+    /// Drop them unread and report their count (server default).
+    Discard,
+    /// Fail the session with a typed error (client default).
+    Fail,
+}
+
+/// Which side of the connection a session plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
+}
+
+/// How the engine gets to TLS.
+pub(crate) enum TlsSetup {
+    None,
+    RustlsServer(Arc<rustls::ServerConfig>),
+    RustlsClient {
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    },
+    External,
+}
+
+/// Engine settings a protocol session passes in.
+pub(crate) struct EngineConfig {
+    pub(crate) side: Side,
+    pub(crate) tls: TlsSetup,
+    pub(crate) implicit: bool,
+    pub(crate) injection: InjectionPolicy,
+    /// Most octets of unprocessed input kept while the protocol waits.
+    pub(crate) max_buffered: usize,
+}
+
+/// Protocol code as the engine drives it.
+pub(crate) trait Machine: Sized {
+    type Config;
+    type Event: From<UpgradeEvent>;
+
+    /// The state for the first bytes after a STARTTLS upgrade. Built from the
+    /// configuration alone: this is rule (c).
+    fn after_tls(config: &Arc<Self::Config>) -> Self;
+
+    /// Consumes as much buffered input as it can, emits events and writes
+    /// output. Returns when it needs more input, waits for the application,
+    /// or asked for the upgrade or the close.
+    fn process(&mut self, io: &mut Io<'_, Self::Event>) -> Result<(), Error>;
+
+    /// The peer closed its side. The engine closes the session afterwards.
+    fn on_eof(&mut self, io: &mut Io<'_, Self::Event>) -> Result<(), Error>;
+}
+
+/// The protocol code's view of the connection: plaintext in, plaintext out.
+pub(crate) struct Io<'a, E> {
+    input: &'a mut BytesMut,
+    out: &'a mut BytesMut,
+    events: &'a mut VecDeque<E>,
+    trust: Trust,
+    cut: &'a mut bool,
+    close: &'a mut bool,
+}
+
+impl<E> Io<'_, E> {
+    /// Unprocessed plaintext. Empty once the upgrade or close was requested:
+    /// nothing beyond the cut is ever visible to protocol code.
+    #[inline]
+    pub(crate) fn input(&self) -> &[u8] {
+        if *self.cut || *self.close {
+            &[]
+        } else {
+            self.input
+        }
+    }
+
+    /// Takes the first `n` octets of [`Io::input`] (zero-copy).
+    #[inline]
+    pub(crate) fn take(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.input().len());
+        self.input.split_to(n).freeze()
+    }
+
+    /// Drops the first `n` octets of [`Io::input`].
+    #[inline]
+    pub(crate) fn skip(&mut self, n: usize) {
+        let n = n.min(self.input().len());
+        let _ = self.input.split_to(n);
+    }
+
+    /// Queues plaintext for the peer. It is sent in cleartext before the cut
+    /// and through TLS after the handshake; never in between.
+    #[inline]
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
+        debug_assert!(
+            !*self.cut,
+            "protocol code wrote after requesting the upgrade"
+        );
+        if !*self.cut && !*self.close {
+            self.out.extend_from_slice(bytes);
+        }
+    }
+
+    /// Direct access to the output buffer for serializers.
+    #[inline]
+    pub(crate) fn out(&mut self) -> &mut BytesMut {
+        self.out
+    }
+
+    /// Reports an event to the caller.
+    #[inline]
+    pub(crate) fn emit(&mut self, e: E) {
+        self.events.push_back(e);
+    }
+
+    /// The trust level of the input and output right now.
+    #[inline]
+    pub(crate) fn trust(&self) -> Trust {
+        self.trust
+    }
+
+    /// Declares that the input consumed so far ends with the upgrade line. The
+    /// protocol code must return from `process` right after.
+    pub(crate) fn start_upgrade(&mut self) {
+        *self.cut = true;
+    }
+
+    /// Asks for the session to close once the output written so far is sent.
+    pub(crate) fn close(&mut self) {
+        *self.close = true;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Cleartext,
+    /// After the cut, until the caller has taken our transmit bytes up to `mark`.
+    Boundary {
+        mark: u64,
+    },
+    Handshaking,
+    AwaitingExternal,
+    Tls,
+    Closed,
+}
+
+/// Everything but the protocol machine (so both can be borrowed at once).
+struct Core<E> {
+    side: Side,
+    phase: Phase,
+    tls: TlsSetup,
+    link: Option<Box<dyn TlsLink>>,
+    external: bool,
+    injection: InjectionPolicy,
+    max_buffered: usize,
+    input: BytesMut,
+    staged: BytesMut,
+    transmit: BytesMut,
+    queued: u64,
+    taken: u64,
+    events: VecDeque<E>,
+    error: Option<Error>,
+    discarded: usize,
+    cut: bool,
+    close: bool,
+    tls_info: Option<TlsInfo>,
+}
+
+/// The engine: one per session, owning the protocol machine.
+pub(crate) struct Engine<M: Machine> {
+    config: Arc<M::Config>,
+    machine: M,
+    core: Core<M::Event>,
+}
+
+impl<M: Machine> Engine<M> {
+    /// Builds the engine around the machine's initial state and lets it write
+    /// its first output (a server greeting) or, with implicit TLS, starts the
+    /// handshake.
+    pub(crate) fn new(config: Arc<M::Config>, machine: M, ec: EngineConfig) -> Self {
+        let mut core = Core {
+            side: ec.side,
+            phase: Phase::Cleartext,
+            external: matches!(ec.tls, TlsSetup::External),
+            tls: ec.tls,
+            link: None,
+            injection: ec.injection,
+            max_buffered: ec.max_buffered,
+            input: BytesMut::new(),
+            staged: BytesMut::new(),
+            transmit: BytesMut::new(),
+            queued: 0,
+            taken: 0,
+            events: VecDeque::new(),
+            error: None,
+            discarded: 0,
+            cut: false,
+            close: false,
+            tls_info: None,
+        };
+        if ec.implicit {
+            core.begin_tls();
+        }
+        let mut engine = Engine {
+            config,
+            machine,
+            core,
+        };
+        engine.run();
+        engine
+    }
+
+    /// Feeds bytes received from the socket.
+    pub(crate) fn handle_input(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let core = &mut self.core;
+        match core.phase {
+            Phase::Closed => return,
+            Phase::Cleartext => core.input.extend_from_slice(data),
+            Phase::Boundary { .. } | Phase::AwaitingExternal => {
+                // Rule (b): the peer cannot have seen our last cleartext bytes.
+                core.pre_tls_bytes(data.len());
+                return;
+            }
+            Phase::Handshaking | Phase::Tls => {
+                if core.external {
+                    core.input.extend_from_slice(data);
+                } else if let Some(link) = core.link.as_mut() {
+                    let r = link.receive(data, &mut core.input);
+                    link.drain(&mut core.transmit);
+                    let established = (core.phase == Phase::Handshaking && !link.is_handshaking())
+                        .then(|| link.info());
+                    core.sync_queued();
+                    if let Err(e) = r {
+                        core.fail(e.into());
+                        return;
+                    }
+                    if let Some(info) = established {
+                        core.tls_up(info);
+                    }
+                }
+            }
+        }
+        self.run();
+        let core = &mut self.core;
+        if core.phase != Phase::Closed && core.input.len() > core.max_buffered {
+            let limit = core.max_buffered;
+            core.fail(Error::LimitExceeded {
+                what: "unprocessed input",
+                limit,
+            });
+        }
+    }
+
+    /// The peer closed its sending side.
+    pub(crate) fn handle_eof(&mut self) {
+        match self.core.phase {
+            Phase::Closed => {}
+            Phase::Boundary { .. } | Phase::Handshaking | Phase::AwaitingExternal => {
+                self.core.report_discarded();
+                if self.core.side == Side::Client {
+                    self.core.fail(Error::PeerClosed {
+                        step: Step::Handshake,
+                    });
+                }
+                self.core.phase = Phase::Closed;
+            }
+            Phase::Cleartext | Phase::Tls => {
+                let r = {
+                    let mut io = self.core.io();
+                    self.machine.on_eof(&mut io)
+                };
+                self.settle();
+                if let Err(e) = r {
+                    self.core.fail(e);
+                }
+                self.core.phase = Phase::Closed;
+            }
+        }
+    }
+
+    /// Next event, or the error the session failed with once all events
+    /// before it were taken.
+    pub(crate) fn poll_event(&mut self) -> Result<Option<M::Event>, Error> {
+        match self.core.events.pop_front() {
+            Some(e) => Ok(Some(e)),
+            None => match &self.core.error {
+                Some(e) => Err(e.clone()),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Bytes to write to the socket. Taking them may move the session past
+    /// the upgrade boundary.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.core.transmit.is_empty() {
+            return None;
+        }
+        let out = self.core.transmit.split().freeze();
+        self.core.taken += out.len() as u64;
+        self.core.check_boundary();
+        if self.core.phase == Phase::Tls {
+            // A TLS 1.3 client can have application data queued behind the
+            // handshake; nothing to do here, it is already in `transmit`.
+        }
+        Some(out)
+    }
+
+    /// Bring-your-own TLS: the caller's handshake completed.
+    pub(crate) fn tls_established(&mut self, info: TlsInfo) -> Result<(), UsageError> {
+        if self.core.phase != Phase::AwaitingExternal {
+            return Err(UsageError::NotAtUpgradePoint);
+        }
+        self.core.tls_up(info);
+        self.run();
+        Ok(())
+    }
+
+    /// Runs an application call against the machine, then lets the machine
+    /// continue with any input it was waiting on.
+    pub(crate) fn call<R>(
+        &mut self,
+        f: impl FnOnce(&mut M, &mut Io<'_, M::Event>) -> Result<R, UsageError>,
+    ) -> Result<R, UsageError> {
+        if self.core.phase == Phase::Closed {
+            return Err(UsageError::Closed);
+        }
+        let r = {
+            let mut io = self.core.io();
+            f(&mut self.machine, &mut io)
+        }?;
+        self.run();
+        Ok(r)
+    }
+
+    /// Read-only access to the machine.
+    pub(crate) fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    pub(crate) fn trust(&self) -> Trust {
+        self.core.trust()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.core.phase == Phase::Closed
+    }
+
+    pub(crate) fn tls_info(&self) -> Option<&TlsInfo> {
+        self.core.tls_info.as_ref()
+    }
+
+    /// Lets the machine process what it can, then applies what it asked for.
+    fn run(&mut self) {
+        if matches!(self.core.phase, Phase::Cleartext | Phase::Tls)
+            && !self.core.cut
+            && !self.core.close
+        {
+            let r = {
+                let mut io = self.core.io();
+                self.machine.process(&mut io)
+            };
+            if let Err(e) = r {
+                self.settle();
+                self.core.fail(e);
+                return;
+            }
+        }
+        self.settle();
+    }
+
+    /// Flushes output and carries out a requested upgrade or close.
+    fn settle(&mut self) {
+        self.core.flush();
+        if self.core.close {
+            self.core.close = false;
+            if let Some(link) = self.core.link.as_mut() {
+                link.close();
+                link.drain(&mut self.core.transmit);
+                self.core.sync_queued();
+            }
+            self.core.report_discarded();
+            self.core.phase = Phase::Closed;
+            self.core.input.clear();
+        } else if self.core.cut {
+            self.core.cut = false;
+            // Rule (c): a new machine built from the configuration alone.
+            self.machine = M::after_tls(&self.config);
+            self.core.cut_here();
+        }
+    }
+}
+
+impl<E: From<UpgradeEvent>> Core<E> {
+    fn io(&mut self) -> Io<'_, E> {
+        let trust = self.trust();
+        Io {
+            input: &mut self.input,
+            out: &mut self.staged,
+            events: &mut self.events,
+            trust,
+            cut: &mut self.cut,
+            close: &mut self.close,
+        }
+    }
+
+    fn trust(&self) -> Trust {
+        match self.phase {
+            Phase::Tls => Trust::Tls,
+            _ => Trust::Cleartext,
+        }
+    }
+
+    /// Moves staged plaintext out: as is in cleartext, through TLS after the
+    /// handshake, and nowhere in between (it waits).
+    fn flush(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        match self.phase {
+            Phase::Cleartext => {
+                self.transmit.extend_from_slice(&self.staged);
+                self.staged.clear();
+            }
+            Phase::Tls if self.external => {
+                self.transmit.extend_from_slice(&self.staged);
+                self.staged.clear();
+            }
+            Phase::Tls => {
+                if let Some(link) = self.link.as_mut() {
+                    let r = link.send(&self.staged);
+                    self.staged.clear();
+                    link.drain(&mut self.transmit);
+                    if let Err(e) = r {
+                        self.fail(e.into());
+                    }
+                }
+            }
+            Phase::Closed => self.staged.clear(),
+            Phase::Boundary { .. } | Phase::Handshaking | Phase::AwaitingExternal => {}
+        }
+        self.sync_queued();
+    }
+
+    fn sync_queued(&mut self) {
+        self.queued = self.taken + self.transmit.len() as u64;
+    }
+
+    /// Rules (a) and (b) at the moment of the cut.
+    fn cut_here(&mut self) {
+        let rest = self.input.len();
+        self.input = BytesMut::new();
+        self.staged.clear();
+        if rest > 0 {
+            self.pre_tls_bytes(rest);
+            if self.phase == Phase::Closed {
+                return;
+            }
+        }
+        match &self.tls {
+            TlsSetup::RustlsClient { config, name } => match RustlsLink::client(config, name) {
+                Ok(mut link) => {
+                    link.drain(&mut self.transmit);
+                    self.link = Some(Box::new(link));
+                    self.events.push_back(UpgradeEvent::UpgradeStarted.into());
+                }
+                Err(e) => return self.fail(e.into()),
+            },
+            TlsSetup::RustlsServer(_) => {
+                self.events.push_back(UpgradeEvent::UpgradeStarted.into());
+            }
+            TlsSetup::External => {
+                self.events
+                    .push_back(UpgradeEvent::ExternalTlsRequired.into());
+            }
+            TlsSetup::None => {
+                // Protocol code never offers an upgrade without TLS; if it
+                // did, closing is the only safe answer.
+                return self.fail(Error::Tls(TlsError {
+                    kind: crate::tls::TlsErrorKind::Other,
+                    detail: "upgrade requested but no TLS is configured".into(),
+                }));
+            }
+        }
+        self.sync_queued();
+        self.phase = Phase::Boundary { mark: self.queued };
+        self.check_boundary();
+    }
+
+    /// Bytes that arrived where only TLS may come, before TLS could have begun.
+    fn pre_tls_bytes(&mut self, n: usize) {
+        match self.injection {
+            InjectionPolicy::Discard => self.discarded = self.discarded.saturating_add(n),
+            InjectionPolicy::Fail => {
+                let bytes = self.discarded.saturating_add(n);
+                self.discarded = 0;
+                let err = match self.side {
+                    Side::Server => {
+                        // Do not answer the injected bytes with a TLS
+                        // handshake: drop our unsent reply too.
+                        self.transmit.clear();
+                        self.sync_queued();
+                        Error::CommandInjection { bytes }
+                    }
+                    Side::Client => Error::ResponseInjection { bytes },
+                };
+                self.fail(err);
+            }
+        }
+    }
+
+    fn report_discarded(&mut self) {
+        if self.discarded > 0 {
+            let bytes = std::mem::take(&mut self.discarded);
+            self.events
+                .push_back(UpgradeEvent::InjectionDiscarded { bytes }.into());
+        }
+    }
+
+    /// Leaves the boundary once the caller took our last pre-TLS bytes.
+    fn check_boundary(&mut self) {
+        let Phase::Boundary { mark } = self.phase else {
+            return;
+        };
+        if self.taken < mark {
+            return;
+        }
+        if self.external {
+            // The window stays open until the caller's handshake is done;
+            // `tls_up` reports what arrived in it.
+            self.phase = Phase::AwaitingExternal;
+            return;
+        }
+        self.report_discarded();
+        if self.link.is_none() {
+            if let TlsSetup::RustlsServer(config) = &self.tls {
+                match RustlsLink::server(config) {
+                    Ok(link) => self.link = Some(Box::new(link)),
+                    Err(e) => return self.fail(e.into()),
+                }
+            }
+        }
+        self.phase = Phase::Handshaking;
+    }
+
+    /// Implicit TLS: start in TLS before any protocol byte.
+    fn begin_tls(&mut self) {
+        match &self.tls {
+            TlsSetup::External => self.phase = Phase::AwaitingExternal,
+            TlsSetup::RustlsClient { config, name } => match RustlsLink::client(config, name) {
+                Ok(mut link) => {
+                    link.drain(&mut self.transmit);
+                    self.link = Some(Box::new(link));
+                    self.sync_queued();
+                    self.phase = Phase::Handshaking;
+                }
+                Err(e) => self.fail(e.into()),
+            },
+            TlsSetup::RustlsServer(config) => match RustlsLink::server(config) {
+                Ok(link) => {
+                    self.link = Some(Box::new(link));
+                    self.phase = Phase::Handshaking;
+                }
+                Err(e) => self.fail(e.into()),
+            },
+            TlsSetup::None => self.fail(Error::Tls(TlsError {
+                kind: crate::tls::TlsErrorKind::Other,
+                detail: "implicit TLS without a TLS configuration".into(),
+            })),
+        }
+    }
+
+    fn tls_up(&mut self, info: TlsInfo) {
+        self.report_discarded();
+        self.phase = Phase::Tls;
+        self.tls_info = Some(info.clone());
+        self.events
+            .push_back(UpgradeEvent::TlsEstablished(info).into());
+        // Output the protocol wrote while waiting goes out encrypted now.
+        self.flush();
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.phase = Phase::Closed;
+        self.input.clear();
+        self.staged.clear();
+    }
+}
+
+/// Implements the caller-facing I/O methods of a session type that wraps an
+/// `Engine` in a field named `engine`.
+macro_rules! session_io {
+    ($ty:ty, $event:ty) => {
+        impl $ty {
+            /// Feeds bytes read from the socket (ciphertext once TLS is driven
+            /// in memory; decrypted bytes with bring-your-own TLS after
+            /// `tls_established`). Processing happens right away; then call
+            /// [`poll_event`](Self::poll_event) and
+            /// [`poll_transmit`](Self::poll_transmit) until both are empty.
+            ///
+            /// The result depends only on the bytes and on the order of calls,
+            /// never on how the bytes were split into calls.
+            pub fn handle_input(&mut self, data: &[u8]) {
+                self.engine.handle_input(data)
+            }
+
+            /// Tells the session the peer closed its side of the connection.
+            pub fn handle_eof(&mut self) {
+                self.engine.handle_eof()
+            }
+
+            /// The next event. `Ok(None)`: nothing to report now. `Err`: the
+            /// session failed (after every event before the failure was
+            /// returned); it is closed, and every later call returns the same
+            /// error. Send what [`poll_transmit`](Self::poll_transmit) still
+            /// returns, then close the socket.
+            #[must_use = "events carry the peer's messages and the session's failures"]
+            pub fn poll_event(&mut self) -> Result<Option<$event>, $crate::Error> {
+                self.engine.poll_event()
+            }
+
+            /// Bytes to write to the socket, in order. Call after every
+            /// `handle_input`, `handle_eof`, `tls_established` and application
+            /// call, until it returns `None`. Taking the bytes is what moves
+            /// the session past the upgrade boundary.
+            #[must_use = "the returned bytes must be written to the socket"]
+            pub fn poll_transmit(&mut self) -> Option<bytes::Bytes> {
+                self.engine.poll_transmit()
+            }
+
+            /// Bring-your-own TLS: your TLS stack finished its handshake (after
+            /// [`UpgradeEvent::ExternalTlsRequired`](crate::UpgradeEvent::ExternalTlsRequired)).
+            /// From now on feed decrypted bytes and encrypt what the session
+            /// transmits.
+            pub fn tls_established(
+                &mut self,
+                info: $crate::TlsInfo,
+            ) -> Result<(), $crate::UsageError> {
+                self.engine.tls_established(info)
+            }
+
+            /// Whether what the session receives and sends now is protected by TLS.
+            pub fn trust(&self) -> $crate::Trust {
+                self.engine.trust()
+            }
+
+            /// `true` once the session has ended (normally or by failure).
+            pub fn is_closed(&self) -> bool {
+                self.engine.is_closed()
+            }
+
+            /// What TLS negotiated, once established.
+            pub fn tls_info(&self) -> Option<&$crate::TlsInfo> {
+                self.engine.tls_info()
+            }
+        }
+    };
+}
+pub(crate) use session_io;
