@@ -71,21 +71,33 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     sock.set_read_timeout(Some(Duration::from_secs(30)))?;
     println!("connected to {addr}");
     let mut buf = vec![0u8; 16 * 1024];
+    // Bytes on the wire are TLS records from the upgrade point on.
+    let mut tls_on_wire = policy == TlsPolicy::Implicit;
     loop {
-        while let Some(out) = session.poll_transmit() {
-            if session.trust().is_tls() || policy == TlsPolicy::Implicit {
-                println!("C: <{} bytes over TLS>", out.len());
-            } else {
-                print!("C: {}", String::from_utf8_lossy(&out));
-            }
-            sock.write_all(&out)?;
-        }
-        while let Some(event) = session.poll_event()? {
+        loop {
+            let event = match session.poll_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(e) => {
+                    // The contract: send what is still queued (a QUIT), then close.
+                    while let Some(out) = session.poll_transmit() {
+                        if !tls_on_wire {
+                            print!("C: {}", String::from_utf8_lossy(&out));
+                        }
+                        sock.write_all(&out)?;
+                    }
+                    return Err(e.into());
+                }
+            };
             match event {
                 ClientEvent::Greeting(r) => print_reply("greeting", &r.message, r.trust),
                 ClientEvent::Capabilities(c) => {
                     let caps: Vec<String> = c.iter().map(|c| format!("{c:?}")).collect();
-                    println!("   capabilities ({}): {}", c.trust, caps.join(", "));
+                    println!("   capabilities [{}]: {}", c.trust, caps.join(", "));
+                }
+                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                    tls_on_wire = true;
+                    println!("   upgrade started: TLS handshake");
                 }
                 ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => println!(
                     "   TLS established: {} {}",
@@ -94,23 +106,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 ),
                 ClientEvent::Upgrade(u) => println!("   {u:?}"),
                 ClientEvent::Ready { trust } => {
-                    println!("   ready ({trust})");
+                    println!("   ready [{trust}]");
                     session.send(Command::Quit)?;
+                    println!("C: QUIT");
                 }
                 ClientEvent::Reply { to, reply } => print_reply(to, &reply.message, reply.trust),
                 _ => {}
             }
         }
         while let Some(out) = session.poll_transmit() {
-            println!(
-                "C: <{} bytes{}>",
-                out.len(),
-                if session.trust().is_tls() {
-                    " over TLS"
-                } else {
-                    ""
-                }
-            );
+            if tls_on_wire {
+                println!("   ({} bytes of TLS records)", out.len());
+            } else {
+                print!("C: {}", String::from_utf8_lossy(&out));
+            }
             sock.write_all(&out)?;
         }
         if session.is_closed() {

@@ -88,7 +88,7 @@ pub mod framing;
 mod policy;
 mod secret;
 pub mod smtp;
-mod tls;
+pub mod tls;
 mod trust;
 pub mod upgrade;
 

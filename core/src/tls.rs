@@ -14,7 +14,7 @@
 //!   socket, then calls `tls_established` and from then on feeds *decrypted*
 //!   bytes in and encrypts what the session transmits.
 //!
-//! rustls is kept behind the crate-private [`TlsLink`] trait so that the rest
+//! rustls is kept behind the crate-private `TlsLink` trait so that the rest
 //! of the crate never names a rustls connection type; only the configuration
 //! types ([`rustls::ServerConfig`], [`rustls::ClientConfig`]) appear in the
 //! public API.

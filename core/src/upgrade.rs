@@ -31,7 +31,7 @@
 //!     seen our last cleartext bytes yet. Server default: discard and report
 //!     the count once, as [`UpgradeEvent::InjectionDiscarded`], when TLS
 //!     begins ([`InjectionPolicy::Discard`]); client default: fail with
-//!     [`Error::ResponseInjection`](crate::Error::ResponseInjection)
+//!     [`crate::Error::ResponseInjection`]
 //!     ([`InjectionPolicy::Fail`]).
 //!
 //! (c) **Forget.** The protocol state is not reset field by field: the engine
