@@ -264,6 +264,9 @@ pub enum UsageError {
         /// The code given.
         code: u16,
     },
+    /// Not a valid SMTP reply code (RFC 5321 §4.2: 2xx to 5xx, second digit
+    /// 0 to 5).
+    InvalidReplyCode(u16),
     /// Client role: negotiation is not finished (no `Ready` event yet).
     NotReady,
     /// The command is one the session issues itself (`STARTTLS`, `STLS`,
@@ -291,6 +294,7 @@ impl fmt::Display for UsageError {
             UsageError::ReplyDoesNotFit { command, code } => {
                 write!(f, "reply code {code} is not a valid answer to {command}")
             }
+            UsageError::InvalidReplyCode(c) => write!(f, "{c} is not a valid reply code"),
             UsageError::NotReady => f.write_str("the session has not finished negotiating"),
             UsageError::ReservedCommand(c) => {
                 write!(

@@ -257,6 +257,9 @@ impl ServerSession {
         enhanced: Option<EnhancedCode>,
         text: &str,
     ) -> Result<(), UsageError> {
+        if super::ReplyCode::new(code).is_none() {
+            return Err(UsageError::InvalidReplyCode(code));
+        }
         self.reply(Reply::new(code, enhanced, &[text.as_bytes()]))
     }
 
@@ -446,6 +449,28 @@ impl ServerMachine {
             caps.push(Capability::Auth(Bytes::from(c.auth_mechanisms.join(" "))));
         }
         Capabilities::new(Bytes::from(c.hostname.clone()), caps)
+    }
+
+    /// The line limit for the next line, raised by the extensions offered
+    /// as their RFCs allow. The choice depends only on the first octets of
+    /// the line, so it is the same however the line was split.
+    fn line_limit(&self, input: &[u8], trust: Trust) -> usize {
+        let l = &self.config.limits;
+        if matches!(self.mode, Mode::AuthResponse) {
+            return l.auth_line;
+        }
+        // RFC 4954 §4: an AUTH initial response may be as long as a SASL line.
+        if self.offers_auth(trust)
+            && input
+                .get(..5)
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH "))
+        {
+            return l.auth_line.max(l.command_line);
+        }
+        let x = &self.config.extensions;
+        // RFC 1870 §3: SIZE adds 26 octets; RFC 3461 §5: ENVID adds 100 to
+        // MAIL, ORCPT and NOTIFY add 500 to RCPT.
+        l.command_line + if x.size.is_some() { 26 } else { 0 } + if x.dsn { 600 } else { 0 }
     }
 
     fn offers_starttls(&self, trust: Trust) -> bool {
@@ -688,11 +713,7 @@ impl Machine for ServerMachine {
                         continue;
                     }
                     let auth = matches!(self.mode, Mode::AuthResponse);
-                    let limit = if auth {
-                        self.config.limits.auth_line
-                    } else {
-                        self.config.limits.command_line
-                    };
+                    let limit = self.line_limit(io.input(), io.trust());
                     match scan_line(io.input(), &mut self.scanned, limit) {
                         Scan::Incomplete => return Ok(()),
                         Scan::TooLong => {
