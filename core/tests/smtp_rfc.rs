@@ -180,7 +180,7 @@ fn extensions_raise_the_command_line_limit() {
     drain(|| s.poll_transmit());
     // 512 + 26 (SIZE) + 600 (DSN) = 1138 octets allowed.
     let orcpt = "x".repeat(1138 - "RCPT TO:<a@b.test> ORCPT=rfc822;\r\n".len());
-    s.handle_input(format!("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n").as_bytes());
+    s.handle_input(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
     while let Some(ev) = s.poll_event().unwrap() {
         if matches!(ev, ServerEvent::Command(_)) {
             s.accept().unwrap();
