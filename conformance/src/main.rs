@@ -64,7 +64,7 @@ fn main() -> ExitCode {
             "live loopback checks (real TCP, real TLS): {}",
             checks.len()
         );
-        println!("{:<6} {:<11} {:<14} {}", "", "protocol", "role", "case");
+        println!("{:<6} {:<11} {:<14} case", "", "protocol", "role");
     }
     let mut outcomes = Vec::new();
     for (i, check) in checks.iter().enumerate() {
