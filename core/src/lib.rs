@@ -83,6 +83,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+mod dot;
 mod error;
 pub mod framing;
 mod policy;

@@ -17,9 +17,9 @@ use crate::upgrade::{
 
 use super::capability::Capabilities;
 use super::command::{Command, Host};
-use super::data::DotStuffer;
 use super::reply::{parse_reply_line, Reply};
 use super::Limits;
+use crate::dot::DotStuffer;
 
 /// Client configuration.
 #[derive(Clone, Debug)]

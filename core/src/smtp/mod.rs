@@ -15,7 +15,6 @@
 pub mod capability;
 mod client;
 pub mod command;
-mod data;
 pub mod reply;
 mod server;
 mod syntax;
@@ -63,6 +62,3 @@ impl Default for Limits {
         }
     }
 }
-
-/// `DATA` and `BDAT` bytes are handed out in pieces of at most this size.
-pub(crate) const PIECE: usize = 16 * 1024;

@@ -15,9 +15,9 @@ use crate::upgrade::{
 
 use super::capability::{Capabilities, Capability};
 use super::command::Command;
-use super::data::{DataReader, DataStep};
 use super::reply::{EnhancedCode, Reply};
-use super::{Limits, PIECE};
+use super::Limits;
+use crate::dot::{DataReader, DataStep, PIECE};
 
 /// Which service extensions the server advertises in its `EHLO`/`LHLO`
 /// reply. `STARTTLS` and `AUTH` are not here: the session decides those from

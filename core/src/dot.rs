@@ -1,11 +1,12 @@
-//! The `DATA` body: streamed dot-unstuffing (server) and dot-stuffing
-//! (client), RFC 5321 §4.5.2.
+//! Dot-stuffed bodies, shared by SMTP `DATA` (RFC 5321 §4.5.2) and POP3
+//! multi-line responses (RFC 1939 §3): streamed unstuffing on the receiving
+//! side, stuffing on the sending side.
 //!
-//! The server never buffers a whole message. It hands out pieces whose
+//! The receiver never buffers a whole message. It hands out pieces whose
 //! boundaries depend only on the content, so the same bytes give the same
 //! pieces however they were split into reads: a piece ends before a line that
 //! starts with a (stuffed) dot, at the end of the data, or at the first line
-//! end after [`PIECE`](super::PIECE) octets. Pieces are zero-copy slices of
+//! end after [`PIECE`] octets. Pieces are zero-copy slices of
 //! the input.
 //!
 //! The body obeys the crate's line rule (see [`crate::framing`]): a bare CR,
@@ -19,7 +20,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::framing::{scan_line, FramingError, LineSkipper, Scan};
 use crate::upgrade::Io;
 
-use super::PIECE;
+/// Message bytes are handed out in pieces of at most this size (bodies at
+/// line ends; SMTP `BDAT` chunks exactly).
+pub(crate) const PIECE: usize = 16 * 1024;
 
 /// What the reader found.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,7 +36,7 @@ pub(crate) enum DataStep {
     NeedInput,
 }
 
-/// Incremental reader for one `DATA` body.
+/// Incremental reader for one dot-stuffed body.
 #[derive(Debug, Default)]
 pub(crate) struct DataReader {
     /// Octets at the start of the input that form the current run of
@@ -123,7 +126,7 @@ impl DataReader {
     }
 }
 
-/// Dot-stuffs a message body for `DATA`, normalizing every line end to CRLF
+/// Dot-stuffs a body, normalizing every line end to CRLF
 /// (a lone CR or LF becomes CRLF, so the body cannot smuggle an end of data).
 #[derive(Debug, Clone)]
 pub(crate) struct DotStuffer {
