@@ -87,6 +87,7 @@ mod dot;
 mod error;
 pub mod framing;
 mod policy;
+pub mod pop3;
 mod secret;
 pub mod smtp;
 pub mod tls;

@@ -146,6 +146,10 @@ pub(crate) struct Io<'a, E> {
     trust: Trust,
     cut: &'a mut bool,
     close: &'a mut bool,
+    /// Plaintext octets moved out of `out` before this call.
+    flushed: u64,
+    /// Plaintext octets the caller has taken for sending.
+    sent: u64,
 }
 
 impl<E> Io<'_, E> {
@@ -205,6 +209,21 @@ impl<E> Io<'_, E> {
         self.trust
     }
 
+    /// Where the next octet written will be, counting every plaintext octet
+    /// this session ever wrote. A client records it after writing a command.
+    #[inline]
+    pub(crate) fn written(&self) -> u64 {
+        self.flushed + self.out.len() as u64
+    }
+
+    /// How many of those octets the caller has taken for sending. A reply to
+    /// a command whose end is beyond this position cannot be genuine: no
+    /// honest peer answers what it has not received.
+    #[inline]
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// Declares that the input consumed so far ends with the upgrade line. The
     /// protocol code must return from `process` right after.
     pub(crate) fn start_upgrade(&mut self) {
@@ -250,6 +269,10 @@ struct Core<E> {
     cut: bool,
     close: bool,
     tls_info: Option<TlsInfo>,
+    /// Plaintext octets moved from `staged` towards the socket.
+    plain_flushed: u64,
+    /// `plain_flushed` as of the caller's last `poll_transmit`.
+    plain_sent: u64,
 }
 
 /// The engine: one per session, owning the protocol machine.
@@ -283,6 +306,8 @@ impl<M: Machine> Engine<M> {
             cut: false,
             close: false,
             tls_info: None,
+            plain_flushed: 0,
+            plain_sent: 0,
         };
         if ec.implicit {
             core.begin_tls();
@@ -387,6 +412,8 @@ impl<M: Machine> Engine<M> {
         }
         let out = self.core.transmit.split().freeze();
         self.core.taken += out.len() as u64;
+        // Everything flushed so far is inside what was just taken.
+        self.core.plain_sent = self.core.plain_flushed;
         self.core.check_boundary();
         if self.core.phase == Phase::Tls {
             // A TLS 1.3 client can have application data queued behind the
@@ -490,6 +517,8 @@ impl<E: From<UpgradeEvent>> Core<E> {
             trust,
             cut: &mut self.cut,
             close: &mut self.close,
+            flushed: self.plain_flushed,
+            sent: self.plain_sent,
         }
     }
 
@@ -505,6 +534,9 @@ impl<E: From<UpgradeEvent>> Core<E> {
     fn flush(&mut self) {
         if self.staged.is_empty() {
             return;
+        }
+        if matches!(self.phase, Phase::Cleartext | Phase::Tls) {
+            self.plain_flushed += self.staged.len() as u64;
         }
         match self.phase {
             Phase::Cleartext => {

@@ -1184,6 +1184,28 @@ fn client_refuses_broken_replies() {
 }
 
 #[test]
+fn a_reply_before_its_command_was_sent_is_forged() {
+    // Greeting and an EHLO reply in one read: the EHLO had not even been
+    // handed to the caller yet, so no honest server can have answered it
+    // (an attacker planting capabilities, threat class 5).
+    let mut c = ClientSession::new(client_config(TlsPolicy::StartTlsRequired, |_| {})).unwrap();
+    c.handle_input(b"220 mx ESMTP\r\n250-mx\r\n250 STARTTLS\r\n");
+    let (ev, err) = client_events(&mut c);
+    assert!(matches!(&ev[..], [ClientEvent::Greeting(_)]), "{ev:?}");
+    assert!(
+        matches!(&err, Some(Error::UnexpectedReply { step: Step::Capabilities, detail }) if detail.contains("before its command was sent")),
+        "{err:?}"
+    );
+    // The same bytes after the EHLO was taken are a normal conversation.
+    let mut c = ClientSession::new(client_config(TlsPolicy::StartTlsRequired, |_| {})).unwrap();
+    c.handle_input(b"220 mx ESMTP\r\n");
+    assert_eq!(out_client(&mut c), "EHLO client.test\r\n");
+    c.handle_input(b"250-mx\r\n250 STARTTLS\r\n");
+    assert_eq!(client_events(&mut c).1, None);
+    assert_eq!(out_client(&mut c), "STARTTLS\r\n");
+}
+
+#[test]
 fn peer_closing_mid_negotiation_is_an_error() {
     let mut c = ClientSession::new(client_config(TlsPolicy::StartTlsRequired, |_| {})).unwrap();
     c.handle_input(b"220 mx ESMTP\r\n250-mx");
@@ -1301,11 +1323,12 @@ fn external_tls_on_the_client() {
         ClientTls::External,
     )))
     .unwrap();
-    c.handle_input(b"220 mx ESMTP\r\n250-mx\r\n250 STARTTLS\r\n");
+    c.handle_input(b"220 mx ESMTP\r\n");
     let _ = client_events(&mut c);
-    // Pipelined replies: the EHLO reply arrived before EHLO was even sent —
-    // fine in order; now STARTTLS goes out.
-    assert_eq!(out_client(&mut c), "EHLO client.test\r\nSTARTTLS\r\n");
+    assert_eq!(out_client(&mut c), "EHLO client.test\r\n");
+    c.handle_input(b"250-mx\r\n250 STARTTLS\r\n");
+    let _ = client_events(&mut c);
+    assert_eq!(out_client(&mut c), "STARTTLS\r\n");
     c.handle_input(b"220 go\r\n");
     let (ev, err) = client_events(&mut c);
     assert_eq!(err, None);

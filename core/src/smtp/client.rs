@@ -232,7 +232,8 @@ pub(crate) struct ClientMachine {
     /// Built after STARTTLS: begins by sending `EHLO` over TLS.
     after_tls: bool,
     started: bool,
-    expect: VecDeque<Expect>,
+    /// Replies we wait for, each with the write position of its command.
+    expect: VecDeque<(Expect, u64)>,
     caps: Option<Capabilities>,
     ready: bool,
     quitting: bool,
@@ -253,7 +254,7 @@ impl ClientMachine {
     fn new(config: Arc<ClientConfig>, after_tls: bool) -> Self {
         let mut expect = VecDeque::new();
         if !after_tls {
-            expect.push_back(Expect::Greeting);
+            expect.push_back((Expect::Greeting, 0));
         }
         ClientMachine {
             config,
@@ -274,8 +275,12 @@ impl ClientMachine {
         }
     }
 
+    fn expect_reply(&mut self, e: Expect, io: &Io<'_, ClientEvent>) {
+        self.expect.push_back((e, io.written()));
+    }
+
     fn step(&self, trust: Trust) -> Step {
-        match self.expect.front() {
+        match self.expect.front().map(|(e, _)| e) {
             _ if self.ready => Step::Ready,
             Some(Expect::Greeting) => Step::Greeting,
             Some(Expect::Helo) => Step::Helo,
@@ -300,7 +305,7 @@ impl ClientMachine {
             Command::Ehlo { domain }
         };
         self.write(&cmd, io);
-        self.expect.push_back(Expect::Hello);
+        self.expect_reply(Expect::Hello, io);
     }
 
     /// A polite goodbye before failing closed; only ever `QUIT`.
@@ -415,7 +420,7 @@ impl ClientMachine {
                         self.ready(io);
                     } else if starttls {
                         self.write(&Command::StartTls, io);
-                        self.expect.push_back(Expect::StartTls);
+                        self.expect_reply(Expect::StartTls, io);
                     } else if policy.requires_tls() {
                         let e = Error::TlsRequired {
                             step,
@@ -436,7 +441,7 @@ impl ClientMachine {
                     let domain = helo_host(&self.config.helo_name)
                         .unwrap_or_else(|| Host::Domain(Bytes::from_static(b"localhost")));
                     self.write(&Command::Helo { domain }, io);
-                    self.expect.push_back(Expect::Helo);
+                    self.expect_reply(Expect::Helo, io);
                 } else {
                     let e = Error::Refused {
                         step,
@@ -549,7 +554,7 @@ impl ClientMachine {
         }
         self.challenged = false;
         self.write(&cmd, io);
-        self.expect.push_back(Expect::App(verb));
+        self.expect_reply(Expect::App(verb), io);
         Ok(())
     }
 
@@ -565,7 +570,7 @@ impl ClientMachine {
             1
         };
         for _ in 0..replies {
-            self.expect.push_back(Expect::MessageEnd);
+            self.expect_reply(Expect::MessageEnd, io);
         }
         Ok(())
     }
@@ -586,14 +591,17 @@ impl ClientMachine {
         };
         self.write(&cmd, io);
         io.send(chunk);
-        self.expect.push_back(if last && self.config.lmtp {
-            Expect::MessageEnd
-        } else {
-            Expect::App("BDAT")
-        });
+        self.expect_reply(
+            if last && self.config.lmtp {
+                Expect::MessageEnd
+            } else {
+                Expect::App("BDAT")
+            },
+            io,
+        );
         if last && self.config.lmtp {
             for _ in 1..self.accepted_rcpts.max(1) {
-                self.expect.push_back(Expect::MessageEnd);
+                self.expect_reply(Expect::MessageEnd, io);
             }
         }
         Ok(())
@@ -615,7 +623,7 @@ impl ClientMachine {
         self.challenged = false;
         io.send(response.expose());
         io.send(b"\r\n");
-        self.expect.push_back(Expect::App("AUTH"));
+        self.expect_reply(Expect::App("AUTH"), io);
         Ok(())
     }
 }
@@ -635,12 +643,23 @@ impl Machine for ClientMachine {
             self.hello(io);
         }
         while let Some(reply) = self.next_reply(io)? {
-            let Some(exp) = self.expect.pop_front() else {
+            let step = self.step(io.trust());
+            let Some((exp, sent_at)) = self.expect.pop_front() else {
                 return Err(Error::UnexpectedReply {
-                    step: self.step(io.trust()),
+                    step,
                     detail: format!("reply {} with no command outstanding", reply.code().get()),
                 });
             };
+            if io.sent() < sent_at {
+                // No honest server answers a command it has not received.
+                return Err(Error::UnexpectedReply {
+                    step,
+                    detail: format!(
+                        "reply {} arrived before its command was sent",
+                        reply.code().get()
+                    ),
+                });
+            }
             self.on_reply(exp, reply, io)?;
         }
         Ok(())
