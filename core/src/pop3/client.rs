@@ -1,0 +1,539 @@
+//! The POP3 client session.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::dot::{DataReader, DataStep};
+use crate::error::{ConfigError, Error, Step, TlsRefusal, UsageError};
+use crate::framing::{scan_line, without_crlf, FramingError, Scan};
+use crate::policy::TlsPolicy;
+use crate::secret::Secret;
+use crate::tls::ClientTls;
+use crate::trust::{Received, Trust};
+use crate::upgrade::{
+    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, Side, TlsSetup, UpgradeEvent,
+};
+
+use super::capability::{Capabilities, Capability};
+use super::command::Command;
+use super::response::{parse_continuation, Status, StatusLine};
+use super::Limits;
+
+/// Client configuration.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// What the client requires of TLS.
+    pub policy: TlsPolicy,
+    /// How TLS is done.
+    pub tls: ClientTls,
+    /// What to do with bytes after the `+OK` to `STLS` and before TLS
+    /// (default: fail with [`Error::ResponseInjection`]).
+    pub injection: InjectionPolicy,
+    /// Allow `USER`/`PASS`/`APOP`/`AUTH` in cleartext (only reachable with
+    /// [`TlsPolicy::Opportunistic`]). Off by default.
+    pub insecure_auth_in_cleartext: bool,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+impl ClientConfig {
+    /// A configuration with safe defaults.
+    pub fn new(policy: TlsPolicy, tls: ClientTls) -> Self {
+        ClientConfig {
+            policy,
+            tls,
+            injection: InjectionPolicy::Fail,
+            insecure_auth_in_cleartext: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What a POP3 client session reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The server greeting. [`StatusLine::apop_timestamp`] gives the APOP
+    /// timestamp, if any.
+    Greeting(Received<StatusLine>),
+    /// The capabilities from `CAPA`. After an upgrade they are asked for
+    /// again over TLS and replace the cleartext ones entirely.
+    Capabilities(Received<Capabilities>),
+    /// Negotiation is over: the application may send commands.
+    Ready {
+        /// [`Trust::Tls`] unless the policy is opportunistic and TLS was not
+        /// available.
+        trust: Trust,
+    },
+    /// The status line answering an application command. With
+    /// `multiline`, [`ClientEvent::Body`] pieces and [`ClientEvent::BodyEnd`]
+    /// follow.
+    Reply {
+        /// The command's keyword.
+        to: &'static str,
+        /// `+OK` or `-ERR`, with code and text.
+        status: Received<StatusLine>,
+        /// A multi-line body follows.
+        multiline: bool,
+    },
+    /// A piece of a multi-line body, unstuffed, CRLF line ends kept.
+    Body(Bytes),
+    /// The multi-line body ended.
+    BodyEnd,
+    /// A SASL challenge during `AUTH`, base64 as the server sent it.
+    Continuation(Received<Bytes>),
+    /// Upgrade and TLS facts.
+    Upgrade(UpgradeEvent),
+}
+
+impl From<UpgradeEvent> for ClientEvent {
+    fn from(e: UpgradeEvent) -> Self {
+        ClientEvent::Upgrade(e)
+    }
+}
+
+/// A POP3 client session: one per connection.
+///
+/// ```
+/// use std::sync::Arc;
+/// use starttls::pop3::{ClientConfig, ClientSession};
+/// use starttls::{ClientTls, Error, Step, TlsPolicy, TlsRefusal};
+///
+/// let config = ClientConfig::new(TlsPolicy::StartTlsRequired, ClientTls::External);
+/// let mut client = ClientSession::new(Arc::new(config)).unwrap();
+/// client.handle_input(b"+OK ready\r\n");
+/// let _ = client.poll_event(); // greeting
+/// assert_eq!(client.poll_transmit().unwrap().as_ref(), b"CAPA\r\n");
+/// // STLS stripped from the list:
+/// client.handle_input(b"+OK\r\nUSER\r\nTOP\r\n.\r\n");
+/// let _ = client.poll_event(); // capabilities
+/// assert_eq!(
+///     client.poll_event(),
+///     Err(Error::TlsRequired { step: Step::Capabilities, reason: TlsRefusal::NotOffered })
+/// );
+/// assert_eq!(client.poll_transmit().unwrap().as_ref(), b"QUIT\r\n");
+/// ```
+pub struct ClientSession {
+    engine: Engine<ClientMachine>,
+}
+
+session_io!(ClientSession, ClientEvent);
+
+impl ClientSession {
+    /// Starts a session.
+    pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
+        let tls = match &config.tls {
+            ClientTls::Rustls {
+                config: c,
+                server_name,
+            } => TlsSetup::RustlsClient {
+                config: Arc::clone(c),
+                name: server_name.clone(),
+            },
+            ClientTls::External => TlsSetup::External,
+        };
+        let ec = EngineConfig {
+            side: Side::Client,
+            tls,
+            implicit: config.policy == TlsPolicy::Implicit,
+            injection: config.injection,
+            max_buffered: config.limits.buffered_input,
+        };
+        let machine = ClientMachine::new(Arc::clone(&config), false);
+        Ok(ClientSession {
+            engine: Engine::new(config, machine, ec),
+        })
+    }
+
+    /// Sends a command (after [`ClientEvent::Ready`]); its answer comes as
+    /// [`ClientEvent::Reply`].
+    ///
+    /// Refused: `STLS` (the session upgrades by itself); `USER`, `PASS`,
+    /// `APOP` and `AUTH` in cleartext; a second command while one is
+    /// outstanding unless the server offers `PIPELINING`.
+    pub fn send(&mut self, command: Command) -> Result<(), UsageError> {
+        self.engine.call(|m, io| m.send(command, io))
+    }
+
+    /// Answers a SASL challenge with a base64 line (`*` cancels).
+    pub fn send_auth_response(&mut self, response: Secret<Bytes>) -> Result<(), UsageError> {
+        self.engine.call(|m, io| {
+            if !m.challenged {
+                return Err(UsageError::WrongState(
+                    "no SASL challenge is waiting for an answer",
+                ));
+            }
+            m.challenged = false;
+            io.send(response.expose());
+            io.send(b"\r\n");
+            Ok(())
+        })
+    }
+
+    /// The capabilities in force: after an upgrade, only those received over
+    /// TLS.
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        self.engine.machine().caps.as_ref()
+    }
+
+    /// `true` after [`ClientEvent::Ready`].
+    pub fn is_ready(&self) -> bool {
+        self.engine.machine().ready
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Greeting,
+    Capa,
+    Stls,
+    App {
+        keyword: &'static str,
+        multiline: bool,
+    },
+}
+
+enum Mode {
+    /// Reading a status line.
+    Status,
+    /// Reading a multi-line body; `capa` collects our own CAPA listing.
+    Body {
+        reader: DataReader,
+        capa: Option<BytesMut>,
+    },
+}
+
+pub(crate) struct ClientMachine {
+    config: Arc<ClientConfig>,
+    after_tls: bool,
+    started: bool,
+    /// Replies we wait for, with the write position of their command.
+    expect: VecDeque<(Expect, u64)>,
+    mode: Mode,
+    caps: Option<Capabilities>,
+    ready: bool,
+    quitting: bool,
+    challenged: bool,
+    scanned: usize,
+}
+
+impl ClientMachine {
+    fn new(config: Arc<ClientConfig>, after_tls: bool) -> Self {
+        let mut expect = VecDeque::new();
+        if !after_tls {
+            expect.push_back((Expect::Greeting, 0));
+        }
+        ClientMachine {
+            config,
+            after_tls,
+            started: false,
+            expect,
+            mode: Mode::Status,
+            caps: None,
+            ready: false,
+            quitting: false,
+            challenged: false,
+            scanned: 0,
+        }
+    }
+
+    fn step(&self, trust: Trust) -> Step {
+        match self.expect.front().map(|(e, _)| e) {
+            _ if self.ready => Step::Ready,
+            Some(Expect::Greeting) => Step::Greeting,
+            Some(Expect::Stls) => Step::StartTls,
+            _ if trust == Trust::Tls => Step::CapabilitiesAfterTls,
+            _ => Step::Capabilities,
+        }
+    }
+
+    fn write(&mut self, cmd: &Command, expect: Expect, io: &mut Io<'_, ClientEvent>) {
+        let mut v = Vec::with_capacity(16);
+        cmd.write_to(&mut v);
+        io.send(&v);
+        self.expect.push_back((expect, io.written()));
+    }
+
+    /// A failing client says only QUIT.
+    fn quit_and(&mut self, io: &mut Io<'_, ClientEvent>, e: Error) -> Result<(), Error> {
+        let mut v = Vec::new();
+        Command::Quit.write_to(&mut v);
+        io.send(&v);
+        self.quitting = true;
+        Err(e)
+    }
+
+    fn ready(&mut self, io: &mut Io<'_, ClientEvent>) {
+        self.ready = true;
+        let trust = io.trust();
+        io.emit(ClientEvent::Ready { trust });
+    }
+
+    /// With the capabilities known (or refused): upgrade, fail, or be ready.
+    fn decide(&mut self, io: &mut Io<'_, ClientEvent>, refused: bool) -> Result<(), Error> {
+        if io.trust() == Trust::Tls {
+            self.ready(io);
+            return Ok(());
+        }
+        if self.caps.as_ref().is_some_and(|c| c.has_stls()) {
+            self.write(&Command::Stls, Expect::Stls, io);
+            return Ok(());
+        }
+        if self.config.policy.requires_tls() {
+            let reason = if refused {
+                TlsRefusal::CapabilitiesRefused
+            } else {
+                TlsRefusal::NotOffered
+            };
+            return self.quit_and(
+                io,
+                Error::TlsRequired {
+                    step: Step::Capabilities,
+                    reason,
+                },
+            );
+        }
+        self.ready(io);
+        Ok(())
+    }
+
+    fn status_line(&mut self, line: Bytes, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
+        let trust = io.trust();
+        let step = self.step(trust);
+        let Some((exp, sent_at)) = self.expect.pop_front() else {
+            return Err(Error::UnexpectedReply {
+                step,
+                detail: "a response with no command outstanding".into(),
+            });
+        };
+        if io.sent() < sent_at {
+            // No honest server answers a command it has not received: this
+            // is a planted response (threat class 5).
+            return Err(Error::UnexpectedReply {
+                step,
+                detail: "a response arrived before its command was sent".into(),
+            });
+        }
+        let is_continuation = line.first() == Some(&b'+')
+            && !line
+                .get(..3)
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"+OK"));
+        if is_continuation {
+            if let Expect::App {
+                keyword: "AUTH", ..
+            } = exp
+            {
+                let challenge = parse_continuation(&line).map_err(|e| Error::Malformed {
+                    step,
+                    reason: e.to_string(),
+                })?;
+                self.expect.push_front((exp, sent_at));
+                self.challenged = true;
+                io.emit(ClientEvent::Continuation(Received::new(challenge, trust)));
+                return Ok(());
+            }
+            if exp == Expect::Stls && self.config.policy.requires_tls() {
+                return Err(Error::TlsRequired {
+                    step,
+                    reason: TlsRefusal::OddReply { status: "+".into() },
+                });
+            }
+        }
+        let status = StatusLine::parse(&line).map_err(|e| Error::Malformed {
+            step,
+            reason: e.to_string(),
+        })?;
+        let ok = status.status == Status::Ok;
+        match exp {
+            Expect::Greeting => {
+                io.emit(ClientEvent::Greeting(Received::new(status, trust)));
+                if !ok {
+                    return Err(Error::Refused {
+                        step: Step::Greeting,
+                        status: "-ERR".into(),
+                    });
+                }
+                self.write(&Command::Capa, Expect::Capa, io);
+            }
+            Expect::Capa => {
+                if ok {
+                    self.mode = Mode::Body {
+                        reader: DataReader::default(),
+                        capa: Some(BytesMut::new()),
+                    };
+                } else {
+                    self.caps = None;
+                    self.decide(io, true)?;
+                }
+            }
+            Expect::Stls => {
+                if ok {
+                    // The cut: the engine takes over from the end of this line.
+                    io.start_upgrade();
+                    return Ok(());
+                }
+                if self.config.policy.requires_tls() {
+                    let e = Error::TlsRequired {
+                        step: Step::StartTls,
+                        reason: TlsRefusal::Refused {
+                            status: "-ERR".into(),
+                        },
+                    };
+                    return self.quit_and(io, e);
+                }
+                self.ready(io);
+            }
+            Expect::App { keyword, multiline } => {
+                let body = ok && multiline;
+                self.challenged = false;
+                if keyword == "QUIT" {
+                    io.close();
+                }
+                io.emit(ClientEvent::Reply {
+                    to: keyword,
+                    status: Received::new(status, trust),
+                    multiline: body,
+                });
+                if body {
+                    self.mode = Mode::Body {
+                        reader: DataReader::default(),
+                        capa: None,
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn capa_done(&mut self, listing: BytesMut, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
+        let listing = listing.freeze();
+        let step = self.step(io.trust());
+        let mut caps = Vec::new();
+        let mut pos = 0;
+        while let Some(i) = listing
+            .get(pos..)
+            .and_then(|r| memchr::memmem::find(r, b"\r\n"))
+        {
+            let line = listing.slice(pos..pos + i);
+            pos += i + 2;
+            let cap = Capability::parse(&line).map_err(|e| Error::Malformed {
+                step,
+                reason: e.to_string(),
+            })?;
+            caps.push(cap);
+        }
+        let caps = Capabilities::new(caps);
+        let trust = io.trust();
+        io.emit(ClientEvent::Capabilities(Received::new(
+            caps.clone(),
+            trust,
+        )));
+        self.caps = Some(caps);
+        self.decide(io, false)
+    }
+
+    fn send(&mut self, cmd: Command, io: &mut Io<'_, ClientEvent>) -> Result<(), UsageError> {
+        if !self.ready {
+            return Err(UsageError::NotReady);
+        }
+        if self.quitting {
+            return Err(UsageError::Closed);
+        }
+        match cmd {
+            Command::Stls => return Err(UsageError::ReservedCommand("STLS")),
+            Command::User { .. }
+            | Command::Pass { .. }
+            | Command::Apop { .. }
+            | Command::Auth { .. }
+                if io.trust() == Trust::Cleartext && !self.config.insecure_auth_in_cleartext =>
+            {
+                return Err(UsageError::CleartextCredentials)
+            }
+            Command::Quit => self.quitting = true,
+            _ => {}
+        }
+        if !self.expect.is_empty() && !self.caps.as_ref().is_some_and(|c| c.pipelining()) {
+            return Err(UsageError::WouldPipeline);
+        }
+        let expect = Expect::App {
+            keyword: cmd.keyword(),
+            multiline: cmd.has_multiline_reply(),
+        };
+        self.write(&cmd, expect, io);
+        Ok(())
+    }
+}
+
+impl Machine for ClientMachine {
+    type Config = ClientConfig;
+    type Event = ClientEvent;
+
+    fn after_tls(config: &Arc<ClientConfig>) -> Self {
+        ClientMachine::new(Arc::clone(config), true)
+    }
+
+    fn process(&mut self, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
+        if self.after_tls && !self.started {
+            // RFC 2595 §4: forget what was learned before TLS, ask again.
+            self.started = true;
+            self.write(&Command::Capa, Expect::Capa, io);
+        }
+        let limits = self.config.limits;
+        loop {
+            match &mut self.mode {
+                Mode::Status => {
+                    let line = match scan_line(io.input(), &mut self.scanned, limits.response_line)
+                    {
+                        Scan::Incomplete => return Ok(()),
+                        Scan::Line(len) => without_crlf(&io.take(len)),
+                        Scan::Invalid { error, .. } => return Err(Error::Framing(error)),
+                        Scan::TooLong => {
+                            return Err(Error::Framing(FramingError::TooLong {
+                                limit: limits.response_line,
+                            }))
+                        }
+                    };
+                    self.status_line(line, io)?;
+                }
+                Mode::Body { reader, capa } => match reader.step(io, limits.body_line) {
+                    DataStep::NeedInput => return Ok(()),
+                    DataStep::Piece(p) => match capa {
+                        Some(buf) => {
+                            if buf.len() + p.len() > limits.capa {
+                                return Err(Error::LimitExceeded {
+                                    what: "CAPA listing",
+                                    limit: limits.capa,
+                                });
+                            }
+                            buf.extend_from_slice(&p);
+                        }
+                        None => io.emit(ClientEvent::Body(p)),
+                    },
+                    // A body that breaks the line rule could hide a forged
+                    // terminator: fail rather than guess where it ends.
+                    DataStep::End { rejected: Some(e) } => return Err(Error::Framing(e)),
+                    DataStep::End { rejected: None } => {
+                        let capa = capa.take();
+                        self.mode = Mode::Status;
+                        match capa {
+                            Some(listing) => self.capa_done(listing, io)?,
+                            None => io.emit(ClientEvent::BodyEnd),
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn on_eof(&mut self, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
+        if self.quitting {
+            return Ok(());
+        }
+        Err(Error::PeerClosed {
+            step: self.step(io.trust()),
+        })
+    }
+}
