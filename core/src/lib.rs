@@ -86,6 +86,7 @@
 mod dot;
 mod error;
 pub mod framing;
+pub mod imap;
 mod policy;
 pub mod pop3;
 mod secret;

@@ -1,0 +1,325 @@
+//! IMAP capabilities: the list of a `* CAPABILITY` response or of a
+//! `[CAPABILITY ...]` response code, typed.
+//!
+//! RFC 9051 §9:
+//!
+//! ```text
+//! capability-data  = "CAPABILITY" *(SP capability) SP "IMAP4rev2"
+//!                    *(SP capability)
+//! capability       = ("AUTH=" auth-type) / atom
+//! ```
+//!
+//! Capability names are case-insensitive (`AUTH=PLAIN`, `auth=plain`); the
+//! original spelling is kept in the raw bytes.
+
+use bytes::Bytes;
+
+use crate::imap::syntax::is_atom_char;
+use crate::imap::SyntaxError;
+
+/// One capability name (RFC 9051 §9 `capability`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// `IMAP4rev1` (RFC 3501).
+    Imap4rev1,
+    /// `IMAP4rev2` (RFC 9051).
+    Imap4rev2,
+    /// `STARTTLS` (RFC 9051 §6.2.1, RFC 2595 §3.1).
+    StartTls,
+    /// `LOGINDISABLED` (RFC 9051 §6.2.3): `LOGIN` must not be used (on this
+    /// connection, typically until TLS is active).
+    LoginDisabled,
+    /// `AUTH=mechanism` (RFC 9051 §6.2.2): the SASL mechanism, as written.
+    Auth(Bytes),
+    /// `SASL-IR` (RFC 4959): initial response in `AUTHENTICATE`.
+    SaslIr,
+    /// `LITERAL+` (RFC 7888): non-synchronizing literals of any size.
+    LiteralPlus,
+    /// `LITERAL-` (RFC 7888): non-synchronizing literals up to 4096 octets.
+    LiteralMinus,
+    /// `BINARY` (RFC 3516): `literal8` and `BINARY[...]`.
+    Binary,
+    /// `ID` (RFC 2971).
+    Id,
+    /// `ENABLE` (RFC 5161).
+    Enable,
+    /// `IDLE` (RFC 2177).
+    Idle,
+    /// `LOGIN-REFERRALS` (RFC 2221).
+    LoginReferrals,
+    /// `MAILBOX-REFERRALS` (RFC 2193).
+    MailboxReferrals,
+    /// `UTF8=ACCEPT` (RFC 6855).
+    Utf8Accept,
+    /// Any other capability atom, as written.
+    Other(Bytes),
+}
+
+/// The names of the parameterless capabilities.
+const NAMES: [(&str, Capability); 14] = [
+    ("IMAP4rev1", Capability::Imap4rev1),
+    ("IMAP4rev2", Capability::Imap4rev2),
+    ("STARTTLS", Capability::StartTls),
+    ("LOGINDISABLED", Capability::LoginDisabled),
+    ("SASL-IR", Capability::SaslIr),
+    ("LITERAL+", Capability::LiteralPlus),
+    ("LITERAL-", Capability::LiteralMinus),
+    ("BINARY", Capability::Binary),
+    ("ID", Capability::Id),
+    ("ENABLE", Capability::Enable),
+    ("IDLE", Capability::Idle),
+    ("LOGIN-REFERRALS", Capability::LoginReferrals),
+    ("MAILBOX-REFERRALS", Capability::MailboxReferrals),
+    ("UTF8=ACCEPT", Capability::Utf8Accept),
+];
+
+impl Capability {
+    /// Types one capability atom (ASCII case-insensitive). `AUTH=` with an
+    /// empty mechanism is [`Capability::Other`].
+    pub fn from_atom(atom: &Bytes) -> Capability {
+        if let Some((_, cap)) = NAMES
+            .iter()
+            .find(|(name, _)| atom.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            return cap.clone();
+        }
+        match atom.split_at_checked(5) {
+            Some((prefix, mech)) if prefix.eq_ignore_ascii_case(b"AUTH=") && !mech.is_empty() => {
+                Capability::Auth(atom.slice_ref(mech))
+            }
+            _ => Capability::Other(atom.clone()),
+        }
+    }
+
+    /// Writes the capability atom: the canonical spelling for the known
+    /// kinds (`IMAP4rev2`, `AUTH=` + mechanism), as written for `Other`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Capability::Auth(mech) => {
+                out.extend_from_slice(b"AUTH=");
+                out.extend_from_slice(mech);
+            }
+            Capability::Other(atom) => out.extend_from_slice(atom),
+            known => out.extend_from_slice(
+                NAMES
+                    .iter()
+                    .find(|(_, cap)| cap == known)
+                    .map_or(&b""[..], |(name, _)| name.as_bytes()),
+            ),
+        }
+    }
+}
+
+/// A capability list: raw, validated, space-separated capability atoms.
+///
+/// Kept as the bytes received (no `Vec`, so parsing allocates nothing);
+/// [`Capabilities::iter`] types each atom on demand. Equality compares the
+/// raw bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Capabilities(Bytes);
+
+impl Capabilities {
+    /// Validates a capability list: one or more `atom`s separated by spaces.
+    /// Runs of spaces and leading or trailing spaces, which some servers
+    /// send, are tolerated and kept.
+    pub fn parse(list: &Bytes) -> Result<Self, SyntaxError> {
+        let mut any = false;
+        for atom in list.split(|&c| c == b' ').filter(|a| !a.is_empty()) {
+            if !atom.iter().all(|&c| is_atom_char(c)) {
+                return Err(SyntaxError::InvalidResponse {
+                    reason: "a capability must be an atom",
+                });
+            }
+            any = true;
+        }
+        if !any {
+            return Err(SyntaxError::InvalidResponse {
+                reason: "empty capability list",
+            });
+        }
+        Ok(Capabilities(list.clone()))
+    }
+
+    /// The capabilities, typed, in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = Capability> + '_ {
+        self.atoms()
+            .map(|atom| Capability::from_atom(&self.0.slice_ref(atom)))
+    }
+
+    /// True if `STARTTLS` is listed.
+    pub fn has_starttls(&self) -> bool {
+        self.contains("STARTTLS")
+    }
+
+    /// True if `LOGINDISABLED` is listed.
+    pub fn login_disabled(&self) -> bool {
+        self.contains("LOGINDISABLED")
+    }
+
+    /// The SASL mechanisms of the `AUTH=` capabilities, as written.
+    pub fn auth_mechanisms(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.iter().filter_map(|cap| match cap {
+            Capability::Auth(mech) => Some(mech),
+            _ => None,
+        })
+    }
+
+    /// True if the capability atom `cap` (e.g. `"AUTH=PLAIN"`, `"IDLE"`) is
+    /// listed, ASCII case-insensitively.
+    pub fn contains(&self, cap: &str) -> bool {
+        self.atoms()
+            .any(|atom| atom.eq_ignore_ascii_case(cap.as_bytes()))
+    }
+
+    /// Serializes `caps`, separated by single spaces. An empty slice gives an
+    /// empty list, which [`Capabilities::parse`] refuses.
+    pub fn from_caps(caps: &[Capability]) -> Self {
+        let mut out = Vec::new();
+        for (i, cap) in caps.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            cap.write_to(&mut out);
+        }
+        Capabilities(Bytes::from(out))
+    }
+
+    /// The raw list, as on the wire.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    fn atoms(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.0.split(|&c| c == b' ').filter(|a| !a.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn caps(s: &str) -> Capabilities {
+        Capabilities::parse(&b(s)).unwrap()
+    }
+
+    #[test]
+    fn rfc_examples() {
+        let c = caps("IMAP4rev2 STARTTLS AUTH=GSSAPI LOGINDISABLED");
+        assert_eq!(
+            c.iter().collect::<Vec<_>>(),
+            vec![
+                Capability::Imap4rev2,
+                Capability::StartTls,
+                Capability::Auth(b("GSSAPI")),
+                Capability::LoginDisabled
+            ]
+        );
+        assert!(c.has_starttls());
+        assert!(c.login_disabled());
+        let c = caps("IMAP4rev1 IMAP4rev2 STARTTLS AUTH=GSSAPI AUTH=PLAIN XPIG-LATIN");
+        assert_eq!(
+            c.auth_mechanisms().collect::<Vec<_>>(),
+            vec![b("GSSAPI"), b("PLAIN")]
+        );
+        assert_eq!(c.iter().last(), Some(Capability::Other(b("XPIG-LATIN"))));
+        assert!(!c.login_disabled());
+    }
+
+    #[test]
+    fn every_known_name() {
+        let all = "imap4REV1 IMAP4rev2 starttls LoginDisabled auth=plain Sasl-IR literal+ LITERAL- \
+                   binary id enable idle login-referrals MAILBOX-REFERRALS utf8=accept UTF8=ONLY AUTH= X";
+        let c = caps(all);
+        let got: Vec<Capability> = c.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                Capability::Imap4rev1,
+                Capability::Imap4rev2,
+                Capability::StartTls,
+                Capability::LoginDisabled,
+                Capability::Auth(b("plain")),
+                Capability::SaslIr,
+                Capability::LiteralPlus,
+                Capability::LiteralMinus,
+                Capability::Binary,
+                Capability::Id,
+                Capability::Enable,
+                Capability::Idle,
+                Capability::LoginReferrals,
+                Capability::MailboxReferrals,
+                Capability::Utf8Accept,
+                Capability::Other(b("UTF8=ONLY")),
+                Capability::Other(b("AUTH=")),
+                Capability::Other(b("X")),
+            ]
+        );
+        // The raw bytes keep the original spelling.
+        assert_eq!(c.as_bytes(), all);
+        assert!(c.contains("AUTH=PLAIN"));
+        assert!(c.contains("Literal+"));
+        assert!(!c.contains("LITERAL"));
+        assert!(!c.contains("AUTH=GSSAPI"));
+        // Writing the typed list back and parsing it gives the same types.
+        let again = Capabilities::from_caps(&got);
+        assert_eq!(again.iter().collect::<Vec<_>>(), got);
+        assert_eq!(
+            Capabilities::from_caps(&got[..3]).as_bytes(),
+            "IMAP4rev1 IMAP4rev2 STARTTLS"
+        );
+    }
+
+    #[test]
+    fn lenient_spacing_and_errors() {
+        let c = caps(" IMAP4rev1  STARTTLS ");
+        assert_eq!(c.iter().count(), 2);
+        assert!(c.has_starttls());
+        for bad in [
+            "",
+            " ",
+            "IMAP4rev1 (x)",
+            "a\"b",
+            "a]b",
+            "a*b",
+            "a%",
+            "caf\u{e9}",
+            "a\tb",
+            "{5}",
+        ] {
+            assert!(
+                matches!(
+                    Capabilities::parse(&b(bad)),
+                    Err(SyntaxError::InvalidResponse { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(Capabilities::from_caps(&[]).as_bytes().is_empty());
+        assert_eq!(Capabilities::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn from_atom() {
+        assert_eq!(
+            Capability::from_atom(&b("AUTH=XOAUTH2")),
+            Capability::Auth(b("XOAUTH2"))
+        );
+        assert_eq!(
+            Capability::from_atom(&b("Auth=x")),
+            Capability::Auth(b("x"))
+        );
+        assert_eq!(
+            Capability::from_atom(&b("AUTH")),
+            Capability::Other(b("AUTH"))
+        );
+        let mut out = Vec::new();
+        Capability::LiteralMinus.write_to(&mut out);
+        out.push(b' ');
+        Capability::Auth(b("PLAIN")).write_to(&mut out);
+        assert_eq!(out, b"LITERAL- AUTH=PLAIN");
+    }
+}

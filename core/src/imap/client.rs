@@ -1,0 +1,692 @@
+//! The IMAP client session.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::{ConfigError, Error, Step, TlsRefusal, UsageError};
+use crate::framing::without_crlf;
+use crate::policy::TlsPolicy;
+use crate::secret::Secret;
+use crate::tls::ClientTls;
+use crate::trust::{Received, Trust};
+use crate::upgrade::{
+    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, Side, TlsSetup, UpgradeEvent,
+};
+
+use super::capability::Capabilities;
+use super::command::{Command, CommandBody};
+use super::frame::{Frame, FrameError, MessageFramer};
+use super::response::{Code, Response, Status, StatusResponse};
+use super::syntax::{trailing_literal, LiteralMode};
+use super::Limits;
+
+/// Client configuration.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// What the client requires of TLS.
+    pub policy: TlsPolicy,
+    /// How TLS is done.
+    pub tls: ClientTls,
+    /// What to do with bytes after the `OK` to `STARTTLS` and before TLS
+    /// (default: fail with [`Error::ResponseInjection`]).
+    pub injection: InjectionPolicy,
+    /// Allow `LOGIN`/`AUTHENTICATE` in cleartext (only reachable with
+    /// [`TlsPolicy::Opportunistic`]). Off by default.
+    pub insecure_login_in_cleartext: bool,
+    /// Prefix of the tags the session assigns (`A1`, `A2`, ...).
+    pub tag_prefix: String,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+impl ClientConfig {
+    /// A configuration with safe defaults.
+    pub fn new(policy: TlsPolicy, tls: ClientTls) -> Self {
+        ClientConfig {
+            policy,
+            tls,
+            injection: InjectionPolicy::Fail,
+            insecure_login_in_cleartext: false,
+            tag_prefix: "A".into(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What an IMAP client session reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The server greeting (`* OK`, `* PREAUTH`, `* BYE`).
+    Greeting(Received<StatusResponse>),
+    /// The server's capabilities, from the greeting's code or a
+    /// `CAPABILITY` command. After an upgrade they are asked for again over
+    /// TLS and replace the cleartext ones entirely.
+    Capabilities(Received<Capabilities>),
+    /// Negotiation is over: the application may send commands.
+    Ready {
+        /// [`Trust::Tls`] unless the policy is opportunistic and TLS was not
+        /// available.
+        trust: Trust,
+        /// The server pre-authenticated the session (`PREAUTH`).
+        authenticated: bool,
+    },
+    /// Untagged data or status (`* 3 EXISTS`, `* OK [ALERT] ...`). During
+    /// negotiation such responses are reported but never kept: an alert or
+    /// referral received in cleartext says so in its trust level.
+    Untagged(Received<Response>),
+    /// The completion of an application command.
+    Tagged {
+        /// The tag the session assigned when the command was sent.
+        tag: Bytes,
+        /// `OK`, `NO` or `BAD`, with code and text.
+        status: Received<StatusResponse>,
+    },
+    /// A continuation request for the application (an `AUTHENTICATE`
+    /// challenge, `IDLE` accepted). Continuations for literals are handled
+    /// by the session.
+    Continuation(Received<Bytes>),
+    /// Upgrade and TLS facts.
+    Upgrade(UpgradeEvent),
+}
+
+impl From<UpgradeEvent> for ClientEvent {
+    fn from(e: UpgradeEvent) -> Self {
+        ClientEvent::Upgrade(e)
+    }
+}
+
+/// An IMAP client session: one per connection.
+///
+/// ```
+/// use std::sync::Arc;
+/// use starttls::imap::{ClientConfig, ClientSession};
+/// use starttls::{ClientTls, Error, Step, TlsPolicy, TlsRefusal};
+///
+/// let config = ClientConfig::new(TlsPolicy::StartTlsRequired, ClientTls::External);
+/// let mut client = ClientSession::new(Arc::new(config)).unwrap();
+/// // A man in the middle answers with PREAUTH to keep the session in cleartext:
+/// client.handle_input(b"* PREAUTH [CAPABILITY IMAP4rev2] logged in\r\n");
+/// let _ = client.poll_event(); // the greeting, marked cleartext
+/// assert_eq!(
+///     client.poll_event(),
+///     Err(Error::TlsRequired { step: Step::Greeting, reason: TlsRefusal::Preauth })
+/// );
+/// ```
+pub struct ClientSession {
+    engine: Engine<ClientMachine>,
+}
+
+session_io!(ClientSession, ClientEvent);
+
+impl ClientSession {
+    /// Starts a session.
+    pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
+        let tls = match &config.tls {
+            ClientTls::Rustls {
+                config: c,
+                server_name,
+            } => TlsSetup::RustlsClient {
+                config: Arc::clone(c),
+                name: server_name.clone(),
+            },
+            ClientTls::External => TlsSetup::External,
+        };
+        let ec = EngineConfig {
+            side: Side::Client,
+            tls,
+            implicit: config.policy == TlsPolicy::Implicit,
+            injection: config.injection,
+            max_buffered: config.limits.message.saturating_add(config.limits.line),
+        };
+        let machine = ClientMachine::new(Arc::clone(&config), false);
+        Ok(ClientSession {
+            engine: Engine::new(config, machine, ec),
+        })
+    }
+
+    /// Sends a command (after [`ClientEvent::Ready`]) and returns the tag it
+    /// was given. Synchronizing literals are sent when the server asks for
+    /// them.
+    ///
+    /// Refused: `STARTTLS` (the session upgrades by itself); `LOGIN` and
+    /// `AUTHENTICATE` in cleartext, or `LOGIN` when the server said
+    /// `LOGINDISABLED`; anything while a literal or `IDLE` is in progress.
+    pub fn send(&mut self, body: CommandBody) -> Result<Bytes, UsageError> {
+        self.engine.call(|m, io| m.send(body, io))
+    }
+
+    /// Answers an `AUTHENTICATE` continuation with a base64 line (`*`
+    /// cancels).
+    pub fn send_auth_response(&mut self, response: Secret<Bytes>) -> Result<(), UsageError> {
+        self.engine.call(|m, io| {
+            if m.sasl.is_none() {
+                return Err(UsageError::WrongState("no AUTHENTICATE is in progress"));
+            }
+            io.send(response.expose());
+            io.send(b"\r\n");
+            Ok(())
+        })
+    }
+
+    /// Ends `IDLE` (`DONE`).
+    pub fn idle_done(&mut self) -> Result<(), UsageError> {
+        self.engine.call(|m, io| {
+            if m.idle.take().is_none() {
+                return Err(UsageError::WrongState("not idling"));
+            }
+            io.send(b"DONE\r\n");
+            Ok(())
+        })
+    }
+
+    /// The capabilities in force: after an upgrade, only those received over
+    /// TLS.
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        self.engine.machine().caps.as_ref()
+    }
+
+    /// `true` after [`ClientEvent::Ready`].
+    pub fn is_ready(&self) -> bool {
+        matches!(self.engine.machine().phase, Phase::Ready)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Greeting,
+    /// Waiting for the completion of our `CAPABILITY`.
+    Capability {
+        tag: Bytes,
+    },
+    /// Waiting for the completion of our `STARTTLS`.
+    StartTls {
+        tag: Bytes,
+    },
+    Ready,
+}
+
+/// A command the application sent and the server has not completed.
+#[derive(Debug)]
+struct Outstanding {
+    tag: Bytes,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Login,
+    Authenticate,
+    Idle,
+    Logout,
+    Other,
+}
+
+pub(crate) struct ClientMachine {
+    config: Arc<ClientConfig>,
+    after_tls: bool,
+    started: bool,
+    phase: Phase,
+    caps: Option<Capabilities>,
+    authenticated: bool,
+    next_tag: u32,
+    outstanding: Vec<Outstanding>,
+    /// Parts of a command still to send, each after a continuation request.
+    literal_parts: VecDeque<Bytes>,
+    /// Tag of an `AUTHENTICATE` in progress.
+    sasl: Option<Bytes>,
+    /// Tag of an `IDLE` in progress (after its continuation).
+    idle: Option<Bytes>,
+    framer: MessageFramer,
+}
+
+impl ClientMachine {
+    fn new(config: Arc<ClientConfig>, after_tls: bool) -> Self {
+        ClientMachine {
+            config,
+            after_tls,
+            started: false,
+            phase: Phase::Greeting,
+            caps: None,
+            authenticated: false,
+            next_tag: 1,
+            outstanding: Vec::new(),
+            literal_parts: VecDeque::new(),
+            sasl: None,
+            idle: None,
+            framer: MessageFramer::default(),
+        }
+    }
+
+    fn tag(&mut self) -> Bytes {
+        let t = format!("{}{}", self.config.tag_prefix, self.next_tag);
+        self.next_tag += 1;
+        Bytes::from(t)
+    }
+
+    fn step(&self, trust: Trust) -> Step {
+        match self.phase {
+            Phase::Greeting => Step::Greeting,
+            Phase::Capability { .. } if trust == Trust::Tls && self.after_tls => {
+                Step::CapabilitiesAfterTls
+            }
+            Phase::Capability { .. } => Step::Capabilities,
+            Phase::StartTls { .. } => Step::StartTls,
+            Phase::Ready => Step::Ready,
+        }
+    }
+
+    /// Sends one of the session's own commands.
+    fn own(&mut self, body: CommandBody, io: &mut Io<'_, ClientEvent>) -> Bytes {
+        let tag = self.tag();
+        let mut v = Vec::with_capacity(32);
+        Command {
+            tag: tag.clone(),
+            body,
+        }
+        .write_to(&mut v);
+        io.send(&v);
+        tag
+    }
+
+    /// A failing client says only LOGOUT.
+    fn logout_and(&mut self, io: &mut Io<'_, ClientEvent>, e: Error) -> Result<(), Error> {
+        self.own(CommandBody::Logout, io);
+        Err(e)
+    }
+
+    fn ready(&mut self, io: &mut Io<'_, ClientEvent>) {
+        self.phase = Phase::Ready;
+        let trust = io.trust();
+        io.emit(ClientEvent::Ready {
+            trust,
+            authenticated: self.authenticated,
+        });
+    }
+
+    /// With the capabilities known: upgrade, fail, or be ready.
+    fn decide(&mut self, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
+        if io.trust() == Trust::Tls {
+            self.ready(io);
+            return Ok(());
+        }
+        let starttls = self.caps.as_ref().is_some_and(|c| c.has_starttls());
+        if starttls {
+            let tag = self.own(CommandBody::StartTls, io);
+            self.phase = Phase::StartTls { tag };
+        } else if self.config.policy.requires_tls() {
+            let e = Error::TlsRequired {
+                step: Step::Capabilities,
+                reason: TlsRefusal::NotOffered,
+            };
+            return self.logout_and(io, e);
+        } else {
+            self.ready(io);
+        }
+        Ok(())
+    }
+
+    fn unexpected(&self, trust: Trust, detail: String) -> Error {
+        Error::UnexpectedReply {
+            step: self.step(trust),
+            detail,
+        }
+    }
+
+    fn on_response(&mut self, resp: Response, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
+        let trust = io.trust();
+        match (&self.phase, resp) {
+            (Phase::Greeting, Response::Status(s)) => {
+                let status = s.status;
+                let caps = match &s.code {
+                    Some(Code::Capability(c)) => Some(c.clone()),
+                    _ => None,
+                };
+                io.emit(ClientEvent::Greeting(Received::new(s, trust)));
+                match status {
+                    Status::Ok => {}
+                    Status::Preauth => {
+                        if trust == Trust::Cleartext && self.config.policy.requires_tls() {
+                            // Authenticated state: STARTTLS is no longer possible.
+                            return Err(Error::TlsRequired {
+                                step: Step::Greeting,
+                                reason: TlsRefusal::Preauth,
+                            });
+                        }
+                        self.authenticated = true;
+                        self.caps = caps;
+                        self.ready(io);
+                        return Ok(());
+                    }
+                    Status::Bye => {
+                        return Err(Error::Refused {
+                            step: Step::Greeting,
+                            status: "BYE".into(),
+                        })
+                    }
+                    _ => {
+                        return Err(
+                            self.unexpected(trust, "greeting is not OK, PREAUTH or BYE".into())
+                        )
+                    }
+                }
+                match caps {
+                    Some(c) => {
+                        io.emit(ClientEvent::Capabilities(Received::new(c.clone(), trust)));
+                        self.caps = Some(c);
+                        self.decide(io)
+                    }
+                    None => {
+                        let tag = self.own(CommandBody::Capability, io);
+                        self.phase = Phase::Capability { tag };
+                        Ok(())
+                    }
+                }
+            }
+            (Phase::Greeting, _) => Err(self.unexpected(trust, "expected a greeting".into())),
+            (_, Response::Capability(c)) if !matches!(self.phase, Phase::Ready) => {
+                if matches!(self.phase, Phase::Capability { .. }) {
+                    io.emit(ClientEvent::Capabilities(Received::new(c.clone(), trust)));
+                    self.caps = Some(c);
+                } else {
+                    // Not asked for: reported, never kept.
+                    io.emit(ClientEvent::Untagged(Received::new(
+                        Response::Capability(c),
+                        trust,
+                    )));
+                }
+                Ok(())
+            }
+            (Phase::Capability { tag: ours }, Response::Tagged { tag, status }) if tag == *ours => {
+                match status.status {
+                    Status::Ok => self.decide(io),
+                    _ if trust == Trust::Cleartext && self.config.policy.requires_tls() => {
+                        let e = Error::TlsRequired {
+                            step: Step::Capabilities,
+                            reason: TlsRefusal::CapabilitiesRefused,
+                        };
+                        self.logout_and(io, e)
+                    }
+                    _ if trust == Trust::Cleartext => {
+                        self.caps = None;
+                        self.ready(io);
+                        Ok(())
+                    }
+                    _ => Err(Error::Refused {
+                        step: Step::CapabilitiesAfterTls,
+                        status: format!("{:?}", status.status).to_uppercase(),
+                    }),
+                }
+            }
+            (Phase::StartTls { tag: ours }, Response::Tagged { tag, status }) if tag == *ours => {
+                match status.status {
+                    Status::Ok => {
+                        // The cut: the engine takes over from the end of this line.
+                        io.start_upgrade();
+                        Ok(())
+                    }
+                    s if self.config.policy.requires_tls() => {
+                        let e = Error::TlsRequired {
+                            step: Step::StartTls,
+                            reason: TlsRefusal::Refused {
+                                status: format!("{s:?}").to_uppercase(),
+                            },
+                        };
+                        self.logout_and(io, e)
+                    }
+                    _ => {
+                        self.ready(io);
+                        Ok(())
+                    }
+                }
+            }
+            (Phase::Capability { .. } | Phase::StartTls { .. }, Response::Tagged { tag, .. }) => {
+                // A reply for a tag we did not send (or not yet): never taken
+                // as the answer we wait for (threat class 5).
+                Err(self.unexpected(
+                    trust,
+                    format!(
+                        "tagged reply for unknown tag {:?}",
+                        String::from_utf8_lossy(&tag)
+                    ),
+                ))
+            }
+            (Phase::StartTls { .. }, Response::Continuation { .. })
+                if self.config.policy.requires_tls() =>
+            {
+                Err(Error::TlsRequired {
+                    step: Step::StartTls,
+                    reason: TlsRefusal::OddReply { status: "+".into() },
+                })
+            }
+            (Phase::Capability { .. } | Phase::StartTls { .. }, Response::Continuation { .. }) => {
+                Err(self.unexpected(trust, "continuation request during negotiation".into()))
+            }
+            (_, Response::Data { name, .. }) if !self.authenticated => {
+                // Mailbox data before login is a protocol violation, and
+                // before TLS a classic way to plant state (threat class 5).
+                Err(self.unexpected(
+                    trust,
+                    format!(
+                        "untagged {} before authentication",
+                        String::from_utf8_lossy(&name)
+                    ),
+                ))
+            }
+            (_, Response::Status(s)) if s.status == Status::Bye => {
+                io.emit(ClientEvent::Untagged(Received::new(
+                    Response::Status(s),
+                    trust,
+                )));
+                if matches!(self.phase, Phase::Ready) {
+                    Ok(())
+                } else {
+                    Err(Error::Refused {
+                        step: self.step(trust),
+                        status: "BYE".into(),
+                    })
+                }
+            }
+            (Phase::Ready, Response::Tagged { tag, status }) => {
+                let Some(i) = self.outstanding.iter().position(|o| o.tag == tag) else {
+                    return Err(self.unexpected(
+                        trust,
+                        format!(
+                            "tagged reply for unknown tag {:?}",
+                            String::from_utf8_lossy(&tag)
+                        ),
+                    ));
+                };
+                let o = self.outstanding.remove(i);
+                let ok = status.status == Status::Ok;
+                match o.kind {
+                    Kind::Login | Kind::Authenticate if ok => self.authenticated = true,
+                    Kind::Logout => io.close(),
+                    _ => {}
+                }
+                if self.sasl.as_ref() == Some(&o.tag) {
+                    self.sasl = None;
+                }
+                if self.idle.as_ref() == Some(&o.tag) {
+                    self.idle = None;
+                }
+                if self.outstanding.is_empty() {
+                    self.literal_parts.clear();
+                }
+                io.emit(ClientEvent::Tagged {
+                    tag,
+                    status: Received::new(status, trust),
+                });
+                Ok(())
+            }
+            (Phase::Ready, Response::Continuation { text, .. }) => {
+                if let Some(part) = self.literal_parts.pop_front() {
+                    io.send(&part);
+                    return Ok(());
+                }
+                if let Some(o) = self.outstanding.last() {
+                    if o.kind == Kind::Idle {
+                        self.idle = Some(o.tag.clone());
+                    }
+                }
+                io.emit(ClientEvent::Continuation(Received::new(text, trust)));
+                Ok(())
+            }
+            (_, other) => {
+                io.emit(ClientEvent::Untagged(Received::new(other, trust)));
+                Ok(())
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        body: CommandBody,
+        io: &mut Io<'_, ClientEvent>,
+    ) -> Result<Bytes, UsageError> {
+        if self.phase != Phase::Ready {
+            return Err(UsageError::NotReady);
+        }
+        if !self.literal_parts.is_empty() || self.idle.is_some() || self.sasl.is_some() {
+            return Err(UsageError::WrongState(
+                "a literal, IDLE or AUTHENTICATE exchange is in progress",
+            ));
+        }
+        let cleartext = io.trust() == Trust::Cleartext;
+        let kind = match &body {
+            CommandBody::StartTls => return Err(UsageError::ReservedCommand("STARTTLS")),
+            CommandBody::Login { .. } | CommandBody::Authenticate { .. }
+                if cleartext && !self.config.insecure_login_in_cleartext =>
+            {
+                return Err(UsageError::CleartextCredentials)
+            }
+            CommandBody::Login { .. } if self.caps.as_ref().is_some_and(|c| c.login_disabled()) => {
+                return Err(UsageError::WrongState(
+                    "the server advertised LOGINDISABLED",
+                ))
+            }
+            CommandBody::Login { .. } => Kind::Login,
+            CommandBody::Authenticate { .. } => Kind::Authenticate,
+            CommandBody::Idle => Kind::Idle,
+            CommandBody::Logout => Kind::Logout,
+            _ => Kind::Other,
+        };
+        let tag = self.tag();
+        let mut v = Vec::with_capacity(64);
+        Command {
+            tag: tag.clone(),
+            body,
+        }
+        .write_to(&mut v);
+        let mut parts = split_at_sync_literals(Bytes::from(v));
+        if let Some(first) = parts.pop_front() {
+            io.send(&first);
+        }
+        self.literal_parts = parts;
+        if kind == Kind::Authenticate {
+            self.sasl = Some(tag.clone());
+        }
+        self.outstanding.push(Outstanding {
+            tag: tag.clone(),
+            kind,
+        });
+        Ok(tag)
+    }
+}
+
+/// Splits a serialized command after every line that ends with a
+/// synchronizing literal header: each later part is sent only after the
+/// server's continuation request (RFC 9051 §4.3).
+fn split_at_sync_literals(wire: Bytes) -> VecDeque<Bytes> {
+    let mut parts = VecDeque::new();
+    let mut start = 0;
+    let mut pos = 0;
+    while let Some(i) = wire
+        .get(pos..)
+        .and_then(|r| memchr::memmem::find(r, b"\r\n"))
+    {
+        let line_end = pos + i;
+        let after = line_end + 2;
+        match trailing_literal(wire.get(pos..line_end).unwrap_or_default()) {
+            Ok(Some(h)) => {
+                if h.mode == LiteralMode::Sync {
+                    parts.push_back(wire.slice(start..after));
+                    start = after;
+                }
+                pos = after.saturating_add(usize::try_from(h.len).unwrap_or(usize::MAX));
+            }
+            _ => pos = after,
+        }
+    }
+    if start < wire.len() {
+        parts.push_back(wire.slice(start..));
+    }
+    parts
+}
+
+impl Machine for ClientMachine {
+    type Config = ClientConfig;
+    type Event = ClientEvent;
+
+    fn after_tls(config: &Arc<ClientConfig>) -> Self {
+        ClientMachine::new(Arc::clone(config), true)
+    }
+
+    fn process(&mut self, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
+        if self.after_tls && !self.started {
+            // RFC 9051 §6.2.1: discard what was learned before TLS, ask again.
+            self.started = true;
+            let tag = self.own(CommandBody::Capability, io);
+            self.phase = Phase::Capability { tag };
+        }
+        loop {
+            let limits = self.config.limits.frame();
+            let n = match self.framer.next(io.input(), limits) {
+                Frame::NeedInput => return Ok(()),
+                Frame::Complete(n) => n,
+                Frame::Literal(_) => continue,
+                Frame::Skip(_) => {
+                    return Err(Error::LimitExceeded {
+                        what: "line",
+                        limit: limits.line,
+                    })
+                }
+                Frame::Invalid { error, .. } => {
+                    return Err(match error {
+                        FrameError::Line(e) => Error::Framing(e),
+                        FrameError::BadLiteral => Error::Malformed {
+                            step: self.step(io.trust()),
+                            reason: "invalid literal header".into(),
+                        },
+                        FrameError::LiteralTooLarge { limit, .. } => Error::LimitExceeded {
+                            what: "literal",
+                            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                        },
+                        FrameError::MessageTooLarge { limit } => Error::LimitExceeded {
+                            what: "response",
+                            limit,
+                        },
+                    })
+                }
+            };
+            let message = without_crlf(&io.take(n));
+            let resp = Response::parse(&message).map_err(|e| Error::Malformed {
+                step: self.step(io.trust()),
+                reason: e.to_string(),
+            })?;
+            self.on_response(resp, io)?;
+        }
+    }
+
+    fn on_eof(&mut self, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
+        if self.outstanding.iter().any(|o| o.kind == Kind::Logout) {
+            return Ok(());
+        }
+        Err(Error::PeerClosed {
+            step: self.step(io.trust()),
+        })
+    }
+}

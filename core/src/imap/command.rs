@@ -1,0 +1,1461 @@
+//! IMAP commands: parsing one complete command message and writing it back.
+//!
+//! Grammar: RFC 9051 §6 and §9 (`command = tag SP (command-any / command-auth
+//! / command-nonauth / command-select) CRLF`), with RFC 3501, RFC 7888
+//! `LITERAL+`/`LITERAL-`, RFC 3516 `literal8`, RFC 4959 `SASL-IR`, RFC 2971
+//! `ID`, RFC 5161 `ENABLE`, RFC 2177 `IDLE` and RFC 9051 §6.2.1 / RFC 2595
+//! `STARTTLS`.
+//!
+//! The commands that matter before and during the TLS upgrade and
+//! authentication are typed ([`CommandBody`]); every other command is framed
+//! generically as a name and an [`Args`] tree, which is enough to relay or
+//! dispatch it.
+//!
+//! Parsing is zero-copy: every byte string in the result is a
+//! [`Bytes::slice_ref`] of the message handed to [`Command::parse`], lists are
+//! kept as validated raw bytes and parsed again when iterated, and parsing
+//! allocates nothing.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+use crate::imap::syntax::{
+    atom, escape, is_astring_char, is_atom_char, is_base64, is_quotable, lex_astring, lex_item,
+    list, nil, nstring, scan, string, tag, unescape, whole, LexError, Lit, Str,
+};
+use crate::imap::{LiteralHeader, LiteralMode, SyntaxError};
+use crate::Secret;
+
+// ---------------------------------------------------------------------------
+// Strings.
+// ---------------------------------------------------------------------------
+
+/// RFC 9051 §9 `astring = 1*ASTRING-CHAR / string`, `string = quoted /
+/// literal`: a user name, a password, a mailbox name.
+///
+/// Kept in its wire form, so that writing it back gives the same octets;
+/// [`AString::value`] gives the value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AString {
+    /// `1*ASTRING-CHAR`.
+    Atom(Bytes),
+    /// `quoted`: the octets between the double quotes, `\"` and `\\`
+    /// escapes kept.
+    Quoted(Bytes),
+    /// `literal` (RFC 9051 §4.3), any [`LiteralMode`].
+    Literal {
+        /// The literal's data.
+        data: Bytes,
+        /// `{n}`, `{n+}` or `{n-}`.
+        mode: LiteralMode,
+        /// A `~{n}` RFC 3516 `literal8`. Never produced by parsing an
+        /// `astring` (RFC 3516 allows `literal8` only in `APPEND` and
+        /// responses); set it only for values written to a peer that accepts
+        /// it.
+        binary: bool,
+    },
+}
+
+impl AString {
+    /// The value: escapes of a quoted string removed (borrowed unless there
+    /// was an escape).
+    pub fn value(&self) -> Cow<'_, [u8]> {
+        match self {
+            AString::Atom(a) => Cow::Borrowed(a),
+            AString::Quoted(q) => unescape(q),
+            AString::Literal { data, .. } => Cow::Borrowed(data),
+        }
+    }
+
+    /// The simplest wire form of `value`: an atom if it is one (and not
+    /// empty), else a quoted string if it can be one (no CR, LF, NUL; ASCII or
+    /// UTF-8), else a synchronizing literal.
+    pub fn from_value(value: &[u8]) -> AString {
+        if !value.is_empty() && value.iter().all(|&c| is_astring_char(c)) {
+            AString::Atom(Bytes::copy_from_slice(value))
+        } else if is_quotable(value) {
+            let mut out = Vec::with_capacity(value.len() + 2);
+            escape(value, &mut out);
+            AString::Quoted(Bytes::from(out))
+        } else {
+            AString::Literal {
+                data: Bytes::copy_from_slice(value),
+                mode: LiteralMode::Sync,
+                binary: false,
+            }
+        }
+    }
+
+    /// Writes the wire form: the atom, `"quoted"`, or the literal header,
+    /// CRLF and data.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            AString::Atom(a) => out.extend_from_slice(a),
+            AString::Quoted(q) => write_quoted(q, out),
+            AString::Literal { data, mode, binary } => write_literal(data, *mode, *binary, out),
+        }
+    }
+
+    fn from_str(message: &Bytes, s: Str<'_>) -> AString {
+        match s {
+            Str::Atom(a) => AString::Atom(message.slice_ref(a)),
+            Str::Quoted(q) => AString::Quoted(message.slice_ref(q)),
+            Str::Literal(Lit { data, header }) => AString::Literal {
+                data: message.slice_ref(data),
+                mode: header.mode,
+                binary: header.binary,
+            },
+        }
+    }
+}
+
+fn write_quoted(raw: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    out.extend_from_slice(raw);
+    out.push(b'"');
+}
+
+fn write_literal(data: &[u8], mode: LiteralMode, binary: bool, out: &mut Vec<u8>) {
+    LiteralHeader {
+        len: data.len() as u64,
+        mode,
+        binary,
+    }
+    .write_to(out);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+}
+
+// ---------------------------------------------------------------------------
+// Generic arguments.
+// ---------------------------------------------------------------------------
+
+/// One generic argument of a command or of untagged response data.
+///
+/// Numbers, sequence sets (`1:*,3`), flags (`\Seen`), and fetch items with
+/// their sections (`BODY[HEADER.FIELDS (DATE FROM)]<0.100>`) are all
+/// [`Arg::Atom`]: one token each, kept exactly as written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Arg {
+    /// A bare token: printable ASCII except SP, `(`, `)`, `{` and DQUOTE,
+    /// with `[...]` sections that may hold spaces, lists and strings.
+    Atom(Bytes),
+    /// RFC 9051 `quoted`: the octets between the quotes, escapes kept.
+    Quoted(Bytes),
+    /// RFC 9051 `literal` or RFC 3516 `literal8`.
+    Literal {
+        /// The literal's data.
+        data: Bytes,
+        /// `{n}`, `{n+}` or `{n-}`.
+        mode: LiteralMode,
+        /// `~{n}`: a `literal8`.
+        binary: bool,
+    },
+    /// RFC 9051 `nil = "NIL"` (any case).
+    Nil,
+    /// A parenthesized list: its inside, iterable in turn.
+    List(Args),
+}
+
+impl Arg {
+    /// Writes the wire form (`NIL` in upper case, lists in parentheses).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Arg::Atom(a) => out.extend_from_slice(a),
+            Arg::Quoted(q) => write_quoted(q, out),
+            Arg::Literal { data, mode, binary } => write_literal(data, *mode, *binary, out),
+            Arg::Nil => out.extend_from_slice(b"NIL"),
+            Arg::List(args) => {
+                out.push(b'(');
+                out.extend_from_slice(args.as_bytes());
+                out.push(b')');
+            }
+        }
+    }
+
+    /// The value of an atom, a quoted string (escapes removed) or a literal;
+    /// `None` for NIL and lists.
+    pub fn string_value(&self) -> Option<Cow<'_, [u8]>> {
+        match self {
+            Arg::Atom(a) => Some(Cow::Borrowed(a)),
+            Arg::Quoted(q) => Some(unescape(q)),
+            Arg::Literal { data, .. } => Some(Cow::Borrowed(data)),
+            Arg::Nil | Arg::List(_) => None,
+        }
+    }
+}
+
+/// A sequence of generic arguments separated by single spaces, with nested
+/// parenthesized lists (at most 64 deep): the arguments of
+/// [`CommandBody::Other`], the inside of an [`Arg::List`], the data of
+/// untagged responses.
+///
+/// Stored as the raw, validated wire bytes (no `Vec`: parsing allocates
+/// nothing); [`Args::iter`] tokenizes them on demand. Literals inside are
+/// framed by their `{n}` count only. Equality compares the raw bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Args(Bytes);
+
+impl Args {
+    /// No arguments.
+    pub fn new() -> Args {
+        Args(Bytes::new())
+    }
+
+    /// Validates `raw` (the text after a command name's SP, or the inside of
+    /// a list) and keeps it.
+    pub fn parse(raw: &Bytes) -> Result<Args, SyntaxError> {
+        scan(raw, false).map_err(|e| e.for_command("command"))?;
+        Ok(Args(raw.clone()))
+    }
+
+    /// Serializes `args`, separated by single spaces. Values are written as
+    /// they are: an [`Arg::Atom`] must be a valid token and an
+    /// [`Arg::Quoted`] validly escaped, or the result will not parse.
+    pub fn from_args(args: &[Arg]) -> Args {
+        let mut out = Vec::new();
+        for (i, arg) in args.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            arg.write_to(&mut out);
+        }
+        Args(Bytes::from(out))
+    }
+
+    /// True when there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The raw argument text, as on the wire.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// The arguments, in wire order.
+    pub fn iter(&self) -> ArgIter<'_> {
+        ArgIter {
+            args: &self.0,
+            rest: &self.0,
+        }
+    }
+
+    /// Wraps already validated bytes.
+    pub(crate) fn from_validated(raw: Bytes) -> Args {
+        Args(raw)
+    }
+}
+
+impl<'a> IntoIterator for &'a Args {
+    type Item = Arg;
+    type IntoIter = ArgIter<'a>;
+
+    fn into_iter(self) -> ArgIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`Args`], from [`Args::iter`]. It stops early (rather than
+/// panicking) on bytes that do not tokenize, which only happens with hand-made
+/// [`Args`].
+#[derive(Clone, Debug)]
+pub struct ArgIter<'a> {
+    args: &'a Bytes,
+    rest: &'a [u8],
+}
+
+impl Iterator for ArgIter<'_> {
+    type Item = Arg;
+
+    fn next(&mut self) -> Option<Arg> {
+        let rest = self.rest.strip_prefix(b" ").unwrap_or(self.rest);
+        if rest.is_empty() {
+            self.rest = rest;
+            return None;
+        }
+        if rest.first() == Some(&b'(') {
+            match list(rest) {
+                Ok((after, inner)) => {
+                    self.rest = after;
+                    return Some(Arg::List(Args(self.args.slice_ref(inner))));
+                }
+                Err(_) => {
+                    self.rest = &[];
+                    return None;
+                }
+            }
+        }
+        match lex_item(rest) {
+            Ok((after, item)) => {
+                self.rest = after;
+                Some(match item {
+                    Str::Atom(a) if a.eq_ignore_ascii_case(b"NIL") => Arg::Nil,
+                    Str::Atom(a) => Arg::Atom(self.args.slice_ref(a)),
+                    Str::Quoted(q) => Arg::Quoted(self.args.slice_ref(q)),
+                    Str::Literal(Lit { data, header }) => Arg::Literal {
+                        data: self.args.slice_ref(data),
+                        mode: header.mode,
+                        binary: header.binary,
+                    },
+                })
+            }
+            Err(_) => {
+                self.rest = &[];
+                None
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Commands.
+// ---------------------------------------------------------------------------
+
+/// One IMAP command: RFC 9051 §9 `command = tag SP (...) CRLF`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// `tag = 1*<any ASTRING-CHAR except "+">`, as written.
+    pub tag: Bytes,
+    /// The command and its arguments.
+    pub body: CommandBody,
+}
+
+/// The command after the tag.
+///
+/// The `Debug` form of [`CommandBody::Login`] and
+/// [`CommandBody::Authenticate`] hides the credentials (see [`Secret`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandBody {
+    /// `CAPABILITY` (RFC 9051 §6.1.1).
+    Capability,
+    /// `NOOP` (RFC 9051 §6.1.2).
+    Noop,
+    /// `LOGOUT` (RFC 9051 §6.1.3).
+    Logout,
+    /// `STARTTLS` (RFC 9051 §6.2.1, RFC 2595 §3.1).
+    StartTls,
+    /// `IDLE` (RFC 2177, RFC 9051 §6.3.13); ended by a `DONE` line, see
+    /// [`is_idle_done`].
+    Idle,
+    /// `LOGIN SP userid SP password` (RFC 9051 §6.2.3), both `astring`.
+    Login {
+        /// `userid = astring`.
+        username: AString,
+        /// `password = astring`.
+        password: Secret<AString>,
+    },
+    /// `AUTHENTICATE SP auth-type [SP initial-resp]` (RFC 9051 §6.2.2, RFC
+    /// 4959 `SASL-IR`).
+    Authenticate {
+        /// `auth-type = atom`, as written (SASL mechanism names are
+        /// case-insensitive).
+        mechanism: Bytes,
+        /// `initial-resp = (base64 / "=")`, raw: `=` stands for an empty
+        /// initial response.
+        initial_response: Option<Secret<Bytes>>,
+    },
+    /// `ID SP id_params_list` (RFC 2971 §3.1): `None` for `NIL`, else the
+    /// inside of `"(" string SP nstring *(SP string SP nstring) ")"` (possibly
+    /// empty), iterable as alternating field and value.
+    Id {
+        /// The field/value pairs, raw.
+        params: Option<Args>,
+    },
+    /// `ENABLE 1*(SP capability)` (RFC 5161 §3.1): one atom per capability.
+    Enable {
+        /// The capability names.
+        capabilities: Args,
+    },
+    /// Any other command: its name (an atom, as written) and arguments as a
+    /// generic tree. `UID FETCH ...` is name `UID` with arguments starting
+    /// with `FETCH`.
+    Other {
+        /// The command name, as written (starts with a letter).
+        name: Bytes,
+        /// The arguments (empty when the name is the whole command).
+        args: Args,
+    },
+}
+
+/// Commands typed by this module that take no arguments.
+const BARE: [(&str, CommandBody); 5] = [
+    ("CAPABILITY", CommandBody::Capability),
+    ("NOOP", CommandBody::Noop),
+    ("LOGOUT", CommandBody::Logout),
+    ("STARTTLS", CommandBody::StartTls),
+    ("IDLE", CommandBody::Idle),
+];
+
+/// Command names known by name, for error messages about [`CommandBody::Other`].
+const KNOWN: [&str; 36] = [
+    "APPEND",
+    "CHECK",
+    "CLOSE",
+    "COMPRESS",
+    "COPY",
+    "CREATE",
+    "DELETE",
+    "EXAMINE",
+    "EXPUNGE",
+    "FETCH",
+    "GETACL",
+    "GETMETADATA",
+    "GETQUOTA",
+    "GETQUOTAROOT",
+    "LIST",
+    "LSUB",
+    "MOVE",
+    "NAMESPACE",
+    "RENAME",
+    "SEARCH",
+    "SELECT",
+    "SETACL",
+    "SETMETADATA",
+    "SETQUOTA",
+    "SORT",
+    "STATUS",
+    "STORE",
+    "SUBSCRIBE",
+    "THREAD",
+    "UID",
+    "UNAUTHENTICATE",
+    "UNSELECT",
+    "UNSUBSCRIBE",
+    "XLIST",
+    "ESEARCH",
+    "REPLACE",
+];
+
+fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
+    SyntaxError::InvalidArguments { command, reason }
+}
+
+impl CommandBody {
+    /// The command name: upper case for the typed commands (`"LOGIN"`), as
+    /// written for [`CommandBody::Other`].
+    pub fn name(&self) -> &[u8] {
+        match self {
+            CommandBody::Capability => b"CAPABILITY",
+            CommandBody::Noop => b"NOOP",
+            CommandBody::Logout => b"LOGOUT",
+            CommandBody::StartTls => b"STARTTLS",
+            CommandBody::Idle => b"IDLE",
+            CommandBody::Login { .. } => b"LOGIN",
+            CommandBody::Authenticate { .. } => b"AUTHENTICATE",
+            CommandBody::Id { .. } => b"ID",
+            CommandBody::Enable { .. } => b"ENABLE",
+            CommandBody::Other { name, .. } => name,
+        }
+    }
+}
+
+impl Command {
+    /// Parses one complete command message, given without its final CRLF but
+    /// with its literals (`a1 LOGIN {5}\r\nalice secret`).
+    ///
+    /// Command names are case-insensitive. The syntax is RFC 9051's: single
+    /// spaces between arguments, none after `(` or before `)`, no trailing
+    /// space.
+    ///
+    /// Errors: [`SyntaxError::Tag`] when the message does not start with
+    /// `tag SP` and a command name; [`SyntaxError::UnknownCommand`] when the
+    /// name is not an atom starting with a letter;
+    /// [`SyntaxError::InvalidArguments`] for a typed command with the wrong
+    /// arguments or generic arguments that do not tokenize;
+    /// [`SyntaxError::Literal`] for a malformed or truncated literal.
+    pub fn parse(message: &Bytes) -> Result<Command, SyntaxError> {
+        let input: &[u8] = message;
+        let (rest, tag_text) = tag(input).map_err(|_| SyntaxError::Tag)?;
+        let rest = match rest.strip_prefix(b" ") {
+            Some(r) if !r.is_empty() => r,
+            _ => return Err(SyntaxError::Tag),
+        };
+        let (rest, name) = atom(rest).map_err(|_| SyntaxError::UnknownCommand)?;
+        if !name.first().is_some_and(u8::is_ascii_alphabetic) {
+            return Err(SyntaxError::UnknownCommand);
+        }
+        let args: Option<&[u8]> = match rest {
+            [] => None,
+            [b' ', args @ ..] => Some(args),
+            _ => return Err(SyntaxError::UnknownCommand),
+        };
+        let body = parse_body(message, name, args)?;
+        Ok(Command {
+            tag: message.slice_ref(tag_text),
+            body,
+        })
+    }
+
+    /// The command name: upper case for the typed commands, as written for
+    /// [`CommandBody::Other`].
+    pub fn name(&self) -> &[u8] {
+        self.body.name()
+    }
+
+    /// Appends the whole command, literals inline and final CRLF included.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.tag);
+        out.push(b' ');
+        out.extend_from_slice(self.name());
+        match &self.body {
+            CommandBody::Capability
+            | CommandBody::Noop
+            | CommandBody::Logout
+            | CommandBody::StartTls
+            | CommandBody::Idle => {}
+            CommandBody::Login { username, password } => {
+                out.push(b' ');
+                username.write_to(out);
+                out.push(b' ');
+                password.expose().write_to(out);
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                out.push(b' ');
+                out.extend_from_slice(mechanism);
+                if let Some(ir) = initial_response {
+                    out.push(b' ');
+                    out.extend_from_slice(ir.expose());
+                }
+            }
+            CommandBody::Id { params } => match params {
+                None => out.extend_from_slice(b" NIL"),
+                Some(p) => {
+                    out.extend_from_slice(b" (");
+                    out.extend_from_slice(p.as_bytes());
+                    out.push(b')');
+                }
+            },
+            CommandBody::Enable { capabilities: args } | CommandBody::Other { args, .. } => {
+                if !args.is_empty() {
+                    out.push(b' ');
+                    out.extend_from_slice(args.as_bytes());
+                }
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The whole command, final CRLF included.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64);
+        self.write_to(&mut out);
+        Bytes::from(out)
+    }
+}
+
+/// Parses what follows the tag and command name.
+fn parse_body(
+    message: &Bytes,
+    name: &[u8],
+    args: Option<&[u8]>,
+) -> Result<CommandBody, SyntaxError> {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if let Some((n, body)) = BARE.iter().find(|(n, _)| is(n)) {
+        return match args {
+            None => Ok(body.clone()),
+            Some(_) => Err(bad(n, "this command takes no arguments")),
+        };
+    }
+    if is("LOGIN") {
+        let missing = bad("LOGIN", "LOGIN takes a user name and a password");
+        let args = args.ok_or(missing.clone())?;
+        let (rest, user) = lex_astring(args).map_err(|e| e.for_command("LOGIN"))?;
+        let rest = rest.strip_prefix(b" ").ok_or(missing.clone())?;
+        let (rest, pass) = lex_astring(rest).map_err(|e| e.for_command("LOGIN"))?;
+        if !rest.is_empty() {
+            return Err(missing);
+        }
+        return Ok(CommandBody::Login {
+            username: AString::from_str(message, user),
+            password: Secret::new(AString::from_str(message, pass)),
+        });
+    }
+    if is("AUTHENTICATE") {
+        let invalid = bad(
+            "AUTHENTICATE",
+            "AUTHENTICATE requires a SASL mechanism name",
+        );
+        let (rest, mech) = atom(args.ok_or(invalid.clone())?).map_err(|_| invalid.clone())?;
+        let initial_response = match rest {
+            [] => None,
+            [b' ', ir @ ..] if ir == b"=" || is_base64(ir) => {
+                Some(Secret::new(message.slice_ref(ir)))
+            }
+            [b' ', ..] => {
+                return Err(bad(
+                    "AUTHENTICATE",
+                    "the initial response must be base64 or \"=\"",
+                ))
+            }
+            _ => return Err(invalid),
+        };
+        return Ok(CommandBody::Authenticate {
+            mechanism: message.slice_ref(mech),
+            initial_response,
+        });
+    }
+    if is("ID") {
+        let invalid = bad("ID", "ID takes NIL or a list of field/value string pairs");
+        let args = args.ok_or(invalid.clone())?;
+        if whole(args, nil).is_some() {
+            return Ok(CommandBody::Id { params: None });
+        }
+        // Literals get their precise error first.
+        scan(args, false).map_err(|e| e.for_command("ID"))?;
+        let inner = whole(args, list).ok_or(invalid.clone())?;
+        if !is_id_params(inner) {
+            return Err(invalid);
+        }
+        return Ok(CommandBody::Id {
+            params: Some(Args(message.slice_ref(inner))),
+        });
+    }
+    if is("ENABLE") {
+        let invalid = bad("ENABLE", "ENABLE takes one or more capability names");
+        let args = args.ok_or(invalid.clone())?;
+        let ok = !args.is_empty()
+            && args
+                .split(|&c| c == b' ')
+                .all(|cap| !cap.is_empty() && cap.iter().all(|&c| is_atom_char(c)));
+        if !ok {
+            return Err(invalid);
+        }
+        return Ok(CommandBody::Enable {
+            capabilities: Args(message.slice_ref(args)),
+        });
+    }
+    let command = KNOWN.iter().find(|n| is(n)).copied().unwrap_or("command");
+    let args = match args {
+        None => Args::new(),
+        Some([]) => return Err(bad(command, "trailing space")),
+        Some(a) => {
+            scan(a, false).map_err(|e: LexError| e.for_command(command))?;
+            Args(message.slice_ref(a))
+        }
+    };
+    Ok(CommandBody::Other {
+        name: message.slice_ref(name),
+        args,
+    })
+}
+
+/// RFC 2971: `string SP nstring *(SP string SP nstring)`, or nothing.
+fn is_id_params(mut input: &[u8]) -> bool {
+    let mut first = true;
+    while !input.is_empty() {
+        if !first {
+            match input.strip_prefix(b" ") {
+                Some(r) => input = r,
+                None => return false,
+            }
+        }
+        first = false;
+        let Ok((rest, _)) = string(input) else {
+            return false;
+        };
+        let Some(rest) = rest.strip_prefix(b" ") else {
+            return false;
+        };
+        let Ok((rest, _)) = nstring(rest) else {
+            return false;
+        };
+        input = rest;
+    }
+    true
+}
+
+/// True if `line` (one line without its CRLF) is the `DONE` that ends an
+/// `IDLE` (RFC 2177 §3, RFC 9051 §6.3.13 `idle = "IDLE" CRLF "DONE"`); ABNF
+/// strings are case-insensitive.
+pub fn is_idle_done(line: &[u8]) -> bool {
+    line.eq_ignore_ascii_case(b"DONE")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn parse(s: &[u8]) -> Result<Command, SyntaxError> {
+        Command::parse(&Bytes::copy_from_slice(s))
+    }
+
+    fn ok(s: &[u8]) -> Command {
+        let c = parse(s).unwrap_or_else(|e| panic!("{:?}: {e:?}", String::from_utf8_lossy(s)));
+        assert_round_trip(&c);
+        c
+    }
+
+    /// parse(serialize(c)) == c, and serializing is stable.
+    fn assert_round_trip(c: &Command) {
+        let wire = c.to_bytes();
+        let body = wire.slice(..wire.len() - 2);
+        assert!(wire.ends_with(b"\r\n"));
+        let again = Command::parse(&body)
+            .unwrap_or_else(|e| panic!("{:?} did not parse again: {e:?}", body));
+        assert_eq!(&again, c);
+        assert_eq!(again.to_bytes(), wire);
+    }
+
+    fn args_of(c: &Command) -> Vec<Arg> {
+        match &c.body {
+            CommandBody::Other { args, .. } => args.iter().collect(),
+            other => panic!("not Other: {other:?}"),
+        }
+    }
+
+    fn atom_arg(s: &str) -> Arg {
+        Arg::Atom(b(s))
+    }
+
+    fn list_of(args: &[Arg]) -> Arg {
+        Arg::List(Args::from_args(args))
+    }
+
+    #[test]
+    fn rfc_bare_commands() {
+        for (line, body) in [
+            ("a001 CAPABILITY", CommandBody::Capability),
+            ("a002 STARTTLS", CommandBody::StartTls),
+            ("a002 NOOP", CommandBody::Noop),
+            ("A023 LOGOUT", CommandBody::Logout),
+            ("a002 IDLE", CommandBody::Idle),
+            ("x capability", CommandBody::Capability),
+            ("x StartTLS", CommandBody::StartTls),
+        ] {
+            let c = ok(line.as_bytes());
+            assert_eq!(c.body, body);
+            assert_eq!(c.tag, line.split(' ').next().unwrap().as_bytes());
+        }
+        assert_eq!(ok(b"x starttls").name(), b"STARTTLS");
+        assert_eq!(ok(b"x starttls").to_bytes(), &b"x STARTTLS\r\n"[..]);
+        for line in [
+            &b"a NOOP x"[..],
+            b"a STARTTLS ",
+            b"a CAPABILITY IMAP4rev2",
+            b"a IDLE now",
+        ] {
+            assert!(
+                matches!(parse(line), Err(SyntaxError::InvalidArguments { .. })),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(
+            parse(b"a LOGOUT x"),
+            Err(bad("LOGOUT", "this command takes no arguments"))
+        );
+    }
+
+    #[test]
+    fn login() {
+        let c = ok(b"A001 LOGIN SMITH SESAME");
+        let CommandBody::Login { username, password } = &c.body else {
+            panic!()
+        };
+        assert_eq!(username, &AString::Atom(b("SMITH")));
+        assert_eq!(password.expose().value().as_ref(), b"SESAME");
+        let c = ok(br#"a login "fred \"the\" smith" "p\\w d""#);
+        let CommandBody::Login { username, password } = &c.body else {
+            panic!()
+        };
+        assert_eq!(username.value().as_ref(), br#"fred "the" smith"#);
+        assert_eq!(password.expose().value().as_ref(), br"p\w d");
+        let c = ok(b"a LOGIN {5}\r\nalice {11+}\r\nsecret\r\n) x");
+        let CommandBody::Login { username, password } = &c.body else {
+            panic!()
+        };
+        assert_eq!(
+            username,
+            &AString::Literal {
+                data: b("alice"),
+                mode: LiteralMode::Sync,
+                binary: false
+            }
+        );
+        assert_eq!(password.expose().value().as_ref(), b"secret\r\n) x");
+        assert!(matches!(
+            password.expose(),
+            AString::Literal {
+                mode: LiteralMode::Plus,
+                ..
+            }
+        ));
+        let c = ok(b"a LOGIN user] {0-}\r\n");
+        assert!(matches!(&c.body, CommandBody::Login { .. }));
+        ok("a LOGIN \"jürgen\" x".as_bytes());
+        for line in [
+            &b"a LOGIN"[..],
+            b"a LOGIN ",
+            b"a LOGIN smith",
+            b"a LOGIN smith ",
+            b"a LOGIN smith sesame extra",
+            b"a LOGIN smith  sesame",
+            b"a LOGIN (smith) sesame",
+            b"a LOGIN smith \"sesame",
+            b"a LOGIN smith ~{3}\r\nabc",
+            b"a LOGIN smi*th sesame",
+        ] {
+            assert!(
+                matches!(
+                    parse(line),
+                    Err(SyntaxError::InvalidArguments {
+                        command: "LOGIN",
+                        ..
+                    })
+                ),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert!(matches!(
+            parse(b"a LOGIN {10}\r\nshort"),
+            Err(SyntaxError::Literal { .. })
+        ));
+        assert!(matches!(
+            parse(b"a LOGIN {5x}\r\nshort"),
+            Err(SyntaxError::Literal { .. })
+        ));
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        let c = ok(b"a LOGIN smith hunter2");
+        let debug = format!("{c:?}");
+        assert!(debug.contains("smith"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+        let c = ok(b"a AUTHENTICATE PLAIN AGFsaWNlAGh1bnRlcjI=");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("AGFsaWNlAGh1bnRlcjI="), "{debug}");
+        assert!(debug.contains("PLAIN"));
+    }
+
+    #[test]
+    fn authenticate() {
+        let c = ok(b"A001 AUTHENTICATE GSSAPI");
+        assert_eq!(
+            c.body,
+            CommandBody::Authenticate {
+                mechanism: b("GSSAPI"),
+                initial_response: None
+            }
+        );
+        let c = ok(b"a authenticate plain dGVzdAB0ZXN0AHRlc3Q=");
+        let CommandBody::Authenticate {
+            mechanism,
+            initial_response,
+        } = &c.body
+        else {
+            panic!()
+        };
+        assert_eq!(mechanism, "plain");
+        assert_eq!(
+            initial_response.as_ref().unwrap().expose(),
+            "dGVzdAB0ZXN0AHRlc3Q="
+        );
+        let c = ok(b"a AUTHENTICATE EXTERNAL =");
+        assert!(
+            matches!(&c.body, CommandBody::Authenticate { initial_response: Some(ir), .. } if ir.expose() == "=")
+        );
+        ok(b"a AUTHENTICATE SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=");
+        for line in [
+            &b"a AUTHENTICATE"[..],
+            b"a AUTHENTICATE ",
+            b"a AUTHENTICATE PLAIN ",
+            b"a AUTHENTICATE PLAIN abc",
+            b"a AUTHENTICATE PLAIN ab!=",
+            b"a AUTHENTICATE PLAIN dGVz dA==",
+            b"a AUTHENTICATE PL(AIN",
+            b"a AUTHENTICATE \"PLAIN\"",
+        ] {
+            assert!(
+                matches!(
+                    parse(line),
+                    Err(SyntaxError::InvalidArguments {
+                        command: "AUTHENTICATE",
+                        ..
+                    })
+                ),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn id_and_enable() {
+        let c = ok(b"a023 ID (\"name\" \"sodr\" \"version\" \"19.34\" \"vendor\" NIL)");
+        let CommandBody::Id { params: Some(p) } = &c.body else {
+            panic!()
+        };
+        let items: Vec<Arg> = p.iter().collect();
+        assert_eq!(items.len(), 6);
+        assert_eq!(items[0], Arg::Quoted(b("name")));
+        assert_eq!(items[5], Arg::Nil);
+        assert_eq!(ok(b"a ID NIL").body, CommandBody::Id { params: None });
+        assert_eq!(ok(b"a id nil").body, CommandBody::Id { params: None });
+        let c = ok(b"a ID ()");
+        assert_eq!(
+            c.body,
+            CommandBody::Id {
+                params: Some(Args::new())
+            }
+        );
+        ok(b"a ID ({4}\r\nname {3+}\r\nx)y)");
+        for line in [
+            &b"a ID"[..],
+            b"a ID (\"name\")",
+            b"a ID (name \"x\")",
+            b"a ID (\"name\" x)",
+            b"a ID (\"a\" \"b\") NIL",
+            b"a ID (\"a\" \"b\" )",
+            b"a ID NILL",
+            b"a ID (\"a\" (\"b\"))",
+        ] {
+            assert!(
+                matches!(
+                    parse(line),
+                    Err(SyntaxError::InvalidArguments { command: "ID", .. })
+                ),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert!(matches!(
+            parse(b"a ID (\"a\" {9}\r\nb)"),
+            Err(SyntaxError::Literal { .. })
+        ));
+
+        let c = ok(b"t2 ENABLE CONDSTORE X-GOOD-IDEA UTF8=ACCEPT");
+        let CommandBody::Enable { capabilities } = &c.body else {
+            panic!()
+        };
+        let caps: Vec<Arg> = capabilities.iter().collect();
+        assert_eq!(
+            caps,
+            vec![
+                atom_arg("CONDSTORE"),
+                atom_arg("X-GOOD-IDEA"),
+                atom_arg("UTF8=ACCEPT")
+            ]
+        );
+        for line in [
+            &b"a ENABLE"[..],
+            b"a ENABLE ",
+            b"a ENABLE A  B",
+            b"a ENABLE (A)",
+            b"a ENABLE \"A\"",
+            b"a ENABLE A]",
+        ] {
+            assert!(
+                matches!(
+                    parse(line),
+                    Err(SyntaxError::InvalidArguments {
+                        command: "ENABLE",
+                        ..
+                    })
+                ),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn generic_commands() {
+        let c = ok(b"A142 SELECT INBOX");
+        assert_eq!(c.name(), b"SELECT");
+        assert_eq!(args_of(&c), vec![atom_arg("INBOX")]);
+
+        let c = ok(b"A654 FETCH 2:4 (FLAGS BODY[HEADER.FIELDS (DATE FROM)])");
+        assert_eq!(
+            args_of(&c),
+            vec![
+                atom_arg("2:4"),
+                list_of(&[
+                    atom_arg("FLAGS"),
+                    atom_arg("BODY[HEADER.FIELDS (DATE FROM)]")
+                ])
+            ]
+        );
+        let c = ok(b"a1 FETCH 1:* (FLAGS BODY.PEEK[1.2.MIME]<0.100> BINARY[1]<5.10>)");
+        let Arg::List(items) = &args_of(&c)[1] else {
+            panic!()
+        };
+        assert_eq!(
+            items.iter().nth(1),
+            Some(atom_arg("BODY.PEEK[1.2.MIME]<0.100>"))
+        );
+
+        let c = ok(b"A003 STORE 2:4 +FLAGS.SILENT (\\Deleted \\Seen $Forwarded)");
+        assert_eq!(
+            args_of(&c),
+            vec![
+                atom_arg("2:4"),
+                atom_arg("+FLAGS.SILENT"),
+                list_of(&[
+                    atom_arg("\\Deleted"),
+                    atom_arg("\\Seen"),
+                    atom_arg("$Forwarded")
+                ])
+            ]
+        );
+
+        let c = ok(b"a UID FETCH 1:* (FLAGS)");
+        assert_eq!(c.name(), b"UID");
+        assert_eq!(
+            args_of(&c),
+            vec![
+                atom_arg("FETCH"),
+                atom_arg("1:*"),
+                list_of(&[atom_arg("FLAGS")])
+            ]
+        );
+        ok(b"a uid store 1,3:5 -FLAGS (\\Seen)");
+
+        let c = ok(b"A282 SEARCH CHARSET UTF-8 TEXT {6}\r\nXXXXXX FLAGGED");
+        let args = args_of(&c);
+        assert_eq!(args.len(), 5);
+        assert_eq!(
+            args[3],
+            Arg::Literal {
+                data: b("XXXXXX"),
+                mode: LiteralMode::Sync,
+                binary: false
+            }
+        );
+        ok(b"A283 SEARCH RETURN () CHARSET UTF-8 OR (FROM \"x\") NOT SEEN 1:5,*");
+
+        let mut append = b"A003 APPEND saved-messages (\\Seen) {310}\r\n".to_vec();
+        let msg: Vec<u8> = (0..310u32)
+            .map(|i| match i % 40 {
+                38 => b'\r',
+                39 => b'\n',
+                7 => b')',
+                _ => b'a' + (i % 26) as u8,
+            })
+            .collect();
+        append.extend_from_slice(&msg);
+        let c = ok(&append);
+        let args = args_of(&c);
+        assert_eq!(args.len(), 3);
+        assert_eq!(args[2].string_value().unwrap().as_ref(), &msg[..]);
+
+        let c =
+            ok(b"A004 APPEND INBOX (\\Seen) \"7-Feb-1994 21:52:25 -0800\" ~{5+}\r\n\0\x01)\r\n");
+        assert_eq!(
+            args_of(&c)[3],
+            Arg::Literal {
+                data: Bytes::from_static(b"\0\x01)\r\n"),
+                mode: LiteralMode::Plus,
+                binary: true
+            }
+        );
+        ok(b"A005 APPEND INBOX {9-}\r\nSTARTTLS\r");
+        let c = ok(b"A682 LIST \"\" *");
+        assert_eq!(args_of(&c), vec![Arg::Quoted(b("")), atom_arg("*")]);
+        ok(b"A683 LIST \"~/Mail/\" \"%\"");
+        ok(b"A042 STATUS blurdybloop (UIDNEXT MESSAGES UNSEEN)");
+        ok(b"A683 RENAME blurdybloop sarasoop");
+        ok(b"a CREATE \"Sent Items\"");
+        ok(b"a EXPUNGE");
+        ok(b"a NAMESPACE");
+        ok(b"a X-CUSTOM.cmd_2 foo [bar] (baz)");
+        ok(b"a FETCH 1 (BODY[HEADER.FIELDS.NOT (\"X-A\" {3}\r\nX-B)])");
+        let c = ok(b"a EXAMINE nil");
+        assert_eq!(args_of(&c), vec![Arg::Nil]);
+        assert_eq!(args_of(&c)[0].string_value(), None);
+    }
+
+    #[test]
+    fn literal_data_is_never_searched() {
+        // The literal holds what would otherwise be a command, a closing
+        // parenthesis and a CRLF: only the count frames it.
+        let c = ok(b"a APPEND INBOX {14}\r\nb STARTTLS\r\n)(");
+        let args = args_of(&c);
+        assert_eq!(args.len(), 2);
+        assert_eq!(
+            args[1].string_value().unwrap().as_ref(),
+            b"b STARTTLS\r\n)("
+        );
+        // A claim longer than the message is an error, not a read past it.
+        assert_eq!(
+            parse(b"a APPEND INBOX {4294967295}\r\nabc"),
+            Err(SyntaxError::Literal {
+                reason: "message ends before the literal's announced length"
+            })
+        );
+        assert_eq!(
+            parse(b"a APPEND INBOX {3}abc"),
+            Err(SyntaxError::Literal {
+                reason: "literal header not followed by CRLF"
+            })
+        );
+        assert!(matches!(
+            parse(b"a APPEND INBOX {3a}\r\nabc"),
+            Err(SyntaxError::Literal { .. })
+        ));
+        assert!(matches!(
+            parse(b"a APPEND INBOX {2}\r\nabc"),
+            Err(SyntaxError::InvalidArguments {
+                command: "APPEND",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn malformed_commands() {
+        for line in [
+            &b""[..],
+            b" a NOOP",
+            b"NOOP",
+            b"a",
+            b"a ",
+            b"+ NOOP",
+            b"a+b NOOP",
+            b"a*1 NOOP",
+            b"a\"b NOOP",
+            b"a(b NOOP",
+            b"a{1} NOOP",
+            b"\xC3\xA9 NOOP",
+        ] {
+            assert_eq!(
+                parse(line),
+                Err(SyntaxError::Tag),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        for line in [
+            &b"a  NOOP"[..],
+            b"a 1FOO",
+            b"a (x)",
+            b"a \"NOOP\"",
+            b"a NOOP(x)",
+            b"a -x",
+        ] {
+            assert_eq!(
+                parse(line),
+                Err(SyntaxError::UnknownCommand),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        for line in [
+            &b"a SELECT "[..],
+            b"a SELECT  INBOX",
+            b"a FETCH 1 (FLAGS",
+            b"a FETCH 1 FLAGS)",
+            b"a FETCH 1 ((FLAGS)",
+            b"a FETCH 1 ( FLAGS)",
+            b"a FETCH 1 (FLAGS )",
+            b"a FETCH 1 BODY[HEADER",
+            b"a FETCH 1 BODY[(HEADER]",
+            b"a SELECT \"INBOX",
+            b"a SELECT \"IN\rBOX\"",
+            b"a SELECT IN\x7fBOX",
+            b"a SELECT INBOX ",
+        ] {
+            assert!(
+                matches!(parse(line), Err(SyntaxError::InvalidArguments { .. })),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let deep = |n: usize| {
+            let mut v = b"a FETCH 1 ".to_vec();
+            v.extend(std::iter::repeat_n(b'(', n));
+            v.extend(std::iter::repeat_n(b')', n));
+            v
+        };
+        ok(&deep(64));
+        assert_eq!(
+            parse(&deep(65)),
+            Err(bad("FETCH", "lists nested too deeply"))
+        );
+    }
+
+    #[test]
+    fn idle_done() {
+        assert!(is_idle_done(b"DONE"));
+        assert!(is_idle_done(b"done"));
+        assert!(!is_idle_done(b"DONE "));
+        assert!(!is_idle_done(b"a DONE"));
+        assert!(matches!(ok(b"a DONE").body, CommandBody::Other { .. }));
+    }
+
+    #[test]
+    fn astring_from_value() {
+        assert_eq!(AString::from_value(b"smith"), AString::Atom(b("smith")));
+        assert_eq!(
+            AString::from_value(b"a b\"c"),
+            AString::Quoted(b("a b\\\"c"))
+        );
+        assert_eq!(AString::from_value(b""), AString::Quoted(b("")));
+        assert!(matches!(
+            AString::from_value(b"a\r\nb"),
+            AString::Literal { .. }
+        ));
+        for v in [
+            &b"x"[..],
+            b"",
+            b"\\",
+            b"a\"b",
+            b"\xFF\x00",
+            "é".as_bytes(),
+            b"{5}",
+        ] {
+            let a = AString::from_value(v);
+            assert_eq!(a.value().as_ref(), v);
+            let c = Command {
+                tag: b("t"),
+                body: CommandBody::Login {
+                    username: a.clone(),
+                    password: Secret::new(a),
+                },
+            };
+            assert_round_trip(&c);
+        }
+    }
+
+    #[test]
+    fn args_api() {
+        let args = Args::parse(&b("a (b \"c\") {1}\r\nd NIL")).unwrap();
+        assert!(!args.is_empty());
+        assert_eq!((&args).into_iter().count(), 4);
+        assert!(Args::parse(&b("a (b")).is_err());
+        assert!(Args::new().is_empty());
+        assert_eq!(Args::new().iter().next(), None);
+        // Hand-made invalid bytes: the iterator stops, it does not panic.
+        let broken = Args::from_args(&[atom_arg("a"), Arg::Quoted(b("x\"y"))]);
+        assert!(broken.iter().count() <= 2);
+        let nested = Args::from_args(&[list_of(&[list_of(&[]), Arg::Nil])]);
+        assert_eq!(nested.as_bytes(), "(() NIL)");
+    }
+
+    // -----------------------------------------------------------------------
+    // Pseudo-random round trips and mutations.
+    // -----------------------------------------------------------------------
+
+    /// xorshift64*: deterministic, no extra crates.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        pub(crate) fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+            items[self.below(items.len())]
+        }
+        pub(crate) fn bytes_from(&mut self, alphabet: &[u8], min: usize, max: usize) -> Vec<u8> {
+            let n = min + self.below(max - min + 1);
+            (0..n).map(|_| self.pick(alphabet)).collect()
+        }
+    }
+
+    const TOKENS: &[&str] = &[
+        "FLAGS",
+        "1:*",
+        "\\Seen",
+        "\\*",
+        "2,4:7",
+        "BODY[]",
+        "BODY.PEEK[HEADER.FIELDS (DATE FROM)]<0.100>",
+        "BINARY[1.2]",
+        "%",
+        "*",
+        "+FLAGS.SILENT",
+        "$Junk",
+        "INBOX",
+        "a]b",
+        "~x",
+        "UTF-8",
+        "12",
+    ];
+
+    fn gen_literal(r: &mut Rng) -> (Bytes, LiteralMode, bool) {
+        let data = r.bytes_from(b"ab )(\r\n{}\"\\~*\0", 0, 12);
+        let mode = r.pick(&[LiteralMode::Sync, LiteralMode::Plus, LiteralMode::Minus]);
+        (Bytes::from(data), mode, r.below(4) == 0)
+    }
+
+    pub(crate) fn gen_arg(r: &mut Rng, depth: usize) -> Arg {
+        match r.below(if depth > 3 { 5 } else { 7 }) {
+            0 | 1 => Arg::Atom(b(r.pick(TOKENS))),
+            2 => {
+                let v = r.bytes_from("ab \"\\é(){}".as_bytes(), 0, 8);
+                let v = if is_quotable(&v) { v } else { b"q".to_vec() };
+                let mut out = Vec::new();
+                escape(&v, &mut out);
+                Arg::Quoted(Bytes::from(out))
+            }
+            3 => {
+                let (data, mode, binary) = gen_literal(r);
+                Arg::Literal { data, mode, binary }
+            }
+            4 => Arg::Nil,
+            _ => {
+                let n = r.below(4);
+                let items: Vec<Arg> = (0..n).map(|_| gen_arg(r, depth + 1)).collect();
+                Arg::List(Args::from_args(&items))
+            }
+        }
+    }
+
+    fn gen_astring(r: &mut Rng) -> AString {
+        match r.below(3) {
+            0 => AString::from_value(&r.bytes_from(b"abcXYZ09.-_]", 1, 8)),
+            1 => AString::from_value(&r.bytes_from(b"ab \"\\x", 0, 8)),
+            _ => {
+                let (data, mode, _) = gen_literal(r);
+                AString::Literal {
+                    data,
+                    mode,
+                    binary: false,
+                }
+            }
+        }
+    }
+
+    fn gen_command(r: &mut Rng) -> Command {
+        let tag = Bytes::from(r.bytes_from(b"aA019.-_]", 1, 6));
+        let body = match r.below(10) {
+            0 => BARE[r.below(BARE.len())].1.clone(),
+            1 => CommandBody::Login {
+                username: gen_astring(r),
+                password: Secret::new(gen_astring(r)),
+            },
+            2 => CommandBody::Authenticate {
+                mechanism: b(r.pick(&["PLAIN", "XOAUTH2", "SCRAM-SHA-1"])),
+                initial_response: match r.below(3) {
+                    0 => None,
+                    1 => Some(Secret::new(b("="))),
+                    _ => Some(Secret::new(b("dGVzdA=="))),
+                },
+            },
+            3 => CommandBody::Id {
+                params: match r.below(3) {
+                    0 => None,
+                    1 => Some(Args::new()),
+                    _ => Some(Args::from_args(&[
+                        Arg::Quoted(b("name")),
+                        Arg::Literal {
+                            data: b("x)"),
+                            mode: LiteralMode::Plus,
+                            binary: false,
+                        },
+                        Arg::Quoted(b("os")),
+                        Arg::Nil,
+                    ])),
+                },
+            },
+            4 => CommandBody::Enable {
+                capabilities: Args::from_args(&[
+                    Arg::Atom(b("CONDSTORE")),
+                    Arg::Atom(b("UTF8=ACCEPT")),
+                ]),
+            },
+            _ => {
+                let n = r.below(5);
+                let items: Vec<Arg> = (0..n).map(|_| gen_arg(r, 0)).collect();
+                CommandBody::Other {
+                    name: b(r.pick(&["FETCH", "uid", "APPEND", "X-Foo", "SEARCH"])),
+                    args: Args::from_args(&items),
+                }
+            }
+        };
+        Command { tag, body }
+    }
+
+    /// Splits a serialized message into physical lines the way a session's
+    /// framing does, with [`crate::imap::trailing_literal`], and checks that
+    /// it finds exactly the message.
+    pub(crate) fn check_framing(wire: &[u8]) {
+        let mut pos = 0;
+        loop {
+            let rest = &wire[pos..];
+            let eol = memchr::memmem::find(rest, b"\r\n").expect("a CRLF");
+            let line = &rest[..eol];
+            pos += eol + 2;
+            match crate::imap::trailing_literal(line).unwrap() {
+                None => break,
+                Some(h) => pos += h.len as usize,
+            }
+        }
+        assert_eq!(pos, wire.len(), "{:?}", String::from_utf8_lossy(wire));
+    }
+
+    #[test]
+    fn random_round_trips() {
+        let mut r = Rng(0x1234_5678_9abc_def1);
+        for _ in 0..3000 {
+            let c = gen_command(&mut r);
+            assert_round_trip(&c);
+            check_framing(&c.to_bytes());
+            if let CommandBody::Other { args, .. } = &c.body {
+                // Iterating the parsed arguments and writing them back gives
+                // the same bytes.
+                let items: Vec<Arg> = args.iter().collect();
+                assert_eq!(&Args::from_args(&items), args);
+            }
+        }
+    }
+
+    const SEEDS: &[&[u8]] = &[
+        b"a001 CAPABILITY",
+        b"A001 LOGIN SMITH SESAME",
+        b"a LOGIN {5}\r\nalice \"p\\\"w\"",
+        b"a AUTHENTICATE PLAIN dGVzdA==",
+        b"a ID (\"name\" \"x\" \"v\" NIL)",
+        b"t ENABLE CONDSTORE",
+        b"A654 FETCH 2:4 (FLAGS BODY[HEADER.FIELDS (DATE FROM)]<0.10>)",
+        b"A003 APPEND saved (\\Seen) \"7-Feb-1994 21:52:25 -0800\" ~{5+}\r\nab)\r\n",
+        b"a SEARCH CHARSET UTF-8 TEXT {3}\r\nx y ((a b)(c))",
+    ];
+
+    #[test]
+    fn random_mutations_never_panic() {
+        let mut r = Rng(0xdead_beef_cafe_f00d);
+        let specials = b" ()[]{}<>\"\\~+-*%:0123456789\r\n\0\xC3\xFFaZ";
+        let mut parsed = 0;
+        for _ in 0..20000 {
+            let mut m = r.pick(SEEDS).to_vec();
+            for _ in 0..1 + r.below(3) {
+                let at = r.below(m.len() + 1);
+                match r.below(4) {
+                    0 if at < m.len() => {
+                        m.remove(at);
+                    }
+                    1 if at < m.len() => m[at] = r.pick(specials),
+                    2 => m.insert(at, r.pick(specials)),
+                    _ => m.truncate(at),
+                }
+            }
+            if let Ok(c) = parse(&m) {
+                parsed += 1;
+                assert_round_trip(&c);
+                if let CommandBody::Other { args, .. } = &c.body {
+                    let _ = args.iter().map(|a| format!("{a:?}")).count();
+                }
+            }
+        }
+        // Enough mutants stay valid for the round trip to mean something.
+        assert!(parsed > 2000, "{parsed}");
+    }
+}

@@ -1,0 +1,699 @@
+//! The IMAP server session.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::{ConfigError, Error, UsageError};
+use crate::framing::{scan_line, without_crlf, LineSkipper, Scan};
+use crate::secret::Secret;
+use crate::tls::ServerTls;
+use crate::trust::Trust;
+use crate::upgrade::{
+    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, Side, TlsSetup, UpgradeEvent,
+};
+
+use super::capability::{Capabilities, Capability};
+use super::command::{is_idle_done, Command, CommandBody};
+use super::frame::{Frame, FrameError, MessageFramer};
+use super::response::{Code, Response, Status, StatusResponse};
+use super::syntax::LiteralMode;
+use super::Limits;
+
+/// Server configuration, shared by every session of a listener.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Text of the greeting (`* OK [CAPABILITY ...] <text>`).
+    pub greeting: String,
+    /// How the session does TLS; [`ServerTls::None`] never offers STARTTLS.
+    pub tls: ServerTls,
+    /// Implicit TLS (RFC 8314, port 993 style).
+    pub implicit_tls: bool,
+    /// Refuse everything but `CAPABILITY`, `NOOP`, `LOGOUT`, `STARTTLS` and
+    /// `ID` in cleartext (`NO [PRIVACYREQUIRED]`).
+    pub require_tls: bool,
+    /// SASL mechanisms advertised as `AUTH=...` (over TLS).
+    pub auth_mechanisms: Vec<String>,
+    /// Accept `LOGIN` and `AUTHENTICATE` in cleartext. Off by default: the
+    /// server advertises `LOGINDISABLED` and answers `NO [PRIVACYREQUIRED]`.
+    pub insecure_login_in_cleartext: bool,
+    /// Further capabilities to advertise, e.g. `IDLE`, `ID`, `ENABLE`,
+    /// `SASL-IR`, `UIDPLUS`.
+    pub capabilities: Vec<String>,
+    /// Advertise `LITERAL+` (true) or `LITERAL-` (false, RFC 7888).
+    pub literal_plus: bool,
+    /// What to do with bytes after the `STARTTLS` line.
+    pub injection: InjectionPolicy,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    /// A configuration with safe defaults.
+    pub fn new(tls: ServerTls) -> Self {
+        ServerConfig {
+            greeting: "IMAP server ready".into(),
+            tls,
+            implicit_tls: false,
+            require_tls: false,
+            auth_mechanisms: Vec::new(),
+            insecure_login_in_cleartext: false,
+            capabilities: vec![
+                "IDLE".into(),
+                "ID".into(),
+                "ENABLE".into(),
+                "SASL-IR".into(),
+            ],
+            literal_plus: true,
+            injection: InjectionPolicy::Discard,
+            limits: Limits::default(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if (self.require_tls || self.implicit_tls) && !self.tls.is_available() {
+            return Err(ConfigError::TlsRequiredWithoutTls);
+        }
+        if self.limits.line < 1024 {
+            return Err(ConfigError::LimitTooSmall {
+                what: "line",
+                min: 1024,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What an IMAP server session reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A command for the application: `LOGIN`, `AUTHENTICATE`, `ID`,
+    /// `IDLE`, `ENABLE`, `NOOP` after login, and every other command after
+    /// login. Finish it with [`ServerSession::complete`] (after any untagged
+    /// data); `AUTHENTICATE` and `IDLE` may first ask for a continuation with
+    /// [`ServerSession::continue_request`]. Commands behind it wait.
+    Command(Command),
+    /// The client's answer to an `AUTHENTICATE` continuation.
+    AuthResponse(Secret<Bytes>),
+    /// The client cancelled `AUTHENTICATE` with `*`; the session answered
+    /// `BAD`.
+    AuthCancelled,
+    /// The client ended `IDLE` with `DONE`: complete the `IDLE` command.
+    IdleDone,
+    /// The session refused a command itself and sent this response.
+    Refused(Response),
+    /// Upgrade and TLS facts.
+    Upgrade(UpgradeEvent),
+}
+
+impl From<UpgradeEvent> for ServerEvent {
+    fn from(e: UpgradeEvent) -> Self {
+        ServerEvent::Upgrade(e)
+    }
+}
+
+/// An IMAP server session: one per accepted connection.
+///
+/// ```
+/// use std::sync::Arc;
+/// use starttls::imap::{ServerConfig, ServerSession};
+/// use starttls::ServerTls;
+///
+/// let mut server = ServerSession::new(Arc::new(ServerConfig::new(ServerTls::None))).unwrap();
+/// let greeting = server.poll_transmit().unwrap();
+/// assert!(greeting.starts_with(b"* OK [CAPABILITY IMAP4rev2 IMAP4rev1"));
+/// server.handle_input(b"a1 CAPABILITY\r\n");
+/// let out = server.poll_transmit().unwrap();
+/// assert!(out.starts_with(b"* CAPABILITY IMAP4rev2") && out.ends_with(b"a1 OK CAPABILITY completed\r\n"));
+/// ```
+pub struct ServerSession {
+    engine: Engine<ServerMachine>,
+}
+
+session_io!(ServerSession, ServerEvent);
+
+impl ServerSession {
+    /// Starts a session; the greeting is ready in
+    /// [`poll_transmit`](Self::poll_transmit) (implicit TLS: after the
+    /// handshake).
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let tls = match &config.tls {
+            ServerTls::None => TlsSetup::None,
+            ServerTls::Rustls(c) => TlsSetup::RustlsServer(Arc::clone(c)),
+            ServerTls::External => TlsSetup::External,
+        };
+        let ec = EngineConfig {
+            side: Side::Server,
+            tls,
+            implicit: config.implicit_tls,
+            injection: config.injection,
+            max_buffered: config.limits.message.saturating_add(config.limits.line),
+        };
+        let machine = ServerMachine::new(Arc::clone(&config), false);
+        Ok(ServerSession {
+            engine: Engine::new(config, machine, ec),
+        })
+    }
+
+    /// Finishes the pending command with a tagged `OK`, `NO` or `BAD`.
+    /// An `OK` to `LOGIN` or `AUTHENTICATE` authenticates the session.
+    pub fn complete(
+        &mut self,
+        status: Status,
+        code: Option<Code>,
+        text: &str,
+    ) -> Result<(), UsageError> {
+        self.engine.call(|m, io| m.complete(status, code, text, io))
+    }
+
+    /// Finishes the pending command with `OK <NAME> completed`.
+    pub fn accept(&mut self) -> Result<(), UsageError> {
+        let name = match &self.engine.machine().state {
+            State::AppBusy { name, .. } => name.clone(),
+            _ => return Err(UsageError::NoCommandPending),
+        };
+        let text = format!("{} completed", String::from_utf8_lossy(&name));
+        self.complete(Status::Ok, None, &text)
+    }
+
+    /// Sends an untagged response (`* ...`) for the pending command, or
+    /// unsolicited data after login (`* 3 EXISTS`, `* OK [ALERT] ...`).
+    pub fn send_untagged(&mut self, response: &Response) -> Result<(), UsageError> {
+        if matches!(
+            response,
+            Response::Tagged { .. } | Response::Continuation { .. }
+        ) {
+            return Err(UsageError::WrongState(
+                "send_untagged takes untagged responses; use complete or continue_request",
+            ));
+        }
+        self.engine.call(|_, io| {
+            let mut v = Vec::new();
+            response.write_to(&mut v);
+            io.send(&v);
+            Ok(())
+        })
+    }
+
+    /// Sends a continuation request (`+ text`) for a pending `AUTHENTICATE`
+    /// (the next line is the client's response) or `IDLE` (the client then
+    /// idles until `DONE`).
+    pub fn continue_request(&mut self, text: &[u8]) -> Result<(), UsageError> {
+        self.engine.call(|m, io| m.continue_request(text, io))
+    }
+
+    /// `true` while a command waits for [`complete`](Self::complete).
+    pub fn is_waiting_for_reply(&self) -> bool {
+        matches!(self.engine.machine().state, State::AppBusy { .. })
+    }
+
+    /// `true` after an `OK` to `LOGIN` or `AUTHENTICATE` in this phase.
+    pub fn is_authenticated(&self) -> bool {
+        self.engine.machine().authenticated
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Login,
+    Authenticate,
+    Idle,
+    Other,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Reading commands.
+    Commands,
+    /// The application has a command; nothing more is read until it is
+    /// completed or continued.
+    AppBusy { tag: Bytes, name: Bytes, kind: Kind },
+    /// After a continuation to `AUTHENTICATE`: the next line is a response.
+    SaslLine { tag: Bytes },
+    /// After a continuation to `IDLE`: the next line must be `DONE`.
+    Idle { tag: Bytes },
+}
+
+pub(crate) struct ServerMachine {
+    config: Arc<ServerConfig>,
+    greeted: bool,
+    authenticated: bool,
+    state: State,
+    framer: MessageFramer,
+    scanned: usize,
+    skipper: LineSkipper,
+    errors: u32,
+}
+
+/// The tag at the start of a message, if it looks like one.
+fn tag_of(message: &[u8]) -> Option<&[u8]> {
+    let end = memchr::memchr2(b' ', b'\r', message).unwrap_or(message.len());
+    let tag = message.get(..end)?;
+    let ok = !tag.is_empty()
+        && tag.iter().all(|&b| {
+            b.is_ascii_graphic()
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
+        });
+    ok.then_some(tag)
+}
+
+impl ServerMachine {
+    fn new(config: Arc<ServerConfig>, greeted: bool) -> Self {
+        ServerMachine {
+            config,
+            greeted,
+            authenticated: false,
+            state: State::Commands,
+            framer: MessageFramer::default(),
+            scanned: 0,
+            skipper: LineSkipper::default(),
+            errors: 0,
+        }
+    }
+
+    fn capabilities(&self, trust: Trust) -> Capabilities {
+        let c = &self.config;
+        let mut caps = vec![Capability::Imap4rev2, Capability::Imap4rev1];
+        if trust == Trust::Cleartext && !c.implicit_tls && c.tls.is_available() {
+            caps.push(Capability::StartTls);
+        }
+        if self.login_allowed(trust) {
+            for m in &c.auth_mechanisms {
+                caps.push(Capability::Auth(Bytes::from(m.clone())));
+            }
+        } else {
+            caps.push(Capability::LoginDisabled);
+        }
+        caps.push(if c.literal_plus {
+            Capability::LiteralPlus
+        } else {
+            Capability::LiteralMinus
+        });
+        for extra in &c.capabilities {
+            caps.push(Capability::Other(Bytes::from(extra.clone())));
+        }
+        Capabilities::from_caps(&caps)
+    }
+
+    fn login_allowed(&self, trust: Trust) -> bool {
+        trust == Trust::Tls || (self.config.insecure_login_in_cleartext && !self.config.require_tls)
+    }
+
+    fn send(&self, io: &mut Io<'_, ServerEvent>, r: &Response) {
+        let mut v = Vec::with_capacity(64);
+        r.write_to(&mut v);
+        io.send(&v);
+    }
+
+    fn tagged(tag: &[u8], status: Status, code: Option<Code>, text: &str) -> Response {
+        Response::Tagged {
+            tag: Bytes::copy_from_slice(tag),
+            status: StatusResponse {
+                status,
+                code,
+                text: Bytes::copy_from_slice(text.as_bytes()),
+            },
+        }
+    }
+
+    fn untagged(status: Status, code: Option<Code>, text: &str) -> Response {
+        Response::Status(StatusResponse {
+            status,
+            code,
+            text: Bytes::copy_from_slice(text.as_bytes()),
+        })
+    }
+
+    /// A response the session chose itself to refuse something.
+    fn refuse(&mut self, io: &mut Io<'_, ServerEvent>, r: Response) {
+        self.send(io, &r);
+        io.emit(ServerEvent::Refused(r));
+        self.errors += 1;
+        if self.errors >= self.config.limits.max_errors {
+            self.send(io, &Self::untagged(Status::Bye, None, "Too many errors"));
+            io.close();
+        }
+    }
+
+    fn bad(&mut self, io: &mut Io<'_, ServerEvent>, tag: Option<&[u8]>, text: &str) {
+        let r = match tag {
+            Some(t) => Self::tagged(t, Status::Bad, None, text),
+            None => Self::untagged(Status::Bad, None, text),
+        };
+        self.refuse(io, r);
+    }
+
+    fn command(&mut self, message: Bytes, io: &mut Io<'_, ServerEvent>) {
+        let cmd = match Command::parse(&message) {
+            Ok(c) => c,
+            Err(e) => {
+                let text = format!("Syntax error: {e}");
+                return self.bad(io, tag_of(&message), &text);
+            }
+        };
+        let trust = io.trust();
+        let tag = cmd.tag.clone();
+        let kind = match &cmd.body {
+            CommandBody::Capability => {
+                let caps = self.capabilities(trust);
+                self.send(io, &Response::Capability(caps));
+                self.send(
+                    io,
+                    &Self::tagged(&tag, Status::Ok, None, "CAPABILITY completed"),
+                );
+                return;
+            }
+            CommandBody::Logout => {
+                self.send(io, &Self::untagged(Status::Bye, None, "Logging out"));
+                self.send(
+                    io,
+                    &Self::tagged(&tag, Status::Ok, None, "LOGOUT completed"),
+                );
+                io.close();
+                return;
+            }
+            CommandBody::StartTls => {
+                if trust == Trust::Tls {
+                    return self.bad(io, Some(&tag), "TLS already active");
+                }
+                if self.authenticated {
+                    return self.bad(
+                        io,
+                        Some(&tag),
+                        "STARTTLS is not allowed after authentication",
+                    );
+                }
+                if self.config.implicit_tls || !self.config.tls.is_available() {
+                    return self.bad(io, Some(&tag), "STARTTLS not available");
+                }
+                self.send(
+                    io,
+                    &Self::tagged(&tag, Status::Ok, None, "Begin TLS negotiation now"),
+                );
+                // The cut: nothing after this line is ever read in cleartext.
+                io.start_upgrade();
+                return;
+            }
+            CommandBody::Noop if !self.authenticated => {
+                self.send(io, &Self::tagged(&tag, Status::Ok, None, "NOOP completed"));
+                return;
+            }
+            CommandBody::Login { .. } | CommandBody::Authenticate { .. } => {
+                if self.authenticated {
+                    return self.bad(io, Some(&tag), "Already authenticated");
+                }
+                if !self.login_allowed(trust) {
+                    let r = Self::tagged(
+                        &tag,
+                        Status::No,
+                        Some(Code::PrivacyRequired),
+                        "Authentication requires TLS; use STARTTLS first",
+                    );
+                    return self.refuse(io, r);
+                }
+                if let CommandBody::Authenticate { mechanism, .. } = &cmd.body {
+                    let known = self
+                        .config
+                        .auth_mechanisms
+                        .iter()
+                        .any(|m| m.as_bytes().eq_ignore_ascii_case(mechanism));
+                    if !known {
+                        let r = Self::tagged(
+                            &tag,
+                            Status::No,
+                            None,
+                            "Unsupported authentication mechanism",
+                        );
+                        return self.refuse(io, r);
+                    }
+                    Kind::Authenticate
+                } else {
+                    Kind::Login
+                }
+            }
+            CommandBody::Id { .. } => Kind::Other,
+            _ if self.config.require_tls && trust == Trust::Cleartext => {
+                let r = Self::tagged(
+                    &tag,
+                    Status::No,
+                    Some(Code::PrivacyRequired),
+                    "Use STARTTLS first",
+                );
+                return self.refuse(io, r);
+            }
+            _ if !self.authenticated => {
+                return self.bad(io, Some(&tag), "Command not valid before authentication");
+            }
+            CommandBody::Idle => Kind::Idle,
+            _ => Kind::Other,
+        };
+        self.state = State::AppBusy {
+            tag,
+            name: Bytes::copy_from_slice(cmd.name()),
+            kind,
+        };
+        io.emit(ServerEvent::Command(cmd));
+    }
+
+    fn complete(
+        &mut self,
+        status: Status,
+        code: Option<Code>,
+        text: &str,
+        io: &mut Io<'_, ServerEvent>,
+    ) -> Result<(), UsageError> {
+        let (tag, kind) = match &self.state {
+            State::AppBusy { tag, kind, .. } => (tag.clone(), *kind),
+            State::SaslLine { tag } => (tag.clone(), Kind::Authenticate),
+            _ => return Err(UsageError::NoCommandPending),
+        };
+        if !matches!(status, Status::Ok | Status::No | Status::Bad) {
+            return Err(UsageError::WrongState("a tagged response is OK, NO or BAD"));
+        }
+        let ok = status == Status::Ok;
+        self.send(io, &Self::tagged(&tag, status, code, text));
+        if ok && matches!(kind, Kind::Login | Kind::Authenticate) {
+            self.authenticated = true;
+        }
+        self.state = State::Commands;
+        Ok(())
+    }
+
+    fn continue_request(
+        &mut self,
+        text: &[u8],
+        io: &mut Io<'_, ServerEvent>,
+    ) -> Result<(), UsageError> {
+        let next = match &self.state {
+            State::AppBusy {
+                tag,
+                kind: Kind::Authenticate,
+                ..
+            } => State::SaslLine { tag: tag.clone() },
+            State::AppBusy {
+                tag,
+                kind: Kind::Idle,
+                ..
+            } => State::Idle { tag: tag.clone() },
+            _ => {
+                return Err(UsageError::WrongState(
+                    "continuation requests are for a pending AUTHENTICATE or IDLE",
+                ))
+            }
+        };
+        let r = Response::Continuation {
+            code: None,
+            text: Bytes::copy_from_slice(text),
+        };
+        self.send(io, &r);
+        self.state = next;
+        Ok(())
+    }
+
+    /// One line in `SaslLine` or `Idle` state.
+    fn line(&mut self, io: &mut Io<'_, ServerEvent>) -> Option<Bytes> {
+        if self.skipper.is_active() {
+            let n = self.skipper.skip(io.input());
+            io.skip(n);
+            if self.skipper.is_active() {
+                return None;
+            }
+        }
+        match scan_line(io.input(), &mut self.scanned, self.config.limits.line) {
+            Scan::Incomplete => None,
+            Scan::Line(len) => Some(without_crlf(&io.take(len))),
+            Scan::Invalid { len, .. } => {
+                io.skip(len);
+                Some(Bytes::new())
+            }
+            Scan::TooLong => {
+                io.skip(self.config.limits.line);
+                self.skipper.start();
+                Some(Bytes::new())
+            }
+        }
+    }
+}
+
+impl Machine for ServerMachine {
+    type Config = ServerConfig;
+    type Event = ServerEvent;
+
+    fn after_tls(config: &Arc<ServerConfig>) -> Self {
+        // RFC 9051 §6.2.1: no new greeting; capabilities may differ now.
+        ServerMachine::new(Arc::clone(config), true)
+    }
+
+    fn process(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        if !self.greeted {
+            self.greeted = true;
+            let caps = self.capabilities(io.trust());
+            let greeting = Self::untagged(
+                Status::Ok,
+                Some(Code::Capability(caps)),
+                &self.config.greeting,
+            );
+            self.send(io, &greeting);
+        }
+        loop {
+            match &self.state {
+                State::AppBusy { .. } => return Ok(()),
+                State::SaslLine { tag } => {
+                    let tag = tag.clone();
+                    let Some(line) = self.line(io) else {
+                        return Ok(());
+                    };
+                    if line.as_ref() == b"*" {
+                        self.state = State::Commands;
+                        self.send(
+                            io,
+                            &Self::tagged(&tag, Status::Bad, None, "AUTHENTICATE cancelled"),
+                        );
+                        io.emit(ServerEvent::AuthCancelled);
+                    } else {
+                        self.state = State::AppBusy {
+                            tag,
+                            name: Bytes::from_static(b"AUTHENTICATE"),
+                            kind: Kind::Authenticate,
+                        };
+                        io.emit(ServerEvent::AuthResponse(Secret::new(line)));
+                    }
+                }
+                State::Idle { tag } => {
+                    let tag = tag.clone();
+                    let Some(line) = self.line(io) else {
+                        return Ok(());
+                    };
+                    if is_idle_done(&line) {
+                        self.state = State::AppBusy {
+                            tag,
+                            name: Bytes::from_static(b"IDLE"),
+                            kind: Kind::Idle,
+                        };
+                        io.emit(ServerEvent::IdleDone);
+                    } else {
+                        self.state = State::Commands;
+                        self.bad(io, Some(&tag), "Expected DONE");
+                    }
+                }
+                State::Commands => {
+                    let limits = self.config.limits.frame();
+                    match self.framer.next(io.input(), limits) {
+                        Frame::NeedInput => return Ok(()),
+                        Frame::Skip(n) => io.skip(n),
+                        Frame::Complete(n) => {
+                            let message = without_crlf(&io.take(n));
+                            self.command(message, io);
+                        }
+                        Frame::Literal(h) => {
+                            let sync = match h.mode {
+                                LiteralMode::Sync => true,
+                                LiteralMode::Plus => false,
+                                // RFC 7888 §4: LITERAL- allows non-synchronizing
+                                // literals of up to 4096 octets only.
+                                LiteralMode::Minus => h.len > 4096,
+                            };
+                            let too_big_non_sync =
+                                !sync && !self.config.literal_plus && h.len > 4096;
+                            if too_big_non_sync {
+                                self.send(
+                                    io,
+                                    &Self::untagged(
+                                        Status::Bye,
+                                        None,
+                                        "Non-synchronizing literal too large",
+                                    ),
+                                );
+                                io.close();
+                                return Ok(());
+                            }
+                            if sync {
+                                let r = Response::Continuation {
+                                    code: None,
+                                    text: Bytes::from_static(b"Ready for literal data"),
+                                };
+                                self.send(io, &r);
+                            }
+                        }
+                        Frame::Invalid { error, consumed } => {
+                            let tag = io
+                                .input()
+                                .get(..consumed)
+                                .and_then(tag_of)
+                                .map(Bytes::copy_from_slice);
+                            io.skip(consumed);
+                            match error {
+                                FrameError::LiteralTooLarge { header, .. }
+                                    if header.mode != LiteralMode::Sync =>
+                                {
+                                    // Its data is coming regardless: no way to
+                                    // stay in step with the client.
+                                    self.send(
+                                        io,
+                                        &Self::untagged(Status::Bye, None, "Literal too large"),
+                                    );
+                                    io.close();
+                                    return Ok(());
+                                }
+                                FrameError::LiteralTooLarge { .. }
+                                | FrameError::MessageTooLarge { .. } => {
+                                    // A synchronizing literal is simply refused;
+                                    // the client will not send its data.
+                                    let r = match &tag {
+                                        Some(t) => Self::tagged(
+                                            t,
+                                            Status::No,
+                                            Some(Code::Other {
+                                                name: Bytes::from_static(b"TOOBIG"),
+                                                args: None,
+                                            }),
+                                            "Literal too large",
+                                        ),
+                                        None => {
+                                            Self::untagged(Status::Bad, None, "Literal too large")
+                                        }
+                                    };
+                                    self.refuse(io, r);
+                                }
+                                FrameError::BadLiteral => {
+                                    self.bad(io, tag.as_deref(), "Invalid literal")
+                                }
+                                FrameError::Line(e) => {
+                                    let text = format!("Syntax error: {e}");
+                                    self.bad(io, tag.as_deref(), &text);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        Ok(())
+    }
+}
