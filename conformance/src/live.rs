@@ -2,10 +2,9 @@
 //! TCP and real TLS, and attack probes written on raw sockets.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use bytes::Bytes;
 use starttls::rustls::pki_types::ServerName;
@@ -16,9 +15,8 @@ use starttls::{
     ClientTls, Error, ServerTls, TlsErrorKind, TlsPolicy, TlsRefusal, Trust, UpgradeEvent,
 };
 
+use crate::drive::{connect, fake_server, listen, read_for, read_until, TIMEOUT};
 use crate::pki::Pki;
-
-const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One live check.
 pub struct Check {
@@ -101,12 +99,6 @@ struct ServerLog {
     message: Vec<u8>,
     error: Option<Error>,
     cleartext_commands: usize,
-}
-
-fn listen() -> Result<(TcpListener, u16), String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    let port = l.local_addr().map_err(|e| e.to_string())?.port();
-    Ok((l, port))
 }
 
 /// Serves one connection; the application accepts everything.
@@ -206,7 +198,7 @@ fn client_config(
 fn run_client(port: u16, config: Arc<ClientConfig>, script: Script) -> Result<ClientLog, String> {
     let implicit = config.policy == TlsPolicy::Implicit;
     let mut c = ClientSession::new(config).map_err(|e| e.to_string())?;
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    let mut sock = connect(port)?;
     sock.set_read_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
     let mut log = ClientLog::default();
@@ -457,28 +449,10 @@ fn submission_auth(pki: &Pki) -> Result<String, String> {
 
 // ----------------------------------------------------------------- attack probes
 
-fn read_until(sock: &mut TcpStream, needle: &[u8]) -> Result<Vec<u8>, String> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(needle.len()).any(|w| w == needle) {
-        match sock.read(&mut buf) {
-            Ok(0) => {
-                return Err(format!(
-                    "closed before {:?}",
-                    String::from_utf8_lossy(needle)
-                ))
-            }
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    }
-    Ok(got)
-}
-
 fn injection_probe(pki: &Pki) -> Result<String, String> {
     let (l, port) = listen()?;
     let server = serve(l, server_config(pki, |_| {}));
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let mut sock = connect(port)?;
     sock.set_read_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
     read_until(&mut sock, b"ESMTP\r\n")?;
@@ -490,10 +464,7 @@ fn injection_probe(pki: &Pki) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let got = read_until(&mut sock, b"\r\n")?;
     // Give the server time to (wrongly) answer RSET, then look.
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .map_err(|e| e.to_string())?;
-    let mut more = [0u8; 256];
-    let extra = sock.read(&mut more).unwrap_or(0);
+    let extra = read_for(&mut sock, 300).len();
     drop(sock);
     let slog = server
         .join()
@@ -514,46 +485,17 @@ fn injection_probe(pki: &Pki) -> Result<String, String> {
     Ok("RSET unanswered; InjectionDiscarded { bytes: 6 }".into())
 }
 
-/// A fake server: greeting, an EHLO reply, then `after_starttls` in one write.
-fn fake_server(
-    ehlo_reply: &'static [u8],
-    after_starttls: &'static [u8],
-) -> Result<(u16, thread::JoinHandle<Vec<u8>>), String> {
-    let (l, port) = listen()?;
-    let h = thread::spawn(move || {
-        let mut heard = Vec::new();
-        let Ok((mut s, _)) = l.accept() else {
-            return heard;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-        let _ = s.write_all(b"220 fake ESMTP\r\n");
-        let mut buf = [0u8; 4096];
-        let mut answered = false;
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            heard.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&heard).into_owned();
-            if text.ends_with("EHLO client.localhost\r\n") {
-                let _ = s.write_all(ehlo_reply);
-            } else if text.ends_with("STARTTLS\r\n") && !answered {
-                answered = true;
-                let _ = s.write_all(after_starttls);
-            }
-        }
-        heard
-    });
-    Ok((port, h))
-}
-
 fn client_against_fake(
     pki: &Pki,
     ehlo: &'static [u8],
     after: &'static [u8],
     name: &str,
 ) -> Result<(ClientLog, String), String> {
-    let (port, fake) = fake_server(ehlo, after)?;
+    let mut script = vec![("EHLO client.localhost", ehlo)];
+    if !after.is_empty() {
+        script.push(("STARTTLS", after));
+    }
+    let (port, fake) = fake_server(b"220 fake ESMTP\r\n", script)?;
     let log = run_client(
         port,
         client_config(pki, TlsPolicy::StartTlsRequired, name, false)?,
@@ -562,7 +504,7 @@ fn client_against_fake(
     let heard = fake
         .join()
         .map_err(|_| "fake server panicked".to_string())?;
-    Ok((log, String::from_utf8_lossy(&heard).into_owned()))
+    Ok((log, heard))
 }
 
 fn only_negotiation(heard: &str) -> Result<(), String> {

@@ -1,12 +1,15 @@
 //! `starttls`: shows the `starttls` library upgrading real connections and
 //! refusing known attacks.
 //!
-//! `starttls suite` (the default) runs live checks on loopback: the
-//! reference server and client over real TCP and real TLS, and attack probes
-//! written on raw sockets. It prints one line per check and a total, and exits
+//! `starttls suite` (the default) runs live checks on loopback for SMTP,
+//! submission, LMTP, IMAP and POP3, STARTTLS and implicit TLS: the reference
+//! server and client over real TCP and real TLS, and attack probes written on
+//! raw sockets. It prints one line per check and a total, and exits
 //! non-zero if any check fails.
 
+mod drive;
 mod live;
+mod mailbox;
 mod pki;
 
 use std::io::{IsTerminal, Write};
@@ -58,7 +61,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let checks = live::checks();
+    let mut checks = live::checks();
+    checks.extend(mailbox::checks());
     if !json {
         println!(
             "live loopback checks (real TCP, real TLS): {}",
