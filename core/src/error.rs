@@ -32,7 +32,7 @@ impl fmt::Display for Step {
             Step::Greeting => "greeting",
             Step::Capabilities => "capability query",
             Step::Helo => "HELO fallback",
-            Step::StartTls => "STARTTLS",
+            Step::StartTls => "STARTTLS/STLS",
             Step::Handshake => "TLS handshake",
             Step::CapabilitiesAfterTls => "capability query over TLS",
             Step::Ready => "session",
@@ -72,17 +72,21 @@ pub enum TlsRefusal {
 impl fmt::Display for TlsRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsRefusal::NotOffered => f.write_str("the server does not offer STARTTLS"),
-            TlsRefusal::Refused { status } => write!(f, "the server refused STARTTLS ({status})"),
+            TlsRefusal::NotOffered => {
+                f.write_str("the server does not offer to upgrade to TLS (STARTTLS/STLS)")
+            }
+            TlsRefusal::Refused { status } => {
+                write!(f, "the server refused to upgrade to TLS ({status})")
+            }
             TlsRefusal::OddReply { status } => {
                 write!(
                     f,
                     "the server gave an invalid answer to STARTTLS ({status})"
                 )
             }
-            TlsRefusal::NotExtended => {
-                f.write_str("the server does not support extensions, so it cannot offer STARTTLS")
-            }
+            TlsRefusal::NotExtended => f.write_str(
+                "the server does not support extensions (EHLO), so it cannot offer STARTTLS",
+            ),
             TlsRefusal::CapabilitiesRefused => {
                 f.write_str("the server refused to list its capabilities")
             }

@@ -882,14 +882,29 @@ print("ok")
 
 #[test]
 fn untrusted_certificate_fails_the_handshake() {
-    let mut server = ServerApp { s: ServerSession::new(server_config(|_| {})).unwrap(), appended: vec![] };
+    let mut server = ServerApp {
+        s: ServerSession::new(server_config(|_| {})).unwrap(),
+        appended: vec![],
+    };
     let cfg = ClientConfig::new(
         TlsPolicy::StartTlsRequired,
-        ClientTls::Rustls { config: common::client_tls_trusting_nothing(), server_name: localhost() },
+        ClientTls::Rustls {
+            config: common::client_tls_trusting_nothing(),
+            server_name: localhost(),
+        },
     );
-    let mut client = ClientApp { c: ClientSession::new(Arc::new(cfg)).unwrap(), step: 0, fetched: vec![] };
+    let mut client = ClientApp {
+        c: ClientSession::new(Arc::new(cfg)).unwrap(),
+        step: 0,
+        fetched: vec![],
+    };
     let (lc, ls) = pump(&mut client, &mut server, Split::Whole);
-    assert!(lc.last().unwrap().starts_with("ERROR Tls(TlsError { kind: Certificate"), "{lc:?}");
+    assert!(
+        lc.last()
+            .unwrap()
+            .starts_with("ERROR Tls(TlsError { kind: Certificate"),
+        "{lc:?}"
+    );
     assert!(!lc.iter().any(|l| l.starts_with("Ready")));
     assert!(!ls.iter().any(|l| l.contains("Command(")), "{ls:?}");
 }
@@ -899,6 +914,12 @@ fn bye_during_negotiation_is_a_refusal() {
     let (mut c, _, _, _) = client_after(TlsPolicy::StartTlsRequired, GREETING_STARTTLS);
     c.handle_input(b"* BYE shutting down\r\n");
     let (ev, err) = events(&mut c);
-    assert_eq!(err, Some(Error::Refused { step: Step::StartTls, status: "BYE".into() }));
+    assert_eq!(
+        err,
+        Some(Error::Refused {
+            step: Step::StartTls,
+            status: "BYE".into()
+        })
+    );
     assert!(matches!(&ev[..], [ClientEvent::Untagged(r)] if r.trust == Trust::Cleartext));
 }

@@ -778,11 +778,23 @@ fn untrusted_certificate_fails_the_handshake() {
     let mut server = ServerApp(ServerSession::new(server_config(|_| {})).unwrap());
     let cfg = ClientConfig::new(
         TlsPolicy::StartTlsRequired,
-        ClientTls::Rustls { config: common::client_tls_trusting_nothing(), server_name: localhost() },
+        ClientTls::Rustls {
+            config: common::client_tls_trusting_nothing(),
+            server_name: localhost(),
+        },
     );
-    let mut client = ClientApp { c: ClientSession::new(Arc::new(cfg)).unwrap(), script: vec!["USER alice"], body: vec![] };
+    let mut client = ClientApp {
+        c: ClientSession::new(Arc::new(cfg)).unwrap(),
+        script: vec!["USER alice"],
+        body: vec![],
+    };
     let (lc, ls) = pump(&mut client, &mut server, Split::Whole);
-    assert!(lc.last().unwrap().starts_with("ERROR Tls(TlsError { kind: Certificate"), "{lc:?}");
+    assert!(
+        lc.last()
+            .unwrap()
+            .starts_with("ERROR Tls(TlsError { kind: Certificate"),
+        "{lc:?}"
+    );
     assert!(!ls.iter().any(|l| l.contains("Command(")), "{ls:?}");
 }
 
@@ -792,8 +804,20 @@ fn broken_command_lines_are_refused_and_the_stream_stays_in_step() {
     let long = "x".repeat(300);
     s.handle_input(format!("NOOP\nCAPA\r\nST\0AT\r\nUSER {long}\r\nQUIT\r\n").as_bytes());
     let o = out(|| s.poll_transmit());
-    let lines: Vec<&str> = o.split_terminator("\r\n").filter(|l| l.starts_with('+') || l.starts_with('-')).collect();
-    assert_eq!(lines, ["-ERR Invalid line", "+OK Capability list follows", "-ERR Invalid line", "-ERR Line too long", "+OK Bye"]);
+    let lines: Vec<&str> = o
+        .split_terminator("\r\n")
+        .filter(|l| l.starts_with('+') || l.starts_with('-'))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "-ERR Invalid line",
+            "+OK Capability list follows",
+            "-ERR Invalid line",
+            "-ERR Line too long",
+            "+OK Bye"
+        ]
+    );
     assert!(s.is_closed());
 }
 
@@ -801,11 +825,17 @@ fn broken_command_lines_are_refused_and_the_stream_stays_in_step() {
 fn client_refuses_broken_responses() {
     let mut c = ClientSession::new(client_config(TlsPolicy::StartTlsRequired)).unwrap();
     c.handle_input(b"+OK hi\n");
-    assert_eq!(error_of(&mut c), Some(Error::Framing(starttls::FramingError::BareLf)));
+    assert_eq!(
+        error_of(&mut c),
+        Some(Error::Framing(starttls::FramingError::BareLf))
+    );
     // A body with a bare LF could hide a forged terminator: fatal.
     let (mut c, _, _) = client_after_capa(TlsPolicy::Opportunistic, "+OK\r\nTOP\r\n.\r\n");
     c.send(Command::Retr { msg: 1 }).unwrap();
     out(|| c.poll_transmit());
     c.handle_input(b"+OK\r\nline\n.\nsmuggled\r\n.\r\n");
-    assert_eq!(error_of(&mut c), Some(Error::Framing(starttls::FramingError::BareLf)));
+    assert_eq!(
+        error_of(&mut c),
+        Some(Error::Framing(starttls::FramingError::BareLf))
+    );
 }
