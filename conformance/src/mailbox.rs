@@ -399,11 +399,7 @@ fn pop3_serve(pki: &Pki, implicit: bool) -> Result<(u16, thread::JoinHandle<Pop3
 type Pop3Run = (Vec<pop3::ClientEvent>, Option<Error>, Vec<u8>);
 
 /// Runs our POP3 client: USER, PASS, STAT, RETR 1, QUIT once ready.
-fn pop3_client(
-    pki: &Pki,
-    port: u16,
-    policy: TlsPolicy,
-) -> Result<Pop3Run, String> {
+fn pop3_client(pki: &Pki, port: u16, policy: TlsPolicy) -> Result<Pop3Run, String> {
     let config = Arc::new(pop3::ClientConfig::new(policy, client_tls(pki)));
     let mut c = pop3::ClientSession::new(config).map_err(|e| e.to_string())?;
     let mut sock = connect(port)?;
