@@ -104,21 +104,20 @@ impl fmt::Display for TlsRefusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// Client role: the server sent `bytes` octets after its positive answer
-    /// to STARTTLS and before TLS began. A legitimate server sends nothing
-    /// there; this is a response injection by a man in the middle (threat
-    /// class 2) or a badly broken server.
-    ResponseInjection {
-        /// How many octets were received between the reply and TLS.
-        bytes: usize,
-    },
-    /// Server role with `InjectionPolicy::Fail`: the client sent `bytes`
-    /// octets after the STARTTLS line and before TLS began (threat class 1,
-    /// CVE-2011-0411). A legitimate client waits for the reply.
-    CommandInjection {
-        /// How many octets were received between the STARTTLS line and TLS.
-        bytes: usize,
-    },
+    /// Client role: the server sent data after its positive answer to
+    /// STARTTLS and before our ClientHello could have reached it. A
+    /// legitimate server sends nothing there; this is a response injection by
+    /// a man in the middle (threat class 2) or a badly broken server. The
+    /// session fails on the first such octet and withdraws its ClientHello.
+    /// (No count: how many octets had arrived by then depends on how the
+    /// network split them.)
+    ResponseInjection,
+    /// Server role with `InjectionPolicy::Fail`: the client sent data after
+    /// the STARTTLS line and before our positive reply could have reached it
+    /// (threat class 1, CVE-2011-0411). A legitimate client waits for the
+    /// reply. The session fails on the first such octet and withdraws the
+    /// reply.
+    CommandInjection,
     /// Client role: the policy requires TLS and the server did not provide it
     /// at `step`. Nothing but the negotiation was sent in cleartext. Likely an
     /// attacker stripping STARTTLS, or a server without TLS.
@@ -184,7 +183,7 @@ impl Error {
             | Error::Refused { step, .. }
             | Error::UnexpectedReply { step, .. }
             | Error::PeerClosed { step } => Some(*step),
-            Error::ResponseInjection { .. } => Some(Step::StartTls),
+            Error::ResponseInjection => Some(Step::StartTls),
             Error::Tls(_) => Some(Step::Handshake),
             _ => None,
         }
@@ -194,15 +193,13 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::ResponseInjection { bytes } => write!(
-                f,
-                "connection refused: {bytes} bytes arrived after the server agreed to start TLS \
-                 and before TLS began (possible response injection by an attacker)"
+            Error::ResponseInjection => f.write_str(
+                "connection refused: data arrived after the server agreed to start TLS and before \
+                 TLS began (possible response injection by an attacker)",
             ),
-            Error::CommandInjection { bytes } => write!(
-                f,
-                "connection closed: {bytes} bytes arrived after STARTTLS and before TLS began \
-                 (possible command injection)"
+            Error::CommandInjection => f.write_str(
+                "connection closed: data arrived after STARTTLS and before TLS began \
+                 (possible command injection)",
             ),
             Error::TlsRequired { step, reason } => write!(
                 f,

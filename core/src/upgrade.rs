@@ -31,8 +31,11 @@
 //!     seen our last cleartext bytes yet. Server default: discard and report
 //!     the count once, as [`UpgradeEvent::InjectionDiscarded`], when TLS
 //!     begins ([`InjectionPolicy::Discard`]); client default: fail with
-//!     [`crate::Error::ResponseInjection`]
-//!     ([`InjectionPolicy::Fail`]).
+//!     [`crate::Error::ResponseInjection`] on the first such octet and
+//!     withdraw the unsent ClientHello ([`InjectionPolicy::Fail`]).
+//!     Either way the upgrade starts the same way whether the bytes came in
+//!     the same read as the upgrade line or later, so the events do not
+//!     depend on how the network split them.
 //!
 //! (c) **Forget.** The protocol state is not reset field by field: the engine
 //!     drops the whole protocol machine and builds a new one from the
@@ -568,16 +571,14 @@ impl<E: From<UpgradeEvent>> Core<E> {
     }
 
     /// Rules (a) and (b) at the moment of the cut.
+    ///
+    /// The upgrade starts the same way whether or not bytes already follow
+    /// the cut; those bytes are then handled exactly like bytes that arrive
+    /// later, so the events do not depend on how the input was split.
     fn cut_here(&mut self) {
         let rest = self.input.len();
         self.input = BytesMut::new();
         self.staged.clear();
-        if rest > 0 {
-            self.pre_tls_bytes(rest);
-            if self.phase == Phase::Closed {
-                return;
-            }
-        }
         match &self.tls {
             TlsSetup::RustlsClient { config, name } => match RustlsLink::client(config, name) {
                 Ok(mut link) => {
@@ -605,6 +606,12 @@ impl<E: From<UpgradeEvent>> Core<E> {
         }
         self.sync_queued();
         self.phase = Phase::Boundary { mark: self.queued };
+        if rest > 0 {
+            self.pre_tls_bytes(rest);
+            if self.phase == Phase::Closed {
+                return;
+            }
+        }
         self.check_boundary();
     }
 
@@ -613,19 +620,16 @@ impl<E: From<UpgradeEvent>> Core<E> {
         match self.injection {
             InjectionPolicy::Discard => self.discarded = self.discarded.saturating_add(n),
             InjectionPolicy::Fail => {
-                let bytes = self.discarded.saturating_add(n);
                 self.discarded = 0;
-                let err = match self.side {
-                    Side::Server => {
-                        // Do not answer the injected bytes with a TLS
-                        // handshake: drop our unsent reply too.
-                        self.transmit.clear();
-                        self.sync_queued();
-                        Error::CommandInjection { bytes }
-                    }
-                    Side::Client => Error::ResponseInjection { bytes },
-                };
-                self.fail(err);
+                // Withdraw what has not been taken yet (the server's 220 /
+                // OK / +OK, the client's ClientHello): a session under attack
+                // does not go on.
+                self.transmit.clear();
+                self.sync_queued();
+                self.fail(match self.side {
+                    Side::Server => Error::CommandInjection,
+                    Side::Client => Error::ResponseInjection,
+                });
             }
         }
     }

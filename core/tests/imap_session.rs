@@ -483,10 +483,7 @@ fn response_injection_after_ok_fails_the_client() {
     assert_eq!(err, None);
     assert_eq!(sent, "A1 STARTTLS\r\n");
     c.handle_input(b"A1 OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n");
-    assert_eq!(
-        events(&mut c).1,
-        Some(Error::ResponseInjection { bytes: 35 })
-    );
+    assert_eq!(events(&mut c).1, Some(Error::ResponseInjection));
     assert_eq!(out(|| c.poll_transmit()), "");
 }
 
