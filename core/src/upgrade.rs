@@ -418,10 +418,6 @@ impl<M: Machine> Engine<M> {
         // Everything flushed so far is inside what was just taken.
         self.core.plain_sent = self.core.plain_flushed;
         self.core.check_boundary();
-        if self.core.phase == Phase::Tls {
-            // A TLS 1.3 client can have application data queued behind the
-            // handshake; nothing to do here, it is already in `transmit`.
-        }
         Some(out)
     }
 
