@@ -290,7 +290,6 @@ fn imap_client_against(
 }
 
 fn imap_response_injection(pki: &Pki) -> Result<String, String> {
-    const INJECTED: &[u8] = b"* CAPABILITY IMAP4rev2 AUTH=PLAIN\r\n";
     const ANSWER: &[u8] = b"A1 OK go\r\n* CAPABILITY IMAP4rev2 AUTH=PLAIN\r\n";
     let (err, heard) = imap_client_against(
         pki,
@@ -299,9 +298,7 @@ fn imap_response_injection(pki: &Pki) -> Result<String, String> {
     )?;
     only(&heard, &["A1 STARTTLS"])?;
     match err {
-        Some(Error::ResponseInjection { bytes }) if bytes == INJECTED.len() => {
-            Ok(format!("ResponseInjection {{ bytes: {bytes} }}"))
-        }
+        Some(Error::ResponseInjection) => Ok("ResponseInjection; no ClientHello sent".into()),
         other => Err(format!("client ended with {other:?}")),
     }
 }
@@ -496,7 +493,6 @@ fn pop3_injection(pki: &Pki) -> Result<String, String> {
 }
 
 fn pop3_response_injection(pki: &Pki) -> Result<String, String> {
-    const INJECTED: &[u8] = b"+OK\r\nUSER\r\nSASL PLAIN\r\n.\r\n";
     const ANSWER: &[u8] = b"+OK go\r\n+OK\r\nUSER\r\nSASL PLAIN\r\n.\r\n";
     let (port, fake) = fake_server(
         b"+OK hi\r\n",
@@ -508,9 +504,7 @@ fn pop3_response_injection(pki: &Pki) -> Result<String, String> {
         .map_err(|_| "fake server panicked".to_string())?;
     only(&heard, &["CAPA", "STLS"])?;
     match err {
-        Some(Error::ResponseInjection { bytes }) if bytes == INJECTED.len() => {
-            Ok(format!("ResponseInjection {{ bytes: {bytes} }}"))
-        }
+        Some(Error::ResponseInjection) => Ok("ResponseInjection; no ClientHello sent".into()),
         other => Err(format!("client ended with {other:?}")),
     }
 }

@@ -7,10 +7,7 @@
 //! raw sockets. It prints one line per check and a total, and exits
 //! non-zero if any check fails.
 
-mod drive;
-mod live;
-mod mailbox;
-mod pki;
+use starttls_conformance::{connect, live, mailbox, pki, serve, transcript};
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -22,7 +19,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "starttls",
     version,
-    about = "STARTTLS conformance suite for the starttls library"
+    about = "STARTTLS conformance suite, reference server and client for the starttls library"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,17 +28,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the suite (the default).
+    /// Run the suite: the transcript cases in memory, then live loopback checks (the default).
     Suite {
         /// Print results as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Skip the live loopback checks.
+        #[arg(long)]
+        no_live: bool,
+        /// Directory of transcript cases.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/cases"))]
+        cases: std::path::PathBuf,
     },
+    /// Run the reference server (SMTP, submission, IMAP, POP3; STARTTLS and implicit TLS).
+    Serve(Box<serve::ServeArgs>),
+    /// Connect to a server as the reference client and show the upgrade.
+    Connect(connect::ConnectArgs),
 }
-
 struct Outcome {
     protocol: &'static str,
     role: &'static str,
+    class: &'static str,
     name: &'static str,
     pass: bool,
     detail: String,
@@ -50,9 +57,19 @@ struct Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json = match cli.command {
-        None => false,
-        Some(Cmd::Suite { json }) => json,
+    let (json, no_live, cases) = match cli.command {
+        None => (
+            false,
+            false,
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/cases")),
+        ),
+        Some(Cmd::Suite {
+            json,
+            no_live,
+            cases,
+        }) => (json, no_live, cases),
+        Some(Cmd::Serve(args)) => return serve::run(*args),
+        Some(Cmd::Connect(args)) => return connect::run(args),
     };
     let pki = match pki::Pki::generate() {
         Ok(p) => p,
@@ -61,18 +78,84 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut checks = live::checks();
-    checks.extend(mailbox::checks());
+    let cases = match transcript::load(&cases) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("starttls: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut checks = if no_live { Vec::new() } else { live::checks() };
+    if !no_live {
+        checks.extend(mailbox::checks());
+    }
+    let progress = !json && std::io::stderr().is_terminal();
+    let mut outcomes = Vec::new();
     if !json {
+        println!("transcript cases (in memory, every split): {}", cases.len());
+        println!(
+            "{:<6} {:<11} {:<7} {:<20} case",
+            "", "protocol", "role", "class"
+        );
+    }
+    for (i, case) in cases.iter().enumerate() {
+        let name = case
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if progress {
+            eprint!("[{}/{}] {name} ...", i + 1, cases.len());
+            let _ = std::io::stderr().flush();
+        }
+        let start = Instant::now();
+        let verdict = transcript::check(case);
+        if progress {
+            eprint!("\r\x1b[K");
+        }
+        let (pass, detail) = match &verdict.failure {
+            None => (true, format!("{} splits", verdict.splits)),
+            Some((split, f)) => (false, format!("{split:?}: {f}")),
+        };
+        let o = Outcome {
+            protocol: leak(&case.protocol),
+            role: if case.role == transcript::Role::Server {
+                "server"
+            } else {
+                "client"
+            },
+            class: leak(&case.class),
+            name: leak(&name),
+            pass,
+            detail,
+            millis: start.elapsed().as_millis(),
+        };
+        if !json {
+            println!(
+                "{:<6} {:<11} {:<7} {:<20} {}  ({}; {} ms)",
+                if o.pass { "PASS" } else { "FAIL" },
+                o.protocol,
+                o.role,
+                o.class,
+                o.name,
+                o.detail,
+                o.millis
+            );
+            if !o.pass {
+                println!("       {}: {}", case.path.display(), case.summary);
+            }
+        }
+        outcomes.push(o);
+    }
+    if !json && !checks.is_empty() {
+        println!();
         println!(
             "live loopback checks (real TCP, real TLS): {}",
             checks.len()
         );
         println!("{:<6} {:<11} {:<14} case", "", "protocol", "role");
     }
-    let mut outcomes = Vec::new();
     for (i, check) in checks.iter().enumerate() {
-        let progress = !json && std::io::stderr().is_terminal();
         if progress {
             eprint!("[{}/{}] {} ...", i + 1, checks.len(), check.name);
             let _ = std::io::stderr().flush();
@@ -82,17 +165,18 @@ fn main() -> ExitCode {
             Ok(d) => (true, d),
             Err(d) => (false, d),
         };
+        if progress {
+            eprint!("\r\x1b[K");
+        }
         let o = Outcome {
             protocol: check.protocol,
             role: check.role,
+            class: "live",
             name: check.name,
             pass,
             detail,
             millis: start.elapsed().as_millis(),
         };
-        if progress {
-            eprint!("\r\x1b[K");
-        }
         if !json {
             println!(
                 "{:<6} {:<11} {:<14} {}  ({}; {} ms)",
@@ -113,9 +197,10 @@ fn main() -> ExitCode {
             .iter()
             .map(|o| {
                 format!(
-                    "{{\"protocol\":{},\"role\":{},\"case\":{},\"verdict\":{},\"detail\":{},\"ms\":{}}}",
+                    "{{\"protocol\":{},\"role\":{},\"class\":{},\"case\":{},\"verdict\":{},\"detail\":{},\"ms\":{}}}",
                     js(o.protocol),
                     js(o.role),
+                    js(o.class),
                     js(o.name),
                     js(if o.pass { "pass" } else { "fail" }),
                     js(&o.detail),
@@ -135,6 +220,11 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Case names live for the whole run.
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
 }
 
 /// A JSON string literal.

@@ -1,0 +1,509 @@
+//! `starttls connect`: the reference client.
+//!
+//! Blocking `std::net`, one connection. The library's client session does
+//! the negotiation by itself (greeting, capabilities, upgrade, capabilities
+//! again, or implicit TLS); this command then logs in with
+//! `--user`/`--password` (SMTP `AUTH PLAIN`, IMAP `LOGIN`, POP3 `USER`/`PASS`)
+//! and says goodbye (`QUIT`/`LOGOUT`), printing a transcript on stdout:
+//!
+//! * `S: [<trust>] <line>` for every text the peer sent that the session
+//!   reports, with the trust level of the channel it came on;
+//! * `C: <line>` for what we sent in cleartext (the bytes themselves), and
+//!   `C: [tls] <line>` for what we sent over TLS (rendered, passwords
+//!   masked), including the commands the session sends by itself;
+//! * `CAPABILITIES [<trust>]: ...` for each capability list (IMAP's as
+//!   the server wrote it; SMTP's and POP3's entries separated by ` | `);
+//! * `TLS: <version> <cipher>` when TLS is established;
+//! * `# ...` notes, and finally `OK`, or `ERROR: <message>` (with the
+//!   error's `Debug` on the next line for a session failure).
+//!
+//! Exit status: 0 on success, 1 when the session or the login failed, 2 for
+//! usage errors and when the connection cannot be made.
+
+mod imap;
+mod pop3;
+mod smtp;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv6Addr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use starttls::rustls;
+use starttls::rustls::pki_types::pem::PemObject;
+use starttls::rustls::pki_types::{CertificateDer, ServerName};
+use starttls::{ClientTls, Error, TlsErrorKind, TlsPolicy, Trust};
+
+/// Arguments of `starttls connect`.
+#[derive(clap::Args, Debug)]
+pub struct ConnectArgs {
+    /// `smtp://`, `smtps://`, `submission://`, `imap://`, `imaps://`, `pop3://` or `pop3s://` URL, as curl writes them.
+    pub url: String,
+    /// CA certificate(s) to trust, PEM (default: none, so only with --ca).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Name the certificate must match (default: the URL's host).
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// `required` (default) or `opportunistic`; implicit TLS for smtps/imaps/pop3s.
+    #[arg(long, default_value = "required", value_name = "POLICY")]
+    pub policy: String,
+    /// Log in with this user (IMAP LOGIN, POP3 USER/PASS, SMTP AUTH PLAIN) after the upgrade.
+    #[arg(long, requires = "password", value_name = "NAME")]
+    pub user: Option<String>,
+    /// Password for --user.
+    #[arg(long, requires = "user", value_name = "PASSWORD")]
+    pub password: Option<String>,
+}
+
+/// Time allowed for the connection to be made, and for each read.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The protocol a URL scheme speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Smtp,
+    Imap,
+    Pop3,
+}
+
+/// What a URL says.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    scheme: String,
+    proto: Proto,
+    implicit: bool,
+    /// Without brackets for IPv6.
+    host: String,
+    port: u16,
+    /// `user[:password]@` from the URL, percent-decoded.
+    user: Option<String>,
+    password: Option<String>,
+}
+
+/// `%XX` escapes decoded; `None` if the result is not UTF-8 or an escape is
+/// broken.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses `scheme://[user[:password]@]host[:port][/path][?query][#fragment]`;
+/// the path, query and fragment are ignored.
+fn parse_url(url: &str) -> Result<Target, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or("expected SCHEME://HOST[:PORT], e.g. imap://127.0.0.1:1143")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let (proto, implicit, default_port) = match scheme.as_str() {
+        "smtp" => (Proto::Smtp, false, 25),
+        "submission" => (Proto::Smtp, false, 587),
+        "smtps" => (Proto::Smtp, true, 465),
+        "imap" => (Proto::Imap, false, 143),
+        "imaps" => (Proto::Imap, true, 993),
+        "pop3" => (Proto::Pop3, false, 110),
+        "pop3s" => (Proto::Pop3, true, 995),
+        other => {
+            return Err(format!(
+                "unknown scheme {other:?}: use smtp, submission, smtps, imap, imaps, pop3 or pop3s"
+            ))
+        }
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+        None => (None, authority),
+    };
+    let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+        let (v6, after) = inner
+            .split_once(']')
+            .ok_or("unclosed [ in the host: write IPv6 addresses as [::1]")?;
+        v6.parse::<Ipv6Addr>()
+            .map_err(|_| format!("invalid IPv6 address [{v6}]"))?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or(format!("unexpected {p:?} after [{v6}]"))?,
+            ),
+        };
+        (v6.to_string(), port)
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) if !p.contains(':') => (h.to_string(), Some(p)),
+            Some(_) => {
+                return Err("write IPv6 addresses in brackets, e.g. imap://[::1]:1143".into())
+            }
+            None => (hostport.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the URL has no host".into());
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+    {
+        return Err(format!("invalid host {host:?}"));
+    }
+    let port = match port {
+        None | Some("") => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("invalid port {p:?}")),
+        },
+    };
+    let (mut user, mut password) = (None, None);
+    if let Some(info) = userinfo {
+        let (u, p) = match info.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (info, None),
+        };
+        // curl's `user;AUTH=PLAIN` login options are not ours to follow.
+        let u = u.split(';').next().unwrap_or_default();
+        if !u.is_empty() {
+            user = Some(percent_decode(u).ok_or("invalid %-escape in the URL's user")?);
+        }
+        if let Some(p) = p {
+            password = Some(percent_decode(p).ok_or("invalid %-escape in the URL's password")?);
+        }
+    }
+    Ok(Target {
+        scheme,
+        proto,
+        implicit,
+        host,
+        port,
+        user,
+        password,
+    })
+}
+
+/// What the generic loop needs from a protocol client.
+trait Client {
+    /// `handle_input`.
+    fn input(&mut self, data: &[u8]);
+    /// `handle_eof`.
+    fn eof(&mut self);
+    /// `poll_transmit`.
+    fn transmit(&mut self) -> Option<Bytes>;
+    /// `is_closed`.
+    fn closed(&self) -> bool;
+    /// Takes every pending event, prints it and acts on it (sending the next
+    /// command of the script). `Err`: the session failed.
+    fn events(&mut self) -> Result<(), Error>;
+    /// Whether what we send now are TLS records (not printable).
+    fn tls_on_wire(&self) -> bool;
+    /// Why the script failed (a refused login), if it did.
+    fn failure(&self) -> Option<&str>;
+}
+
+/// Prints what we send in cleartext, one `C:` line per line.
+fn print_sent(out: &[u8]) {
+    let text = String::from_utf8_lossy(out);
+    for line in text.split_inclusive("\r\n") {
+        println!("C: {}", line.trim_end_matches("\r\n"));
+    }
+}
+
+/// Prints a peer text, one `S: [<trust>]` line per line.
+fn print_received(trust: Trust, text: &[u8]) {
+    let text = String::from_utf8_lossy(text);
+    for line in text.split_inclusive("\r\n") {
+        println!("S: [{trust}] {}", line.trim_end_matches("\r\n"));
+    }
+}
+
+/// Prints a command we sent over TLS, as rendered by the caller.
+fn print_tls_command(shown: &str) {
+    println!("C: [tls] {shown}");
+}
+
+/// Prints `TLS: <version> <cipher>`.
+fn print_tls(info: &starttls::TlsInfo) {
+    println!(
+        "TLS: {} {}",
+        info.version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "unknown-version".into()),
+        info.cipher_suite.as_deref().unwrap_or("unknown-cipher")
+    );
+}
+
+/// Prints the `Ready` note.
+fn print_ready(trust: Trust) {
+    match trust {
+        Trust::Tls => println!("# ready over TLS"),
+        Trust::Cleartext => println!(
+            "# ready in CLEARTEXT: the server offered no TLS and the policy is opportunistic; \
+             anyone on the path can read and change this session"
+        ),
+    }
+}
+
+/// Runs the client.
+pub fn run(args: ConnectArgs) -> ExitCode {
+    match prepare(args) {
+        Ok((target, setup)) => connect_and_drive(target, setup),
+        Err(e) => {
+            eprintln!("starttls connect: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Everything decided before connecting.
+struct Setup {
+    policy: TlsPolicy,
+    tls: ClientTls,
+    server_name: String,
+    ca: Option<(PathBuf, usize)>,
+    login: Option<(String, String)>,
+}
+
+fn prepare(args: ConnectArgs) -> Result<(Target, Setup), String> {
+    let target = parse_url(&args.url).map_err(|e| format!("{}: {e}", args.url))?;
+    let policy = match args.policy.to_ascii_lowercase().as_str() {
+        _ if target.implicit => TlsPolicy::Implicit,
+        "required" => TlsPolicy::StartTlsRequired,
+        "opportunistic" => TlsPolicy::Opportunistic,
+        other => return Err(format!("--policy {other:?}: use required or opportunistic")),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let mut ca = None;
+    if let Some(path) = &args.ca {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("--ca {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("--ca {}: no certificate found", path.display()));
+        }
+        let n = certs.len();
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("--ca {}: {e}", path.display()))?;
+        }
+        ca = Some((path.clone(), n));
+    }
+    let server_name = args.server_name.unwrap_or_else(|| target.host.clone());
+    let name = ServerName::try_from(server_name.clone())
+        .map_err(|e| format!("--server-name {server_name:?}: {e}"))?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = ClientTls::Rustls {
+        config: Arc::new(config),
+        server_name: name,
+    };
+    let login = match (args.user, args.password) {
+        (Some(u), Some(p)) => Some((u, p)),
+        (None, None) => match (&target.user, &target.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            _ => None,
+        },
+        _ => return Err("--user and --password go together".into()),
+    };
+    Ok((
+        target,
+        Setup {
+            policy,
+            tls,
+            server_name,
+            ca,
+            login,
+        },
+    ))
+}
+
+fn connect_and_drive(target: Target, setup: Setup) -> ExitCode {
+    let upgrade = if target.proto == Proto::Pop3 {
+        "STLS"
+    } else {
+        "STARTTLS"
+    };
+    let mode = match setup.policy {
+        TlsPolicy::Implicit => "implicit TLS".to_string(),
+        TlsPolicy::Opportunistic => format!("{upgrade} if offered (opportunistic)"),
+        _ => format!("{upgrade} required"),
+    };
+    let display = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
+    println!(
+        "# {} {display}: {mode}; certificate name {}; trusted CAs: {}",
+        target.scheme,
+        setup.server_name,
+        match &setup.ca {
+            Some((path, n)) => format!("{n} from {}", path.display()),
+            None => "none (no --ca given)".into(),
+        }
+    );
+    let client: Result<Box<dyn Client>, String> = match target.proto {
+        Proto::Smtp => smtp::Smtp::new(setup.policy, setup.tls, setup.login)
+            .map(|c| Box::new(c) as Box<dyn Client>),
+        Proto::Imap => imap::Imap::new(setup.policy, setup.tls, setup.login)
+            .map(|c| Box::new(c) as Box<dyn Client>),
+        Proto::Pop3 => pop3::Pop3::new(setup.policy, setup.tls, setup.login)
+            .map(|c| Box::new(c) as Box<dyn Client>),
+    };
+    let mut client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("starttls connect: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut sock = match connect(&target.host, target.port) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("ERROR: cannot connect to {display}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("# connected to {display}");
+    let no_ca = setup.ca.is_none();
+    drive(&mut sock, client.as_mut(), no_ca)
+}
+
+/// Connects to the first address of `host` that accepts.
+fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(ErrorKind::NotFound, "no address found")))
+}
+
+/// The caller's contract (docs/design.md), with the transcript.
+fn drive(sock: &mut TcpStream, client: &mut dyn Client, no_ca: bool) -> ExitCode {
+    if let Err(e) = sock.set_read_timeout(Some(TIMEOUT)) {
+        println!("ERROR: socket: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let result = client.events();
+        let mut encrypted = 0usize;
+        let mut write_error = None;
+        while let Some(out) = client.transmit() {
+            if !client.tls_on_wire() {
+                print_sent(&out);
+            } else {
+                encrypted += out.len();
+            }
+            if let Err(e) = sock.write_all(&out) {
+                write_error = Some(e);
+                break;
+            }
+        }
+        if let Err(e) = result {
+            // The contract: what the session still queued (a QUIT or LOGOUT,
+            // a TLS alert) has been written out above; now close.
+            if encrypted > 0 {
+                println!("# sent the {encrypted} bytes the session still had queued (encrypted)");
+            }
+            let hint = match &e {
+                Error::Tls(t) if no_ca && t.kind == TlsErrorKind::Certificate => {
+                    " (no --ca was given, so no certificate authority is trusted: pass --ca FILE)"
+                }
+                _ => "",
+            };
+            println!("ERROR: {e}{hint}");
+            println!("       {e:?}");
+            return ExitCode::FAILURE;
+        }
+        if let Some(e) = write_error {
+            println!("ERROR: write: {e}");
+            return ExitCode::FAILURE;
+        }
+        if client.closed() {
+            return match client.failure() {
+                Some(f) => {
+                    println!("ERROR: {f}");
+                    ExitCode::FAILURE
+                }
+                None => {
+                    println!("OK");
+                    ExitCode::SUCCESS
+                }
+            };
+        }
+        match sock.read(&mut buf) {
+            Ok(0) => client.eof(),
+            Ok(n) => client.input(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                println!(
+                    "ERROR: no answer from the server within {} s",
+                    TIMEOUT.as_secs()
+                );
+                return ExitCode::FAILURE;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                println!("# read: {e}; taken as the end of the connection");
+                client.eof();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = parse_url("imap://127.0.0.1:1143").unwrap();
+        assert_eq!(
+            (t.proto, t.implicit, t.host.as_str(), t.port),
+            (Proto::Imap, false, "127.0.0.1", 1143)
+        );
+        let t = parse_url("SMTPS://[::1]/ignored?x#y").unwrap();
+        assert_eq!(
+            (t.proto, t.implicit, t.host.as_str(), t.port),
+            (Proto::Smtp, true, "::1", 465)
+        );
+        let t = parse_url("submission://al%40ice:p%3Ass@mail.example.org").unwrap();
+        assert_eq!(t.port, 587);
+        assert_eq!(t.user.as_deref(), Some("al@ice"));
+        assert_eq!(t.password.as_deref(), Some("p:ss"));
+        assert_eq!(parse_url("pop3s://[::1]:9950").unwrap().port, 9950);
+        assert_eq!(parse_url("pop3://h").unwrap().port, 110);
+        for bad in [
+            "http://x",
+            "imap:/x",
+            "imap://",
+            "imap://::1",
+            "imap://[::1",
+            "imap://[zz]",
+            "imap://h:0",
+            "imap://h:99999",
+            "imap://h:x",
+            "imap://a b",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `connect` for `imap://` and `imaps://`: once ready, `LOGIN` (with
+//! `--user`), then `LOGOUT`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use starttls::imap::{
+    AString, ClientConfig, ClientEvent, ClientSession, Code, CommandBody, Response, Status,
+};
+use starttls::{ClientTls, Error, Secret, TlsPolicy, Trust, UpgradeEvent};
+
+use super::{print_ready, print_received, print_tls, print_tls_command};
+
+/// The session's tag prefix (the library default) and so the tag of its
+/// first own command, the capability query.
+const FIRST_TAG: &str = "A1";
+
+pub(super) struct Imap {
+    session: ClientSession,
+    implicit: bool,
+    tls_on_wire: bool,
+    login: Option<(String, String)>,
+    failure: Option<String>,
+    /// The greeting carried the capabilities (no `* CAPABILITY` line).
+    caps_in_greeting: bool,
+    /// The application command in flight: its tag and name.
+    in_flight: Option<(Bytes, &'static str)>,
+    logout_sent: bool,
+}
+
+impl Imap {
+    pub(super) fn new(
+        policy: TlsPolicy,
+        tls: ClientTls,
+        login: Option<(String, String)>,
+    ) -> Result<Imap, String> {
+        let config = ClientConfig::new(policy, tls);
+        let session = ClientSession::new(Arc::new(config)).map_err(|e| e.to_string())?;
+        let implicit = policy == TlsPolicy::Implicit;
+        Ok(Imap {
+            session,
+            implicit,
+            tls_on_wire: implicit,
+            login,
+            failure: None,
+            caps_in_greeting: false,
+            in_flight: None,
+            logout_sent: false,
+        })
+    }
+
+    fn send(&mut self, body: CommandBody, name: &'static str, shown: &str) -> bool {
+        match self.session.send(body) {
+            Ok(tag) => {
+                if self.tls_on_wire {
+                    print_tls_command(&format!("{} {shown}", String::from_utf8_lossy(&tag)));
+                }
+                self.in_flight = Some((tag, name));
+                true
+            }
+            Err(e) => {
+                self.failure
+                    .get_or_insert_with(|| format!("{name} not sent: {e}"));
+                false
+            }
+        }
+    }
+
+    fn logout(&mut self) {
+        if !self.logout_sent {
+            self.logout_sent = self.send(CommandBody::Logout, "LOGOUT", "LOGOUT");
+        }
+    }
+
+    fn ready(&mut self, trust: Trust, authenticated: bool) {
+        print_ready(trust);
+        if authenticated {
+            println!("# the server pre-authenticated the session (PREAUTH)");
+        }
+        match self.login.clone() {
+            Some((user, password)) if !authenticated => {
+                let username = AString::from_value(user.as_bytes());
+                let mut shown = b"LOGIN ".to_vec();
+                username.write_to(&mut shown);
+                shown.extend_from_slice(b" ****");
+                let body = CommandBody::Login {
+                    username,
+                    password: Secret::new(AString::from_value(password.as_bytes())),
+                };
+                if !self.send(body, "LOGIN", &String::from_utf8_lossy(&shown)) {
+                    self.logout();
+                }
+            }
+            _ => self.logout(),
+        }
+    }
+}
+
+impl super::Client for Imap {
+    fn input(&mut self, data: &[u8]) {
+        self.session.handle_input(data)
+    }
+
+    fn eof(&mut self) {
+        self.session.handle_eof()
+    }
+
+    fn transmit(&mut self) -> Option<Bytes> {
+        self.session.poll_transmit()
+    }
+
+    fn closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    fn tls_on_wire(&self) -> bool {
+        self.tls_on_wire
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    fn events(&mut self) -> Result<(), Error> {
+        while let Some(event) = self.session.poll_event()? {
+            match event {
+                ClientEvent::Greeting(r) => {
+                    self.caps_in_greeting = matches!(r.code, Some(Code::Capability(_)));
+                    let status = r.status;
+                    print_received(r.trust, &Response::Status(r.message).to_bytes());
+                    // Without capabilities in an implicit-TLS greeting, the
+                    // session asks for them, encrypted.
+                    if self.tls_on_wire && status == Status::Ok && !self.caps_in_greeting {
+                        print_tls_command(&format!("{FIRST_TAG} CAPABILITY"));
+                    }
+                }
+                ClientEvent::Capabilities(c) => {
+                    if !std::mem::take(&mut self.caps_in_greeting) {
+                        print_received(
+                            c.trust,
+                            &Response::Capability(c.message.clone()).to_bytes(),
+                        );
+                    }
+                    println!(
+                        "CAPABILITIES [{}]: {}",
+                        c.trust,
+                        String::from_utf8_lossy(c.as_bytes())
+                    );
+                }
+                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                    self.tls_on_wire = true;
+                    println!("# the server agreed to STARTTLS: TLS handshake");
+                }
+                ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => {
+                    print_tls(&info);
+                    if !self.implicit {
+                        // RFC 9051 §6.2.1: the session asks again, with
+                        // fresh tags.
+                        print_tls_command(&format!("{FIRST_TAG} CAPABILITY"));
+                    }
+                }
+                ClientEvent::Upgrade(u) => println!("# {u:?}"),
+                ClientEvent::Ready {
+                    trust,
+                    authenticated,
+                } => self.ready(trust, authenticated),
+                ClientEvent::Untagged(r) => print_received(r.trust, &r.message.to_bytes()),
+                ClientEvent::Tagged { tag, status } => {
+                    let ok = status.status == Status::Ok;
+                    let resp = Response::Tagged {
+                        tag: tag.clone(),
+                        status: status.message,
+                    };
+                    print_received(status.trust, &resp.to_bytes());
+                    let name = match &self.in_flight {
+                        Some((t, name)) if *t == tag => *name,
+                        _ => continue,
+                    };
+                    self.in_flight = None;
+                    match name {
+                        "LOGIN" if ok => {
+                            println!("# authenticated");
+                            self.logout();
+                        }
+                        "LOGIN" => {
+                            let text = String::from_utf8_lossy(&resp.to_bytes())
+                                .trim_end()
+                                .to_string();
+                            self.failure
+                                .get_or_insert_with(|| format!("LOGIN refused: {text}"));
+                            self.logout();
+                        }
+                        _ => {}
+                    }
+                }
+                ClientEvent::Continuation(c) => {
+                    let mut line = b"+ ".to_vec();
+                    line.extend_from_slice(&c.message);
+                    print_received(c.trust, &line);
+                }
+                other => println!("# {other:?}"),
+            }
+        }
+        Ok(())
+    }
+}

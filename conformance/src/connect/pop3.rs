@@ -1,0 +1,212 @@
+//! `connect` for `pop3://` and `pop3s://`: once ready, `USER` and `PASS`
+//! (with `--user`), then `QUIT`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use starttls::pop3::{ClientConfig, ClientEvent, ClientSession, Command};
+use starttls::{ClientTls, Error, TlsPolicy, Trust, UpgradeEvent};
+
+use super::{print_ready, print_received, print_tls, print_tls_command};
+
+pub(super) struct Pop3 {
+    session: ClientSession,
+    implicit: bool,
+    tls_on_wire: bool,
+    /// `USER` and `PASS`, checked against the POP3 grammar.
+    login: Option<(Command, Command)>,
+    script: VecDeque<Command>,
+    failure: Option<String>,
+    quit_sent: bool,
+    /// The trust of the status line whose multi-line body is coming.
+    body_trust: Trust,
+}
+
+/// Parses `line` as a command of the expected keyword, so that what the user
+/// typed cannot smuggle a second command.
+fn checked(line: String, keyword: &str) -> Result<Command, String> {
+    match Command::parse(&Bytes::from(line)) {
+        Ok(c) if c.keyword() == keyword => Ok(c),
+        _ => Err(format!(
+            "--user/--password: not a valid POP3 {keyword} argument"
+        )),
+    }
+}
+
+/// How a command is shown once it is encrypted (never the password).
+fn shown(cmd: &Command) -> String {
+    match cmd {
+        Command::Pass { .. } => "PASS ****".into(),
+        other => String::from_utf8_lossy(&other.to_bytes())
+            .trim_end()
+            .to_string(),
+    }
+}
+
+impl Pop3 {
+    pub(super) fn new(
+        policy: TlsPolicy,
+        tls: ClientTls,
+        login: Option<(String, String)>,
+    ) -> Result<Pop3, String> {
+        let login = match login {
+            Some((u, p)) => Some((
+                checked(format!("USER {u}"), "USER")?,
+                checked(format!("PASS {p}"), "PASS")?,
+            )),
+            None => None,
+        };
+        let config = ClientConfig::new(policy, tls);
+        let session = ClientSession::new(Arc::new(config)).map_err(|e| e.to_string())?;
+        let implicit = policy == TlsPolicy::Implicit;
+        Ok(Pop3 {
+            session,
+            implicit,
+            tls_on_wire: implicit,
+            login,
+            script: VecDeque::new(),
+            failure: None,
+            quit_sent: false,
+            body_trust: Trust::Cleartext,
+        })
+    }
+
+    /// Sends the next command of the script.
+    fn next(&mut self) {
+        let Some(cmd) = self.script.pop_front() else {
+            return;
+        };
+        let keyword = cmd.keyword();
+        let text = shown(&cmd);
+        match self.session.send(cmd) {
+            Ok(()) => {
+                self.quit_sent |= keyword == "QUIT";
+                if self.tls_on_wire {
+                    print_tls_command(&text);
+                }
+            }
+            Err(e) => {
+                self.failure
+                    .get_or_insert_with(|| format!("{keyword} not sent: {e}"));
+                self.quit_now();
+            }
+        }
+    }
+
+    fn quit_now(&mut self) {
+        self.script.clear();
+        if !self.quit_sent {
+            self.script.push_back(Command::Quit);
+            self.next();
+        }
+    }
+}
+
+impl super::Client for Pop3 {
+    fn input(&mut self, data: &[u8]) {
+        self.session.handle_input(data)
+    }
+
+    fn eof(&mut self) {
+        self.session.handle_eof()
+    }
+
+    fn transmit(&mut self) -> Option<Bytes> {
+        self.session.poll_transmit()
+    }
+
+    fn closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    fn tls_on_wire(&self) -> bool {
+        self.tls_on_wire
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    fn events(&mut self) -> Result<(), Error> {
+        while let Some(event) = self.session.poll_event()? {
+            match event {
+                ClientEvent::Greeting(r) => {
+                    print_received(r.trust, r.message.to_string().as_bytes());
+                    // With implicit TLS the session answers the greeting
+                    // with CAPA, encrypted.
+                    if self.tls_on_wire && r.is_ok() {
+                        print_tls_command("CAPA");
+                    }
+                }
+                ClientEvent::Capabilities(c) => {
+                    let caps: Vec<String> = c
+                        .iter()
+                        .map(|cap| {
+                            String::from_utf8_lossy(&cap.to_bytes())
+                                .trim_end()
+                                .to_string()
+                        })
+                        .collect();
+                    println!("CAPABILITIES [{}]: {}", c.trust, caps.join(" | "));
+                }
+                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                    self.tls_on_wire = true;
+                    println!("# the server agreed to STLS: TLS handshake");
+                }
+                ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => {
+                    print_tls(&info);
+                    if !self.implicit {
+                        // RFC 2595 §4: the session asks again.
+                        print_tls_command("CAPA");
+                    }
+                }
+                ClientEvent::Upgrade(u) => println!("# {u:?}"),
+                ClientEvent::Ready { trust } => {
+                    print_ready(trust);
+                    if let Some((user, pass)) = self.login.clone() {
+                        self.script.extend([user, pass]);
+                    }
+                    self.script.push_back(Command::Quit);
+                    self.next();
+                }
+                ClientEvent::Reply {
+                    to,
+                    status,
+                    multiline,
+                } => {
+                    print_received(status.trust, status.message.to_string().as_bytes());
+                    if !status.is_ok() && to != "QUIT" && self.failure.is_none() {
+                        self.failure = Some(format!("{to} refused: {}", status.message));
+                        self.quit_now();
+                    } else if to == "PASS" {
+                        println!("# authenticated");
+                    }
+                    if multiline {
+                        self.body_trust = status.trust;
+                    } else {
+                        self.next();
+                    }
+                }
+                ClientEvent::Body(piece) => {
+                    let text = String::from_utf8_lossy(&piece);
+                    for line in text.split_inclusive("\r\n") {
+                        println!(
+                            "S: [{}] | {}",
+                            self.body_trust,
+                            line.trim_end_matches("\r\n")
+                        );
+                    }
+                }
+                ClientEvent::BodyEnd => self.next(),
+                ClientEvent::Continuation(c) => {
+                    let mut line = b"+ ".to_vec();
+                    line.extend_from_slice(&c.message);
+                    print_received(c.trust, &line);
+                }
+                other => println!("# {other:?}"),
+            }
+        }
+        Ok(())
+    }
+}

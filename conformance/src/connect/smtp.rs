@@ -1,0 +1,196 @@
+//! `connect` for `smtp://`, `submission://` and `smtps://`: once ready,
+//! `AUTH PLAIN` (with `--user`), then `QUIT`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use starttls::smtp::{ClientConfig, ClientEvent, ClientSession, Command};
+use starttls::{ClientTls, Error, Secret, TlsPolicy, Trust, UpgradeEvent};
+
+use super::{print_ready, print_received, print_tls, print_tls_command};
+use crate::serve::sasl;
+
+/// The name we give with `EHLO`.
+const HELO_NAME: &str = "client.localhost";
+
+pub(super) struct Smtp {
+    session: ClientSession,
+    implicit: bool,
+    tls_on_wire: bool,
+    login: Option<(String, String)>,
+    failure: Option<String>,
+    quit_sent: bool,
+}
+
+impl Smtp {
+    pub(super) fn new(
+        policy: TlsPolicy,
+        tls: ClientTls,
+        login: Option<(String, String)>,
+    ) -> Result<Smtp, String> {
+        let config = ClientConfig::new(HELO_NAME, policy, tls);
+        let session = ClientSession::new(Arc::new(config)).map_err(|e| e.to_string())?;
+        let implicit = policy == TlsPolicy::Implicit;
+        Ok(Smtp {
+            session,
+            implicit,
+            tls_on_wire: implicit,
+            login,
+            failure: None,
+            quit_sent: false,
+        })
+    }
+
+    /// Prints a command we are about to send over TLS (cleartext bytes are
+    /// printed as they are written).
+    fn shown(&self, text: &str) {
+        if self.tls_on_wire {
+            print_tls_command(text);
+        }
+    }
+
+    fn quit(&mut self) {
+        if self.quit_sent {
+            return;
+        }
+        match self.session.send(Command::Quit) {
+            Ok(()) => {
+                self.quit_sent = true;
+                self.shown("QUIT");
+            }
+            Err(e) => {
+                self.failure
+                    .get_or_insert_with(|| format!("QUIT not sent: {e}"));
+            }
+        }
+    }
+
+    fn fail_and_quit(&mut self, why: String) {
+        self.failure.get_or_insert(why);
+        self.quit();
+    }
+
+    fn plain(&self) -> Option<Bytes> {
+        let (user, password) = self.login.as_ref()?;
+        Some(Bytes::from(sasl::plain_response(
+            user.as_bytes(),
+            password.as_bytes(),
+        )))
+    }
+
+    fn ready(&mut self, trust: Trust) {
+        print_ready(trust);
+        match self.plain() {
+            Some(response) => {
+                let user = self
+                    .login
+                    .as_ref()
+                    .map(|(u, _)| u.clone())
+                    .unwrap_or_default();
+                let auth = Command::Auth {
+                    mechanism: Bytes::from_static(b"PLAIN"),
+                    initial_response: Some(Secret::new(response)),
+                };
+                match self.session.send(auth) {
+                    Ok(()) => self.shown(&format!("AUTH PLAIN ****   (PLAIN response for {user})")),
+                    Err(e) => self.fail_and_quit(format!("AUTH not sent: {e}")),
+                }
+            }
+            None => self.quit(),
+        }
+    }
+}
+
+impl super::Client for Smtp {
+    fn input(&mut self, data: &[u8]) {
+        self.session.handle_input(data)
+    }
+
+    fn eof(&mut self) {
+        self.session.handle_eof()
+    }
+
+    fn transmit(&mut self) -> Option<Bytes> {
+        self.session.poll_transmit()
+    }
+
+    fn closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    fn tls_on_wire(&self) -> bool {
+        self.tls_on_wire
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    fn events(&mut self) -> Result<(), Error> {
+        while let Some(event) = self.session.poll_event()? {
+            match event {
+                ClientEvent::Greeting(r) => {
+                    print_received(r.trust, r.raw());
+                    // With implicit TLS the session answers the greeting
+                    // with EHLO, encrypted.
+                    if self.tls_on_wire && r.code().get() == 220 {
+                        self.shown(&format!("EHLO {HELO_NAME}"));
+                    }
+                }
+                ClientEvent::Capabilities(c) => {
+                    print_received(c.trust, c.to_reply(b"").raw());
+                    let caps: Vec<String> = c
+                        .iter()
+                        .map(|cap| {
+                            let mut v = Vec::new();
+                            cap.write_to(&mut v);
+                            String::from_utf8_lossy(&v).into_owned()
+                        })
+                        .collect();
+                    println!("CAPABILITIES [{}]: {}", c.trust, caps.join(" | "));
+                }
+                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                    self.tls_on_wire = true;
+                    println!("# the server agreed to STARTTLS: TLS handshake");
+                }
+                ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => {
+                    print_tls(&info);
+                    if !self.implicit {
+                        // RFC 3207 §4.2: the session starts over with EHLO.
+                        self.shown(&format!("EHLO {HELO_NAME}"));
+                    }
+                }
+                ClientEvent::Upgrade(u) => println!("# {u:?}"),
+                ClientEvent::Ready { trust } => self.ready(trust),
+                ClientEvent::Reply { to, reply } => {
+                    print_received(reply.trust, reply.raw());
+                    let code = reply.code().get();
+                    match to {
+                        "AUTH" if code == 235 => {
+                            println!("# authenticated");
+                            self.quit();
+                        }
+                        // We sent the response with the command; answer a
+                        // server that asks for it anyway.
+                        "AUTH" if code == 334 => match self.plain() {
+                            Some(r) => match self.session.send_auth_response(Secret::new(r)) {
+                                Ok(()) => self.shown("****   (PLAIN response)"),
+                                Err(e) => {
+                                    self.fail_and_quit(format!("AUTH response not sent: {e}"))
+                                }
+                            },
+                            None => self.fail_and_quit("unexpected 334".into()),
+                        },
+                        "AUTH" => {
+                            let text = String::from_utf8_lossy(reply.raw()).trim_end().to_string();
+                            self.fail_and_quit(format!("AUTH refused: {text}"));
+                        }
+                        _ => {}
+                    }
+                }
+                other => println!("# {other:?}"),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,311 @@
+//! The SMTP application behind `--smtp`, `--submission` and `--smtps`.
+//!
+//! The session answers `EHLO`, `STARTTLS`, `NOOP`, `RSET`, `QUIT`, the
+//! sequence rules and the TLS policy itself; this application answers
+//! `MAIL`, `RCPT`, `DATA`/`BDAT` ends, `VRFY`/`EXPN` and SASL (`AUTH PLAIN`,
+//! `AUTH LOGIN`). `--smtp` is MTA style (any sender, any recipient, AUTH
+//! offered over TLS but not needed); submission and smtps refuse `MAIL`
+//! until the client has authenticated. Messages are kept in memory for the
+//! life of the connection only.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use starttls::smtp::{Command, EnhancedCode, Reply, ServerConfig, ServerEvent, ServerSession};
+use starttls::{ConfigError, ServerTls, UsageError};
+
+use super::sasl::{self, Plain};
+use super::{Account, Kind, Log};
+
+/// Largest message accepted (advertised with `SIZE`).
+const MAX_MESSAGE: usize = 10 * 1024 * 1024;
+
+/// The configuration of one listener.
+pub(super) fn config(kind: Kind, tls: ServerTls, require_tls: bool) -> Arc<ServerConfig> {
+    let mut c = ServerConfig::new("localhost", tls);
+    c.implicit_tls = kind == Kind::Smtps;
+    c.require_tls = match kind {
+        Kind::Submission => true,
+        Kind::Smtps => false,
+        _ => require_tls,
+    };
+    c.auth_mechanisms = vec!["PLAIN".into(), "LOGIN".into()];
+    c.extensions.size = Some(MAX_MESSAGE as u64);
+    Arc::new(c)
+}
+
+/// Where a SASL exchange stands.
+enum Sasl {
+    None,
+    /// `AUTH PLAIN` without initial response: the next line is the response.
+    Plain,
+    /// `AUTH LOGIN`: the next line is the user name.
+    LoginUser,
+    /// `AUTH LOGIN`: the next line is the password for this user.
+    LoginPassword(Vec<u8>),
+}
+
+pub(super) struct Conn {
+    session: ServerSession,
+    /// `MAIL` needs authentication first.
+    submission: bool,
+    account: Arc<Account>,
+    sasl: Sasl,
+    /// The message being received, and how (`DATA` or `BDAT`).
+    message: Vec<u8>,
+    message_size: usize,
+    via: &'static str,
+    /// Messages received on this connection.
+    messages: Vec<Vec<u8>>,
+}
+
+fn enhanced(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
+    Some(EnhancedCode {
+        class,
+        subject,
+        detail,
+    })
+}
+
+impl Conn {
+    pub(super) fn new(
+        config: Arc<ServerConfig>,
+        submission: bool,
+        account: Arc<Account>,
+    ) -> Result<Conn, ConfigError> {
+        Ok(Conn {
+            session: ServerSession::new(config)?,
+            submission,
+            account,
+            sasl: Sasl::None,
+            message: Vec::new(),
+            message_size: 0,
+            via: "DATA",
+            messages: Vec::new(),
+        })
+    }
+
+    fn act(&mut self, event: ServerEvent, log: &Log) -> Result<(), UsageError> {
+        match event {
+            ServerEvent::Command(cmd) => self.command(cmd, log),
+            ServerEvent::MessageData(piece) => {
+                self.message_size += piece.len();
+                if self.message_size <= MAX_MESSAGE {
+                    self.message.extend_from_slice(&piece);
+                }
+                Ok(())
+            }
+            ServerEvent::ChunkEnd => self.session.accept(),
+            ServerEvent::MessageEnd => {
+                let size = self.message_size;
+                let message = std::mem::take(&mut self.message);
+                self.message_size = 0;
+                if size > MAX_MESSAGE {
+                    log.line(format_args!(
+                        "message of {size} bytes refused: larger than {MAX_MESSAGE}"
+                    ));
+                    return self.session.reject(
+                        552,
+                        enhanced(5, 3, 4),
+                        "Message size exceeds fixed maximum message size",
+                    );
+                }
+                self.messages.push(message);
+                log.line(format_args!(
+                    "message of {size} bytes accepted ({}; {} on this connection)",
+                    self.via,
+                    self.messages.len()
+                ));
+                self.session.accept()
+            }
+            ServerEvent::MessageRejected(_) | ServerEvent::TransactionReset => {
+                self.message.clear();
+                self.message_size = 0;
+                Ok(())
+            }
+            ServerEvent::AuthResponse(response) => self.sasl_step(response.expose(), log),
+            ServerEvent::AuthCancelled => {
+                self.sasl = Sasl::None;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn command(&mut self, cmd: Command, log: &Log) -> Result<(), UsageError> {
+        match cmd {
+            Command::Mail { .. } => {
+                if self.submission && !self.session.is_authenticated() {
+                    return self
+                        .session
+                        .reject(530, enhanced(5, 7, 0), "Authentication required");
+                }
+                self.message.clear();
+                self.message_size = 0;
+                self.session.accept()
+            }
+            // MTA style: every recipient is welcome.
+            Command::Rcpt { .. } => self.session.accept(),
+            Command::Data => {
+                self.via = "DATA";
+                self.session.accept()
+            }
+            // Answered at ChunkEnd / MessageEnd.
+            Command::Bdat { .. } => {
+                self.via = "BDAT";
+                Ok(())
+            }
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(
+                &mechanism,
+                initial_response.as_ref().map(|r| r.expose()),
+                log,
+            ),
+            Command::Vrfy { .. } => self.session.reply(Reply::new(
+                252,
+                enhanced(2, 5, 0),
+                &[b"Cannot VRFY user, but will accept message"],
+            )),
+            _ => self
+                .session
+                .reject(502, enhanced(5, 5, 1), "Command not implemented"),
+        }
+    }
+
+    fn auth(
+        &mut self,
+        mechanism: &[u8],
+        initial: Option<&Bytes>,
+        log: &Log,
+    ) -> Result<(), UsageError> {
+        if mechanism.eq_ignore_ascii_case(b"PLAIN") {
+            match initial {
+                Some(ir) => self.check_plain(ir, log),
+                None => {
+                    self.sasl = Sasl::Plain;
+                    self.challenge(b"")
+                }
+            }
+        } else if mechanism.eq_ignore_ascii_case(b"LOGIN") {
+            match initial {
+                Some(ir) => match sasl::decode(ir) {
+                    Some(user) => {
+                        self.sasl = Sasl::LoginPassword(user);
+                        self.challenge(b"UGFzc3dvcmQ6")
+                    }
+                    None => self.undecodable(),
+                },
+                None => {
+                    self.sasl = Sasl::LoginUser;
+                    self.challenge(b"VXNlcm5hbWU6")
+                }
+            }
+        } else {
+            self.session
+                .reject(504, enhanced(5, 5, 4), "Unrecognized authentication type")
+        }
+    }
+
+    /// `334 <base64>`; `334 ` with an empty challenge.
+    fn challenge(&mut self, b64: &[u8]) -> Result<(), UsageError> {
+        let mut raw = b"334 ".to_vec();
+        raw.extend_from_slice(b64);
+        raw.extend_from_slice(b"\r\n");
+        let reply =
+            Reply::parse(Bytes::from(raw)).unwrap_or_else(|_| Reply::new(334, None, &[b64]));
+        self.session.reply(reply)
+    }
+
+    fn undecodable(&mut self) -> Result<(), UsageError> {
+        self.sasl = Sasl::None;
+        self.session
+            .reject(501, enhanced(5, 5, 2), "Cannot decode the SASL response")
+    }
+
+    fn sasl_step(&mut self, response: &Bytes, log: &Log) -> Result<(), UsageError> {
+        match std::mem::replace(&mut self.sasl, Sasl::None) {
+            Sasl::Plain => self.check_plain(response, log),
+            Sasl::LoginUser => match sasl::decode(response) {
+                Some(user) => {
+                    self.sasl = Sasl::LoginPassword(user);
+                    self.challenge(b"UGFzc3dvcmQ6")
+                }
+                None => self.undecodable(),
+            },
+            Sasl::LoginPassword(user) => match sasl::decode(response) {
+                Some(password) => {
+                    let ok = user == self.account.user && password == self.account.password;
+                    self.login_result(&String::from_utf8_lossy(&user), ok, "AUTH LOGIN", log)
+                }
+                None => self.undecodable(),
+            },
+            Sasl::None => {
+                self.session
+                    .reject(503, enhanced(5, 5, 1), "No SASL exchange in progress")
+            }
+        }
+    }
+
+    fn check_plain(&mut self, b64: &[u8], log: &Log) -> Result<(), UsageError> {
+        match sasl::check_plain(b64, &self.account.user, &self.account.password) {
+            Plain::Checked { user, ok } => self.login_result(&user, ok, "AUTH PLAIN", log),
+            Plain::Malformed => self.undecodable(),
+        }
+    }
+
+    fn login_result(
+        &mut self,
+        user: &str,
+        ok: bool,
+        how: &str,
+        log: &Log,
+    ) -> Result<(), UsageError> {
+        if ok {
+            log.line(format_args!("{how}: {user} authenticated"));
+            self.session.accept()
+        } else {
+            log.line(format_args!("{how}: authentication failed for {user:?}"));
+            self.session
+                .reject(535, enhanced(5, 7, 8), "Authentication credentials invalid")
+        }
+    }
+}
+
+impl super::Conn for Conn {
+    fn input(&mut self, data: &[u8]) {
+        self.session.handle_input(data)
+    }
+
+    fn eof(&mut self) {
+        self.session.handle_eof()
+    }
+
+    fn transmit(&mut self) -> Option<Bytes> {
+        self.session.poll_transmit()
+    }
+
+    fn closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    fn events(&mut self, log: &Log) -> Result<(), starttls::Error> {
+        while let Some(event) = self.session.poll_event()? {
+            let trust = self.session.trust();
+            match &event {
+                // Message content stays out of the log; its size goes in.
+                ServerEvent::MessageData(piece) => {
+                    log.line(format_args!("({trust}) MessageData({} bytes)", piece.len()))
+                }
+                ServerEvent::Upgrade(u) => log.event(trust, &event, Some(u)),
+                other => log.event(trust, other, None),
+            }
+            if let Err(e) = self.act(event, log) {
+                // A bug in this application, never the peer's doing.
+                log.line(format_args!("usage error: {e}"));
+            }
+        }
+        Ok(())
+    }
+}
