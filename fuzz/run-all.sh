@@ -17,11 +17,16 @@ for t in $(cargo fuzz list); do
   esac
   mkdir -p "corpus/$t" "seeds/$t"
   printf '==> %s (%ss)\n' "$t" "$SECONDS_EACH"
-  if ! cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+  log=$(mktemp)
+  cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- \
       -max_total_time="$SECONDS_EACH" -dict="$dict" -print_final_stats=1 \
-      -rss_limit_mb=2048 -malloc_limit_mb=512 2>&1 | grep -E "^(stat::|#[0-9]+\s+DONE|==[0-9]+==ERROR|SUMMARY|Done)|panicked|assertion" ; then
-    :
+      -rss_limit_mb=2048 -malloc_limit_mb=512 >"$log" 2>&1
+  rc=$?
+  grep -E "^(#[0-9]+\s+DONE|==[0-9]+==ERROR|SUMMARY)|stat::average_exec_per_sec|panicked|assertion" "$log"
+  if [ $rc -ne 0 ]; then
+    echo "!! $t: cargo fuzz run exited $rc"; tail -30 "$log"; status=1
   fi
+  rm -f "$log"
   if [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
     echo "!! $t: crash artifacts in fuzz/artifacts/$t"
     status=1
