@@ -61,8 +61,14 @@ impl DataReader {
                 continue;
             }
             let rest = io.input().get(self.run..).unwrap_or_default();
-            // One more octet for a stuffed dot (RFC 5321 §4.5.3.1.6).
-            match scan_line(rest, &mut self.scanned, limit.saturating_add(1)) {
+            // One more octet for a stuffed dot (RFC 5321 §4.5.3.1.6), and only
+            // for a line that starts with one.
+            let line_limit = if rest.first() == Some(&b'.') {
+                limit.saturating_add(1)
+            } else {
+                limit
+            };
+            match scan_line(rest, &mut self.scanned, line_limit) {
                 Scan::Incomplete => return DataStep::NeedInput,
                 Scan::Line(len) => {
                     let end = rest.get(..len) == Some(b".\r\n".as_slice());
@@ -105,9 +111,9 @@ impl DataReader {
                 }
                 Scan::TooLong => {
                     self.rejected.get_or_insert(FramingError::TooLong { limit });
-                    // The run and the first limit+1 octets of the line
+                    // The run and the first `line_limit` octets of the line
                     // (which hold no LF) go; the skipper finds its end.
-                    io.skip(self.run + limit.saturating_add(1));
+                    io.skip(self.run + line_limit);
                     self.run = 0;
                     self.skipper.start();
                 }

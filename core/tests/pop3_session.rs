@@ -113,6 +113,7 @@ impl Peer for ClientApp {
                         }
                         | ClientEvent::BodyEnd => true,
                         ClientEvent::Body(p) => {
+                            assert_eq!(p.trust, self.c.trust());
                             self.body.extend_from_slice(p);
                             false
                         }
@@ -621,6 +622,11 @@ fn rfc1939_example_session_client_role() {
     }
     assert_eq!(out(|| c.poll_transmit()), "CAPA\r\n");
     c.handle_input(b"-ERR unknown\r\n"); // an RFC 1939-only server
+                                         // Opportunistic: the refusal is reported, then the session goes on.
+    assert!(matches!(
+        c.poll_event().unwrap(),
+        Some(ClientEvent::Reply { to: "CAPA", .. })
+    ));
     assert_eq!(
         c.poll_event().unwrap(),
         Some(ClientEvent::Ready {
@@ -655,6 +661,7 @@ fn rfc1939_example_session_client_role() {
         c.handle_input(answer);
         while let Some(e) = c.poll_event().unwrap() {
             if let ClientEvent::Body(p) = e {
+                assert_eq!(p.trust, Trust::Cleartext);
                 listing.extend_from_slice(&p);
             }
         }

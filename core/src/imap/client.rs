@@ -198,13 +198,16 @@ impl ClientSession {
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
     Greeting,
-    /// Waiting for the completion of our `CAPABILITY`.
+    /// Waiting for the completion of our `CAPABILITY`, which ends at
+    /// `sent_at` in our output.
     Capability {
         tag: Bytes,
+        sent_at: u64,
     },
-    /// Waiting for the completion of our `STARTTLS`.
+    /// Waiting for the completion of our `STARTTLS`, which ends at `sent_at`.
     StartTls {
         tag: Bytes,
+        sent_at: u64,
     },
     Ready,
 }
@@ -214,6 +217,8 @@ enum Phase {
 struct Outstanding {
     tag: Bytes,
     kind: Kind,
+    /// Where the command (its first part) ends in our output.
+    sent_at: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +241,8 @@ pub(crate) struct ClientMachine {
     outstanding: Vec<Outstanding>,
     /// Parts of a command still to send, each after a continuation request.
     literal_parts: VecDeque<Bytes>,
+    /// Where the part that a continuation request answers ends.
+    continuation_after: u64,
     /// Tag of an `AUTHENTICATE` in progress.
     sasl: Option<Bytes>,
     /// Tag of an `IDLE` in progress (after its continuation).
@@ -255,6 +262,7 @@ impl ClientMachine {
             next_tag: 1,
             outstanding: Vec::new(),
             literal_parts: VecDeque::new(),
+            continuation_after: 0,
             sasl: None,
             idle: None,
             framer: MessageFramer::default(),
@@ -280,7 +288,7 @@ impl ClientMachine {
     }
 
     /// Sends one of the session's own commands.
-    fn own(&mut self, body: CommandBody, io: &mut Io<'_, ClientEvent>) -> Bytes {
+    fn own(&mut self, body: CommandBody, io: &mut Io<'_, ClientEvent>) -> (Bytes, u64) {
         let tag = self.tag();
         let mut v = Vec::with_capacity(32);
         Command {
@@ -289,12 +297,24 @@ impl ClientMachine {
         }
         .write_to(&mut v);
         io.send(&v);
-        tag
+        (tag, io.written())
+    }
+
+    /// No honest server answers a command it has not received: a reply that
+    /// arrives before the caller took the command is planted.
+    fn check_sent(&self, io: &Io<'_, ClientEvent>, sent_at: u64) -> Result<(), Error> {
+        if io.sent() < sent_at {
+            return Err(self.unexpected(
+                io.trust(),
+                "a reply arrived before its command was sent".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// A failing client says only LOGOUT.
     fn logout_and(&mut self, io: &mut Io<'_, ClientEvent>, e: Error) -> Result<(), Error> {
-        self.own(CommandBody::Logout, io);
+        let _ = self.own(CommandBody::Logout, io);
         Err(e)
     }
 
@@ -315,8 +335,8 @@ impl ClientMachine {
         }
         let starttls = self.caps.as_ref().is_some_and(|c| c.has_starttls());
         if starttls {
-            let tag = self.own(CommandBody::StartTls, io);
-            self.phase = Phase::StartTls { tag };
+            let (tag, sent_at) = self.own(CommandBody::StartTls, io);
+            self.phase = Phase::StartTls { tag, sent_at };
         } else if self.config.policy.requires_tls() {
             let e = Error::TlsRequired {
                 step: Step::Capabilities,
@@ -380,15 +400,21 @@ impl ClientMachine {
                         self.decide(io)
                     }
                     None => {
-                        let tag = self.own(CommandBody::Capability, io);
-                        self.phase = Phase::Capability { tag };
+                        let (tag, sent_at) = self.own(CommandBody::Capability, io);
+                        self.phase = Phase::Capability { tag, sent_at };
                         Ok(())
                     }
                 }
             }
             (Phase::Greeting, _) => Err(self.unexpected(trust, "expected a greeting".into())),
             (_, Response::Capability(c)) if !matches!(self.phase, Phase::Ready) => {
-                if matches!(self.phase, Phase::Capability { .. }) {
+                // Kept only when it answers our CAPABILITY, which must have
+                // been sent: a list planted ahead of it is reported, not kept.
+                let asked = match self.phase {
+                    Phase::Capability { sent_at, .. } => io.sent() >= sent_at,
+                    _ => false,
+                };
+                if asked {
                     io.emit(ClientEvent::Capabilities(Received::new(c.clone(), trust)));
                     self.caps = Some(c);
                 } else {
@@ -400,7 +426,10 @@ impl ClientMachine {
                 }
                 Ok(())
             }
-            (Phase::Capability { tag: ours }, Response::Tagged { tag, status }) if tag == *ours => {
+            (Phase::Capability { tag: ours, sent_at }, Response::Tagged { tag, status })
+                if tag == *ours =>
+            {
+                self.check_sent(io, *sent_at)?;
                 match status.status {
                     Status::Ok => self.decide(io),
                     _ if trust == Trust::Cleartext && self.config.policy.requires_tls() => {
@@ -411,7 +440,12 @@ impl ClientMachine {
                         self.logout_and(io, e)
                     }
                     _ if trust == Trust::Cleartext => {
+                        // Opportunistic: go on in cleartext, but say why.
                         self.caps = None;
+                        io.emit(ClientEvent::Tagged {
+                            tag,
+                            status: Received::new(status, trust),
+                        });
                         self.ready(io);
                         Ok(())
                     }
@@ -421,7 +455,10 @@ impl ClientMachine {
                     }),
                 }
             }
-            (Phase::StartTls { tag: ours }, Response::Tagged { tag, status }) if tag == *ours => {
+            (Phase::StartTls { tag: ours, sent_at }, Response::Tagged { tag, status })
+                if tag == *ours =>
+            {
+                self.check_sent(io, *sent_at)?;
                 match status.status {
                     Status::Ok => {
                         // The cut: the engine takes over from the end of this line.
@@ -438,6 +475,11 @@ impl ClientMachine {
                         self.logout_and(io, e)
                     }
                     _ => {
+                        // Opportunistic: go on in cleartext, but say why.
+                        io.emit(ClientEvent::Tagged {
+                            tag,
+                            status: Received::new(status, trust),
+                        });
                         self.ready(io);
                         Ok(())
                     }
@@ -501,6 +543,7 @@ impl ClientMachine {
                     ));
                 };
                 let o = self.outstanding.remove(i);
+                self.check_sent(io, o.sent_at)?;
                 let ok = status.status == Status::Ok;
                 match o.kind {
                     Kind::Login | Kind::Authenticate if ok => self.authenticated = true,
@@ -523,8 +566,10 @@ impl ClientMachine {
                 Ok(())
             }
             (Phase::Ready, Response::Continuation { text, .. }) => {
+                self.check_sent(io, self.continuation_after)?;
                 if let Some(part) = self.literal_parts.pop_front() {
                     io.send(&part);
+                    self.continuation_after = io.written();
                     return Ok(());
                 }
                 if let Some(o) = self.outstanding.last() {
@@ -585,6 +630,8 @@ impl ClientMachine {
         if let Some(first) = parts.pop_front() {
             io.send(&first);
         }
+        let sent_at = io.written();
+        self.continuation_after = sent_at;
         self.literal_parts = parts;
         if kind == Kind::Authenticate {
             self.sasl = Some(tag.clone());
@@ -592,6 +639,7 @@ impl ClientMachine {
         self.outstanding.push(Outstanding {
             tag: tag.clone(),
             kind,
+            sent_at,
         });
         Ok(tag)
     }
@@ -639,8 +687,8 @@ impl Machine for ClientMachine {
         if self.after_tls && !self.started {
             // RFC 9051 §6.2.1: discard what was learned before TLS, ask again.
             self.started = true;
-            let tag = self.own(CommandBody::Capability, io);
-            self.phase = Phase::Capability { tag };
+            let (tag, sent_at) = self.own(CommandBody::Capability, io);
+            self.phase = Phase::Capability { tag, sent_at };
         }
         loop {
             let limits = self.config.limits.frame();

@@ -155,6 +155,19 @@ impl MessageFramer {
         }
     }
 
+    /// Octets of the current message framed so far (its lines and literals).
+    pub(crate) fn framed(&self) -> usize {
+        self.pos
+    }
+
+    /// Gives up the current message after a literal header was refused:
+    /// returns how many octets it spans so far, and starts afresh.
+    pub(crate) fn abandon(&mut self) -> usize {
+        let n = self.pos;
+        self.reset();
+        n
+    }
+
     fn reset(&mut self) {
         self.pos = 0;
         self.scanned = 0;

@@ -246,6 +246,9 @@ pub(crate) struct ServerMachine {
     scanned: usize,
     skipper: LineSkipper,
     errors: u32,
+    /// Set when the session closes itself on a limit: the typed error the
+    /// caller gets.
+    fatal: Option<Error>,
 }
 
 /// The tag at the start of a message, if it looks like one.
@@ -271,6 +274,7 @@ impl ServerMachine {
             scanned: 0,
             skipper: LineSkipper::default(),
             errors: 0,
+            fatal: None,
         }
     }
 
@@ -335,6 +339,10 @@ impl ServerMachine {
         if self.errors >= self.config.limits.max_errors {
             self.send(io, &Self::untagged(Status::Bye, None, "Too many errors"));
             io.close();
+            self.fatal = Some(Error::LimitExceeded {
+                what: "refused commands",
+                limit: self.config.limits.max_errors as usize,
+            });
         }
     }
 
@@ -458,6 +466,50 @@ impl ServerMachine {
         io.emit(ServerEvent::Command(cmd));
     }
 
+    /// What a command would be refused with, judged from its tag and name
+    /// alone: used at a synchronizing literal's header, so that the client
+    /// is not invited to send data (a password, in cleartext) for a command
+    /// that will be refused anyway (RFC 9051 §7.5 lets the server answer a
+    /// literal header with a tagged response instead of `+`).
+    fn refusal_before_literal(&self, head: &[u8], trust: Trust) -> Option<Response> {
+        let tag = tag_of(head)?;
+        let rest = head.get(tag.len() + 1..)?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b' ' || b == b'\r')
+            .unwrap_or(rest.len());
+        let name = rest.get(..end)?;
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if (is("LOGIN") || is("AUTHENTICATE")) && !self.login_allowed(trust) {
+            return Some(Self::tagged(
+                tag,
+                Status::No,
+                Some(Code::PrivacyRequired),
+                "Authentication requires TLS; use STARTTLS first",
+            ));
+        }
+        if is("LOGIN") || is("AUTHENTICATE") || is("ID") {
+            return None;
+        }
+        if self.config.require_tls && trust == Trust::Cleartext {
+            return Some(Self::tagged(
+                tag,
+                Status::No,
+                Some(Code::PrivacyRequired),
+                "Use STARTTLS first",
+            ));
+        }
+        if !self.authenticated {
+            return Some(Self::tagged(
+                tag,
+                Status::Bad,
+                None,
+                "Command not valid before authentication",
+            ));
+        }
+        None
+    }
+
     fn complete(
         &mut self,
         status: Status,
@@ -513,8 +565,9 @@ impl ServerMachine {
         Ok(())
     }
 
-    /// One line in `SaslLine` or `Idle` state.
-    fn line(&mut self, io: &mut Io<'_, ServerEvent>) -> Option<Bytes> {
+    /// One line in `SaslLine` or `Idle` state; `Err` for a line that broke
+    /// the line rule.
+    fn line(&mut self, io: &mut Io<'_, ServerEvent>) -> Option<Result<Bytes, ()>> {
         if self.skipper.is_active() {
             let n = self.skipper.skip(io.input());
             io.skip(n);
@@ -524,15 +577,15 @@ impl ServerMachine {
         }
         match scan_line(io.input(), &mut self.scanned, self.config.limits.line) {
             Scan::Incomplete => None,
-            Scan::Line(len) => Some(without_crlf(&io.take(len))),
+            Scan::Line(len) => Some(Ok(without_crlf(&io.take(len)))),
             Scan::Invalid { len, .. } => {
                 io.skip(len);
-                Some(Bytes::new())
+                Some(Err(()))
             }
             Scan::TooLong => {
                 io.skip(self.config.limits.line);
                 self.skipper.start();
-                Some(Bytes::new())
+                Some(Err(()))
             }
         }
     }
@@ -548,6 +601,20 @@ impl Machine for ServerMachine {
     }
 
     fn process(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        let r = self.read(io);
+        match self.fatal.take() {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
+    fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl ServerMachine {
+    fn read(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
         if !self.greeted {
             self.greeted = true;
             let caps = self.capabilities(io.trust());
@@ -565,6 +632,16 @@ impl Machine for ServerMachine {
                     let tag = tag.clone();
                     let Some(line) = self.line(io) else {
                         return Ok(());
+                    };
+                    let Ok(line) = line else {
+                        // A broken SASL line ends the exchange (RFC 9051
+                        // §6.2.2: the server answers BAD).
+                        self.state = State::Commands;
+                        let r =
+                            Self::tagged(&tag, Status::Bad, None, "Invalid AUTHENTICATE response");
+                        self.refuse(io, r);
+                        io.emit(ServerEvent::AuthCancelled);
+                        continue;
                     };
                     if line.as_ref() == b"*" {
                         self.state = State::Commands;
@@ -587,7 +664,7 @@ impl Machine for ServerMachine {
                     let Some(line) = self.line(io) else {
                         return Ok(());
                     };
-                    if is_idle_done(&line) {
+                    if line.as_ref().is_ok_and(|l| is_idle_done(l)) {
                         self.state = State::AppBusy {
                             tag,
                             name: Bytes::from_static(b"IDLE"),
@@ -609,16 +686,11 @@ impl Machine for ServerMachine {
                             self.command(message, io);
                         }
                         Frame::Literal(h) => {
-                            let sync = match h.mode {
-                                LiteralMode::Sync => true,
-                                LiteralMode::Plus => false,
-                                // RFC 7888 §4: LITERAL- allows non-synchronizing
-                                // literals of up to 4096 octets only.
-                                LiteralMode::Minus => h.len > 4096,
-                            };
-                            let too_big_non_sync =
-                                !sync && !self.config.literal_plus && h.len > 4096;
-                            if too_big_non_sync {
+                            let sync = h.mode == LiteralMode::Sync;
+                            // RFC 7888 §5: under LITERAL- a non-synchronizing
+                            // literal holds at most 4096 octets. Its data comes
+                            // regardless, so the stream cannot be kept in step.
+                            if !sync && !self.config.literal_plus && h.len > 4096 {
                                 self.send(
                                     io,
                                     &Self::untagged(
@@ -628,9 +700,20 @@ impl Machine for ServerMachine {
                                     ),
                                 );
                                 io.close();
-                                return Ok(());
+                                return Err(Error::LimitExceeded {
+                                    what: "non-synchronizing literal (LITERAL-)",
+                                    limit: 4096,
+                                });
                             }
                             if sync {
+                                let head =
+                                    io.input().get(..self.framer.framed()).unwrap_or_default();
+                                if let Some(r) = self.refusal_before_literal(head, io.trust()) {
+                                    let n = self.framer.abandon();
+                                    io.skip(n);
+                                    self.refuse(io, r);
+                                    continue;
+                                }
                                 let r = Response::Continuation {
                                     code: None,
                                     text: Bytes::from_static(b"Ready for literal data"),
@@ -646,7 +729,7 @@ impl Machine for ServerMachine {
                                 .map(Bytes::copy_from_slice);
                             io.skip(consumed);
                             match error {
-                                FrameError::LiteralTooLarge { header, .. }
+                                FrameError::LiteralTooLarge { header, limit }
                                     if header.mode != LiteralMode::Sync =>
                                 {
                                     // Its data is coming regardless: no way to
@@ -656,7 +739,10 @@ impl Machine for ServerMachine {
                                         &Self::untagged(Status::Bye, None, "Literal too large"),
                                     );
                                     io.close();
-                                    return Ok(());
+                                    return Err(Error::LimitExceeded {
+                                        what: "non-synchronizing literal",
+                                        limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                                    });
                                 }
                                 FrameError::LiteralTooLarge { .. }
                                 | FrameError::MessageTooLarge { .. } => {
@@ -691,9 +777,5 @@ impl Machine for ServerMachine {
                 }
             }
         }
-    }
-
-    fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
-        Ok(())
     }
 }

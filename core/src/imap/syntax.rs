@@ -79,15 +79,18 @@ pub enum LiteralMode {
     /// `{n+}`: non-synchronizing (RFC 7888 `LITERAL+`, and RFC 9051
     /// `literal = "{" number64 ["+"] "}" CRLF *CHAR8`). The data follows at
     /// once.
+    ///
+    /// RFC 7888's `LITERAL-` uses this same `{n+}` form, limited to 4096
+    /// octets (the session enforces that). There is no `{n-}` form: it is
+    /// refused as a malformed header, because an implementation that read it
+    /// as a literal would frame the stream differently from every other
+    /// IMAP parser.
     Plus,
-    /// `{n-}`: non-synchronizing, at most 4096 octets (RFC 7888 `LITERAL-`).
-    /// The size limit is the session's business, not the grammar's.
-    Minus,
 }
 
-/// A literal header: `{n}`, `{n+}`, `{n-}`, or with a leading `~` an RFC 3516
+/// A literal header: `{n}`, `{n+}`, or with a leading `~` an RFC 3516
 /// `literal8` (`literal8 = "~{" number64 "}" CRLF *OCTET`, with the RFC 7888
-/// `+`/`-` forms).
+/// `+` form).
 ///
 /// ```
 /// use starttls::imap::{trailing_literal, LiteralHeader, LiteralMode};
@@ -124,7 +127,6 @@ impl LiteralHeader {
         match self.mode {
             LiteralMode::Sync => {}
             LiteralMode::Plus => out.push(b'+'),
-            LiteralMode::Minus => out.push(b'-'),
         }
         out.push(b'}');
     }
@@ -150,7 +152,6 @@ pub fn trailing_literal(line: &[u8]) -> Result<Option<LiteralHeader>, SyntaxErro
     };
     let (digits_end, mode) = match body.last() {
         Some(b'+') => (body.len() - 1, LiteralMode::Plus),
-        Some(b'-') => (body.len() - 1, LiteralMode::Minus),
         _ => (body.len(), LiteralMode::Sync),
     };
     let before_mode = body.get(..digits_end).unwrap_or_default();
@@ -377,7 +378,6 @@ pub(crate) fn literal_header(input: &[u8]) -> PResult<'_, LiteralHeader> {
     };
     let (rest, mode) = match rest {
         [b'+', rest @ ..] => (rest, LiteralMode::Plus),
-        [b'-', rest @ ..] => (rest, LiteralMode::Minus),
         _ => (rest, LiteralMode::Sync),
     };
     match rest.strip_prefix(b"}") {
@@ -406,6 +406,10 @@ pub(crate) fn lex_literal(input: &[u8]) -> Result<(&[u8], Lit<'_>), &'static str
         .ok()
         .and_then(|n| rest.split_at_checked(n))
         .ok_or("message ends before the literal's announced length")?;
+    // RFC 9051: `literal` is `*CHAR8` (no NUL); only `literal8` carries NUL.
+    if !header.binary && memchr::memchr(0, data).is_some() {
+        return Err("NUL in a literal (only literal8 may carry NUL)");
+    }
     Ok((rest, Lit { data, header }))
 }
 
@@ -761,7 +765,10 @@ mod tests {
         assert_eq!(trailing_literal(b"a LOGIN {5}"), Ok(header(5, Sync, false)));
         assert_eq!(trailing_literal(b"{123}"), Ok(header(123, Sync, false)));
         assert_eq!(trailing_literal(b"x {123+}"), Ok(header(123, Plus, false)));
-        assert_eq!(trailing_literal(b"x {0-}"), Ok(header(0, Minus, false)));
+        assert!(
+            trailing_literal(b"x {0-}").is_err(),
+            "no {{n-}} form in RFC 7888"
+        );
         assert_eq!(trailing_literal(b"x ~{5}"), Ok(header(5, Sync, true)));
         assert_eq!(trailing_literal(b"~{7+}"), Ok(header(7, Plus, true)));
         assert_eq!(trailing_literal(b"x {007}"), Ok(header(7, Sync, false)));
@@ -821,7 +828,7 @@ mod tests {
         for (text, h) in [
             ("{5}", header(5, LiteralMode::Sync, false)),
             ("{5+}", header(5, LiteralMode::Plus, false)),
-            ("~{0-}", header(0, LiteralMode::Minus, true)),
+            ("~{0+}", header(0, LiteralMode::Plus, true)),
             (
                 "{18446744073709551615}",
                 header(u64::MAX, LiteralMode::Sync, false),

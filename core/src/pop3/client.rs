@@ -79,8 +79,9 @@ pub enum ClientEvent {
         /// A multi-line body follows.
         multiline: bool,
     },
-    /// A piece of a multi-line body, unstuffed, CRLF line ends kept.
-    Body(Bytes),
+    /// A piece of a multi-line body, unstuffed, CRLF line ends kept, with the
+    /// trust level of the channel.
+    Body(Received<Bytes>),
     /// The multi-line body ended.
     BodyEnd,
     /// A SASL challenge during `AUTH`, base64 as the server sent it.
@@ -366,6 +367,13 @@ impl ClientMachine {
                     };
                 } else {
                     self.caps = None;
+                    if !self.config.policy.requires_tls() {
+                        io.emit(ClientEvent::Reply {
+                            to: "CAPA",
+                            status: Received::new(status, trust),
+                            multiline: false,
+                        });
+                    }
                     self.decide(io, true)?;
                 }
             }
@@ -384,6 +392,12 @@ impl ClientMachine {
                     };
                     return self.quit_and(io, e);
                 }
+                // Opportunistic: go on in cleartext, but say why.
+                io.emit(ClientEvent::Reply {
+                    to: "STLS",
+                    status: Received::new(status, trust),
+                    multiline: false,
+                });
                 self.ready(io);
             }
             Expect::App { keyword, multiline } => {
@@ -510,7 +524,10 @@ impl Machine for ClientMachine {
                             }
                             buf.extend_from_slice(&p);
                         }
-                        None => io.emit(ClientEvent::Body(p)),
+                        None => {
+                            let trust = io.trust();
+                            io.emit(ClientEvent::Body(Received::new(p, trust)));
+                        }
                     },
                     // A body that breaks the line rule could hide a forged
                     // terminator: fail rather than guess where it ends.

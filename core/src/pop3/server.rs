@@ -222,6 +222,8 @@ pub(crate) struct ServerMachine {
     scanned: usize,
     skipper: LineSkipper,
     errors: u32,
+    /// Set when the session closes itself on a limit.
+    fatal: Option<Error>,
 }
 
 impl ServerMachine {
@@ -236,6 +238,7 @@ impl ServerMachine {
             scanned: 0,
             skipper: LineSkipper::default(),
             errors: 0,
+            fatal: None,
         }
     }
 
@@ -284,6 +287,10 @@ impl ServerMachine {
                 &StatusLine::new(Status::Err, Bytes::from_static(b"Too many errors")),
             );
             io.close();
+            self.fatal = Some(Error::LimitExceeded {
+                what: "refused commands",
+                limit: self.config.limits.max_errors as usize,
+            });
         }
     }
 
@@ -331,11 +338,12 @@ impl ServerMachine {
                     return self.refuse(io, None, "Already authenticated");
                 }
                 if !self.auth_allowed(trust) {
-                    return self.refuse(
-                        io,
-                        Some(Code::Auth),
-                        "Authentication requires TLS; use STLS first",
-                    );
+                    let text = if self.config.tls.is_available() {
+                        "Authentication requires TLS; use STLS first"
+                    } else {
+                        "Authentication requires TLS, which this server does not offer"
+                    };
+                    return self.refuse(io, Some(Code::Auth), text);
                 }
                 match &cmd {
                     Command::Pass { .. } if !self.user_ok => {
@@ -430,6 +438,20 @@ impl Machine for ServerMachine {
     }
 
     fn process(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        let r = self.read(io);
+        match self.fatal.take() {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
+    fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl ServerMachine {
+    fn read(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
         if let Some(text) = self.greeting.take() {
             self.send_status(io, &StatusLine::new(Status::Ok, text));
         }
@@ -500,9 +522,5 @@ impl Machine for ServerMachine {
                 }
             }
         }
-    }
-
-    fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
-        Ok(())
     }
 }

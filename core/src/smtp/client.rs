@@ -483,7 +483,14 @@ impl ClientMachine {
                             reason: TlsRefusal::OddReply { status },
                         })
                     }
-                    (false, true) => self.ready(io),
+                    (false, true) => {
+                        // Opportunistic: go on in cleartext, but say why.
+                        io.emit(ClientEvent::Reply {
+                            to: "STARTTLS",
+                            reply: Received::new(reply, trust),
+                        });
+                        self.ready(io);
+                    }
                     (false, false) => {
                         return Err(Error::UnexpectedReply {
                             step: Step::StartTls,

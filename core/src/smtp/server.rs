@@ -349,7 +349,8 @@ enum Mode {
     Bdat {
         remaining: u64,
         last: bool,
-        refuse: bool,
+        /// The reply that refuses this chunk once its data has been read.
+        refuse: Option<(u16, (u8, u16, u16), &'static str)>,
     },
     AuthResponse,
 }
@@ -366,6 +367,8 @@ pub(crate) struct ServerMachine {
     scanned: usize,
     skipper: LineSkipper,
     errors: u32,
+    /// Set when the session closes itself on a limit.
+    fatal: Option<Error>,
 }
 
 impl ServerMachine {
@@ -382,6 +385,7 @@ impl ServerMachine {
             scanned: 0,
             skipper: LineSkipper::default(),
             errors: 0,
+            fatal: None,
         }
     }
 
@@ -403,6 +407,10 @@ impl ServerMachine {
                 &reply(421, (4, 7, 0), "Too many errors, closing connection"),
             );
             io.close();
+            self.fatal = Some(Error::LimitExceeded {
+                what: "refused commands",
+                limit: self.config.limits.max_errors as usize,
+            });
         }
     }
 
@@ -547,6 +555,29 @@ impl ServerMachine {
             }
             _ => {}
         }
+        if let Command::Bdat { size, last } = &cmd {
+            // RFC 3030 §2: a chunk's data is read (and discarded) even when the
+            // chunk is refused, whatever the reason, so that nothing in a
+            // message is ever taken for a command — not even a STARTTLS.
+            let refuse = if !self.config.extensions.chunking {
+                Some((502, (5, 5, 1), "BDAT not available"))
+            } else if self.config.require_tls && trust == Trust::Cleartext {
+                Some((530, (5, 7, 0), "Must issue a STARTTLS command first"))
+            } else if !self.mail || self.rcpts == 0 {
+                Some((503, (5, 5, 1), "Need MAIL and RCPT before BDAT"))
+            } else {
+                None
+            };
+            self.mode = Mode::Bdat {
+                remaining: *size,
+                last: *last,
+                refuse,
+            };
+            if refuse.is_none() {
+                io.emit(ServerEvent::Command(cmd));
+            }
+            return;
+        }
         // Everything below is for the application, subject to policy.
         if self.config.require_tls && trust == Trust::Cleartext {
             return self.refuse(io, 530, (5, 7, 0), "Must issue a STARTTLS command first");
@@ -604,21 +635,7 @@ impl ServerMachine {
                 }
                 self.pending = Some(Pending::Data);
             }
-            Command::Bdat { size, last } => {
-                if !self.config.extensions.chunking {
-                    return self.refuse(io, 502, (5, 5, 1), "BDAT not available");
-                }
-                // RFC 3030 §2: the chunk is read even when it will be refused.
-                let refuse = !self.mail || self.rcpts == 0;
-                self.mode = Mode::Bdat {
-                    remaining: *size,
-                    last: *last,
-                    refuse,
-                };
-                if refuse {
-                    return;
-                }
-            }
+
             Command::Vrfy { .. } => self.pending = Some(Pending::Other("VRFY")),
             Command::Expn { .. } => self.pending = Some(Pending::Other("EXPN")),
             // Handled above.
@@ -692,6 +709,20 @@ impl Machine for ServerMachine {
     }
 
     fn process(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        let r = self.read(io);
+        match self.fatal.take() {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
+    fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl ServerMachine {
+    fn read(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
         if !self.greeted {
             self.greeted = true;
             let kind = if self.config.lmtp { "LMTP" } else { "ESMTP" };
@@ -723,12 +754,18 @@ impl Machine for ServerMachine {
                             self.skipper.start();
                             self.mode = Mode::Command;
                             self.refuse(io, 500, (5, 5, 2), "Line too long");
+                            if auth {
+                                io.emit(ServerEvent::AuthCancelled);
+                            }
                         }
                         Scan::Invalid { len, error } => {
                             io.skip(len);
                             self.mode = Mode::Command;
                             let text = format!("Syntax error: {error}");
                             self.refuse(io, 500, (5, 5, 2), &text);
+                            if auth {
+                                io.emit(ServerEvent::AuthCancelled);
+                            }
                         }
                         Scan::Line(len) => {
                             let line = without_crlf(&io.take(len));
@@ -781,7 +818,7 @@ impl Machine for ServerMachine {
                             return Ok(());
                         }
                         *remaining -= want as u64;
-                        if refuse {
+                        if refuse.is_some() {
                             io.skip(want);
                         } else {
                             let piece = io.take(want);
@@ -792,8 +829,8 @@ impl Machine for ServerMachine {
                         }
                     }
                     self.mode = Mode::Command;
-                    if refuse {
-                        self.refuse(io, 503, (5, 5, 1), "Need MAIL and RCPT before BDAT");
+                    if let Some((code, e, text)) = refuse {
+                        self.refuse(io, code, e, text);
                     } else if last {
                         self.message_end(io);
                     } else {
@@ -803,9 +840,5 @@ impl Machine for ServerMachine {
                 }
             }
         }
-    }
-
-    fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
-        Ok(())
     }
 }

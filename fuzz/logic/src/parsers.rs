@@ -303,8 +303,14 @@ fn imap_args(u: &mut Unstructured<'_>, depth: usize) -> arbitrary::Result<Vec<Ve
             }
             2 => {
                 let data: Vec<u8> = Vec::<u8>::arbitrary(u)?.into_iter().take(40).collect();
-                let marker: &[u8] = u.choose(&[b"".as_slice(), b"+", b"-"])?;
-                let mut l = format!("{{{}", data.len()).into_bytes();
+                // RFC 7888 has `{n+}` only; NUL needs a literal8 (`~{n}`).
+                let marker: &[u8] = u.choose(&[b"".as_slice(), b"+"])?;
+                let mut l = if data.contains(&0) {
+                    b"~".to_vec()
+                } else {
+                    Vec::new()
+                };
+                l.extend_from_slice(format!("{{{}", data.len()).as_bytes());
                 l.extend_from_slice(marker);
                 l.extend_from_slice(b"}\r\n");
                 l.extend_from_slice(&data);
