@@ -1,7 +1,7 @@
 //! IMAP message framing: lines joined by literals (RFC 9051 §4.3, RFC 7888).
 //!
 //! A command or response is a line; if the line ends with a literal header
-//! (`{n}`, `{n+}`, `{n-}`, `~{n}`), exactly `n` octets of data follow and the
+//! (`{n}`, `{n+}`, `~{n}`), exactly `n` octets of data follow and the
 //! message continues with the next line. Literal data is counted, never
 //! scanned: `STARTTLS\r\n` inside a literal is data, and the line rule of
 //! [`crate::framing`] applies only to the lines around it.
