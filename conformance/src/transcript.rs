@@ -28,13 +28,20 @@
 //! | `take` | the caller takes whatever is queued without checking it |
 //! | `event PREFIX` | the next event's `Debug` starts with `PREFIX` |
 //! | `error PREFIX` | the session failed with an error whose `Debug` starts with `PREFIX` |
-//! | `app ACTION` | the application calls the session (see [`App`]) |
+//! | `app ACTION` | the application calls the session (actions below) |
 //! | `tls [good\|wrong-name\|untrusted\|expired]` | a TLS handshake with the runner as the peer, presenting that certificate (client role) |
 //! | `eof` | the peer closes its side |
 //! | `closed` | the session is closed |
 //!
 //! Every event must be matched, in order: an event left unmatched when the
 //! next `peer`, `app`, `tls` or the end comes fails the case.
+//!
+//! Application actions — SMTP server: `accept`, `reply LINE`; SMTP client:
+//! `send COMMAND`, `data BYTES`, `finish`, `auth BASE64`; IMAP server:
+//! `accept`, `complete OK|NO|BAD TEXT`, `continue TEXT`, `untagged LINE`;
+//! IMAP client: `send COMMAND` (without tag), `auth BASE64`, `idle-done`;
+//! POP3 server: `accept`, `reject TEXT`, `multiline TEXT|BYTES`,
+//! `continue TEXT`; POP3 client: `send COMMAND`, `auth BASE64`.
 //!
 //! Policy flags — server: `no-tls`, `implicit`, `require-tls`,
 //! `insecure-auth`, `injection-fail`, `external-tls`; client: `required`
