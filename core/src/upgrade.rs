@@ -123,6 +123,55 @@ pub(crate) struct EngineConfig {
     pub(crate) max_buffered: usize,
 }
 
+impl EngineConfig {
+    /// The engine setup for a server with this TLS configuration.
+    pub(crate) fn server(
+        tls: &crate::tls::ServerTls,
+        implicit: bool,
+        injection: InjectionPolicy,
+        max_buffered: usize,
+    ) -> Self {
+        use crate::tls::ServerTls;
+        EngineConfig {
+            side: Side::Server,
+            tls: match tls {
+                ServerTls::None => TlsSetup::None,
+                ServerTls::Rustls(c) => TlsSetup::RustlsServer(Arc::clone(c)),
+                ServerTls::External => TlsSetup::External,
+            },
+            implicit,
+            injection,
+            max_buffered,
+        }
+    }
+
+    /// The engine setup for a client with this TLS configuration and policy.
+    pub(crate) fn client(
+        tls: &crate::tls::ClientTls,
+        policy: crate::policy::TlsPolicy,
+        injection: InjectionPolicy,
+        max_buffered: usize,
+    ) -> Self {
+        use crate::tls::ClientTls;
+        EngineConfig {
+            side: Side::Client,
+            tls: match tls {
+                ClientTls::Rustls {
+                    config,
+                    server_name,
+                } => TlsSetup::RustlsClient {
+                    config: Arc::clone(config),
+                    name: server_name.clone(),
+                },
+                ClientTls::External => TlsSetup::External,
+            },
+            implicit: policy == crate::policy::TlsPolicy::Implicit,
+            injection,
+            max_buffered,
+        }
+    }
+}
+
 /// Protocol code as the engine drives it.
 pub(crate) trait Machine: Sized {
     type Config;

@@ -12,7 +12,7 @@ use crate::secret::Secret;
 use crate::tls::ClientTls;
 use crate::trust::{Received, Trust};
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, Side, TlsSetup, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::Capabilities;
@@ -125,23 +125,12 @@ session_io!(ClientSession, ClientEvent);
 impl ClientSession {
     /// Starts a session.
     pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
-        let tls = match &config.tls {
-            ClientTls::Rustls {
-                config: c,
-                server_name,
-            } => TlsSetup::RustlsClient {
-                config: Arc::clone(c),
-                name: server_name.clone(),
-            },
-            ClientTls::External => TlsSetup::External,
-        };
-        let ec = EngineConfig {
-            side: Side::Client,
-            tls,
-            implicit: config.policy == TlsPolicy::Implicit,
-            injection: config.injection,
-            max_buffered: config.limits.message.saturating_add(config.limits.line),
-        };
+        let ec = EngineConfig::client(
+            &config.tls,
+            config.policy,
+            config.injection,
+            config.limits.message.saturating_add(config.limits.line),
+        );
         let machine = ClientMachine::new(Arc::clone(&config), false);
         Ok(ClientSession {
             engine: Engine::new(config, machine, ec),

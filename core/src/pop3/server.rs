@@ -11,7 +11,7 @@ use crate::secret::Secret;
 use crate::tls::ServerTls;
 use crate::trust::Trust;
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, Side, TlsSetup, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::{Capabilities, Capability};
@@ -138,18 +138,12 @@ impl ServerSession {
     /// fresh APOP timestamp `<pid.clock@host>` (RFC 1939 §7).
     pub fn with_greeting(config: Arc<ServerConfig>, greeting: &str) -> Result<Self, ConfigError> {
         config.validate()?;
-        let tls = match &config.tls {
-            ServerTls::None => TlsSetup::None,
-            ServerTls::Rustls(c) => TlsSetup::RustlsServer(Arc::clone(c)),
-            ServerTls::External => TlsSetup::External,
-        };
-        let ec = EngineConfig {
-            side: Side::Server,
-            tls,
-            implicit: config.implicit_tls,
-            injection: config.injection,
-            max_buffered: config.limits.buffered_input,
-        };
+        let ec = EngineConfig::server(
+            &config.tls,
+            config.implicit_tls,
+            config.injection,
+            config.limits.buffered_input,
+        );
         let mut machine = ServerMachine::new(Arc::clone(&config), false);
         machine.greeting = Some(Bytes::copy_from_slice(greeting.as_bytes()));
         Ok(ServerSession {

@@ -12,7 +12,7 @@ use crate::secret::Secret;
 use crate::tls::ClientTls;
 use crate::trust::{Received, Trust};
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, Side, TlsSetup, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::Capabilities;
@@ -132,23 +132,12 @@ impl ClientSession {
     /// in [`poll_transmit`](Self::poll_transmit) at once.
     pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
         helo_host(&config.helo_name).ok_or(ConfigError::InvalidHostname)?;
-        let tls = match &config.tls {
-            ClientTls::Rustls {
-                config: c,
-                server_name,
-            } => TlsSetup::RustlsClient {
-                config: Arc::clone(c),
-                name: server_name.clone(),
-            },
-            ClientTls::External => TlsSetup::External,
-        };
-        let ec = EngineConfig {
-            side: Side::Client,
-            tls,
-            implicit: config.policy == TlsPolicy::Implicit,
-            injection: config.injection,
-            max_buffered: config.limits.buffered_input,
-        };
+        let ec = EngineConfig::client(
+            &config.tls,
+            config.policy,
+            config.injection,
+            config.limits.buffered_input,
+        );
         let machine = ClientMachine::new(Arc::clone(&config), false);
         Ok(ClientSession {
             engine: Engine::new(config, machine, ec),

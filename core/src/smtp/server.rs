@@ -10,7 +10,7 @@ use crate::secret::Secret;
 use crate::tls::ServerTls;
 use crate::trust::Trust;
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, Side, TlsSetup, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::{Capabilities, Capability};
@@ -210,18 +210,12 @@ impl ServerSession {
     /// handshake).
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, ConfigError> {
         config.validate()?;
-        let tls = match &config.tls {
-            ServerTls::None => TlsSetup::None,
-            ServerTls::Rustls(c) => TlsSetup::RustlsServer(Arc::clone(c)),
-            ServerTls::External => TlsSetup::External,
-        };
-        let ec = EngineConfig {
-            side: Side::Server,
-            tls,
-            implicit: config.implicit_tls,
-            injection: config.injection,
-            max_buffered: config.limits.buffered_input,
-        };
+        let ec = EngineConfig::server(
+            &config.tls,
+            config.implicit_tls,
+            config.injection,
+            config.limits.buffered_input,
+        );
         let machine = ServerMachine::new(Arc::clone(&config), false);
         Ok(ServerSession {
             engine: Engine::new(config, machine, ec),
