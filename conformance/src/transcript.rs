@@ -29,6 +29,7 @@
 //! | `event PREFIX` | the next event's `Debug` starts with `PREFIX` |
 //! | `error PREFIX` | the session failed with an error whose `Debug` starts with `PREFIX` |
 //! | `app ACTION` | the application calls the session (actions below) |
+//! | `refused ACTION -> PREFIX` | the call is refused with a `UsageError` whose `Debug` starts with `PREFIX`, and changes nothing |
 //! | `tls [good\|wrong-name\|untrusted\|expired]` | a TLS handshake with the runner as the peer, presenting that certificate (client role) |
 //! | `eof` | the peer closes its side |
 //! | `closed` | the session is closed |
@@ -103,6 +104,7 @@ enum Step {
     Event(String),
     Error(String),
     App(String),
+    Refused(String, String),
     Tls(String),
     Eof,
     Closed,
@@ -214,6 +216,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Case, String> {
             "event" => Step::Event(rest.to_string()),
             "error" => Step::Error(rest.to_string()),
             "app" => Step::App(rest.to_string()),
+            "refused" => {
+                let (action, prefix) = rest
+                    .split_once(" -> ")
+                    .ok_or(format!("line {n}: refused ACTION -> PREFIX"))?;
+                Step::Refused(action.to_string(), prefix.to_string())
+            },
             "tls" => Step::Tls(if rest.is_empty() {
                 "good".into()
             } else {
@@ -813,11 +821,7 @@ impl Run<'_> {
     }
 
     fn handshake(&mut self, which: &str) -> Result<(), String> {
-        if matches!(
-            self.session,
-            Session::SmtpServer(_) | Session::ImapServer(_) | Session::Pop3Server(_)
-        ) && self.case.policy.iter().any(|p| p == "external-tls")
-        {
+        if self.case.policy.iter().any(|p| p == "external-tls") {
             // Bring-your-own TLS: the caller's stack is the runner's business.
             self.pull()?;
             return self.session.tls_established();
@@ -945,9 +949,16 @@ impl Run<'_> {
             }
             Step::App(action) => {
                 self.no_pending(line)?;
-                self.session
-                    .app(action)
-                    .map_err(|e| fail(format!("app {action}: {e}")))?;
+                self.session.app(action).map_err(|e| fail(format!("app {action}: {e}")))?;
+                self.collect();
+            }
+            Step::Refused(action, prefix) => {
+                self.no_pending(line)?;
+                match self.session.app(action) {
+                    Ok(()) => return Err(fail(format!("app {action} was accepted, want a refusal {prefix}..."))),
+                    Err(e) if e.starts_with(prefix.as_str()) => {}
+                    Err(e) => return Err(fail(format!("app {action} refused with {e}, want {prefix}..."))),
+                }
                 self.collect();
             }
             Step::Tls(which) => {
