@@ -221,7 +221,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Case, String> {
                     .split_once(" -> ")
                     .ok_or(format!("line {n}: refused ACTION -> PREFIX"))?;
                 Step::Refused(action.to_string(), prefix.to_string())
-            },
+            }
             "tls" => Step::Tls(if rest.is_empty() {
                 "good".into()
             } else {
@@ -949,15 +949,25 @@ impl Run<'_> {
             }
             Step::App(action) => {
                 self.no_pending(line)?;
-                self.session.app(action).map_err(|e| fail(format!("app {action}: {e}")))?;
+                self.session
+                    .app(action)
+                    .map_err(|e| fail(format!("app {action}: {e}")))?;
                 self.collect();
             }
             Step::Refused(action, prefix) => {
                 self.no_pending(line)?;
                 match self.session.app(action) {
-                    Ok(()) => return Err(fail(format!("app {action} was accepted, want a refusal {prefix}..."))),
+                    Ok(()) => {
+                        return Err(fail(format!(
+                            "app {action} was accepted, want a refusal {prefix}..."
+                        )))
+                    }
                     Err(e) if e.starts_with(prefix.as_str()) => {}
-                    Err(e) => return Err(fail(format!("app {action} refused with {e}, want {prefix}..."))),
+                    Err(e) => {
+                        return Err(fail(format!(
+                            "app {action} refused with {e}, want {prefix}..."
+                        )))
+                    }
                 }
                 self.collect();
             }
