@@ -1,10 +1,19 @@
 //! # starttls
 //!
-//! Sans-IO state machines for SMTP (with submission and LMTP) that move from
-//! cleartext to TLS — by STARTTLS (RFC 3207) or implicit TLS (RFC 8314) —
-//! without the bugs in-band upgrades are known for: command injection
-//! (CVE-2011-0411), response injection, STARTTLS stripping, state kept across
-//! the upgrade, and cleartext texts shown as if authentic.
+//! Sans-IO state machines for SMTP (with submission and LMTP), IMAP and POP3,
+//! client and server, that move from cleartext to TLS — by STARTTLS/STLS
+//! (RFC 3207, RFC 9051, RFC 2595) or implicit TLS (RFC 8314) — without the
+//! bugs in-band upgrades are known for: command injection (CVE-2011-0411),
+//! response injection, STARTTLS stripping, IMAP `PREAUTH`, state kept or
+//! planted across the upgrade, and cleartext texts shown as if authentic.
+//!
+//! | module | server | client |
+//! |---|---|---|
+//! | [`smtp`] | [`smtp::ServerSession`] | [`smtp::ClientSession`] |
+//! | [`imap`] | [`imap::ServerSession`] | [`imap::ClientSession`] |
+//! | [`pop3`] | [`pop3::ServerSession`] | [`pop3::ClientSession`] |
+//!
+//! All six have the same shape and run on the same [upgrade engine](upgrade).
 //!
 //! The crate owns no socket, thread, clock or runtime. You feed it the bytes
 //! you read and write out the bytes it gives you:
@@ -37,8 +46,8 @@
 //!
 //! ## The rules it enforces
 //!
-//! All three are implemented once, in the [upgrade engine](upgrade), for
-//! every protocol and role:
+//! The boundary rules are implemented once, in the [upgrade engine](upgrade),
+//! for every protocol and role:
 //!
 //! 1. **Nothing crosses the boundary.** Input is cut at the exact end of the
 //!    `STARTTLS` line (server) or of the positive reply (client). What
@@ -51,9 +60,13 @@
 //!    greeting, envelope and authentication are gone, and the client asks for
 //!    capabilities again.
 //! 3. **A client that requires TLS never proceeds without it.** Missing
-//!    `STARTTLS`, a refusal, an odd reply or a failed handshake each end the
-//!    session with [`Error::TlsRequired`] or [`Error::Tls`], naming the
-//!    [`Step`].
+//!    `STARTTLS`/`STLS`, a refusal, an odd reply, a cleartext `PREAUTH` or a
+//!    failed handshake each end the session with [`Error::TlsRequired`] or
+//!    [`Error::Tls`], naming the [`Step`].
+//! 4. **A reply cannot precede its command.** A client rejects any reply that
+//!    arrives before the caller took the command it would answer: planted
+//!    capability lists, forged tagged replies and unsolicited POP3 listings
+//!    are [`Error::UnexpectedReply`].
 //!
 //! Every text from the peer comes wrapped in [`Received`], carrying its
 //! [`Trust`] level, and credentials are wrapped in [`Secret`].
@@ -77,7 +90,11 @@
 //! RFC 5321 (SMTP), RFC 3207 (SMTP STARTTLS), RFC 8314 (implicit TLS),
 //! RFC 6409 (submission), RFC 2033 (LMTP), RFC 2920 (PIPELINING), RFC 3030
 //! (CHUNKING), RFC 4954 (AUTH), RFC 3463 (enhanced status codes), RFC 6531
-//! (SMTPUTF8), RFC 3461 (DSN), RFC 1870 (SIZE).
+//! (SMTPUTF8), RFC 3461 (DSN), RFC 1870 (SIZE); RFC 9051 and RFC 3501 (IMAP),
+//! RFC 2595 (IMAP and POP3 STARTTLS/STLS), RFC 7888 (LITERAL+/LITERAL-),
+//! RFC 3516 (literal8), RFC 4959 (SASL-IR), RFC 2971 (ID), RFC 5161
+//! (ENABLE), RFC 2177 (IDLE); RFC 1939 (POP3), RFC 2449 (CAPA, response
+//! codes), RFC 5034 (POP3 SASL), RFC 3206, RFC 6856 (UTF8, LANG).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
