@@ -11,7 +11,8 @@
 //! * `taint_*`: everything the peer sent before the upgrade point is marked;
 //!   none of it may reach the application after TLS, and no cleartext
 //!   capability survives: after TLS, a fresh capability exchange is the only
-//!   thing that happens.
+//!   thing that happens — checked in both roles (a server must not act on it;
+//!   a client must hold no capability until the answer received over TLS).
 //! * `split_invariance`: the same input fed whole and in fuzzer-chosen
 //!   chunks gives the same events and the same output.
 
@@ -440,9 +441,103 @@ fn chunks<'a>(input: &'a [u8], cuts: &[u8]) -> Vec<&'a [u8]> {
     out
 }
 
+/// A client-role taint run: the server's cleartext is a legitimate
+/// negotiation with fuzzer bytes mixed in (`noise` among the capabilities,
+/// `after` behind the positive answer). If the client upgraded, it must hold
+/// no capability until the answer received over TLS, and then only what that
+/// answer said; if anything followed the positive answer, it must have failed
+/// instead.
+fn taint_client(
+    kind: u8,
+    script: &[&[u8]],
+    positive: &[u8],
+    post: &[u8],
+    data: &[u8],
+    check: impl Fn(&Any),
+) -> bool {
+    let mut u = Unstructured::new(data);
+    let Ok(noise) = Vec::<u8>::arbitrary(&mut u) else {
+        return false;
+    };
+    let Ok(after) = Vec::<u8>::arbitrary(&mut u) else {
+        return false;
+    };
+    let mut s = new_session(kind, 0);
+    let mut o = Observed::default();
+    // The negotiation up to the upgrade answer, each step after the client's
+    // previous command was taken (so no reply precedes its command).
+    for (i, step) in script.iter().enumerate() {
+        let mut bytes = step.to_vec();
+        if i == 1 {
+            // Fuzzer noise inside the capability answer: extra lines the
+            // client may learn in cleartext.
+            let cut = bytes.len().saturating_sub(2);
+            let clean: Vec<u8> = noise
+                .iter()
+                .copied()
+                .filter(|b| *b != b'\r' && *b != b'\n')
+                .collect();
+            let mut with = bytes[..cut].to_vec();
+            with.extend_from_slice(&clean);
+            with.extend_from_slice(&bytes[cut..]);
+            bytes = with;
+        }
+        s.take(&mut o.sent);
+        s.input(&bytes);
+        s.events(&mut o, false);
+    }
+    s.take(&mut o.sent);
+    let mut last = positive.to_vec();
+    last.extend_from_slice(&after);
+    s.input(&last);
+    s.events(&mut o, false);
+    if o.error.is_some() || !o.upgrading {
+        return false; // refused or failed: nothing to check beyond the invariants
+    }
+    assert!(
+        after.is_empty(),
+        "the client upgraded although bytes followed the positive answer"
+    );
+    s.take(&mut o.sent);
+    s.tls_established();
+    s.events(&mut o, false);
+    let caps_after_tls = match &s {
+        Any::SmtpClient(c) => c.capabilities().is_some(),
+        Any::ImapClient(c) => c.capabilities().is_some(),
+        Any::Pop3Client(c) => c.capabilities().is_some(),
+        _ => false,
+    };
+    assert!(
+        !caps_after_tls,
+        "capabilities learned in cleartext survived the upgrade"
+    );
+    s.take(&mut o.sent);
+    s.input(post);
+    s.events(&mut o, false);
+    check(&s);
+    true
+}
+
 /// SMTP: after TLS, `EHLO post.test` is the first and only thing handled,
 /// and the capabilities no longer offer STARTTLS.
 pub fn taint_smtp(d: &[u8]) {
+    let _ = taint_client(
+        1,
+        &[b"220 mx ESMTP\r\n", b"250-mx\r\n250 STARTTLS\r\n"],
+        b"220 go\r\n",
+        b"250-mx\r\n250 POSTONLY\r\n",
+        d,
+        |s| {
+            if let Any::SmtpClient(c) = s {
+                if let Some(caps) = c.capabilities() {
+                    assert!(
+                        caps.iter().all(|c| format!("{c:?}").contains("POSTONLY")),
+                        "{caps:?}"
+                    );
+                }
+            }
+        },
+    );
     taint_server(0, b"STARTTLS\r\n", b"EHLO post.test\r\n", d, |sent, log| {
         assert_eq!(log.len(), 1, "after TLS: {log:?}");
         assert!(
@@ -464,6 +559,23 @@ pub fn taint_smtp(d: &[u8]) {
 /// IMAP: after TLS, `p CAPABILITY` is answered by itself, without STARTTLS
 /// or LOGINDISABLED.
 pub fn taint_imap(d: &[u8]) {
+    let _ = taint_client(
+        3,
+        &[
+            b"* OK ready\r\n",
+            b"* CAPABILITY IMAP4rev2 STARTTLS\r\nA1 OK done\r\n",
+        ],
+        b"A2 OK go\r\n",
+        b"* CAPABILITY IMAP4rev2 POSTONLY\r\nA1 OK done\r\n",
+        d,
+        |s| {
+            if let Any::ImapClient(c) = s {
+                if let Some(caps) = c.capabilities() {
+                    assert_eq!(caps.as_bytes().as_ref(), b"IMAP4rev2 POSTONLY");
+                }
+            }
+        },
+    );
     taint_server(2, b"u STARTTLS\r\n", b"p CAPABILITY\r\n", d, |sent, log| {
         assert!(log.is_empty(), "after TLS: {log:?}");
         assert!(
@@ -484,6 +596,23 @@ pub fn taint_imap(d: &[u8]) {
 
 /// POP3: after TLS, `CAPA` is answered by itself, with USER and without STLS.
 pub fn taint_pop3(d: &[u8]) {
+    let _ = taint_client(
+        5,
+        &[b"+OK ready\r\n", b"+OK\r\nSTLS\r\n.\r\n"],
+        b"+OK go\r\n",
+        b"+OK\r\nPOSTONLY\r\n.\r\n",
+        d,
+        |s| {
+            if let Any::Pop3Client(c) = s {
+                if let Some(caps) = c.capabilities() {
+                    assert!(
+                        caps.iter().all(|c| format!("{c:?}").contains("POSTONLY")),
+                        "{caps:?}"
+                    );
+                }
+            }
+        },
+    );
     taint_server(4, b"STLS\r\n", b"CAPA\r\n", d, |sent, log| {
         assert!(log.is_empty(), "after TLS: {log:?}");
         assert!(
@@ -546,4 +675,41 @@ pub fn split_invariance(data: &[u8]) {
     let split = run(true);
     assert_eq!(whole.log, split.log, "events depend on the split");
     assert_eq!(whole.sent, split.sent, "output depends on the split");
+}
+
+/// For tests: whether the client-role taint check of each protocol reaches
+/// the upgrade on `data` (it must on a clean negotiation, or it checks
+/// nothing).
+#[doc(hidden)]
+pub fn client_taint_reaches_upgrade(data: &[u8]) -> [bool; 3] {
+    let any = |_: &Any| {};
+    [
+        taint_client(
+            1,
+            &[b"220 mx ESMTP\r\n", b"250-mx\r\n250 STARTTLS\r\n"],
+            b"220 go\r\n",
+            b"250 mx\r\n",
+            data,
+            any,
+        ),
+        taint_client(
+            3,
+            &[
+                b"* OK ready\r\n",
+                b"* CAPABILITY IMAP4rev2 STARTTLS\r\nA1 OK done\r\n",
+            ],
+            b"A2 OK go\r\n",
+            b"A1 OK done\r\n",
+            data,
+            any,
+        ),
+        taint_client(
+            5,
+            &[b"+OK ready\r\n", b"+OK\r\nSTLS\r\n.\r\n"],
+            b"+OK go\r\n",
+            b"+OK\r\n.\r\n",
+            data,
+            any,
+        ),
+    ]
 }

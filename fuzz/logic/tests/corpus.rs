@@ -63,3 +63,15 @@ fn pseudo_random_inputs_pass_every_check() {
         }
     }
 }
+
+#[test]
+fn client_taint_checks_reach_the_upgrade() {
+    // Empty noise and nothing after the positive answer: a clean negotiation.
+    // The client-role taint runs must upgrade on it, or they check nothing.
+    assert_eq!(
+        starttls_fuzz_logic::sessions::client_taint_reaches_upgrade(&[]),
+        [true; 3]
+    );
+    // (That a client never upgrades when bytes follow the positive answer is
+    // asserted inside the check itself, on every fuzzer input.)
+}
