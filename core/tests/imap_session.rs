@@ -920,3 +920,30 @@ fn bye_during_negotiation_is_a_refusal() {
     );
     assert!(matches!(&ev[..], [ClientEvent::Untagged(r)] if r.trust == Trust::Cleartext));
 }
+
+#[test]
+fn unauthenticated_clients_cannot_make_the_server_buffer_big_literals() {
+    let mut s = ServerSession::new(server_config(|c| c.tls = ServerTls::External)).unwrap();
+    out(|| s.poll_transmit());
+    s.handle_input(b"a STARTTLS\r\n");
+    out(|| s.poll_transmit());
+    s.tls_established(starttls::TlsInfo::unknown()).unwrap();
+    // Before login, a literal only ever carries a name or a password.
+    s.handle_input(b"b ID ({100000}\r\n");
+    assert_eq!(
+        out(|| s.poll_transmit()),
+        "b NO [TOOBIG] Literal too large\r\n"
+    );
+    s.handle_input(b"c LOGIN {5}\r\n");
+    assert_eq!(out(|| s.poll_transmit()), "+ Ready for literal data\r\n");
+    s.handle_input(b"alice secret\r\n");
+    assert!(matches!(
+        server_events(&mut s).last(),
+        Some(ServerEvent::Command(_))
+    ));
+    s.accept().unwrap();
+    out(|| s.poll_transmit());
+    // After login the general limit applies.
+    s.handle_input(b"d APPEND INBOX {100000}\r\n");
+    assert_eq!(out(|| s.poll_transmit()), "+ Ready for literal data\r\n");
+}

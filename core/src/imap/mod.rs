@@ -43,6 +43,11 @@ pub struct Limits {
     pub literal: u64,
     /// A whole command or response, lines and literals together.
     pub message: usize,
+    /// Server role, before authentication: one literal. Only a user name,
+    /// password or SASL response can need one then, so a small limit stops
+    /// an unauthenticated client from making the server buffer `literal`
+    /// octets per connection.
+    pub unauthenticated_literal: u64,
     /// Refused commands before the server says `BYE`.
     pub max_errors: u32,
 }
@@ -53,6 +58,7 @@ impl Default for Limits {
             line: 64 * 1024,
             literal: 32 * 1024 * 1024,
             message: 33 * 1024 * 1024,
+            unauthenticated_literal: 8 * 1024,
             max_errors: 20,
         }
     }
@@ -64,6 +70,14 @@ impl Limits {
             line: self.line,
             literal: self.literal,
             message: self.message,
+        }
+    }
+
+    /// The framing limits for a server that has not authenticated the client.
+    fn frame_unauthenticated(&self) -> FrameLimits {
+        FrameLimits {
+            literal: self.literal.min(self.unauthenticated_literal),
+            ..self.frame()
         }
     }
 }

@@ -671,7 +671,11 @@ impl ServerMachine {
                     }
                 }
                 State::Commands => {
-                    let limits = self.config.limits.frame();
+                    let limits = if self.authenticated {
+                        self.config.limits.frame()
+                    } else {
+                        self.config.limits.frame_unauthenticated()
+                    };
                     match self.framer.next(io.input(), limits) {
                         Frame::NeedInput => return Ok(()),
                         Frame::Skip(n) => io.skip(n),
