@@ -947,3 +947,16 @@ fn unauthenticated_clients_cannot_make_the_server_buffer_big_literals() {
     s.handle_input(b"d APPEND INBOX {100000}\r\n");
     assert_eq!(out(|| s.poll_transmit()), "+ Ready for literal data\r\n");
 }
+
+#[test]
+fn a_server_cannot_make_the_client_buffer_big_literals_before_login() {
+    let (mut c, _, _, _) = client_after(TlsPolicy::StartTlsRequired, GREETING_STARTTLS);
+    c.handle_input(b"* OK {100000}\r\n");
+    assert!(matches!(
+        events(&mut c).1,
+        Some(Error::LimitExceeded {
+            what: "literal",
+            limit: 8192
+        })
+    ));
+}

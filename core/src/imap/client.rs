@@ -680,7 +680,12 @@ impl Machine for ClientMachine {
             self.phase = Phase::Capability { tag, sent_at };
         }
         loop {
-            let limits = self.config.limits.frame();
+            // Before login no server has a reason to send a big literal.
+            let limits = if self.authenticated {
+                self.config.limits.frame()
+            } else {
+                self.config.limits.frame_unauthenticated()
+            };
             let n = match self.framer.next(io.input(), limits) {
                 Frame::NeedInput => return Ok(()),
                 Frame::Complete(n) => n,

@@ -43,10 +43,10 @@ pub struct Limits {
     pub literal: u64,
     /// A whole command or response, lines and literals together.
     pub message: usize,
-    /// Server role, before authentication: one literal. Only a user name,
-    /// password or SASL response can need one then, so a small limit stops
-    /// an unauthenticated client from making the server buffer `literal`
-    /// octets per connection.
+    /// Before authentication: one literal. Only a user name, password or
+    /// SASL response can need one then, so a small limit stops an
+    /// unauthenticated client from making a server buffer `literal` octets per
+    /// connection (and a server from doing the same to a client before login).
     pub unauthenticated_literal: u64,
     /// Refused commands before the server says `BYE`.
     pub max_errors: u32,
