@@ -6,5 +6,6 @@ pub mod drive;
 pub mod live;
 pub mod mailbox;
 pub mod pki;
+pub mod reference;
 pub mod serve;
 pub mod transcript;

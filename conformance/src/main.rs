@@ -7,7 +7,7 @@
 //! raw sockets. It prints one line per check and a total, and exits
 //! non-zero if any check fails.
 
-use starttls_conformance::{connect, live, mailbox, pki, serve, transcript};
+use starttls_conformance::{connect, live, mailbox, pki, reference, serve, transcript};
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -88,6 +88,7 @@ fn main() -> ExitCode {
     let mut checks = if no_live { Vec::new() } else { live::checks() };
     if !no_live {
         checks.extend(mailbox::checks());
+        checks.extend(reference::checks());
     }
     let progress = !json && std::io::stderr().is_terminal();
     let mut outcomes = Vec::new();
