@@ -960,3 +960,24 @@ fn a_server_cannot_make_the_client_buffer_big_literals_before_login() {
         })
     ));
 }
+
+#[test]
+fn a_completion_before_the_sasl_response_was_sent_is_forged() {
+    let mut cfg = ClientConfig::new(TlsPolicy::Opportunistic, ClientTls::External);
+    cfg.insecure_login_in_cleartext = true;
+    let mut c = ClientSession::new(Arc::new(cfg)).unwrap();
+    c.handle_input(b"* OK [CAPABILITY IMAP4rev2 AUTH=PLAIN] hi\r\n");
+    let _ = events(&mut c);
+    c.send(body("AUTHENTICATE PLAIN")).unwrap();
+    assert_eq!(out(|| c.poll_transmit()), "A1 AUTHENTICATE PLAIN\r\n");
+    c.handle_input(b"+ \r\n");
+    let _ = events(&mut c);
+    c.send_auth_response(starttls::Secret::new(Bytes::from_static(b"AGFAYg==")))
+        .unwrap();
+    // The response line has not been taken for sending: an OK now is forged.
+    c.handle_input(b"A1 OK welcome\r\n");
+    assert!(matches!(
+        events(&mut c).1,
+        Some(Error::UnexpectedReply { .. })
+    ));
+}

@@ -843,3 +843,27 @@ fn client_refuses_broken_responses() {
         Some(Error::Framing(starttls::FramingError::BareLf))
     );
 }
+
+#[test]
+fn an_answer_before_the_sasl_response_was_sent_is_forged() {
+    let mut cfg = ClientConfig::new(TlsPolicy::Opportunistic, ClientTls::External);
+    cfg.insecure_auth_in_cleartext = true;
+    let mut c = ClientSession::new(Arc::new(cfg)).unwrap();
+    c.handle_input(b"+OK hi\r\n");
+    let _ = error_of(&mut c);
+    assert_eq!(out(|| c.poll_transmit()), "CAPA\r\n");
+    c.handle_input(b"+OK\r\nSASL PLAIN\r\n.\r\n");
+    let _ = error_of(&mut c);
+    c.send(cmd("AUTH PLAIN")).unwrap();
+    assert_eq!(out(|| c.poll_transmit()), "AUTH PLAIN\r\n");
+    c.handle_input(b"+ \r\n");
+    let _ = error_of(&mut c);
+    c.send_auth_response(starttls::Secret::new(Bytes::from_static(b"AGFAYg==")))
+        .unwrap();
+    // The response line has not been taken for sending: +OK now is forged.
+    c.handle_input(b"+OK logged in\r\n");
+    assert!(matches!(
+        error_of(&mut c),
+        Some(Error::UnexpectedReply { .. })
+    ));
+}

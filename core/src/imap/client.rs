@@ -152,11 +152,17 @@ impl ClientSession {
     /// cancels).
     pub fn send_auth_response(&mut self, response: Secret<Bytes>) -> Result<(), UsageError> {
         self.engine.call(|m, io| {
-            if m.sasl.is_none() {
+            let Some(tag) = m.sasl.clone() else {
                 return Err(UsageError::WrongState("no AUTHENTICATE is in progress"));
-            }
+            };
             io.send(response.expose());
             io.send(b"\r\n");
+            // The next challenge, and the completion, answer this line.
+            let sent_at = io.written();
+            m.continuation_after = sent_at;
+            if let Some(o) = m.outstanding.iter_mut().find(|o| o.tag == tag) {
+                o.sent_at = sent_at;
+            }
             Ok(())
         })
     }

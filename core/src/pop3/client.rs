@@ -159,6 +159,11 @@ impl ClientSession {
             m.challenged = false;
             io.send(response.expose());
             io.send(b"\r\n");
+            // What comes next answers this line.
+            let sent_at = io.written();
+            if let Some(front) = m.expect.front_mut() {
+                front.1 = sent_at;
+            }
             Ok(())
         })
     }
