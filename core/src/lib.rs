@@ -23,12 +23,17 @@
 //! # fn run(mut sock: std::net::TcpStream, mut session: starttls::smtp::ServerSession) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut buf = [0u8; 16 * 1024];
 //! loop {
+//!     let failed = loop {
+//!         match session.poll_event() {
+//!             Ok(Some(event)) => { /* act on it; answer commands with session.reply(..) */ }
+//!             Ok(None) => break None,
+//!             Err(e) => break Some(e), // failed: still send what it queued
+//!         }
+//!     };
 //!     while let Some(out) = session.poll_transmit() {
 //!         sock.write_all(&out)?;
 //!     }
-//!     while let Some(event) = session.poll_event()? {
-//!         // act on the event; answer commands with session.reply(..)
-//!     }
+//!     if let Some(e) = failed { return Err(e.into()); }
 //!     if session.is_closed() { break; }
 //!     match sock.read(&mut buf)? {
 //!         0 => session.handle_eof(),
