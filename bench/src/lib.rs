@@ -1,4 +1,7 @@
-//! Inputs shared by the benchmarks: realistic, deterministic, about 1 MiB.
+//! Inputs shared by the benchmarks (realistic, deterministic, about 1 MiB)
+//! and a counting allocator ([`alloc`]).
+
+pub mod alloc;
 
 /// A pipelined SMTP client stream: complete transactions of EHLO, MAIL with
 /// parameters, a few RCPTs, DATA-less RSET/NOOP, about 32 octets a command on
