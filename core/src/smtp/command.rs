@@ -716,11 +716,54 @@ const VERBS: [(&str, Verb); 15] = [
     ("HELP", Verb::Help),
 ];
 
+/// `name` as a little-endian word, for [`verb`] (names are at most 8 octets).
+const fn word(name: &str) -> u64 {
+    let b = name.as_bytes();
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < b.len() && i < 8 {
+        w |= (b[i] as u64) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+/// [`VERBS`] with each name as a word.
+static VERB_WORDS: [(u64, usize, &str, Verb); 15] = {
+    let mut t = [(0, 0, "", Verb::Data); 15];
+    let mut i = 0;
+    while i < 15 {
+        let (name, v) = VERBS[i];
+        t[i] = (word(name), name.len(), name, v);
+        i += 1;
+    }
+    t
+};
+
+/// The verb whose name is `text` (ASCII case-insensitive): the text is
+/// case-folded into one word and compared with each verb's word.
+fn verb(text: &[u8]) -> Option<(&'static str, Verb)> {
+    let mut w = [0u8; 8];
+    w.get_mut(..text.len())?.copy_from_slice(text);
+    // Clearing bit 5 of every octet upper-cases letters. A non-letter can
+    // only turn into a letter this way if it was that letter in lower case,
+    // and verbs are letters only, so the comparison stays exact.
+    let folded = u64::from_le_bytes(w) & 0xDFDF_DFDF_DFDF_DFDF;
+    VERB_WORDS
+        .iter()
+        .find(|&&(word, len, _, _)| word == folded && len == text.len())
+        .map(|&(_, _, name, v)| (name, v))
+}
+
 fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
     SyntaxError::InvalidArguments { command, reason }
 }
 
 fn host<'a>(line: &Bytes, input: &'a [u8]) -> PResult<'a, Host> {
+    if input.first() != Some(&b'[') {
+        let (rest, d) = domain(input)?;
+        return Ok((rest, Host::Domain(line.slice_ref(d))));
+    }
     if let Ok((rest, a)) = delimited(char('['), ipv4_literal, char(']'))(input) {
         return Ok((rest, Host::Ipv4(a)));
     }
@@ -754,7 +797,11 @@ fn path<'a>(line: &Bytes, input: &'a [u8]) -> PResult<'a, Path> {
     let at_domain = |i| preceded(char('@'), domain)(i);
     let adl = recognize(pair(at_domain, many0_count(pair(char(','), at_domain))));
     let (rest, _) = char('<')(input)?;
-    let (rest, route) = opt(terminated(adl, char(':')))(rest)?;
+    let (rest, route) = if rest.first() == Some(&b'@') {
+        opt(terminated(adl, char(':')))(rest)?
+    } else {
+        (rest, None)
+    };
     let (rest, mb) = mailbox(line, rest)?;
     let (rest, _) = char('>')(rest)?;
     let path = Path {
@@ -815,11 +862,7 @@ impl Command {
                 None => (input, None),
             },
         };
-        let (name, verb) = VERBS
-            .iter()
-            .find(|(name, _)| verb_text.eq_ignore_ascii_case(name.as_bytes()))
-            .copied()
-            .ok_or(SyntaxError::UnknownCommand)?;
+        let (name, verb) = verb(verb_text).ok_or(SyntaxError::UnknownCommand)?;
         let no_args = |cmd: Command| match args {
             None => Ok(cmd),
             Some(_) => Err(bad(name, "this command takes no arguments")),

@@ -93,61 +93,113 @@ pub(crate) fn whole<'a, T>(
 // Character classes (RFC 5234 core rules, RFC 5321 §4.1.2, RFC 5322 atext).
 // ---------------------------------------------------------------------------
 
+// One table lookup per octet: bit flags for every class below, built at
+// compile time from the RFC definitions (`const fn` over 0..=255).
+const LET_DIG: u8 = 1;
+const LDH: u8 = 2;
+const ATEXT: u8 = 4;
+const QTEXT: u8 = 8;
+const DCONTENT: u8 = 16;
+const ESMTP_VALUE: u8 = 32;
+const XCHAR: u8 = 64;
+
+const fn classes(c: u8) -> u8 {
+    let alnum = c.is_ascii_alphanumeric();
+    let mut f = 0;
+    if alnum {
+        f |= LET_DIG | LDH | ATEXT;
+    }
+    if c == b'-' {
+        f |= LDH;
+    }
+    if matches!(
+        c,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'/'
+            | b'='
+            | b'?'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'{'
+            | b'|'
+            | b'}'
+            | b'~'
+    ) {
+        f |= ATEXT;
+    }
+    if matches!(c, 32..=33 | 35..=91 | 93..=126) {
+        f |= QTEXT;
+    }
+    if matches!(c, 33..=90 | 94..=126) {
+        f |= DCONTENT;
+    }
+    if matches!(c, 33..=60 | 62..=126) {
+        f |= ESMTP_VALUE;
+    }
+    if matches!(c, 33..=42 | 44..=60 | 62..=126) {
+        f |= XCHAR;
+    }
+    f
+}
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = classes(i as u8);
+        i += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn class(c: u8) -> u8 {
+    // In bounds for every u8; `get` keeps the rule "no indexing" literal.
+    CLASS.get(usize::from(c)).copied().unwrap_or(0)
+}
+
 /// `Let-dig = ALPHA / DIGIT`.
 pub(crate) fn is_let_dig(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
+    class(c) & LET_DIG != 0
 }
 
 /// `ALPHA / DIGIT / "-"` (the body of `Ldh-str` and `esmtp-keyword`).
 pub(crate) fn is_ldh(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'-'
+    class(c) & LDH != 0
 }
 
 /// RFC 5322 `atext` (ASCII part).
 pub(crate) fn is_atext(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'/'
-                | b'='
-                | b'?'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'{'
-                | b'|'
-                | b'}'
-                | b'~'
-        )
+    class(c) & ATEXT != 0
 }
 
 /// RFC 5321 `qtextSMTP = %d32-33 / %d35-91 / %d93-126` (ASCII part).
 pub(crate) fn is_qtext(c: u8) -> bool {
-    matches!(c, 32..=33 | 35..=91 | 93..=126)
+    class(c) & QTEXT != 0
 }
 
 /// RFC 5321 `dcontent = %d33-90 / %d94-126`.
 pub(crate) fn is_dcontent(c: u8) -> bool {
-    matches!(c, 33..=90 | 94..=126)
+    class(c) & DCONTENT != 0
 }
 
 /// RFC 5321 `esmtp-value` octets (ASCII part): `%d33-60 / %d62-126`.
 pub(crate) fn is_esmtp_value_char(c: u8) -> bool {
-    matches!(c, 33..=60 | 62..=126)
+    class(c) & ESMTP_VALUE != 0
 }
 
 /// RFC 3461 `xchar`: `%d33-42 / %d44-60 / %d62-126` (printable ASCII except
 /// `+` and `=`).
 pub(crate) fn is_xchar(c: u8) -> bool {
-    matches!(c, 33..=42 | 44..=60 | 62..=126)
+    class(c) & XCHAR != 0
 }
 
 /// RFC 4648 base64 alphabet (without the `=` pad).
@@ -180,7 +232,69 @@ pub(crate) fn atom(input: &[u8]) -> PResult<'_, &[u8]> {
 
 /// `Dot-string = Atom *("." Atom)`.
 pub(crate) fn dot_string(input: &[u8]) -> PResult<'_, &[u8]> {
+    match dotted_ascii(input, ATEXT, |_| true) {
+        Fast::Done(len) => split_ok(input, len),
+        Fast::Fail => fail(),
+        Fast::NonAscii => dot_string_general(input),
+    }
+}
+
+/// [`dot_string`] by the book, for input with UTF-8.
+fn dot_string_general(input: &[u8]) -> PResult<'_, &[u8]> {
     recognize(pair(atom, many0_count(pair(char('.'), atom))))(input)
+}
+
+/// What a single-pass ASCII scan found.
+enum Fast {
+    /// The rule matched this many octets.
+    Done(usize),
+    /// The rule does not match.
+    Fail,
+    /// A non-ASCII octet was reached: use the general (UTF-8) parser.
+    NonAscii,
+}
+
+/// `input` split after `len` octets, as a nom success.
+fn split_ok(input: &[u8], len: usize) -> PResult<'_, &[u8]> {
+    match input.split_at_checked(len) {
+        Some((head, rest)) => Ok((rest, head)),
+        None => fail(),
+    }
+}
+
+/// The fast path of `label *("." label)` where a label is a run of octets of
+/// class `flag` accepted by `label_ok`: one pass, one table lookup per octet.
+/// Same result as the nom rule: a `.` not followed by a good label ends the
+/// match before the `.`, and a bad first label fails. Any octet >= 0x80
+/// inside the run hands over to the general parser.
+#[inline(always)]
+fn dotted_ascii(input: &[u8], flag: u8, label_ok: impl Fn(&[u8]) -> bool) -> Fast {
+    let mut start = 0; // start of the current label
+    let mut good = None; // end of the last good label
+    let mut i = 0;
+    loop {
+        let c = input.get(i).copied();
+        match c {
+            Some(c) if class(c) & flag != 0 => i += 1,
+            Some(c) if c >= 0x80 => return Fast::NonAscii,
+            _ => {
+                let label = input.get(start..i).unwrap_or_default();
+                if label.is_empty() || !label_ok(label) {
+                    return match good {
+                        Some(end) => Fast::Done(end),
+                        None => Fast::Fail,
+                    };
+                }
+                good = Some(i);
+                if c == Some(b'.') {
+                    i += 1;
+                    start = i;
+                } else {
+                    return Fast::Done(i);
+                }
+            }
+        }
+    }
 }
 
 /// `Quoted-string = DQUOTE *QcontentSMTP DQUOTE`, returned with its quotes.
@@ -200,7 +314,11 @@ pub(crate) fn quoted_string(input: &[u8]) -> PResult<'_, &[u8]> {
 
 /// `Local-part = Dot-string / Quoted-string`.
 pub(crate) fn local_part(input: &[u8]) -> PResult<'_, &[u8]> {
-    alt((quoted_string, dot_string))(input)
+    if input.first() == Some(&b'"') {
+        quoted_string(input)
+    } else {
+        dot_string(input)
+    }
 }
 
 /// `sub-domain = Let-dig [Ldh-str]`, or an RFC 6531 U-label (any mix of
@@ -215,6 +333,16 @@ pub(crate) fn sub_domain(input: &[u8]) -> PResult<'_, &[u8]> {
 
 /// `Domain = sub-domain *("." sub-domain)`.
 pub(crate) fn domain(input: &[u8]) -> PResult<'_, &[u8]> {
+    let hyphen_free_ends = |l: &[u8]| l.first() != Some(&b'-') && l.last() != Some(&b'-');
+    match dotted_ascii(input, LDH, hyphen_free_ends) {
+        Fast::Done(len) => split_ok(input, len),
+        Fast::Fail => fail(),
+        Fast::NonAscii => domain_general(input),
+    }
+}
+
+/// [`domain`] by the book, for input with UTF-8 (U-labels).
+fn domain_general(input: &[u8]) -> PResult<'_, &[u8]> {
     recognize(pair(sub_domain, many0_count(pair(char('.'), sub_domain))))(input)
 }
 
@@ -277,6 +405,19 @@ pub(crate) fn esmtp_keyword(input: &[u8]) -> PResult<'_, &[u8]> {
 /// `esmtp-value = 1*(%d33-60 / %d62-126)`, RFC 6531 `esmtp-value =/
 /// UTF8-non-ascii`.
 pub(crate) fn esmtp_value(input: &[u8]) -> PResult<'_, &[u8]> {
+    let ascii = input
+        .iter()
+        .position(|&c| class(c) & ESMTP_VALUE == 0)
+        .unwrap_or(input.len());
+    match input.get(ascii) {
+        Some(&c) if c >= 0x80 => esmtp_value_general(input),
+        _ if ascii == 0 => fail(),
+        _ => split_ok(input, ascii),
+    }
+}
+
+/// [`esmtp_value`] by the book, for input with UTF-8.
+fn esmtp_value_general(input: &[u8]) -> PResult<'_, &[u8]> {
     recognize(many1_count(alt((
         take_while1(is_esmtp_value_char),
         utf8_non_ascii,
@@ -390,6 +531,65 @@ mod tests {
         assert!(whole(b"a+2Bb", xtext1).is_some());
         assert!(whole(b"a+2b", xtext1).is_none());
         assert!(whole(b"a=b", xtext1).is_none());
+    }
+
+    /// The single-pass fast paths give exactly what the nom rules by the
+    /// book give, on pseudo-random strings built from the octets that matter
+    /// (label characters, dots, hyphens, delimiters, UTF-8 and broken UTF-8).
+    #[test]
+    fn fast_paths_agree_with_the_general_rules() {
+        let pieces: [&[u8]; 16] = [
+            b"a",
+            b"Z",
+            b"9",
+            b"-",
+            b".",
+            b"..",
+            b"@",
+            b">",
+            b" ",
+            b"=",
+            b"+",
+            b"!",
+            "\u{e9}".as_bytes(),
+            "\u{1F600}".as_bytes(),
+            b"\xC3",
+            b"\xFF",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..50_000 {
+            let mut input = Vec::new();
+            for _ in 0..(next() % 12) {
+                let piece = pieces
+                    .get((next() % 16) as usize)
+                    .copied()
+                    .unwrap_or_default();
+                input.extend_from_slice(piece);
+            }
+            let input = input.as_slice();
+            assert_eq!(domain(input), domain_general(input), "domain {input:?}");
+            assert_eq!(
+                dot_string(input),
+                dot_string_general(input),
+                "dot-string {input:?}"
+            );
+            assert_eq!(
+                esmtp_value(input),
+                esmtp_value_general(input),
+                "esmtp-value {input:?}"
+            );
+            assert_eq!(
+                local_part(input),
+                alt((quoted_string, dot_string_general))(input),
+                "local-part {input:?}"
+            );
+        }
     }
 
     #[test]
