@@ -109,7 +109,7 @@ mod dot;
 mod error;
 pub mod framing;
 pub mod imap;
-mod policy;
+pub mod policy;
 pub mod pop3;
 mod secret;
 pub mod smtp;

@@ -1,4 +1,24 @@
-//! Client TLS policy (RFC 8314 §5, RFC 3207 §6).
+//! TLS policy: what a client requires of TLS ([`TlsPolicy`], RFC 8314 §5),
+//! and sans-IO building blocks for the rest of the mail community's advice.
+//! The caller does DNS, HTTPS and storage; these modules decide.
+//!
+//! - [`identity`]: server identity for mail (RFC 7817, RFC 6125): reference
+//!   identifiers, DNS-ID/SRV-ID/CN-ID rules, and a rustls verifier.
+//! - [`memory`]: TLS memory (RFC 3207 §6: remember that a peer spoke TLS,
+//!   report a downgrade) and pinning at setup only.
+//! - [`mta_sts`]: MTA-STS (RFC 8461): records, policies, cache, the delivery
+//!   decision.
+//! - [`tlsrpt`]: TLS-RPT (RFC 8460) failure reports.
+//! - [`dane`]: DANE for SMTP (RFC 7672, RFC 6698, RFC 7671): TLSA records and
+//!   a rustls verifier.
+//!
+//! `docs/policy.md` explains each knob with the RFC text it implements.
+
+pub mod dane;
+pub mod identity;
+pub mod memory;
+pub mod mta_sts;
+pub mod tlsrpt;
 
 /// What a client requires of TLS. Chosen once per account or destination;
 /// the sessions enforce it and never fall back to another mode by themselves.
