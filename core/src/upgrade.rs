@@ -415,6 +415,7 @@ impl<M: Machine> Engine<M> {
                 limit,
             });
         }
+        core.trim_idle();
     }
 
     /// The peer closed its sending side.
@@ -448,7 +449,13 @@ impl<M: Machine> Engine<M> {
     /// before it were taken.
     pub(crate) fn poll_event(&mut self) -> Result<Option<M::Event>, Error> {
         match self.core.events.pop_front() {
-            Some(e) => Ok(Some(e)),
+            Some(e) => {
+                if self.core.events.is_empty() {
+                    // An idle session keeps no event slots.
+                    self.core.events = VecDeque::new();
+                }
+                Ok(Some(e))
+            }
             None => match &self.core.error {
                 Some(e) => Err(e.clone()),
                 None => Ok(None),
@@ -462,11 +469,14 @@ impl<M: Machine> Engine<M> {
         if self.core.transmit.is_empty() {
             return None;
         }
-        let out = self.core.transmit.split().freeze();
+        // Take the buffer itself rather than `split` it: a split would leave
+        // the allocation's spare capacity with an idle session.
+        let out = std::mem::take(&mut self.core.transmit).freeze();
         self.core.taken += out.len() as u64;
         // Everything flushed so far is inside what was just taken.
         self.core.plain_sent = self.core.plain_flushed;
         self.core.check_boundary();
+        self.core.trim_idle();
         Some(out)
     }
 
@@ -577,6 +587,18 @@ impl<E: From<UpgradeEvent>> Core<E> {
         }
     }
 
+    /// Gives back the buffers an idle session does not need: an empty input
+    /// or staging buffer keeps no allocation between reads (the design target
+    /// is under 1 KiB of state per idle session on top of rustls).
+    fn trim_idle(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > 0 {
+            self.input = BytesMut::new();
+        }
+        if self.staged.is_empty() && self.staged.capacity() > 0 {
+            self.staged = BytesMut::new();
+        }
+    }
+
     /// Moves staged plaintext out: as is in cleartext, through TLS after the
     /// handshake, and nowhere in between (it waits).
     fn flush(&mut self) {
@@ -587,14 +609,8 @@ impl<E: From<UpgradeEvent>> Core<E> {
             self.plain_flushed += self.staged.len() as u64;
         }
         match self.phase {
-            Phase::Cleartext => {
-                self.transmit.extend_from_slice(&self.staged);
-                self.staged.clear();
-            }
-            Phase::Tls if self.external => {
-                self.transmit.extend_from_slice(&self.staged);
-                self.staged.clear();
-            }
+            Phase::Cleartext => self.move_staged(),
+            Phase::Tls if self.external => self.move_staged(),
             Phase::Tls => {
                 if let Some(link) = self.link.as_mut() {
                     let r = link.send(&self.staged);
@@ -609,6 +625,17 @@ impl<E: From<UpgradeEvent>> Core<E> {
             Phase::Boundary { .. } | Phase::Handshaking | Phase::AwaitingExternal => {}
         }
         self.sync_queued();
+    }
+
+    /// Cleartext staged output goes to `transmit` as it is: moved whole when
+    /// nothing is waiting there, appended otherwise.
+    fn move_staged(&mut self) {
+        if self.transmit.is_empty() {
+            self.transmit = std::mem::take(&mut self.staged);
+        } else {
+            self.transmit.extend_from_slice(&self.staged);
+            self.staged.clear();
+        }
     }
 
     fn sync_queued(&mut self) {
