@@ -31,7 +31,7 @@ use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use starttls::{ConfigError, ServerTls, Trust, UpgradeEvent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -261,7 +261,7 @@ async fn serve(
 ) -> ExitCode {
     let mut bound = Vec::new();
     for (kind, addr) in listeners {
-        match TcpListener::bind(addr).await {
+        match listen(addr) {
             Ok(l) => bound.push((kind, l)),
             Err(e) => {
                 eprintln!("starttls serve: --{kind} {addr}: cannot listen: {e}");
@@ -349,10 +349,24 @@ async fn accept_loop(
     }
 }
 
+/// A listening socket with a deep accept queue: the server speaks first, so
+/// a client whose connection the kernel dropped from a full queue just waits
+/// (tokio's default backlog of 128 loses connections in bursts of a few
+/// hundred; the kernel caps this at `net.core.somaxconn`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// The caller's contract, once, for every protocol.
 async fn connection(mut sock: TcpStream, log: &Log, mut conn: Box<dyn Conn>) {
     log.line("connected");
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         let failed = conn.events(log).err();
         let mut write_error = None;
@@ -373,7 +387,9 @@ async fn connection(mut sock: TcpStream, log: &Log, mut conn: Box<dyn Conn>) {
         if conn.closed() {
             break;
         }
-        match tokio::time::timeout(READ_TIMEOUT, sock.read(&mut buf)).await {
+        // Wait for input first, then read into a buffer that exists only for
+        // that read: an idle connection holds nothing but its session.
+        match tokio::time::timeout(READ_TIMEOUT, sock.readable()).await {
             Err(_) => {
                 log.line(format_args!(
                     "failed: no input for {} s",
@@ -385,8 +401,17 @@ async fn connection(mut sock: TcpStream, log: &Log, mut conn: Box<dyn Conn>) {
                 log.line(format_args!("failed: read: {e}"));
                 break;
             }
-            Ok(Ok(0)) => conn.eof(),
-            Ok(Ok(n)) => conn.input(&buf[..n]),
+            Ok(Ok(())) => {}
+        }
+        let mut buf = vec![0u8; 16 * 1024];
+        match sock.try_read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                log.line(format_args!("failed: read: {e}"));
+                break;
+            }
+            Ok(0) => conn.eof(),
+            Ok(n) => conn.input(buf.get(..n).unwrap_or_default()),
         }
     }
     let _ = sock.shutdown().await;
