@@ -1,2 +1,180 @@
-//! Placeholder: being written.
-fn main() {}
+//! POP3 parsing: our command grammar and our response grammar (status lines,
+//! scan and unique-id listings) against the physical floor, a memchr CRLF
+//! split of the same bytes, in the same run. No Rust POP3 parser exists to
+//! compare with (see `../shared/perf-baselines.md`).
+//!
+//! The response stream also carries dot-stuffed RETR bodies. The sessions
+//! unstuff them inside the engine (not a public API), so here every body
+//! line gets the same treatment by hand: the terminator check and the
+//! removal of a stuffed dot, which is all the engine does per line.
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, Criterion, Throughput};
+use starttls::pop3::command::Command;
+use starttls::pop3::response::{parse_scan_listing, parse_uidl_listing, StatusLine};
+use starttls_bench::alloc;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+/// The floor: every CRLF-ended line found with memchr, its length summed.
+fn memchr_split(raw: &[u8]) -> usize {
+    let mut pos = 0;
+    let mut n = 0;
+    while let Some(i) = memchr::memchr(b'\n', raw.get(pos..).unwrap_or_default()) {
+        n += i;
+        pos += i + 1;
+    }
+    n
+}
+
+/// The floor plus what our API adds before any parsing: each line as a
+/// zero-copy `Bytes` (a reference-count increment and, when dropped, a
+/// decrement). Reported to show how much of a parser's time that is.
+fn bytes_split(buf: &Bytes) -> usize {
+    lines(buf).map(|l| l.len()).sum()
+}
+
+/// Each line as a zero-copy `Bytes` (CRLF removed), as the sessions hand
+/// lines to the grammar.
+fn lines(buf: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let i = memchr::memchr(b'\n', buf.get(pos..)?)?;
+        let line = buf.slice(pos..pos + i.saturating_sub(1));
+        pos += i + 1;
+        Some(line)
+    })
+}
+
+fn parse_commands(buf: &Bytes) -> usize {
+    lines(buf).filter(|l| Command::parse(l).is_ok()).count()
+}
+
+/// What the next lines are, in the order `pop3_responses` writes them.
+#[derive(Clone, Copy)]
+enum Next {
+    Status,
+    Scan,
+    Uidl,
+    Body,
+}
+
+/// Per session: greeting, LIST (+OK then a scan listing), UIDL, two RETRs,
+/// QUIT: after each status line, what follows it.
+const SCRIPT: [Option<Next>; 6] = [
+    None,
+    Some(Next::Scan),
+    Some(Next::Uidl),
+    Some(Next::Body),
+    Some(Next::Body),
+    None,
+];
+
+/// Counts of what was parsed: status, scan, uidl, body lines.
+fn parse_responses(buf: &Bytes) -> [usize; 4] {
+    let mut counts = [0usize; 4];
+    let mut next = Next::Status;
+    let mut step = 0;
+    for line in lines(buf) {
+        match next {
+            Next::Status => {
+                if StatusLine::parse(&line).is_ok() {
+                    counts[0] += 1;
+                }
+                next = SCRIPT[step % SCRIPT.len()].unwrap_or(Next::Status);
+                step += 1;
+            }
+            multi => {
+                if &line[..] == b"." {
+                    next = Next::Status;
+                    continue;
+                }
+                match multi {
+                    Next::Scan => counts[1] += parse_scan_listing(&line).is_ok() as usize,
+                    Next::Uidl => counts[2] += parse_uidl_listing(&line).is_ok() as usize,
+                    _ => {
+                        let body = line.strip_prefix(b".").unwrap_or(&line);
+                        counts[3] += 1;
+                        black_box(body);
+                    }
+                }
+            }
+        }
+    }
+    counts
+}
+
+fn pop3(c: &mut Criterion) {
+    let (raw, count) = starttls_bench::pop3_commands();
+    let buf = Bytes::from(raw.clone());
+    let mut g = c.benchmark_group("pop3_commands");
+    g.throughput(Throughput::Bytes(raw.len() as u64));
+    g.bench_function("memchr_split", |b| b.iter(|| black_box(memchr_split(&raw))));
+    g.bench_function("bytes_split", |b| b.iter(|| black_box(bytes_split(&buf))));
+    g.bench_function("starttls", |b| {
+        b.iter(|| {
+            let n = parse_commands(&buf);
+            assert_eq!(n, count);
+            black_box(n)
+        })
+    });
+    g.finish();
+
+    let r = starttls_bench::pop3_responses();
+    let expect = [r.status_lines, r.scan_lines, r.uidl_lines, r.body_lines];
+    let buf = Bytes::from(r.bytes.clone());
+    let mut g = c.benchmark_group("pop3_responses");
+    g.throughput(Throughput::Bytes(r.bytes.len() as u64));
+    g.bench_function("memchr_split", |b| {
+        b.iter(|| black_box(memchr_split(&r.bytes)))
+    });
+    g.bench_function("bytes_split", |b| b.iter(|| black_box(bytes_split(&buf))));
+    g.bench_function("starttls", |b| {
+        b.iter(|| {
+            let got = parse_responses(&buf);
+            assert_eq!(got, expect);
+            black_box(got)
+        })
+    });
+    g.finish();
+}
+
+/// Items, bytes and allocations per parsed item, printed before the timings.
+fn allocation_report() {
+    let (raw, count) = starttls_bench::pop3_commands();
+    let buf = Bytes::from(raw.clone());
+    println!("items pop3_commands {count} bytes {}", raw.len());
+    let (n, got) = alloc::measure(|| parse_commands(&buf));
+    assert_eq!(got, count);
+    println!(
+        "alloc pop3_commands/starttls {:.2} allocs/item",
+        n as f64 / count as f64
+    );
+    let r = starttls_bench::pop3_responses();
+    let lines = r.status_lines + r.scan_lines + r.uidl_lines + r.body_lines;
+    let buf = Bytes::from(r.bytes.clone());
+    println!(
+        "items pop3_responses {lines} lines ({} status, {} scan, {} uidl, {} body) bytes {}",
+        r.status_lines,
+        r.scan_lines,
+        r.uidl_lines,
+        r.body_lines,
+        r.bytes.len()
+    );
+    let (n, _) = alloc::measure(|| parse_responses(&buf));
+    println!(
+        "alloc pop3_responses/starttls {:.2} allocs/item",
+        n as f64 / lines as f64
+    );
+}
+
+criterion_group!(benches, pop3);
+
+fn main() {
+    allocation_report();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

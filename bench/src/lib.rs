@@ -166,7 +166,7 @@ pub fn pop3_responses() -> Pop3Responses {
             push("...\r\n");
             push("laboris nisi ut aliquip ex ea commodo consequat.\r\n\r\n-- \r\nAlice\r\n");
             push(".\r\n");
-            body += 19;
+            body += 18;
         }
         push("+OK bye\r\n");
         r.status_lines += 6;
