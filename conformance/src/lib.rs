@@ -1,11 +1,12 @@
-//! The `starttls` command's machinery: the transcript suite, live loopback
-//! checks, and the reference server and client. The binary is `starttls`.
+//! The `starttls` command's machinery: the transcript suite, the policy
+//! vectors, live loopback checks, and the reference server and client. The binary is `starttls`.
 
 pub mod connect;
 pub mod drive;
 pub mod live;
 pub mod mailbox;
 pub mod pki;
+pub mod policy;
 pub mod reference;
 pub mod serve;
 pub mod transcript;

@@ -1,13 +1,15 @@
 //! `starttls`: shows the `starttls` library upgrading real connections and
 //! refusing known attacks.
 //!
-//! `starttls suite` (the default) runs live checks on loopback for SMTP,
-//! submission, LMTP, IMAP and POP3, STARTTLS and implicit TLS: the reference
-//! server and client over real TCP and real TLS, and attack probes written on
-//! raw sockets. It prints one line per check and a total, and exits
-//! non-zero if any check fails.
+//! `starttls suite` (the default) replays the transcript cases in memory,
+//! runs the policy vectors (`cases/policy/*.vectors`: MTA-STS, TLS-RPT, DANE,
+//! RFC 7817 identity, TLS memory and pins, each computed by the library), and
+//! runs live checks on loopback for SMTP, submission, LMTP, IMAP and POP3,
+//! STARTTLS and implicit TLS: the reference server and client over real TCP
+//! and real TLS, and attack probes written on raw sockets. It prints one line
+//! per check and a total, and exits non-zero if any check fails.
 
-use starttls_conformance::{connect, live, mailbox, pki, reference, serve, transcript};
+use starttls_conformance::{connect, live, mailbox, pki, policy, reference, serve, transcript};
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -78,8 +80,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let policy_dir = cases.join("policy");
     let cases = match transcript::load(&cases) {
         Ok(c) => c,
+        Err(e) => {
+            eprintln!("starttls: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let vectors = match policy::load(&policy_dir) {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("starttls: {e}");
             return ExitCode::from(2);
@@ -147,6 +157,61 @@ fn main() -> ExitCode {
             }
         }
         outcomes.push(o);
+    }
+    if !json && !vectors.is_empty() {
+        println!();
+        println!(
+            "policy vectors (each outcome computed by the library): {}",
+            vectors.len()
+        );
+        println!("{:<6} {:<11} {:<14} vector", "", "module", "check");
+    }
+    let mut vector_results = Vec::new();
+    for v in &vectors {
+        let start = Instant::now();
+        let result = policy::check(v);
+        let (pass, detail) = match &result {
+            Ok(()) => (true, v.rule.clone()),
+            Err(e) => (false, e.clone()),
+        };
+        let o = Outcome {
+            protocol: "policy",
+            role: leak(&v.module()),
+            class: leak(&v.check),
+            name: leak(&v.name),
+            pass,
+            detail,
+            millis: start.elapsed().as_millis(),
+        };
+        if !json {
+            println!(
+                "{:<6} {:<11} {:<14} {}  ({}; {} ms)",
+                if o.pass { "PASS" } else { "FAIL" },
+                o.role,
+                o.class,
+                o.name,
+                o.detail,
+                o.millis
+            );
+            if !o.pass {
+                println!("       {}:{}: {}", v.path.display(), v.line, v.rule);
+            }
+        }
+        outcomes.push(o);
+        vector_results.push((v.clone(), result));
+    }
+    if !json && !vectors.is_empty() {
+        let counts: Vec<String> = policy::counts(&vector_results)
+            .iter()
+            .map(|(module, (pass, fail))| {
+                if *fail == 0 {
+                    format!("{module} {pass}")
+                } else {
+                    format!("{module} {pass} passed/{fail} failed")
+                }
+            })
+            .collect();
+        println!("policy vectors by module: {}", counts.join(", "));
     }
     if !json && !checks.is_empty() {
         println!();

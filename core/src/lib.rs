@@ -76,6 +76,16 @@
 //! Every text from the peer comes wrapped in [`Received`], carrying its
 //! [`Trust`] level, and credentials are wrapped in [`Secret`].
 //!
+//! ## Policy
+//!
+//! What a client requires of TLS is a [`TlsPolicy`], chosen once per
+//! account or destination. The [`policy`] modules add the rest of the mail
+//! community's advice as sans-IO building blocks: TLS memory and setup-only
+//! pinning (RFC 3207 §6, RFC 8314 §5.4), mail server identity (RFC 7817),
+//! MTA-STS (RFC 8461), TLS-RPT (RFC 8460) and DANE (RFC 7672). The
+//! repository's `docs/policy.md` explains each knob with the RFC text it
+//! implements.
+//!
 //! ## Determinism
 //!
 //! Events depend only on the bytes received and on the order of the caller's
@@ -128,3 +138,8 @@ pub use upgrade::{InjectionPolicy, UpgradeEvent};
 /// rustls, re-exported so callers build configurations with the exact version
 /// this crate links.
 pub use rustls;
+
+/// The examples of `docs/policy.md`, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/policy.md")]
+pub struct PolicyDocExamples;

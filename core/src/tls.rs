@@ -148,6 +148,15 @@ impl TlsInfo {
         self.cipher_suite = Some(name.into());
         self
     }
+
+    /// Sets the peer's certificate chain, end entity first (builder style):
+    /// what the TLS memory ([`SessionTls::from_tls_info`]) fingerprints.
+    ///
+    /// [`SessionTls::from_tls_info`]: crate::policy::memory::SessionTls::from_tls_info
+    pub fn with_peer_certificates(mut self, chain: Vec<CertificateDer<'static>>) -> Self {
+        self.peer_certificates = chain;
+        self
+    }
 }
 
 /// Which part of TLS failed.
@@ -167,12 +176,14 @@ pub enum TlsErrorKind {
     Other,
 }
 
-/// A TLS failure, with rustls' own description.
+/// A TLS failure, with a readable description.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsError {
     /// The class of failure, to match on.
     pub kind: TlsErrorKind,
-    /// rustls' description of it.
+    /// What went wrong: rustls' description, or, when one of the policy
+    /// verifiers refused the certificate, that verifier's own message (which
+    /// names the rule that failed; see [`TlsError::from`]).
     pub detail: String,
 }
 
@@ -192,6 +203,28 @@ impl fmt::Display for TlsError {
 impl std::error::Error for TlsError {}
 
 impl From<rustls::Error> for TlsError {
+    /// Classifies a rustls error. A certificate refused by one of the policy
+    /// verifiers ([`MailServerVerifier`], [`PinnedVerifier`],
+    /// [`DaneVerifier`]) reaches rustls wrapped in
+    /// `CertificateError::Other`, which rustls would display as a `Debug`
+    /// dump; the detail is the verifier error's `Display` text instead
+    /// ([`IdentityError`], [`PinError`], [`DaneError`]).
+    ///
+    /// ```
+    /// use starttls::policy::identity::IdentityError;
+    /// use starttls::{rustls, TlsError, TlsErrorKind};
+    ///
+    /// let e = TlsError::from(rustls::Error::from(IdentityError::NoReferenceIdentifiers));
+    /// assert_eq!(e.kind, TlsErrorKind::Certificate);
+    /// assert_eq!(e.detail, IdentityError::NoReferenceIdentifiers.to_string());
+    /// ```
+    ///
+    /// [`MailServerVerifier`]: crate::policy::identity::MailServerVerifier
+    /// [`PinnedVerifier`]: crate::policy::memory::PinnedVerifier
+    /// [`DaneVerifier`]: crate::policy::dane::DaneVerifier
+    /// [`IdentityError`]: crate::policy::identity::IdentityError
+    /// [`PinError`]: crate::policy::memory::PinError
+    /// [`DaneError`]: crate::policy::dane::DaneError
     fn from(e: rustls::Error) -> Self {
         use rustls::Error as E;
         let kind = match &e {
@@ -209,9 +242,19 @@ impl From<rustls::Error> for TlsError {
         };
         TlsError {
             kind,
-            detail: e.to_string(),
+            detail: policy_detail(&e).unwrap_or_else(|| e.to_string()),
         }
     }
+}
+
+/// The readable text of a policy verifier's error wrapped in `e`, if it is
+/// one.
+fn policy_detail(e: &rustls::Error) -> Option<String> {
+    use crate::policy::{dane::DaneError, identity::IdentityError, memory::PinError};
+    IdentityError::from_rustls(e)
+        .map(ToString::to_string)
+        .or_else(|| PinError::from_rustls(e).map(ToString::to_string))
+        .or_else(|| DaneError::from_rustls(e).map(ToString::to_string))
 }
 
 /// An in-memory TLS connection as the engine sees it.
@@ -353,5 +396,54 @@ impl std::io::Write for VecWriter<'_> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::dane::DaneError;
+    use crate::policy::identity::IdentityError;
+    use crate::policy::memory::{Fingerprint, PinError};
+
+    #[test]
+    fn policy_verifier_errors_keep_their_readable_text() {
+        let cases: Vec<(rustls::Error, String)> = vec![
+            (
+                IdentityError::NoReferenceIdentifiers.into(),
+                IdentityError::NoReferenceIdentifiers.to_string(),
+            ),
+            (
+                PinError::Mismatch {
+                    spki_sha256: None,
+                    certificate_sha256: Fingerprint::from_bytes([1; 32]),
+                }
+                .into(),
+                "the server's certificate is not the one pinned at account setup".into(),
+            ),
+            (
+                DaneError::NoMatch {
+                    ee_records: 1,
+                    ta_records: 0,
+                }
+                .into(),
+                "DANE: no TLSA record matches".into(),
+            ),
+        ];
+        for (error, text) in cases {
+            let debug = error.to_string();
+            let tls = TlsError::from(error);
+            assert_eq!(tls.kind, TlsErrorKind::Certificate);
+            assert!(tls.detail.starts_with(&text), "{}", tls.detail);
+            assert_ne!(tls.detail, debug, "not the rustls Debug dump");
+            assert!(tls.to_string().starts_with("certificate rejected: "));
+        }
+    }
+
+    #[test]
+    fn other_errors_keep_rustls_text() {
+        let e = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let text = e.to_string();
+        assert_eq!(TlsError::from(e).detail, text);
     }
 }

@@ -23,6 +23,32 @@
 //!   then applies these name rules (RFC 7817 §3: "This check is only performed
 //!   after the server certificate passes certification path validation").
 //!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use starttls::policy::identity::{IdentityError, MailService, ReferenceIdentifiers, Rule, TargetProvenance};
+//!
+//! // A certificate for `*.example.com` (made here with rcgen; normally the
+//! // end entity rustls hands the verifier).
+//! let key = rcgen::KeyPair::generate()?;
+//! let cert = rcgen::CertificateParams::new(vec!["*.example.com".to_string()])?.self_signed(&key)?;
+//! let cert = cert.der();
+//!
+//! // The user configured `imap.example.com`: the wildcard covers one label.
+//! let refs = ReferenceIdentifiers::configured_host("imap.example.com")?;
+//! assert!(refs.verify(cert).is_ok());
+//!
+//! // Found by RFC 6186 SRV discovery without DNSSEC: the SRV target
+//! // (`imap.example.com`) is no reference identifier, the user's domain
+//! // `example.com` is, and `*.example.com` does not cover it.
+//! let refs = ReferenceIdentifiers::discovered(MailService::Imap, "example.com", "imap.example.com", TargetProvenance::Unverified)?;
+//! match refs.verify(cert) {
+//!     Err(IdentityError::Mismatch { rejected, .. }) => assert_eq!(rejected[0].rule, Rule::WildcardOneLabel),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # The rules
 //!
 //! | rule | source |

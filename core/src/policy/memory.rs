@@ -2,17 +2,25 @@
 //!
 //! # TLS memory
 //!
-//! RFC 3207 §6 suggests that a client "remember that a server did TLS" and
-//! warn when it later does not, since a man in the middle can strip
-//! STARTTLS from the capability list. This module keeps that memory without
-//! doing any I/O or reading a clock:
+//! A man in the middle can delete STARTTLS from the capability list. RFC 3207
+//! §6 answers with configuration ("both clients and servers MUST be able to
+//! be configured to require successful TLS negotiation … for selected
+//! hosts") and with memory: "An implementation MAY provide the ability to
+//! record that TLS was used in communicating with a given peer and
+//! generating a warning if it is not used in a later session." This module
+//! keeps that memory without doing any I/O or reading a clock:
 //!
 //! * the caller implements [`TlsMemory`] over its own storage (or uses
 //!   [`InMemoryTlsMemory`]), keyed by [`PeerKey`] (host and port);
 //! * after each session reaches the point where it either runs TLS or goes
 //!   on in cleartext — and **before** any credentials or mail are sent — the
-//!   caller describes it as a [`SessionTls`] and calls [`check_session`] with
-//!   the current time in seconds;
+//!   caller describes it as a [`SessionTls`] (from the session's
+//!   [`TlsInfo`](crate::TlsInfo) with [`SessionTls::from_tls_info`]) and
+//!   calls [`check_session`] with the current time in seconds;
+//! * before the next session, [`required_policy`] turns what the memory
+//!   knows into the [`TlsPolicy`](crate::TlsPolicy) to configure: a peer
+//!   that spoke TLS before gets `StartTlsRequired`, never a silent
+//!   `Opportunistic`;
 //! * the library compares with the [`TlsRecord`] on file ([`assess`]) and
 //!   applies the [`MemoryPolicy`]: the session goes on ([`Verdict`]) or is
 //!   refused with a [`DowngradeRefused`] a UI can show. A refused session
@@ -39,7 +47,8 @@
 //! explicit decision after the user has seen the certification path; once
 //! pinned, the certificate satisfies the identity check (§6.6.2) in the
 //! context it was accepted in (§7.1). Here that decision exists only while an
-//! account is set up, never as a click-through during normal use:
+//! account is set up (where RFC 8314 §5.4 places certificate pinning), never
+//! as a click-through during normal use:
 //!
 //! 1. During setup, wrap the normal verifier (e.g.
 //!    [`MailServerVerifier`](super::identity::MailServerVerifier)) in a
@@ -64,20 +73,54 @@
 //! A server that later gets a certificate that would verify normally is still
 //! refused by the [`PinnedVerifier`] until the account is set up again.
 //!
-//! ```ignore
-//! // Setup: normal verification, capturing a failure.
-//! let setup = Arc::new(SetupVerifier::new(Arc::new(MailServerVerifier::new(roots, refs, &provider))));
-//! // ... handshake with a ClientConfig using `setup` fails ...
-//! if let Some(failure) = setup.take_failure() {
-//!     // show failure (reason, chain, fingerprints); only if the user says yes:
-//!     let pin = Pin::from_failed_setup(&failure, PinKind::Spki)?;
-//!     // store pin.kind(), pin.digest(), pin.server_name() with the account
-//! }
-//! // Every later session of that account:
-//! let verifier = Arc::new(PinnedVerifier::new(pin, &provider));
-//! // After the handshake, before credentials:
-//! let session = SessionTls::tls(&peer_certificates, Authentication::Pinned)?;
-//! check_session(&mut memory, &PeerKey::new("mail.example.com", 993), &session, &MemoryPolicy::default(), now)?;
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use starttls::policy::identity::{MailServerVerifier, ReferenceIdentifiers};
+//! use starttls::policy::memory::*;
+//! use starttls::rustls::{self, client::danger::ServerCertVerifier, pki_types::{CertificateDer, ServerName, UnixTime}};
+//! use starttls::{TlsInfo, TlsPolicy};
+//!
+//! let provider = rustls::crypto::ring::default_provider();
+//! // A server with a self-signed certificate (here made on the spot).
+//! let key = rcgen::KeyPair::generate()?;
+//! let cert = rcgen::CertificateParams::new(vec!["mail.example.com".to_string()])?.self_signed(&key)?;
+//! let cert: CertificateDer<'static> = cert.der().clone();
+//! let name = ServerName::try_from("mail.example.com")?;
+//!
+//! // Setup: normal verification, capturing the failure for the user.
+//! let normal = MailServerVerifier::new(
+//!     Arc::new(rustls::RootCertStore::empty()),
+//!     ReferenceIdentifiers::configured_host("mail.example.com")?,
+//!     &provider,
+//! );
+//! let setup = SetupVerifier::new(Arc::new(normal));
+//! // (rustls calls this during the handshake; the handshake fails.)
+//! assert!(setup.verify_server_cert(&cert, &[], &name, &[], UnixTime::now()).is_err());
+//! let failure = setup.take_failure().ok_or("no failure captured")?;
+//! // Show `failure` (reason, chain, fingerprints); only if the user says yes:
+//! let pin = Pin::from_failed_setup(&failure, PinKind::Spki)?;
+//! // ... store pin.kind(), pin.digest(), pin.server_name() with the account.
+//!
+//! // Every later session of that account: only the pinned key gets through.
+//! let pinned = PinnedVerifier::new(Pin::restore(pin.kind(), pin.digest(), pin.server_name()), &provider);
+//! assert!(pinned.verify_server_cert(&cert, &[], &name, &[], UnixTime::now()).is_ok());
+//!
+//! // After the handshake, before credentials: the TLS memory.
+//! let mut memory = InMemoryTlsMemory::new();
+//! let peer = PeerKey::new("mail.example.com", 143);
+//! let policy = MemoryPolicy::default();
+//! let mut info = TlsInfo::unknown(); // from UpgradeEvent::TlsEstablished(info)
+//! info.peer_certificates = vec![cert];
+//! let session = SessionTls::from_tls_info(&info, Authentication::Pinned)?;
+//! assert_eq!(check_session(&mut memory, &peer, &session, &policy, 1_700_000_000)?, Verdict::FirstContact);
+//!
+//! // Next time the client must require TLS, and a cleartext session is refused.
+//! assert_eq!(required_policy(&memory, &peer, TlsPolicy::Opportunistic, &policy)?, TlsPolicy::StartTlsRequired);
+//! let refused = check_session(&mut memory, &peer, &SessionTls::Cleartext, &policy, 1_700_086_400);
+//! assert!(matches!(refused, Err(MemoryError::Refused(_))));
+//! # Ok(())
+//! # }
 //! ```
 
 #![cfg_attr(
@@ -282,6 +325,66 @@ impl TlsRecord {
     }
 }
 
+impl TlsRecord {
+    /// The [`TlsPolicy`](crate::TlsPolicy) a client must use for its next
+    /// session with a peer that has this record, given the policy configured
+    /// for it and the [`MemoryPolicy`]: the peer has negotiated TLS before,
+    /// so when the memory refuses cleartext
+    /// ([`MemoryPolicy::cleartext`] is [`Reaction::Refuse`], the default), a
+    /// configured [`TlsPolicy::Opportunistic`](crate::TlsPolicy::Opportunistic)
+    /// becomes [`TlsPolicy::StartTlsRequired`](crate::TlsPolicy::StartTlsRequired).
+    /// The session then fails closed on a stripped or refused STARTTLS
+    /// instead of going on in cleartext and being refused afterwards.
+    /// [`Implicit`](crate::TlsPolicy::Implicit) and `StartTlsRequired` are
+    /// kept: a policy is only ever raised, never lowered. With a policy that
+    /// warns about or accepts cleartext, the configured policy is kept and
+    /// [`check_session`] reports the downgrade.
+    pub fn required_policy(
+        &self,
+        configured: crate::TlsPolicy,
+        policy: &MemoryPolicy,
+    ) -> crate::TlsPolicy {
+        use crate::TlsPolicy;
+        match configured {
+            TlsPolicy::Opportunistic if policy.cleartext == Reaction::Refuse => {
+                TlsPolicy::StartTlsRequired
+            }
+            other => other,
+        }
+    }
+}
+
+/// The [`TlsPolicy`](crate::TlsPolicy) for the next session with `peer`:
+/// `configured`, raised by the record on file if there is one (see
+/// [`TlsRecord::required_policy`]). Call it before creating the client
+/// session; after the session, call [`check_session`] as usual.
+///
+/// ```
+/// use starttls::policy::memory::{self, InMemoryTlsMemory, MemoryPolicy, PeerKey, TlsMemory, TlsRecord, Fingerprint};
+/// use starttls::TlsPolicy;
+///
+/// let mut memory = InMemoryTlsMemory::new();
+/// let peer = PeerKey::new("mx.example.com", 25);
+/// let policy = MemoryPolicy::default();
+/// // Never seen with TLS: the configured policy stands.
+/// assert_eq!(memory::required_policy(&memory, &peer, TlsPolicy::Opportunistic, &policy), Ok(TlsPolicy::Opportunistic));
+/// // Once it has spoken TLS, it must do so again: never silently opportunistic.
+/// memory.remember(&peer, TlsRecord::new(Fingerprint::from_bytes([7; 32]), 1_700_000_000)).unwrap();
+/// assert_eq!(memory::required_policy(&memory, &peer, TlsPolicy::Opportunistic, &policy), Ok(TlsPolicy::StartTlsRequired));
+/// assert_eq!(memory::required_policy(&memory, &peer, TlsPolicy::Implicit, &policy), Ok(TlsPolicy::Implicit));
+/// ```
+pub fn required_policy<M: TlsMemory + ?Sized>(
+    memory: &M,
+    peer: &PeerKey,
+    configured: crate::TlsPolicy,
+    policy: &MemoryPolicy,
+) -> Result<crate::TlsPolicy, M::Error> {
+    Ok(match memory.recall(peer)? {
+        Some(record) => record.required_policy(configured, policy),
+        None => configured,
+    })
+}
+
 /// Storage for TLS memory, implemented by the caller (a file, a database,
 /// the account settings). Errors are the caller's own; [`check_session`]
 /// passes them through as [`MemoryError::Storage`] and does not decide for
@@ -375,6 +478,24 @@ pub enum SessionTls {
 }
 
 impl SessionTls {
+    /// A TLS session as the crate's sessions report it: the
+    /// [`TlsInfo`](crate::TlsInfo) of the `UpgradeEvent::TlsEstablished`
+    /// event (or the one you passed to `tls_established` with your own TLS
+    /// stack), whose [`peer_certificates`](crate::TlsInfo::peer_certificates)
+    /// hold the server's chain. `authentication` says how your verifier
+    /// checked it. A session that went on without TLS is
+    /// [`SessionTls::Cleartext`].
+    ///
+    /// Fails with [`FingerprintError::NoCertificate`] when the info carries
+    /// no certificate (a bring-your-own-TLS caller that did not fill it in):
+    /// the memory cannot tell keys apart without one.
+    pub fn from_tls_info(
+        info: &crate::TlsInfo,
+        authentication: Authentication,
+    ) -> Result<Self, FingerprintError> {
+        Self::tls(&info.peer_certificates, authentication)
+    }
+
     /// A TLS session from the peer's certificate chain, end entity first (as
     /// rustls' `peer_certificates()` and `TlsInfo::peer_certificates` give it).
     pub fn tls(
@@ -1168,6 +1289,74 @@ mod tests {
         assert_eq!(
             "é".repeat(64).parse::<Fingerprint>(),
             Err(FingerprintError::BadHex)
+        );
+    }
+
+    #[test]
+    fn session_from_tls_info_fingerprints_the_end_entity_key() {
+        let a = Issued::self_signed(&["mail.example.com"]);
+        let info = crate::TlsInfo::unknown().with_peer_certificates(a.chain.clone());
+        assert_eq!(
+            SessionTls::from_tls_info(&info, Authentication::Pinned),
+            Ok(SessionTls::Tls {
+                spki_sha256: Fingerprint::spki_of(a.end_entity()).unwrap(),
+                authentication: Authentication::Pinned,
+            })
+        );
+        assert_eq!(
+            SessionTls::from_tls_info(&crate::TlsInfo::unknown(), Authentication::Pkix),
+            Err(FingerprintError::NoCertificate)
+        );
+    }
+
+    #[test]
+    fn a_remembered_peer_raises_the_next_policy_never_lowers_it() {
+        use crate::TlsPolicy::{Implicit, Opportunistic, StartTlsRequired};
+        let mut memory = InMemoryTlsMemory::new();
+        let peer = PeerKey::new("mx.example.net", 25);
+        let default = MemoryPolicy::default();
+        for configured in [Implicit, StartTlsRequired, Opportunistic] {
+            assert_eq!(
+                required_policy(&memory, &peer, configured, &default),
+                Ok(configured),
+                "nothing on file"
+            );
+        }
+        check_session(
+            &mut memory,
+            &peer,
+            &tls(1, Authentication::None),
+            &default,
+            10,
+        )
+        .unwrap();
+        assert_eq!(
+            required_policy(&memory, &peer, Opportunistic, &default),
+            Ok(StartTlsRequired)
+        );
+        assert_eq!(
+            required_policy(&memory, &peer, Implicit, &default),
+            Ok(Implicit)
+        );
+        assert_eq!(
+            required_policy(&memory, &peer, StartTlsRequired, &MemoryPolicy::strict()),
+            Ok(StartTlsRequired)
+        );
+        // A policy that only warns about cleartext keeps the configured one:
+        // the session goes on and check_session reports the downgrade.
+        assert_eq!(
+            required_policy(&memory, &peer, Opportunistic, &MemoryPolicy::warn_only()),
+            Ok(Opportunistic)
+        );
+        // Another port of the same host is another peer.
+        assert_eq!(
+            required_policy(
+                &memory,
+                &PeerKey::new("mx.example.net", 587),
+                Opportunistic,
+                &default
+            ),
+            Ok(Opportunistic)
         );
     }
 

@@ -13,6 +13,28 @@
 //!   a rustls verifier.
 //!
 //! `docs/policy.md` explains each knob with the RFC text it implements.
+//!
+//! The client connection policy is chosen once per account or destination
+//! and given to the session's configuration; what the TLS memory knows can
+//! only raise it:
+//!
+//! ```
+//! use starttls::policy::memory::{self, Fingerprint, InMemoryTlsMemory, MemoryPolicy, PeerKey, TlsMemory, TlsRecord};
+//! use starttls::TlsPolicy;
+//!
+//! // Submission and mail access: implicit TLS (RFC 8314 §3), or STARTTLS
+//! // required; cleartext only when named.
+//! let configured = TlsPolicy::Opportunistic; // e.g. MTA-to-MTA without MTA-STS or DANE
+//! assert!(!configured.requires_tls());
+//!
+//! let mut store = InMemoryTlsMemory::new();
+//! let peer = PeerKey::new("mx.example.net", 25);
+//! store.remember(&peer, TlsRecord::new(Fingerprint::from_bytes([1; 32]), 1_700_000_000)).unwrap();
+//! // The peer spoke TLS before: this session must too (RFC 3207 §6).
+//! let policy = memory::required_policy(&store, &peer, configured, &MemoryPolicy::default()).unwrap();
+//! assert_eq!(policy, TlsPolicy::StartTlsRequired);
+//! assert!(policy.requires_tls());
+//! ```
 
 pub mod dane;
 pub mod identity;
