@@ -38,15 +38,20 @@
 //! next `peer`, `app`, `tls` or the end comes fails the case.
 //!
 //! Application actions — SMTP server: `accept`, `reply LINE`; SMTP client:
-//! `send COMMAND`, `data BYTES`, `finish`, `auth BASE64`; IMAP server:
+//! `send COMMAND`, `send-require-tls MAIL FROM:<path> [PARAMS]` (the `MAIL` of
+//! a message that requires TLS, RFC 8689), `data BYTES`, `finish`,
+//! `auth BASE64`; IMAP server:
 //! `accept`, `complete OK|NO|BAD TEXT`, `continue TEXT`, `untagged LINE`;
 //! IMAP client: `send COMMAND` (without tag), `auth BASE64`, `idle-done`;
 //! POP3 server: `accept`, `reject TEXT`, `multiline TEXT|BYTES`,
 //! `continue TEXT`; POP3 client: `send COMMAND`, `auth BASE64`.
 //!
 //! Policy flags — server: `no-tls`, `implicit`, `require-tls`,
-//! `insecure-auth`, `injection-fail`, `external-tls`; client: `required`
-//! (default), `opportunistic`, `implicit`, `insecure-auth`,
+//! `insecure-auth`, `injection-fail`, `external-tls`, and for SMTP
+//! `requiretls` (offer RFC 8689 `REQUIRETLS`) and `degrade=D/N` (graduated
+//! cleartext degradation: defer `D` of every `N` cleartext `MAIL` commands
+//! with the default `450 4.7.0` reply, first one deferred); client:
+//! `required` (default), `opportunistic`, `implicit`, `insecure-auth`,
 //! `injection-discard`.
 
 use std::fmt;
@@ -465,6 +470,18 @@ impl Session {
                 c.lmtp = case.protocol == "lmtp";
                 c.auth_mechanisms = vec!["PLAIN".into(), "LOGIN".into()];
                 c.injection = injection;
+                c.extensions.requiretls = has("requiretls");
+                if let Some(rate) = case.policy.iter().find_map(|p| p.strip_prefix("degrade=")) {
+                    let (d, n) = rate
+                        .split_once('/')
+                        .and_then(|(d, n)| Some((d.parse().ok()?, n.parse().ok()?)))
+                        .ok_or(format!("degrade=D/N expected, got {rate:?}"))?;
+                    c.degrade_cleartext = Some(Arc::new(smtp::DeferSchedule::new(
+                        d,
+                        n,
+                        smtp::Deferral::default(),
+                    )));
+                }
                 Session::SmtpServer(smtp::ServerSession::new(Arc::new(c)).map_err(e)?)
             }
             ("smtp" | "lmtp" | "submission", Role::Client) => {
@@ -572,6 +589,14 @@ impl Session {
                 "send" => s
                     .send(smtp::Command::parse(&line(arg)?).map_err(|e| e.to_string())?)
                     .map_err(usage),
+                "send-require-tls" => match smtp::Command::parse(&line(arg)?) {
+                    Ok(smtp::Command::Mail { from, params }) => {
+                        s.send_mail_require_tls(from, &params).map_err(usage)
+                    }
+                    _ => Err(format!(
+                        "send-require-tls takes a MAIL command, got {arg:?}"
+                    )),
+                },
                 "data" => s.send_data(&unescape(arg)?).map_err(usage),
                 "finish" => s.finish_data().map_err(usage),
                 "auth" => s

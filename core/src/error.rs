@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::framing::FramingError;
+use crate::smtp::RequireTlsRefusal;
 use crate::tls::TlsError;
 
 /// A step of the client's negotiation, named in errors.
@@ -285,6 +286,10 @@ pub enum UsageError {
     /// not waiting for it, or before the caller took every transmit byte up to
     /// the upgrade point.
     NotAtUpgradePoint,
+    /// SMTP client: the `MAIL` of a message that requires TLS (RFC 8689
+    /// `REQUIRETLS`) cannot be sent on this session; the refusal names the
+    /// rule and the status code for the non-delivery report.
+    RequireTls(RequireTlsRefusal),
 }
 
 impl fmt::Display for UsageError {
@@ -314,6 +319,7 @@ impl fmt::Display for UsageError {
                 "tls_established called while the session is not waiting at the upgrade point \
                  (or before every transmit byte up to that point was taken)",
             ),
+            UsageError::RequireTls(r) => write!(f, "refusing to send MAIL: {r}"),
         }
     }
 }
@@ -324,7 +330,9 @@ impl std::error::Error for UsageError {}
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// TLS is required (or implicit) but no TLS configuration was given.
+    /// TLS is required (or implicit), or a TLS-only feature is configured
+    /// (SMTP `REQUIRETLS`, cleartext degradation), but no TLS configuration
+    /// was given.
     TlsRequiredWithoutTls,
     /// A limit is too small to carry the protocol.
     LimitTooSmall {
@@ -335,18 +343,27 @@ pub enum ConfigError {
     },
     /// The host name is not valid for the greeting and EHLO reply.
     InvalidHostname,
+    /// An SMTP deferral for cleartext degradation must be a transient
+    /// negative reply (RFC 5321 §4.2.1: `4yz`, with a class 4 enhanced code
+    /// if any) other than `421`, which closes the connection. The code given.
+    DeferralNotTransient(u16),
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::TlsRequiredWithoutTls => {
-                f.write_str("TLS is required or implicit, but no TLS configuration was given")
-            }
+            ConfigError::TlsRequiredWithoutTls => f.write_str(
+                "TLS is required or implicit, or a TLS-only feature is configured, \
+                 but no TLS configuration was given",
+            ),
             ConfigError::LimitTooSmall { what, min } => {
                 write!(f, "limit {what} must be at least {min}")
             }
             ConfigError::InvalidHostname => f.write_str("invalid host name"),
+            ConfigError::DeferralNotTransient(c) => write!(
+                f,
+                "a cleartext deferral must be a transient 4yz reply other than 421 (got {c})"
+            ),
         }
     }
 }

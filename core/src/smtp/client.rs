@@ -16,7 +16,8 @@ use crate::upgrade::{
 };
 
 use super::capability::Capabilities;
-use super::command::{Command, Host};
+use super::command::{Command, Host, Parameter, Parameters, ReversePath};
+use super::policy::{has_require_tls, RequireTlsRefusal};
 use super::reply::{parse_reply_line, Reply};
 use super::Limits;
 use crate::dot::DotStuffer;
@@ -148,11 +149,45 @@ impl ClientSession {
     /// comes as [`ClientEvent::Reply`].
     ///
     /// Refused: `STARTTLS`, `EHLO`, `HELO`, `LHLO` (the session issues those
-    /// itself); `AUTH` in cleartext; a second command while one is
-    /// outstanding if the server lacks `PIPELINING`; anything while message
-    /// data is being sent.
+    /// itself); `AUTH` in cleartext; a `MAIL` with `REQUIRETLS` where RFC
+    /// 8689 forbids it (see [`send_mail_require_tls`](Self::send_mail_require_tls));
+    /// a second command while one is outstanding if the server lacks
+    /// `PIPELINING`; anything while message data is being sent.
     pub fn send(&mut self, command: Command) -> Result<(), UsageError> {
         self.engine.call(|m, io| m.send(command, io))
+    }
+
+    /// Sends `MAIL FROM:<from> params REQUIRETLS` for a message that
+    /// requires TLS (RFC 8689): one received with `REQUIRETLS`, or submitted
+    /// by a user who asked for it. The parameter is added unless `params`
+    /// has it already.
+    ///
+    /// Refused with [`UsageError::RequireTls`], sending nothing, when the
+    /// session is not protected by TLS or the server's `EHLO` reply over TLS
+    /// does not advertise `REQUIRETLS` (RFC 8689 §4.2.1 steps 4 and 5). Then
+    /// do not send the message here, nor in cleartext anywhere: try the next
+    /// MX host, and bounce with [`RequireTlsRefusal::status`] when none is
+    /// left (see [`policy`](super::policy)).
+    pub fn send_mail_require_tls(
+        &mut self,
+        from: ReversePath,
+        params: &Parameters,
+    ) -> Result<(), UsageError> {
+        let params = if has_require_tls(params) {
+            params.clone()
+        } else {
+            let mut all: Vec<Parameter> = params.iter().collect();
+            all.push(Parameter::RequireTls);
+            Parameters::from_params(&all)
+        };
+        self.send(Command::Mail { from, params })
+    }
+
+    /// Whether a message that requires TLS (RFC 8689 `REQUIRETLS`) may be
+    /// sent on this session now: `Err` names the rule that forbids it.
+    /// Useful to decide before starting the transaction.
+    pub fn check_require_tls(&self) -> Result<(), RequireTlsRefusal> {
+        require_tls_allowed(self.engine.trust(), self.engine.machine().caps.as_ref())
     }
 
     /// Sends message data after the `354` reply to `DATA`. Dot-stuffing and
@@ -194,6 +229,18 @@ impl ClientSession {
     pub fn is_ready(&self) -> bool {
         self.engine.machine().ready
     }
+}
+
+/// RFC 8689 §4.2.1 steps 4 and 5: TLS, and `REQUIRETLS` in the capabilities
+/// (which, over TLS, are only those received over TLS).
+fn require_tls_allowed(trust: Trust, caps: Option<&Capabilities>) -> Result<(), RequireTlsRefusal> {
+    if trust != Trust::Tls {
+        return Err(RequireTlsRefusal::NoTls);
+    }
+    if !caps.is_some_and(Capabilities::has_require_tls) {
+        return Err(RequireTlsRefusal::NotAdvertised);
+    }
+    Ok(())
 }
 
 /// Parses the configured `EHLO` name (a domain or an address literal).
@@ -543,7 +590,13 @@ impl ClientMachine {
             {
                 return Err(UsageError::CleartextCredentials)
             }
-            Command::Mail { .. } => self.accepted_rcpts = 0,
+            Command::Mail { ref params, .. } => {
+                if has_require_tls(params) {
+                    require_tls_allowed(io.trust(), self.caps.as_ref())
+                        .map_err(UsageError::RequireTls)?;
+                }
+                self.accepted_rcpts = 0;
+            }
             Command::Data => self.data_sent = true,
             Command::Quit => self.quitting = true,
             _ => {}

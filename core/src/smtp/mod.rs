@@ -10,11 +10,15 @@
 //!   `STARTTLS`, handshake, `EHLO` again) under a [`TlsPolicy`](crate::TlsPolicy)
 //!   and then carries the application's commands.
 //!
+//! * [`policy`]: `REQUIRETLS` (RFC 8689) in both roles, the `TLS-Required`
+//!   header field, and graduated cleartext degradation for servers.
+//!
 //! Both run on the crate's shared [upgrade engine](crate::upgrade).
 
 pub mod capability;
 mod client;
 pub mod command;
+pub mod policy;
 pub mod reply;
 mod server;
 mod syntax;
@@ -22,6 +26,7 @@ mod syntax;
 pub use capability::{Capabilities, Capability};
 pub use client::{ClientConfig, ClientEvent, ClientSession};
 pub use command::Command;
+pub use policy::{CleartextDegradation, CleartextMail, DeferSchedule, Deferral, RequireTlsRefusal};
 pub use reply::{EnhancedCode, Reply, ReplyCode};
 pub use server::{Extensions, ServerConfig, ServerEvent, ServerSession};
 pub use syntax::SyntaxError;

@@ -15,6 +15,7 @@ use crate::upgrade::{
 
 use super::capability::{Capabilities, Capability};
 use super::command::Command;
+use super::policy::{has_require_tls, CleartextDegradation, CleartextMail};
 use super::reply::{EnhancedCode, Reply};
 use super::Limits;
 use crate::dot::{DataReader, DataStep, PIECE};
@@ -41,6 +42,12 @@ pub struct Extensions {
     pub enhanced_status_codes: bool,
     /// `SIZE` (RFC 1870), with the largest message accepted.
     pub size: Option<u64>,
+    /// `REQUIRETLS` (RFC 8689): advertised only over TLS; the `MAIL`
+    /// parameter is accepted only there, and reported as
+    /// [`ServerEvent::TransactionRequiresTls`]. Off by default: turn it on
+    /// only if the application honours it when relaying (see
+    /// [`policy`](super::policy)).
+    pub requiretls: bool,
 }
 
 impl Default for Extensions {
@@ -54,6 +61,7 @@ impl Default for Extensions {
             dsn: false,
             enhanced_status_codes: true,
             size: None,
+            requiretls: false,
         }
     }
 }
@@ -71,8 +79,12 @@ pub struct ServerConfig {
     /// greeting sent over TLS, `STARTTLS` never offered.
     pub implicit_tls: bool,
     /// Refuse every command but `EHLO`, `HELO`, `LHLO`, `NOOP`, `RSET`,
-    /// `QUIT` and `STARTTLS` in cleartext with `530 5.7.0 Must issue a
-    /// STARTTLS command first` (RFC 3207 §4).
+    /// `HELP`, `QUIT` and `STARTTLS` in cleartext with `530 5.7.0 Must issue
+    /// a STARTTLS command first` (RFC 3207 §4): `AUTH`, `MAIL`, `RCPT`,
+    /// `DATA`, `BDAT` (its chunk is read and dropped), `VRFY`, `EXPN`. For
+    /// submission (RFC 6409, RFC 8314) and private relays: RFC 3207 §4 says
+    /// a publicly-referenced server (an MX) must not require TLS to deliver
+    /// mail locally.
     pub require_tls: bool,
     /// SASL mechanisms advertised with `AUTH` (RFC 4954). Empty: no `AUTH`.
     pub auth_mechanisms: Vec<String>,
@@ -84,6 +96,10 @@ pub struct ServerConfig {
     pub lmtp: bool,
     /// Advertised extensions.
     pub extensions: Extensions,
+    /// Graduated cleartext degradation: the operator's hook that may answer
+    /// a `MAIL` received in cleartext with a temporary reply (see
+    /// [`policy`](super::policy)). `None` (the default): never.
+    pub degrade_cleartext: Option<Arc<dyn CleartextDegradation>>,
     /// What to do with bytes after the `STARTTLS` line (default: discard and
     /// report).
     pub injection: InjectionPolicy,
@@ -105,13 +121,18 @@ impl ServerConfig {
             insecure_auth_in_cleartext: false,
             lmtp: false,
             extensions: Extensions::default(),
+            degrade_cleartext: None,
             injection: InjectionPolicy::Discard,
             limits: Limits::default(),
         }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if (self.require_tls || self.implicit_tls) && !self.tls.is_available() {
+        let tls_only = self.require_tls
+            || self.implicit_tls
+            || self.extensions.requiretls
+            || self.degrade_cleartext.is_some();
+        if tls_only && !self.tls.is_available() {
             return Err(ConfigError::TlsRequiredWithoutTls);
         }
         if self.hostname.is_empty()
@@ -170,6 +191,18 @@ pub enum ServerEvent {
     /// The session refused a command itself (syntax, sequence, policy) and
     /// sent this reply.
     Refused(Reply),
+    /// The next event is a `MAIL` command with the `REQUIRETLS` parameter
+    /// (RFC 8689), received over TLS after the extension was advertised. If
+    /// you accept it, the message requires TLS: store that with it and relay
+    /// it only with `REQUIRETLS` (RFC 8689 §4.1; see
+    /// [`policy`](super::policy)). [`ServerSession::transaction_requires_tls`]
+    /// says the same until the transaction ends.
+    TransactionRequiresTls,
+    /// Graduated cleartext degradation: the hook in
+    /// [`ServerConfig::degrade_cleartext`] deferred a `MAIL` received in
+    /// cleartext, and the session sent this temporary reply. The command did
+    /// not reach the application.
+    CleartextDeferred(Reply),
     /// Upgrade and TLS facts.
     Upgrade(UpgradeEvent),
 }
@@ -268,6 +301,15 @@ impl ServerSession {
     pub fn is_authenticated(&self) -> bool {
         self.engine.machine().authenticated
     }
+
+    /// `true` from a `MAIL` with `REQUIRETLS` that the session passed on
+    /// ([`ServerEvent::TransactionRequiresTls`]) until the transaction ends:
+    /// the `MAIL` refused by the application, `RSET`, a new `EHLO`, or the
+    /// (last) reply to the end of the message. Ask it at
+    /// [`ServerEvent::MessageEnd`] to tag the stored message (RFC 8689 §4.1).
+    pub fn transaction_requires_tls(&self) -> bool {
+        self.engine.machine().require_tls
+    }
 }
 
 /// What the application must answer.
@@ -353,7 +395,13 @@ pub(crate) struct ServerMachine {
     config: Arc<ServerConfig>,
     greeted: bool,
     hello: bool,
+    /// The client said `EHLO`/`LHLO` (extensions advertised), not `HELO`.
+    extended: bool,
     mail: bool,
+    /// The transaction's `MAIL` carried `REQUIRETLS` (RFC 8689).
+    require_tls: bool,
+    /// `MAIL` commands shown to the degradation hook in this session.
+    cleartext_mails: u32,
     rcpts: u32,
     authenticated: bool,
     mode: Mode,
@@ -371,7 +419,10 @@ impl ServerMachine {
             config,
             greeted,
             hello: false,
+            extended: false,
             mail: false,
+            require_tls: false,
+            cleartext_mails: 0,
             rcpts: 0,
             authenticated: false,
             mode: Mode::Command,
@@ -414,6 +465,7 @@ impl ServerMachine {
         }
         self.mail = false;
         self.rcpts = 0;
+        self.require_tls = false;
     }
 
     fn capabilities(&self, trust: Trust) -> Capabilities {
@@ -444,6 +496,10 @@ impl ServerMachine {
         if x.enhanced_status_codes {
             caps.push(Capability::EnhancedStatusCodes);
         }
+        // RFC 8689 §4.2.1 step 5: looked for after the upgrade, used only over TLS.
+        if x.requiretls && trust == Trust::Tls {
+            caps.push(Capability::RequireTls);
+        }
         if self.offers_starttls(trust) {
             caps.push(Capability::StartTls);
         }
@@ -471,8 +527,12 @@ impl ServerMachine {
         }
         let x = &self.config.extensions;
         // RFC 1870 §3: SIZE adds 26 octets; RFC 3461 §5: ENVID adds 100 to
-        // MAIL, ORCPT and NOTIFY add 500 to RCPT.
-        l.command_line + if x.size.is_some() { 26 } else { 0 } + if x.dsn { 600 } else { 0 }
+        // MAIL, ORCPT and NOTIFY add 500 to RCPT; RFC 8689 §2: REQUIRETLS
+        // adds 11 to MAIL.
+        l.command_line
+            + if x.size.is_some() { 26 } else { 0 }
+            + if x.dsn { 600 } else { 0 }
+            + if x.requiretls { 11 } else { 0 }
     }
 
     fn offers_starttls(&self, trust: Trust) -> bool {
@@ -506,6 +566,7 @@ impl ServerMachine {
             Command::Ehlo { .. } | Command::Lhlo { .. } => {
                 self.reset_transaction(io);
                 self.hello = true;
+                self.extended = true;
                 let r = self.capabilities(trust).to_reply(b"");
                 self.send(io, &r);
                 io.emit(ServerEvent::Hello(cmd));
@@ -514,6 +575,7 @@ impl ServerMachine {
             Command::Helo { .. } => {
                 self.reset_transaction(io);
                 self.hello = true;
+                self.extended = false;
                 let r = Reply::new(250, None, &[self.config.hostname.as_bytes()]);
                 self.send(io, &r);
                 io.emit(ServerEvent::Hello(cmd));
@@ -605,12 +667,56 @@ impl ServerMachine {
                 }
                 self.pending = Some(Pending::Auth);
             }
-            Command::Mail { .. } => {
+            Command::Mail { from, params } => {
                 if !self.hello {
                     return self.refuse(io, 503, (5, 5, 1), "Send HELO/EHLO first");
                 }
                 if self.mail {
                     return self.refuse(io, 503, (5, 5, 1), "Nested MAIL command");
+                }
+                let require_tls = has_require_tls(params);
+                if require_tls {
+                    if !self.config.extensions.requiretls {
+                        return self.refuse(io, 555, (5, 5, 4), "REQUIRETLS not supported");
+                    }
+                    // RFC 8689 §2: only in a TLS session.
+                    if trust == Trust::Cleartext {
+                        return self.refuse(
+                            io,
+                            530,
+                            (5, 7, 10),
+                            "REQUIRETLS needs TLS: issue STARTTLS first",
+                        );
+                    }
+                    if !self.extended {
+                        return self.refuse(
+                            io,
+                            555,
+                            (5, 5, 4),
+                            "REQUIRETLS not advertised: send EHLO first",
+                        );
+                    }
+                }
+                if trust == Trust::Cleartext {
+                    if let Some(hook) = &self.config.degrade_cleartext {
+                        let mail = CleartextMail {
+                            from,
+                            params,
+                            earlier: self.cleartext_mails,
+                            authenticated: self.authenticated,
+                        };
+                        self.cleartext_mails = self.cleartext_mails.saturating_add(1);
+                        if let Some(d) = hook.decide(&mail) {
+                            let r = d.reply().clone();
+                            self.send(io, &r);
+                            io.emit(ServerEvent::CleartextDeferred(r));
+                            return;
+                        }
+                    }
+                }
+                if require_tls {
+                    self.require_tls = true;
+                    io.emit(ServerEvent::TransactionRequiresTls);
                 }
                 self.pending = Some(Pending::Mail);
             }
@@ -651,7 +757,10 @@ impl ServerMachine {
         let positive = code / 100 == 2;
         self.pending = None;
         match pending {
-            Pending::Mail => self.mail = positive,
+            Pending::Mail => {
+                self.mail = positive;
+                self.require_tls &= positive;
+            }
             Pending::Rcpt => self.rcpts += u32::from(positive),
             Pending::Data if code == 354 => self.mode = Mode::Data(DataReader::default()),
             Pending::Data | Pending::Chunk | Pending::Other(_) => {}
@@ -663,6 +772,7 @@ impl ServerMachine {
                 } else {
                     self.mail = false;
                     self.rcpts = 0;
+                    self.require_tls = false;
                 }
             }
             Pending::Auth => {
