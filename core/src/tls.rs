@@ -251,6 +251,26 @@ impl From<rustls::Error> for TlsError {
 /// one.
 fn policy_detail(e: &rustls::Error) -> Option<String> {
     use crate::policy::{dane::DaneError, identity::IdentityError, memory::PinError};
+    use rustls::CertificateError as C;
+    // rustls's texts for these name the verification time, so the same
+    // failure would read differently from one second to the next: give the
+    // certificate's own bound only, so that a session's events depend on its
+    // input alone.
+    match e {
+        rustls::Error::InvalidCertificate(C::ExpiredContext { not_after, .. }) => {
+            return Some(format!(
+                "invalid peer certificate: certificate expired (not valid after {} UNIX time)",
+                not_after.as_secs()
+            ))
+        }
+        rustls::Error::InvalidCertificate(C::NotValidYetContext { not_before, .. }) => {
+            return Some(format!(
+                "invalid peer certificate: certificate not valid yet (not valid before {} UNIX time)",
+                not_before.as_secs()
+            ))
+        }
+        _ => {}
+    }
     IdentityError::from_rustls(e)
         .map(ToString::to_string)
         .or_else(|| PinError::from_rustls(e).map(ToString::to_string))
@@ -405,6 +425,37 @@ mod tests {
     use crate::policy::dane::DaneError;
     use crate::policy::identity::IdentityError;
     use crate::policy::memory::{Fingerprint, PinError};
+
+    /// The same expired certificate gives the same text whatever the clock
+    /// says, so a replayed session's events never depend on the time.
+    #[test]
+    fn validity_errors_do_not_depend_on_the_clock() {
+        use rustls::pki_types::UnixTime;
+        use std::time::Duration;
+        let at = |now: u64| {
+            TlsError::from(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ExpiredContext {
+                    time: UnixTime::since_unix_epoch(Duration::from_secs(now)),
+                    not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_000)),
+                },
+            ))
+        };
+        assert_eq!(at(2_000), at(3_000));
+        assert_eq!(at(2_000).kind, TlsErrorKind::Certificate);
+        assert!(at(2_000)
+            .detail
+            .starts_with("invalid peer certificate: certificate expired"));
+        let early = |now: u64| {
+            TlsError::from(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidYetContext {
+                    time: UnixTime::since_unix_epoch(Duration::from_secs(now)),
+                    not_before: UnixTime::since_unix_epoch(Duration::from_secs(9_000)),
+                },
+            ))
+        };
+        assert_eq!(early(2_000), early(3_000));
+        assert!(early(2_000).detail.contains("not valid yet"));
+    }
 
     #[test]
     fn policy_verifier_errors_keep_their_readable_text() {
