@@ -12,6 +12,7 @@ for t in $(cargo fuzz list); do
   case $t in
     smtp_*|*_smtp|session_smtp_*|roundtrip_smtp) dict=dict/smtp.dict ;;
     imap_*|*_imap|session_imap_*|roundtrip_imap) dict=dict/imap.dict ;;
+    policy_*) dict=dict/policy.dict ;;
     pop3_*|*_pop3|session_pop3_*|roundtrip_pop3) dict=dict/pop3.dict ;;
     *) dict=dict/smtp.dict ;;
   esac

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod parsers;
+pub mod policy;
 pub mod sessions;
 
 /// A check: panics if the input breaks an invariant.
@@ -35,4 +36,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("taint_imap", sessions::taint_imap),
     ("taint_pop3", sessions::taint_pop3),
     ("split_invariance", sessions::split_invariance),
+    ("policy_parsers", policy::policy_parsers),
 ];
