@@ -283,7 +283,12 @@ fn prepare(args: ConnectArgs) -> Result<(Target, Setup), String> {
         _ if target.implicit => TlsPolicy::Implicit,
         "required" => TlsPolicy::StartTlsRequired,
         "opportunistic" => TlsPolicy::Opportunistic,
-        other => return Err(format!("--policy {other:?}: use required or opportunistic")),
+        "cleartext" => TlsPolicy::Cleartext,
+        other => {
+            return Err(format!(
+                "--policy {other:?}: use required, opportunistic or cleartext"
+            ))
+        }
     };
     let mut roots = rustls::RootCertStore::empty();
     let mut ca = None;

@@ -957,6 +957,7 @@ fn memory_check(f: &Fields) -> Result<String, String> {
             "opportunistic" => TlsPolicy::Opportunistic,
             "starttls-required" => TlsPolicy::StartTlsRequired,
             "implicit" => TlsPolicy::Implicit,
+            "cleartext" => TlsPolicy::Cleartext,
             other => return Err(format!("unknown policy {other:?}")),
         };
         let next = memory::required_policy(&store, &peer, configured, &policy)

@@ -51,7 +51,7 @@
 //! `requiretls` (offer RFC 8689 `REQUIRETLS`) and `degrade=D/N` (graduated
 //! cleartext degradation: defer `D` of every `N` cleartext `MAIL` commands
 //! with the default `450 4.7.0` reply, first one deferred); client:
-//! `required` (default), `opportunistic`, `implicit`, `insecure-auth`,
+//! `required` (default), `opportunistic`, `implicit`, `cleartext`, `insecure-auth`,
 //! `injection-discard`.
 
 use std::fmt;
@@ -452,6 +452,8 @@ impl Session {
             TlsPolicy::Implicit
         } else if has("opportunistic") {
             TlsPolicy::Opportunistic
+        } else if has("cleartext") {
+            TlsPolicy::Cleartext
         } else {
             TlsPolicy::StartTlsRequired
         };

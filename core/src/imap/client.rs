@@ -329,7 +329,7 @@ impl ClientMachine {
             return Ok(());
         }
         let starttls = self.caps.as_ref().is_some_and(|c| c.has_starttls());
-        if starttls {
+        if starttls && self.config.policy.attempts_tls() {
             let (tag, sent_at) = self.own(CommandBody::StartTls, io);
             self.phase = Phase::StartTls { tag, sent_at };
         } else if self.config.policy.requires_tls() {

@@ -338,7 +338,10 @@ impl TlsRecord {
     /// [`Implicit`](crate::TlsPolicy::Implicit) and `StartTlsRequired` are
     /// kept: a policy is only ever raised, never lowered. With a policy that
     /// warns about or accepts cleartext, the configured policy is kept and
-    /// [`check_session`] reports the downgrade.
+    /// [`check_session`] reports the downgrade. An explicit
+    /// [`TlsPolicy::Cleartext`](crate::TlsPolicy::Cleartext) is the user's
+    /// choice and is kept too; [`check_session`] then reports (by default,
+    /// refuses) the cleartext session.
     pub fn required_policy(
         &self,
         configured: crate::TlsPolicy,

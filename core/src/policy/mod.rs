@@ -62,11 +62,45 @@ pub enum TlsPolicy {
     /// [`Trust::Cleartext`](crate::Trust::Cleartext). A handshake failure
     /// after the upgrade began is still fatal.
     Opportunistic,
+    /// No TLS, by the user's explicit choice: the session never sends
+    /// STARTTLS/STLS, even when the server offers it. Only for a peer the
+    /// user configured as cleartext (a local relay, a test server); nothing
+    /// ever selects it by itself. Credentials are still refused in cleartext
+    /// unless the client configuration's `insecure_*_in_cleartext` flag says
+    /// otherwise, and every text it hands out says
+    /// [`Trust::Cleartext`](crate::Trust::Cleartext).
+    Cleartext,
 }
 
 impl TlsPolicy {
     /// `true` unless the policy tolerates cleartext.
     pub fn requires_tls(self) -> bool {
-        !matches!(self, TlsPolicy::Opportunistic)
+        !matches!(self, TlsPolicy::Opportunistic | TlsPolicy::Cleartext)
+    }
+
+    /// `true` unless the policy is [`TlsPolicy::Cleartext`]: whether the
+    /// session upgrades when the server offers to.
+    pub fn attempts_tls(self) -> bool {
+        !matches!(self, TlsPolicy::Cleartext)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TlsPolicy;
+
+    #[test]
+    fn each_mode_says_what_it_requires_and_attempts() {
+        use TlsPolicy::*;
+        let table = [
+            (Implicit, true, true),
+            (StartTlsRequired, true, true),
+            (Opportunistic, false, true),
+            (Cleartext, false, false),
+        ];
+        for (policy, requires, attempts) in table {
+            assert_eq!(policy.requires_tls(), requires, "{policy:?}");
+            assert_eq!(policy.attempts_tls(), attempts, "{policy:?}");
+        }
     }
 }

@@ -273,7 +273,7 @@ impl ClientMachine {
             self.ready(io);
             return Ok(());
         }
-        if self.caps.as_ref().is_some_and(|c| c.has_stls()) {
+        if self.caps.as_ref().is_some_and(|c| c.has_stls()) && self.config.policy.attempts_tls() {
             self.write(&Command::Stls, Expect::Stls, io);
             return Ok(());
         }

@@ -454,7 +454,7 @@ impl ClientMachine {
                     self.caps = Some(caps);
                     if trust == Trust::Tls {
                         self.ready(io);
-                    } else if starttls {
+                    } else if starttls && policy.attempts_tls() {
                         self.write(&Command::StartTls, io);
                         self.expect_reply(Expect::StartTls, io);
                     } else if policy.requires_tls() {
