@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crate::imap::capability::Capabilities;
 use crate::imap::command::Args;
 use crate::imap::syntax::{
-    atom, is_atom_char, is_text, list, number, nz_number, scan, tag, whole, write_decimal,
+    all_atom_chars, atom, is_text, list, number, nz_number, scan, tag, whole, write_decimal,
 };
 use crate::imap::SyntaxError;
 
@@ -240,7 +240,7 @@ fn is_flag_list(flags: &[u8]) -> bool {
     flags.is_empty()
         || flags.split(|&c| c == b' ').all(|flag| {
             let name = flag.strip_prefix(b"\\").unwrap_or(flag);
-            name == b"*" || (!name.is_empty() && name.iter().all(|&c| is_atom_char(c)))
+            name == b"*" || (!name.is_empty() && all_atom_chars(name))
         })
 }
 
