@@ -21,8 +21,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use crate::imap::syntax::{
-    all_astring_chars, all_atom_chars, atom, escape, is_base64, is_quotable, lex_astring, lex_item,
-    list, nil, nstring, scan, string, tag, unescape, whole, LexError, Lit, Str,
+    all_astring_chars, all_atom_chars, atom, atom_word, escape, is_base64, is_quotable,
+    lex_astring, lex_item, list, nil, nstring, scan, string, tag, unescape, whole, word, LexError,
+    Lit, Str,
 };
 use crate::imap::{LiteralHeader, LiteralMode, SyntaxError};
 use crate::Secret;
@@ -434,35 +435,7 @@ const KNOWN: [&str; 36] = [
     "REPLACE",
 ];
 
-/// `name` as a little-endian word, upper case, for [`name_word`]: the
-/// typed command names are letters only and at most 16 octets.
-const fn word(name: &str) -> u128 {
-    let b = name.as_bytes();
-    let mut w = 0u128;
-    let mut i = 0;
-    while i < b.len() && i < 16 {
-        w |= (b[i].to_ascii_uppercase() as u128) << (8 * i);
-        i += 1;
-    }
-    w
-}
-
-/// A command name (an atom) folded into one word, to compare it with the
-/// [`word`]s of the typed names in one step; `None` when longer than any of
-/// them.
-///
-/// Clearing bit 5 of every octet upper-cases letters. Another octet can only
-/// become a letter this way if it was that letter in lower case, and no atom
-/// octet becomes 0 (only NUL and SP would), so equal words mean equal
-/// lengths and names equal but for ASCII case: exactly
-/// `eq_ignore_ascii_case` for the letters-only typed names.
-#[inline]
-fn name_word(name: &[u8]) -> Option<u128> {
-    let mut w = [0u8; 16];
-    w.get_mut(..name.len())?.copy_from_slice(name);
-    Some(u128::from_le_bytes(w) & 0xDFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF)
-}
-
+// The folded words of the typed command names, for `parse_body`.
 const CAPABILITY: u128 = word("CAPABILITY");
 const NOOP: u128 = word("NOOP");
 const LOGOUT: u128 = word("LOGOUT");
@@ -594,7 +567,7 @@ impl Command {
 }
 
 /// Parses what follows the tag and command name: the name is looked up by
-/// its folded word ([`name_word`]), and a generic command's arguments are
+/// its folded word ([`atom_word`]), and a generic command's arguments are
 /// validated in one pass.
 fn parse_body(
     message: &Bytes,
@@ -605,7 +578,7 @@ fn parse_body(
         None => Ok(body),
         Some(_) => Err(bad(n, "this command takes no arguments")),
     };
-    match name_word(name) {
+    match atom_word(name) {
         Some(CAPABILITY) => bare("CAPABILITY", CommandBody::Capability),
         Some(NOOP) => bare("NOOP", CommandBody::Noop),
         Some(LOGOUT) => bare("LOGOUT", CommandBody::Logout),

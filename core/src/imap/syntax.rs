@@ -308,20 +308,20 @@ fn class(c: u8) -> u8 {
     CLASS.get(usize::from(c)).copied().unwrap_or(0)
 }
 
-/// The length of the longest prefix of `input` whose octets all have one of
-/// the class bits `bits`.
+/// The length of the longest prefix of `input` whose octets all have the
+/// class bit `bit` (one of the constants above).
 #[inline(always)]
-fn span(input: &[u8], bits: u8) -> usize {
+fn span(input: &[u8], bit: u8) -> usize {
     input
         .iter()
-        .position(|&c| class(c) & bits == 0)
+        .position(|&c| class(c) & bit == 0)
         .unwrap_or(input.len())
 }
 
-/// `1*` octets of the class `bits`, as a nom parser.
+/// `1*` octets of the class `bit`, as a nom parser.
 #[inline(always)]
-fn take_class1(input: &[u8], bits: u8) -> PResult<'_, &[u8]> {
-    match span(input, bits) {
+fn take_class1(input: &[u8], bit: u8) -> PResult<'_, &[u8]> {
+    match span(input, bit) {
         0 => fail(),
         n => {
             let (taken, rest) = input.split_at_checked(n).unwrap_or_default();
@@ -352,6 +352,39 @@ pub(crate) fn all_astring_chars(s: &[u8]) -> bool {
     span(s, ASTRING) == s.len()
 }
 
+/// `name` as one little-endian word, each octet with bit 5 cleared (upper
+/// case for letters), to compare with [`atom_word`]: names of at most 16
+/// octets, made of letters, digits and `-`.
+pub(crate) const fn word(name: &str) -> u128 {
+    let b = name.as_bytes();
+    let mut w = 0u128;
+    let mut i = 0;
+    while i < b.len() && i < 16 {
+        w |= ((b[i] & 0xDF) as u128) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+/// An atom (a command, response or code name) folded into one word, to
+/// compare it with the [`word`]s of known names in one step; `None` when
+/// longer than 16 octets.
+///
+/// Clearing bit 5 of every octet upper-cases letters. Two octets fold to
+/// the same value only if they differ in bit 5 alone: a letter in either
+/// case; an `ATOM-CHAR` and a control (`-` and CR, `4` and DC4), which no
+/// atom holds; or a pair such as `@` and `` ` ``, which no known name holds.
+/// No `ATOM-CHAR` folds to 0 (only NUL and SP would). So for an atom, equal
+/// words mean equal lengths, and the atom's word equals the [`word`] of a
+/// name of letters, digits and `-` exactly when `eq_ignore_ascii_case` says
+/// they are equal.
+#[inline]
+pub(crate) fn atom_word(atom: &[u8]) -> Option<u128> {
+    let mut w = [0u8; 16];
+    w.get_mut(..atom.len())?.copy_from_slice(atom);
+    Some(u128::from_le_bytes(w) & 0xDFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF)
+}
+
 /// True if `s` is RFC 9051 `base64 = *(4base64-char) [base64-terminal]`,
 /// non-empty.
 pub(crate) fn is_base64(s: &[u8]) -> bool {
@@ -365,8 +398,31 @@ pub(crate) fn is_base64(s: &[u8]) -> bool {
 /// True if `text` may appear as response `text` (RFC 9051 `text =
 /// 1*(TEXT-CHAR / UTF8-2 / UTF8-3 / UTF8-4)`): any octets except CR, LF and
 /// NUL (8-bit octets are not checked for UTF-8, to accept old servers).
+///
+/// Eight octets at a time: response texts are short, where `memchr3` costs
+/// more in setting up than in searching.
 pub(crate) fn is_text(text: &[u8]) -> bool {
-    memchr::memchr3(b'\r', b'\n', 0, text).is_none()
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Nonzero exactly when some octet of `v` is 0 (a borrow can only make an
+    // octet above a zero one look zero too, which does not change "any").
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let chunks = text.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let Ok(octets) = <[u8; 8]>::try_from(chunk) else {
+            return false;
+        };
+        let v = u64::from_le_bytes(octets);
+        if has_zero(v)
+            | has_zero(v ^ (ONES * u64::from(b'\r')))
+            | has_zero(v ^ (ONES * u64::from(b'\n')))
+            != 0
+        {
+            return false;
+        }
+    }
+    !tail.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0))
 }
 
 /// The value of a string of ASCII digits; `None` if empty, not all digits, or
@@ -694,16 +750,12 @@ pub(crate) fn lex_item(input: &[u8]) -> Result<(&[u8], Str<'_>), LexError> {
     }
 }
 
-/// The length of the item [`lex_item`] finds at the start of `input`.
+/// The length of the quoted string, literal or `literal8` at the start of
+/// `input`.
 #[inline]
-fn item_len(input: &[u8]) -> Result<usize, LexError> {
-    match input {
-        [b'"', ..] | [b'{', ..] | [b'~', b'{', ..] => {
-            let (after, _) = lex_string(input)?;
-            Ok(input.len() - after.len())
-        }
-        _ => token_end(input),
-    }
+fn string_len(input: &[u8]) -> Result<usize, LexError> {
+    let (after, _) = lex_string(input)?;
+    Ok(input.len() - after.len())
 }
 
 /// The length of the bare token at the start of `input`: it runs until SP,
@@ -712,7 +764,6 @@ fn item_len(input: &[u8]) -> Result<usize, LexError> {
 ///
 /// One pass over runs of token octets ([`TOKEN`]); the octet that ends a run
 /// decides. `tests::token_end_general` is the rule octet by octet.
-#[inline]
 fn token_end(input: &[u8]) -> Result<usize, LexError> {
     let mut i = 0;
     loop {
@@ -731,6 +782,7 @@ fn token_end(input: &[u8]) -> Result<usize, LexError> {
 
 /// The length of the `[...]` group at the start of `input`, brackets
 /// included (RFC 9051 `section`, `section-binary`, and response codes).
+#[inline(never)]
 fn section_len(input: &[u8]) -> Result<usize, LexError> {
     let mut brackets = 0usize;
     let mut parens = 0usize;
@@ -836,10 +888,39 @@ pub(crate) fn scan(input: &[u8], in_list: bool) -> Result<usize, LexError> {
                 }
                 i += 1;
             }
-            Some(_) => {
-                i += item_len(input.get(i..).unwrap_or_default())?;
+            Some(b'"' | b'{') => {
+                i += string_len(input.get(i..).unwrap_or_default())?;
                 if input.get(i) == Some(&b'(') {
                     return Err(LexError::Syntax("missing space before '('"));
+                }
+            }
+            Some(b'~') if input.get(i + 1) == Some(&b'{') => {
+                i += string_len(input.get(i..).unwrap_or_default())?;
+                if input.get(i) == Some(&b'(') {
+                    return Err(LexError::Syntax("missing space before '('"));
+                }
+            }
+            Some(_) => {
+                // A bare token: most are one run of token octets and SP.
+                let rest = input.get(i..).unwrap_or_default();
+                let n = span(rest, TOKEN);
+                match rest.get(n) {
+                    Some(b' ') if n > 0 => {
+                        i += n + 1;
+                        after_space = true;
+                        continue;
+                    }
+                    None | Some(b')') if n > 0 => i += n,
+                    Some(b'(') if n > 0 => {
+                        return Err(LexError::Syntax("missing space before '('"))
+                    }
+                    // Sections, and octets a token may not hold.
+                    _ => {
+                        i += token_end(rest)?;
+                        if input.get(i) == Some(&b'(') {
+                            return Err(LexError::Syntax("missing space before '('"));
+                        }
+                    }
                 }
             }
         }
@@ -1166,6 +1247,82 @@ pub(crate) mod tests {
                 "{c:#x}"
             );
         }
+    }
+
+    /// A folded atom equals the [`word`] of a known name exactly when the
+    /// two are equal but for ASCII case: every one-octet change, in either
+    /// case, of every name the parsers look up, and the names one octet
+    /// shorter or longer.
+    #[test]
+    fn folded_words_compare_like_eq_ignore_ascii_case() {
+        let names = [
+            "CAPABILITY",
+            "NOOP",
+            "LOGOUT",
+            "STARTTLS",
+            "IDLE",
+            "LOGIN",
+            "AUTHENTICATE",
+            "ID",
+            "ENABLE",
+            "OK",
+            "NO",
+            "BAD",
+            "BYE",
+            "PREAUTH",
+            "ALERT",
+            "PRIVACYREQUIRED",
+            "PARSE",
+            "READ-ONLY",
+            "READ-WRITE",
+            "TRYCREATE",
+            "UIDNEXT",
+            "UIDVALIDITY",
+            "UNSEEN",
+            "REFERRAL",
+            "PERMANENTFLAGS",
+            "IMAP4rev2",
+        ];
+        let check = |atom: &[u8]| {
+            if atom.is_empty() || !all_atom_chars(atom) {
+                return;
+            }
+            for name in names {
+                assert_eq!(
+                    atom_word(atom) == Some(word(name)),
+                    atom.eq_ignore_ascii_case(name.as_bytes()),
+                    "{:?} {name}",
+                    String::from_utf8_lossy(atom)
+                );
+            }
+        };
+        for name in names {
+            for lower in [false, true] {
+                let mut base = name.as_bytes().to_vec();
+                if lower {
+                    base.make_ascii_lowercase();
+                }
+                check(&base);
+                for at in 0..=base.len() {
+                    for c in 0..=255u8 {
+                        let mut a = base.clone();
+                        if let Some(slot) = a.get_mut(at) {
+                            *slot = c;
+                            check(&a);
+                        }
+                        let mut a = base.clone();
+                        a.insert(at, c);
+                        check(&a);
+                    }
+                    let mut a = base.clone();
+                    if at < a.len() {
+                        a.remove(at);
+                        check(&a);
+                    }
+                }
+            }
+        }
+        assert_eq!(atom_word(&[b'A'; 17]), None);
     }
 
     /// xorshift64: deterministic pseudo-random numbers, no extra crates.
