@@ -185,13 +185,15 @@ impl Code {
 
     /// Parses the inside of the brackets (`UIDNEXT 4392`); `None` if it is not
     /// `atom [SP 1*<any TEXT-CHAR except "]">]`.
+    ///
+    /// `inner` is what [`resp_text`] found between `[` and the first `]` of
+    /// a valid text: it holds no `]`, CR, LF or NUL, so the arguments need no
+    /// further check.
     fn parse(message: &Bytes, inner: &[u8]) -> Option<Code> {
         let (rest, name) = atom(inner).ok()?;
         let args = match rest {
             [] => None,
-            [b' ', args @ ..] if !args.is_empty() && !args.contains(&b']') && is_text(args) => {
-                Some(args)
-            }
+            [b' ', args @ ..] if !args.is_empty() => Some(args),
             _ => return None,
         };
         // The folded words of the typed codes' names ([`atom_word`]).
@@ -454,6 +456,7 @@ fn untagged(message: &Bytes, rest: &[u8]) -> Result<Response, SyntaxError> {
 }
 
 /// What follows a status keyword: `[SP resp-text]`.
+#[inline]
 fn status_tail(
     message: &Bytes,
     status: Status,
@@ -474,6 +477,7 @@ fn status_tail(
 
 /// `resp-text = ["[" resp-text-code "]" SP] [text]`. Text that starts with
 /// `[` but is not a valid code followed by SP or the end is all text.
+#[inline]
 fn resp_text(message: &Bytes, input: &[u8]) -> Result<(Option<Code>, Bytes), SyntaxError> {
     if !is_text(input) {
         return Err(SyntaxError::InvalidResponse {
@@ -481,7 +485,8 @@ fn resp_text(message: &Bytes, input: &[u8]) -> Result<(Option<Code>, Bytes), Syn
         });
     }
     if let Some(after_open) = input.strip_prefix(b"[") {
-        if let Some(close) = memchr::memchr(b']', after_open) {
+        // Codes are short: a plain search beats setting up memchr.
+        if let Some(close) = after_open.iter().position(|&c| c == b']') {
             let (inner, after) = after_open.split_at_checked(close).unwrap_or_default();
             let after = after.get(1..).unwrap_or_default();
             let text = match after {
@@ -1201,11 +1206,14 @@ mod tests {
             }
             name.extend_from_slice(r.pick(&argss));
             let message = Bytes::from(name);
-            assert_eq!(
-                Code::parse(&message, &message),
-                code_parse_general(&message, &message),
-                "{show:?}"
-            );
+            // What `resp_text` hands to `Code::parse`.
+            if is_text(&message) && !message.contains(&b']') {
+                assert_eq!(
+                    Code::parse(&message, &message),
+                    code_parse_general(&message, &message),
+                    "{show:?}"
+                );
+            }
         }
     }
 }

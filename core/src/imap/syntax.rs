@@ -475,6 +475,13 @@ pub(crate) fn atom(input: &[u8]) -> PResult<'_, &[u8]> {
 /// `number = 1*DIGIT`, an unsigned 32-bit integer.
 pub(crate) fn number(input: &[u8]) -> PResult<'_, u32> {
     let (rest, digits) = take_class1(input, DIGIT)?;
+    // Nine digits or fewer always fit in 32 bits: no overflow checks.
+    if digits.len() <= 9 {
+        let n = digits
+            .iter()
+            .fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
+        return Ok((rest, n));
+    }
     match digits_value(digits).and_then(|n| u32::try_from(n).ok()) {
         Some(n) => Ok((rest, n)),
         None => fail(),
@@ -743,7 +750,13 @@ pub(crate) fn lex_item(input: &[u8]) -> Result<(&[u8], Str<'_>), LexError> {
     match input {
         [b'"', ..] | [b'{', ..] | [b'~', b'{', ..] => lex_string(input),
         _ => {
-            let end = token_end(input)?;
+            // Most tokens are one run of token octets; [`token_end`] handles
+            // sections and errors.
+            let n = span(input, TOKEN);
+            let end = match input.get(n) {
+                None | Some(b' ' | b'(' | b')') if n > 0 => n,
+                _ => token_end(input)?,
+            };
             let (token, rest) = input.split_at_checked(end).unwrap_or_default();
             Ok((rest, Str::Atom(token)))
         }
@@ -1408,6 +1421,14 @@ pub(crate) mod tests {
             assert_eq!(tag(input), tag_general(input), "tag {show:?}");
             assert_eq!(atom(input), atom_general(input), "atom {show:?}");
             assert_eq!(number(input), number_general(input), "number {show:?}");
+            assert_eq!(
+                nz_number(input),
+                match number_general(input) {
+                    Ok((rest, n)) if n != 0 && input.first() != Some(&b'0') => Ok((rest, n)),
+                    _ => fail(),
+                },
+                "nz-number {show:?}"
+            );
             assert_eq!(quoted(input), quoted_general(input), "quoted {show:?}");
             assert_eq!(astring(input), astring_general(input), "astring {show:?}");
             assert_eq!(is_text(input), is_text_general(input), "text {show:?}");
