@@ -19,7 +19,8 @@ use bytes::Bytes;
 use crate::imap::capability::Capabilities;
 use crate::imap::command::Args;
 use crate::imap::syntax::{
-    atom, is_atom_char, is_text, list, number, nz_number, scan, tag, whole, write_decimal,
+    all_atom_chars, atom, atom_word, is_text, list, number, nz_number, scan, tag, whole, word,
+    write_decimal,
 };
 use crate::imap::SyntaxError;
 
@@ -39,6 +40,8 @@ pub enum Status {
     Preauth,
 }
 
+/// The status keywords, as RFC 9051 spells them.
+#[cfg(test)]
 const STATUSES: [(&str, Status); 5] = [
     ("OK", Status::Ok),
     ("NO", Status::No),
@@ -59,11 +62,22 @@ impl Status {
         }
     }
 
+    /// The status whose keyword is the atom `keyword` (ASCII
+    /// case-insensitive), compared as one folded word ([`atom_word`]).
     fn from_keyword(keyword: &[u8]) -> Option<Status> {
-        STATUSES
-            .iter()
-            .find(|(name, _)| keyword.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|&(_, s)| s)
+        const OK: u128 = word("OK");
+        const NO: u128 = word("NO");
+        const BAD: u128 = word("BAD");
+        const BYE: u128 = word("BYE");
+        const PREAUTH: u128 = word("PREAUTH");
+        match atom_word(keyword)? {
+            OK => Some(Status::Ok),
+            NO => Some(Status::No),
+            BAD => Some(Status::Bad),
+            BYE => Some(Status::Bye),
+            PREAUTH => Some(Status::Preauth),
+            _ => None,
+        }
     }
 }
 
@@ -138,6 +152,7 @@ pub enum Code {
 }
 
 /// The codes that take no arguments.
+#[cfg(test)]
 const FLAG_CODES: [(&str, Code); 6] = [
     ("ALERT", Code::Alert),
     ("PRIVACYREQUIRED", Code::PrivacyRequired),
@@ -170,32 +185,48 @@ impl Code {
 
     /// Parses the inside of the brackets (`UIDNEXT 4392`); `None` if it is not
     /// `atom [SP 1*<any TEXT-CHAR except "]">]`.
+    ///
+    /// `inner` is what [`resp_text`] found between `[` and the first `]` of
+    /// a valid text: it holds no `]`, CR, LF or NUL, so the arguments need no
+    /// further check.
     fn parse(message: &Bytes, inner: &[u8]) -> Option<Code> {
         let (rest, name) = atom(inner).ok()?;
         let args = match rest {
             [] => None,
-            [b' ', args @ ..] if !args.is_empty() && !args.contains(&b']') && is_text(args) => {
-                Some(args)
-            }
+            [b' ', args @ ..] if !args.is_empty() => Some(args),
             _ => return None,
         };
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        let typed = match args {
-            None => FLAG_CODES
-                .iter()
-                .find(|(n, _)| is(n))
-                .map(|(_, c)| c.clone()),
-            Some(args) if is("UIDNEXT") => whole(args, nz_number).map(Code::UidNext),
-            Some(args) if is("UIDVALIDITY") => whole(args, nz_number).map(Code::UidValidity),
-            Some(args) if is("UNSEEN") => whole(args, nz_number).map(Code::Unseen),
-            Some(args) if is("REFERRAL") => Some(Code::Referral(message.slice_ref(args))),
-            Some(args) if is("CAPABILITY") => Capabilities::parse(&message.slice_ref(args))
+        // The folded words of the typed codes' names ([`atom_word`]).
+        const ALERT: u128 = word("ALERT");
+        const PRIVACYREQUIRED: u128 = word("PRIVACYREQUIRED");
+        const PARSE: u128 = word("PARSE");
+        const READ_ONLY: u128 = word("READ-ONLY");
+        const READ_WRITE: u128 = word("READ-WRITE");
+        const TRYCREATE: u128 = word("TRYCREATE");
+        const UIDNEXT: u128 = word("UIDNEXT");
+        const UIDVALIDITY: u128 = word("UIDVALIDITY");
+        const UNSEEN: u128 = word("UNSEEN");
+        const REFERRAL: u128 = word("REFERRAL");
+        const CAPABILITY: u128 = word("CAPABILITY");
+        const PERMANENTFLAGS: u128 = word("PERMANENTFLAGS");
+        let typed = match (atom_word(name), args) {
+            (Some(ALERT), None) => Some(Code::Alert),
+            (Some(PRIVACYREQUIRED), None) => Some(Code::PrivacyRequired),
+            (Some(PARSE), None) => Some(Code::Parse),
+            (Some(READ_ONLY), None) => Some(Code::ReadOnly),
+            (Some(READ_WRITE), None) => Some(Code::ReadWrite),
+            (Some(TRYCREATE), None) => Some(Code::TryCreate),
+            (Some(UIDNEXT), Some(args)) => whole(args, nz_number).map(Code::UidNext),
+            (Some(UIDVALIDITY), Some(args)) => whole(args, nz_number).map(Code::UidValidity),
+            (Some(UNSEEN), Some(args)) => whole(args, nz_number).map(Code::Unseen),
+            (Some(REFERRAL), Some(args)) => Some(Code::Referral(message.slice_ref(args))),
+            (Some(CAPABILITY), Some(args)) => Capabilities::parse(&message.slice_ref(args))
                 .ok()
                 .map(Code::Capability),
-            Some(args) if is("PERMANENTFLAGS") => whole(args, list)
+            (Some(PERMANENTFLAGS), Some(args)) => whole(args, list)
                 .filter(|flags| is_flag_list(flags))
                 .map(|flags| Code::PermanentFlags(Args::from_validated(message.slice_ref(flags)))),
-            Some(_) => None,
+            _ => None,
         };
         Some(typed.unwrap_or_else(|| Code::Other {
             name: message.slice_ref(name),
@@ -240,7 +271,7 @@ fn is_flag_list(flags: &[u8]) -> bool {
     flags.is_empty()
         || flags.split(|&c| c == b' ').all(|flag| {
             let name = flag.strip_prefix(b"\\").unwrap_or(flag);
-            name == b"*" || (!name.is_empty() && name.iter().all(|&c| is_atom_char(c)))
+            name == b"*" || (!name.is_empty() && all_atom_chars(name))
         })
 }
 
@@ -425,6 +456,7 @@ fn untagged(message: &Bytes, rest: &[u8]) -> Result<Response, SyntaxError> {
 }
 
 /// What follows a status keyword: `[SP resp-text]`.
+#[inline]
 fn status_tail(
     message: &Bytes,
     status: Status,
@@ -445,6 +477,7 @@ fn status_tail(
 
 /// `resp-text = ["[" resp-text-code "]" SP] [text]`. Text that starts with
 /// `[` but is not a valid code followed by SP or the end is all text.
+#[inline]
 fn resp_text(message: &Bytes, input: &[u8]) -> Result<(Option<Code>, Bytes), SyntaxError> {
     if !is_text(input) {
         return Err(SyntaxError::InvalidResponse {
@@ -452,7 +485,8 @@ fn resp_text(message: &Bytes, input: &[u8]) -> Result<(Option<Code>, Bytes), Syn
         });
     }
     if let Some(after_open) = input.strip_prefix(b"[") {
-        if let Some(close) = memchr::memchr(b']', after_open) {
+        // Codes are short: a plain search beats setting up memchr.
+        if let Some(close) = after_open.iter().position(|&c| c == b']') {
             let (inner, after) = after_open.split_at_checked(close).unwrap_or_default();
             let after = after.get(1..).unwrap_or_default();
             let text = match after {
@@ -1057,5 +1091,129 @@ mod tests {
         }
         // Enough mutants stay valid for the round trip to mean something.
         assert!(parsed > 2000, "{parsed}");
+    }
+
+    /// `Status::from_keyword` as written before the folded words.
+    fn from_keyword_general(keyword: &[u8]) -> Option<Status> {
+        STATUSES
+            .iter()
+            .find(|(name, _)| keyword.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|&(_, s)| s)
+    }
+
+    /// `Code::parse` as written before the folded words.
+    fn code_parse_general(message: &Bytes, inner: &[u8]) -> Option<Code> {
+        let (rest, name) = atom(inner).ok()?;
+        let args = match rest {
+            [] => None,
+            [b' ', args @ ..] if !args.is_empty() && !args.contains(&b']') && is_text(args) => {
+                Some(args)
+            }
+            _ => return None,
+        };
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        let typed = match args {
+            None => FLAG_CODES
+                .iter()
+                .find(|(n, _)| is(n))
+                .map(|(_, c)| c.clone()),
+            Some(args) if is("UIDNEXT") => whole(args, nz_number).map(Code::UidNext),
+            Some(args) if is("UIDVALIDITY") => whole(args, nz_number).map(Code::UidValidity),
+            Some(args) if is("UNSEEN") => whole(args, nz_number).map(Code::Unseen),
+            Some(args) if is("REFERRAL") => Some(Code::Referral(message.slice_ref(args))),
+            Some(args) if is("CAPABILITY") => Capabilities::parse(&message.slice_ref(args))
+                .ok()
+                .map(Code::Capability),
+            Some(args) if is("PERMANENTFLAGS") => whole(args, list)
+                .filter(|flags| is_flag_list(flags))
+                .map(|flags| Code::PermanentFlags(Args::from_validated(message.slice_ref(flags)))),
+            Some(_) => None,
+        };
+        Some(typed.unwrap_or_else(|| Code::Other {
+            name: message.slice_ref(name),
+            args: args.map(|a| message.slice_ref(a)),
+        }))
+    }
+
+    /// Status keywords and response codes looked up by folded word give what
+    /// the comparisons one by one give: every known name in random case,
+    /// with octets changed, added and removed (including those one bit away
+    /// from a letter or `-`), with and without arguments.
+    #[test]
+    fn keyword_lookup_agrees_with_the_general_rule() {
+        let names = [
+            "OK",
+            "NO",
+            "BAD",
+            "BYE",
+            "PREAUTH",
+            "ALERT",
+            "PRIVACYREQUIRED",
+            "PARSE",
+            "READ-ONLY",
+            "READ-WRITE",
+            "TRYCREATE",
+            "UIDNEXT",
+            "UIDVALIDITY",
+            "UNSEEN",
+            "REFERRAL",
+            "CAPABILITY",
+            "PERMANENTFLAGS",
+            "X",
+            "CAPABILITYX",
+        ];
+        let octets = b"aZz@`^~_-\r.0123456789[]{}!#$&'+,/;<=>?|\x7f\x0d\xc3\xff ";
+        let argss: [&[u8]; 9] = [
+            b"",
+            b" ",
+            b" 4392",
+            b" 0",
+            b" 4294967296",
+            b" IMAP4rev2 STARTTLS",
+            b" (\\Seen \\*)",
+            b" imap://x/",
+            b" a]b",
+        ];
+        let mut r = Rng(0x7777_1234_abcd_ef01);
+        for _ in 0..100_000 {
+            let mut name: Vec<u8> = r.pick(&names).bytes().collect();
+            for c in name.iter_mut() {
+                if r.below(2) == 0 {
+                    c.make_ascii_lowercase();
+                }
+            }
+            match r.below(6) {
+                0 => {
+                    let at = r.below(name.len());
+                    name[at] = r.pick(octets);
+                }
+                1 => {
+                    let at = r.below(name.len() + 1);
+                    name.insert(at, r.pick(octets));
+                }
+                2 if name.len() > 1 => {
+                    name.remove(r.below(name.len()));
+                }
+                _ => {}
+            }
+            let show = String::from_utf8_lossy(&name).into_owned();
+            if let Ok(([], _)) = atom(&name) {
+                assert_eq!(
+                    Status::from_keyword(&name),
+                    from_keyword_general(&name),
+                    "{show:?}"
+                );
+            }
+            name.extend_from_slice(r.pick(&argss));
+            let message = Bytes::from(name);
+            // What `resp_text` hands to `Code::parse`.
+            if is_text(&message) && !message.contains(&b']') {
+                assert_eq!(
+                    Code::parse(&message, &message),
+                    code_parse_general(&message, &message),
+                    "{show:?}"
+                );
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use nom::bytes::complete::{tag_no_case, take_while1};
+use nom::bytes::complete::tag_no_case;
 use nom::IResult;
 
 /// Why a command or a response could not be parsed.
@@ -223,26 +223,166 @@ pub(crate) fn whole<'a, T>(
 // Character classes (RFC 9051 §9).
 // ---------------------------------------------------------------------------
 
+// One table lookup per octet: bit flags for every class below, built at
+// compile time from the RFC definitions (`const fn` over 0..=255). The
+// parsers run over whole spans of one class (`span`) instead of matching
+// octet by octet; the tests check every entry against the rules as the RFC
+// writes them.
+
+/// `ATOM-CHAR`.
+const ATOM: u8 = 1;
+/// `ASTRING-CHAR`.
+const ASTRING: u8 = 2;
+/// The octets of a `tag`.
+const TAG: u8 = 4;
+/// The octets of a bare generic token outside `[...]`: printable ASCII
+/// except SP, parentheses, `{`, DQUOTE and `[`.
+const TOKEN: u8 = 8;
+/// `DIGIT`.
+const DIGIT: u8 = 16;
+/// The octets a `[...]` section holds that need no attention: printable
+/// ASCII and SP, except brackets, parentheses, DQUOTE, `{` and `~` (which
+/// may open a string or a literal).
+const SECTION: u8 = 32;
+/// The octets of a `quoted` that stand for themselves: anything but CR, LF,
+/// NUL and the quoted-specials DQUOTE and `\` (8-bit octets are checked
+/// for UTF-8 afterwards, on the whole string).
+const QUOTED: u8 = 64;
+/// The RFC 4648 base64 alphabet, without the `=` pad.
+const BASE64: u8 = 128;
+
+/// The class bits of one octet, from the RFC 9051 §9 definitions.
+const fn classes(c: u8) -> u8 {
+    let mut f = 0;
+    // `ATOM-CHAR = <any CHAR except atom-specials>`, where `atom-specials =
+    // "(" / ")" / "{" / SP / CTL / list-wildcards / quoted-specials /
+    // resp-specials`, `list-wildcards = "%" / "*"`, `quoted-specials =
+    // DQUOTE / "\"`, `resp-specials = "]"`.
+    let atom = matches!(c, 0x21..=0x7E)
+        && !matches!(c, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']');
+    if atom {
+        f |= ATOM;
+    }
+    // `ASTRING-CHAR = ATOM-CHAR / resp-specials`.
+    let astring = atom || c == b']';
+    if astring {
+        f |= ASTRING;
+    }
+    // `tag = 1*<any ASTRING-CHAR except "+">`.
+    if astring && c != b'+' {
+        f |= TAG;
+    }
+    if matches!(c, 0x21..=0x7E) && !matches!(c, b'(' | b')' | b'{' | b'"' | b'[') {
+        f |= TOKEN;
+    }
+    if c.is_ascii_digit() {
+        f |= DIGIT;
+    }
+    if matches!(c, 0x20..=0x7E) && !matches!(c, b'[' | b']' | b'(' | b')' | b'"' | b'{' | b'~') {
+        f |= SECTION;
+    }
+    if !matches!(c, b'\r' | b'\n' | 0 | b'"' | b'\\') {
+        f |= QUOTED;
+    }
+    if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' {
+        f |= BASE64;
+    }
+    f
+}
+
+/// [`classes`] of every octet.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = classes(i as u8);
+        i += 1;
+    }
+    t
+};
+
+/// The class bits of `c`.
+#[inline(always)]
+fn class(c: u8) -> u8 {
+    // In bounds for every u8; `get` keeps the rule "no indexing" literal.
+    CLASS.get(usize::from(c)).copied().unwrap_or(0)
+}
+
+/// The length of the longest prefix of `input` whose octets all have the
+/// class bit `bit` (one of the constants above).
+#[inline(always)]
+fn span(input: &[u8], bit: u8) -> usize {
+    input
+        .iter()
+        .position(|&c| class(c) & bit == 0)
+        .unwrap_or(input.len())
+}
+
+/// `1*` octets of the class `bit`, as a nom parser.
+#[inline(always)]
+fn take_class1(input: &[u8], bit: u8) -> PResult<'_, &[u8]> {
+    match span(input, bit) {
+        0 => fail(),
+        n => {
+            let (taken, rest) = input.split_at_checked(n).unwrap_or_default();
+            Ok((rest, taken))
+        }
+    }
+}
+
 /// `ATOM-CHAR = <any CHAR except atom-specials>`, where
 /// `atom-specials = "(" / ")" / "{" / SP / CTL / list-wildcards /
 /// quoted-specials / resp-specials`.
 pub(crate) fn is_atom_char(c: u8) -> bool {
-    matches!(c, 0x21..=0x7E) && !matches!(c, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+    class(c) & ATOM != 0
 }
 
 /// `ASTRING-CHAR = ATOM-CHAR / resp-specials`.
 pub(crate) fn is_astring_char(c: u8) -> bool {
-    is_atom_char(c) || c == b']'
+    class(c) & ASTRING != 0
 }
 
-/// The octets of a `tag`: `<any ASTRING-CHAR except "+">`.
-pub(crate) fn is_tag_char(c: u8) -> bool {
-    is_astring_char(c) && c != b'+'
+/// True if every octet of `s` is an `ATOM-CHAR` (true for an empty `s`).
+pub(crate) fn all_atom_chars(s: &[u8]) -> bool {
+    span(s, ATOM) == s.len()
 }
 
-/// RFC 4648 base64 alphabet (without the `=` pad).
-pub(crate) fn is_base64_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'+' || c == b'/'
+/// True if every octet of `s` is an `ASTRING-CHAR` (true for an empty `s`).
+pub(crate) fn all_astring_chars(s: &[u8]) -> bool {
+    span(s, ASTRING) == s.len()
+}
+
+/// `name` as one little-endian word, each octet with bit 5 cleared (upper
+/// case for letters), to compare with [`atom_word`]: names of at most 16
+/// octets, made of letters, digits and `-`.
+pub(crate) const fn word(name: &str) -> u128 {
+    let b = name.as_bytes();
+    let mut w = 0u128;
+    let mut i = 0;
+    while i < b.len() && i < 16 {
+        w |= ((b[i] & 0xDF) as u128) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+/// An atom (a command, response or code name) folded into one word, to
+/// compare it with the [`word`]s of known names in one step; `None` when
+/// longer than 16 octets.
+///
+/// Clearing bit 5 of every octet upper-cases letters. Two octets fold to
+/// the same value only if they differ in bit 5 alone: a letter in either
+/// case; an `ATOM-CHAR` and a control (`-` and CR, `4` and DC4), which no
+/// atom holds; or a pair such as `@` and `` ` ``, which no known name holds.
+/// No `ATOM-CHAR` folds to 0 (only NUL and SP would). So for an atom, equal
+/// words mean equal lengths, and the atom's word equals the [`word`] of a
+/// name of letters, digits and `-` exactly when `eq_ignore_ascii_case` says
+/// they are equal.
+#[inline]
+pub(crate) fn atom_word(atom: &[u8]) -> Option<u128> {
+    let mut w = [0u8; 16];
+    w.get_mut(..atom.len())?.copy_from_slice(atom);
+    Some(u128::from_le_bytes(w) & 0xDFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF)
 }
 
 /// True if `s` is RFC 9051 `base64 = *(4base64-char) [base64-terminal]`,
@@ -252,14 +392,37 @@ pub(crate) fn is_base64(s: &[u8]) -> bool {
         return false;
     }
     let pad = s.iter().rev().take_while(|&&c| c == b'=').count();
-    pad <= 2 && s.iter().take(s.len() - pad).all(|&c| is_base64_char(c))
+    pad <= 2 && span(s, BASE64) == s.len() - pad
 }
 
 /// True if `text` may appear as response `text` (RFC 9051 `text =
 /// 1*(TEXT-CHAR / UTF8-2 / UTF8-3 / UTF8-4)`): any octets except CR, LF and
 /// NUL (8-bit octets are not checked for UTF-8, to accept old servers).
+///
+/// Eight octets at a time: response texts are short, where `memchr3` costs
+/// more in setting up than in searching.
 pub(crate) fn is_text(text: &[u8]) -> bool {
-    !text.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0))
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Nonzero exactly when some octet of `v` is 0 (a borrow can only make an
+    // octet above a zero one look zero too, which does not change "any").
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let chunks = text.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let Ok(octets) = <[u8; 8]>::try_from(chunk) else {
+            return false;
+        };
+        let v = u64::from_le_bytes(octets);
+        if has_zero(v)
+            | has_zero(v ^ (ONES * u64::from(b'\r')))
+            | has_zero(v ^ (ONES * u64::from(b'\n')))
+            != 0
+        {
+            return false;
+        }
+    }
+    !tail.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0))
 }
 
 /// The value of a string of ASCII digits; `None` if empty, not all digits, or
@@ -301,17 +464,24 @@ pub(crate) fn write_decimal(n: u64, out: &mut Vec<u8>) {
 
 /// `tag = 1*<any ASTRING-CHAR except "+">`.
 pub(crate) fn tag(input: &[u8]) -> PResult<'_, &[u8]> {
-    take_while1(is_tag_char)(input)
+    take_class1(input, TAG)
 }
 
 /// `atom = 1*ATOM-CHAR`.
 pub(crate) fn atom(input: &[u8]) -> PResult<'_, &[u8]> {
-    take_while1(is_atom_char)(input)
+    take_class1(input, ATOM)
 }
 
 /// `number = 1*DIGIT`, an unsigned 32-bit integer.
 pub(crate) fn number(input: &[u8]) -> PResult<'_, u32> {
-    let (rest, digits) = take_while1(|c: u8| c.is_ascii_digit())(input)?;
+    let (rest, digits) = take_class1(input, DIGIT)?;
+    // Nine digits or fewer always fit in 32 bits: no overflow checks.
+    if digits.len() <= 9 {
+        let n = digits
+            .iter()
+            .fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
+        return Ok((rest, n));
+    }
     match digits_value(digits).and_then(|n| u32::try_from(n).ok()) {
         Some(n) => Ok((rest, n)),
         None => fail(),
@@ -345,6 +515,8 @@ pub(crate) fn quoted(input: &[u8]) -> PResult<'_, &[u8]> {
     };
     let mut i = 0;
     loop {
+        // Runs of ordinary octets at once; then one of the five that matter.
+        i += span(body.get(i..).unwrap_or_default(), QUOTED);
         match body.get(i) {
             None | Some(b'\r' | b'\n' | 0) => return fail(),
             Some(b'"') => break,
@@ -372,7 +544,7 @@ pub(crate) fn literal_header(input: &[u8]) -> PResult<'_, LiteralHeader> {
     let Some(input) = input.strip_prefix(b"{") else {
         return fail();
     };
-    let (rest, digits) = take_while1(|c: u8| c.is_ascii_digit())(input)?;
+    let (rest, digits) = take_class1(input, DIGIT)?;
     let Some(len) = digits_value(digits) else {
         return fail();
     };
@@ -456,7 +628,7 @@ pub(crate) fn lex_astring(input: &[u8]) -> Result<(&[u8], Str<'_>), LexError> {
 
 /// `astring` as a nom parser.
 pub(crate) fn astring(input: &[u8]) -> PResult<'_, Str<'_>> {
-    match take_while1::<_, _, ()>(is_astring_char)(input) {
+    match take_class1(input, ASTRING) {
         Ok((rest, a)) => Ok((rest, Str::Atom(a))),
         Err(_) => string(input),
     }
@@ -567,8 +739,9 @@ impl LexError {
 /// ASCII except SP, parentheses, `{`, DQUOTE and `[` (which opens a section).
 /// This is `ASTRING-CHAR` plus `list-wildcards` and `\` (flags, `\*`, mailbox
 /// patterns, sequence sets `1:*`).
+#[cfg(test)]
 fn is_token_char(c: u8) -> bool {
-    matches!(c, 0x21..=0x7E) && !matches!(c, b'(' | b')' | b'{' | b'"' | b'[')
+    class(c) & TOKEN != 0
 }
 
 /// One non-list item at the start of `input`: a quoted string, a literal, or
@@ -577,24 +750,41 @@ pub(crate) fn lex_item(input: &[u8]) -> Result<(&[u8], Str<'_>), LexError> {
     match input {
         [b'"', ..] | [b'{', ..] | [b'~', b'{', ..] => lex_string(input),
         _ => {
-            let end = token_end(input)?;
+            // Most tokens are one run of token octets; [`token_end`] handles
+            // sections and errors.
+            let n = span(input, TOKEN);
+            let end = match input.get(n) {
+                None | Some(b' ' | b'(' | b')') if n > 0 => n,
+                _ => token_end(input)?,
+            };
             let (token, rest) = input.split_at_checked(end).unwrap_or_default();
             Ok((rest, Str::Atom(token)))
         }
     }
 }
 
+/// The length of the quoted string, literal or `literal8` at the start of
+/// `input`.
+#[inline]
+fn string_len(input: &[u8]) -> Result<usize, LexError> {
+    let (after, _) = lex_string(input)?;
+    Ok(input.len() - after.len())
+}
+
 /// The length of the bare token at the start of `input`: it runs until SP,
 /// `(`, `)` or the end; `[...]` sections inside it may hold SP, balanced
 /// parentheses, strings and literals.
+///
+/// One pass over runs of token octets ([`TOKEN`]); the octet that ends a run
+/// decides. `tests::token_end_general` is the rule octet by octet.
 fn token_end(input: &[u8]) -> Result<usize, LexError> {
     let mut i = 0;
-    while let Some(&c) = input.get(i) {
-        match c {
-            b'[' => i += section_len(input.get(i..).unwrap_or_default())?,
-            b' ' | b'(' | b')' => break,
-            c if is_token_char(c) => i += 1,
-            _ => return Err(LexError::Syntax("invalid octet in an atom")),
+    loop {
+        i += span(input.get(i..).unwrap_or_default(), TOKEN);
+        match input.get(i) {
+            None | Some(b' ' | b'(' | b')') => break,
+            Some(b'[') => i += section_len(input.get(i..).unwrap_or_default())?,
+            Some(_) => return Err(LexError::Syntax("invalid octet in an atom")),
         }
     }
     if i == 0 {
@@ -605,11 +795,14 @@ fn token_end(input: &[u8]) -> Result<usize, LexError> {
 
 /// The length of the `[...]` group at the start of `input`, brackets
 /// included (RFC 9051 `section`, `section-binary`, and response codes).
+#[inline(never)]
 fn section_len(input: &[u8]) -> Result<usize, LexError> {
     let mut brackets = 0usize;
     let mut parens = 0usize;
     let mut i = 0;
     loop {
+        // Runs of octets that need no attention at once.
+        i += span(input.get(i..).unwrap_or_default(), SECTION);
         let rest = input.get(i..).unwrap_or_default();
         match rest.first() {
             None => return Err(LexError::Syntax("unclosed '['")),
@@ -666,75 +859,591 @@ fn section_len(input: &[u8]) -> Result<usize, LexError> {
 /// With `in_list`, `input` starts just after a `(` and the result is the
 /// position of the matching `)`; otherwise the whole input must be a valid
 /// sequence (possibly empty) and the result is its length.
+///
+/// One pass, in two alternating states: expecting an item or a list (at the
+/// start, after `(`, after SP), and after one (where only SP, `)`, the end,
+/// and after a list `(`, may follow). The errors, and which one comes first,
+/// are those of `tests::scan_general`, the rule written octet by octet.
 pub(crate) fn scan(input: &[u8], in_list: bool) -> Result<usize, LexError> {
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Prev {
-        Start,
-        Open,
-        Space,
-        Item,
-        List,
-    }
     let mut depth = usize::from(in_list);
-    let mut prev = if in_list { Prev::Open } else { Prev::Start };
     let mut i = 0;
+    // In the expecting state: whether it was entered by SP.
+    let mut after_space = false;
     loop {
-        let rest = input.get(i..).unwrap_or_default();
-        match rest.first() {
-            None => {
-                return match prev {
-                    _ if depth > 0 => Err(LexError::Syntax("unbalanced parentheses: missing ')'")),
-                    Prev::Start | Prev::Item | Prev::List => Ok(i),
-                    _ => Err(LexError::Syntax("trailing space")),
-                };
+        // Expecting an item or a list.
+        match input.get(i) {
+            None if depth > 0 => {
+                return Err(LexError::Syntax("unbalanced parentheses: missing ')'"))
             }
-            Some(b' ') => {
-                if !matches!(prev, Prev::Item | Prev::List) {
-                    return Err(LexError::Syntax("unexpected space"));
+            None if after_space => return Err(LexError::Syntax("trailing space")),
+            None => return Ok(i),
+            Some(b' ') => return Err(LexError::Syntax("unexpected space")),
+            Some(b'(') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(LexError::Syntax("lists nested too deeply"));
                 }
-                prev = Prev::Space;
                 i += 1;
+                after_space = false;
+                continue;
             }
             Some(b')') => {
+                // `()`, or a `)` that has no place here.
                 if depth == 0 {
                     return Err(LexError::Syntax("unbalanced parentheses: extra ')'"));
                 }
-                if prev == Prev::Space {
+                if after_space {
                     return Err(LexError::Syntax("space before ')'"));
                 }
                 depth -= 1;
                 if depth == 0 && in_list {
                     return Ok(i);
                 }
-                prev = Prev::List;
                 i += 1;
             }
-            Some(b'(') => {
-                if !matches!(prev, Prev::Start | Prev::Open | Prev::Space | Prev::List) {
+            Some(b'"' | b'{') => {
+                i += string_len(input.get(i..).unwrap_or_default())?;
+                if input.get(i) == Some(&b'(') {
                     return Err(LexError::Syntax("missing space before '('"));
                 }
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(LexError::Syntax("lists nested too deeply"));
+            }
+            Some(b'~') if input.get(i + 1) == Some(&b'{') => {
+                i += string_len(input.get(i..).unwrap_or_default())?;
+                if input.get(i) == Some(&b'(') {
+                    return Err(LexError::Syntax("missing space before '('"));
                 }
-                prev = Prev::Open;
-                i += 1;
             }
             Some(_) => {
-                if !matches!(prev, Prev::Start | Prev::Open | Prev::Space) {
-                    return Err(LexError::Syntax("missing space between arguments"));
+                // A bare token: most are one run of token octets and SP.
+                let rest = input.get(i..).unwrap_or_default();
+                let n = span(rest, TOKEN);
+                match rest.get(n) {
+                    Some(b' ') if n > 0 => {
+                        i += n + 1;
+                        after_space = true;
+                        continue;
+                    }
+                    None | Some(b')') if n > 0 => i += n,
+                    Some(b'(') if n > 0 => {
+                        return Err(LexError::Syntax("missing space before '('"))
+                    }
+                    // Sections, and octets a token may not hold.
+                    _ => {
+                        i += token_end(rest)?;
+                        if input.get(i) == Some(&b'(') {
+                            return Err(LexError::Syntax("missing space before '('"));
+                        }
+                    }
                 }
-                let (after, _) = lex_item(rest)?;
-                i += rest.len() - after.len();
-                prev = Prev::Item;
+            }
+        }
+        // After an item or a list.
+        loop {
+            match input.get(i) {
+                None if depth > 0 => {
+                    return Err(LexError::Syntax("unbalanced parentheses: missing ')'"))
+                }
+                None => return Ok(i),
+                Some(b' ') => {
+                    i += 1;
+                    after_space = true;
+                    break;
+                }
+                Some(b')') => {
+                    if depth == 0 {
+                        return Err(LexError::Syntax("unbalanced parentheses: extra ')'"));
+                    }
+                    depth -= 1;
+                    if depth == 0 && in_list {
+                        return Ok(i);
+                    }
+                    i += 1;
+                }
+                // Only after a list: `((a)(b))`.
+                Some(b'(') => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(LexError::Syntax("lists nested too deeply"));
+                    }
+                    i += 1;
+                    after_space = false;
+                    break;
+                }
+                Some(_) => return Err(LexError::Syntax("missing space between arguments")),
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use nom::bytes::complete::take_while1;
+
+    // -----------------------------------------------------------------------
+    // The rules as written before the table-driven fast paths: the reference
+    // the fast paths are checked against.
+    // -----------------------------------------------------------------------
+
+    /// `ATOM-CHAR`, from RFC 9051 §9 directly.
+    fn is_atom_char_rule(c: u8) -> bool {
+        matches!(c, 0x21..=0x7E)
+            && !matches!(c, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+    }
+
+    /// `ASTRING-CHAR = ATOM-CHAR / resp-specials`.
+    fn is_astring_char_rule(c: u8) -> bool {
+        is_atom_char_rule(c) || c == b']'
+    }
+
+    /// `<any ASTRING-CHAR except "+">`.
+    fn is_tag_char_rule(c: u8) -> bool {
+        is_astring_char_rule(c) && c != b'+'
+    }
+
+    /// Printable ASCII except SP, `(`, `)`, `{`, DQUOTE and `[`.
+    fn is_token_char_rule(c: u8) -> bool {
+        matches!(c, 0x21..=0x7E) && !matches!(c, b'(' | b')' | b'{' | b'"' | b'[')
+    }
+
+    /// RFC 4648 base64 alphabet (without the `=` pad).
+    fn is_base64_char_rule(c: u8) -> bool {
+        c.is_ascii_alphanumeric() || c == b'+' || c == b'/'
+    }
+
+    fn is_base64_general(s: &[u8]) -> bool {
+        if s.is_empty() || s.len() % 4 != 0 {
+            return false;
+        }
+        let pad = s.iter().rev().take_while(|&&c| c == b'=').count();
+        pad <= 2
+            && s.iter()
+                .take(s.len() - pad)
+                .all(|&c| is_base64_char_rule(c))
+    }
+
+    fn is_text_general(text: &[u8]) -> bool {
+        !text.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0))
+    }
+
+    fn tag_general(input: &[u8]) -> PResult<'_, &[u8]> {
+        take_while1(is_tag_char_rule)(input)
+    }
+
+    fn atom_general(input: &[u8]) -> PResult<'_, &[u8]> {
+        take_while1(is_atom_char_rule)(input)
+    }
+
+    fn number_general(input: &[u8]) -> PResult<'_, u32> {
+        let (rest, digits) = take_while1(|c: u8| c.is_ascii_digit())(input)?;
+        match digits_value(digits).and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => Ok((rest, n)),
+            None => fail(),
+        }
+    }
+
+    fn astring_general(input: &[u8]) -> PResult<'_, Str<'_>> {
+        match take_while1::<_, _, ()>(is_astring_char_rule)(input) {
+            Ok((rest, a)) => Ok((rest, Str::Atom(a))),
+            Err(_) => string(input),
+        }
+    }
+
+    fn quoted_general(input: &[u8]) -> PResult<'_, &[u8]> {
+        let Some(body) = input.strip_prefix(b"\"") else {
+            return fail();
+        };
+        let mut i = 0;
+        loop {
+            match body.get(i) {
+                None | Some(b'\r' | b'\n' | 0) => return fail(),
+                Some(b'"') => break,
+                Some(b'\\') => match body.get(i + 1) {
+                    Some(b'"' | b'\\') => i += 2,
+                    _ => return fail(),
+                },
+                Some(_) => i += 1,
+            }
+        }
+        let (inner, rest) = body.split_at_checked(i).unwrap_or_default();
+        if !inner.is_ascii() && std::str::from_utf8(inner).is_err() {
+            return fail();
+        }
+        Ok((rest.get(1..).unwrap_or_default(), inner))
+    }
+
+    /// `token_end`, octet by octet.
+    pub(crate) fn token_end_general(input: &[u8]) -> Result<usize, LexError> {
+        let mut i = 0;
+        while let Some(&c) = input.get(i) {
+            match c {
+                b'[' => i += section_len_general(input.get(i..).unwrap_or_default())?,
+                b' ' | b'(' | b')' => break,
+                c if is_token_char_rule(c) => i += 1,
+                _ => return Err(LexError::Syntax("invalid octet in an atom")),
+            }
+        }
+        if i == 0 {
+            return Err(LexError::Syntax("expected an argument"));
+        }
+        Ok(i)
+    }
+
+    /// `section_len`, octet by octet.
+    fn section_len_general(input: &[u8]) -> Result<usize, LexError> {
+        let mut brackets = 0usize;
+        let mut parens = 0usize;
+        let mut i = 0;
+        loop {
+            let rest = input.get(i..).unwrap_or_default();
+            match rest.first() {
+                None => return Err(LexError::Syntax("unclosed '['")),
+                Some(b'[') => {
+                    brackets += 1;
+                    if brackets > MAX_DEPTH {
+                        return Err(LexError::Syntax("sections nested too deeply"));
+                    }
+                    i += 1;
+                }
+                Some(b']') => {
+                    brackets = brackets.saturating_sub(1);
+                    i += 1;
+                    if brackets == 0 {
+                        return if parens == 0 {
+                            Ok(i)
+                        } else {
+                            Err(LexError::Syntax("unbalanced parentheses in a section"))
+                        };
+                    }
+                }
+                Some(b'(') => {
+                    parens += 1;
+                    if parens > MAX_DEPTH {
+                        return Err(LexError::Syntax("lists nested too deeply"));
+                    }
+                    i += 1;
+                }
+                Some(b')') => {
+                    parens = parens
+                        .checked_sub(1)
+                        .ok_or(LexError::Syntax("unbalanced parentheses in a section"))?;
+                    i += 1;
+                }
+                Some(b'"') | Some(b'{') => {
+                    let (after, _) = lex_string_general(rest)?;
+                    i += rest.len() - after.len();
+                }
+                Some(b'~') if rest.get(1) == Some(&b'{') => {
+                    let (after, _) = lex_string_general(rest)?;
+                    i += rest.len() - after.len();
+                }
+                Some(0x20..=0x7E) => i += 1,
+                Some(_) => return Err(LexError::Syntax("invalid octet in a section")),
+            }
+        }
+    }
+
+    /// `lex_string` over `quoted_general`.
+    fn lex_string_general(input: &[u8]) -> Result<(&[u8], Str<'_>), LexError> {
+        match input.first() {
+            Some(b'"') => quoted_general(input)
+                .map(|(rest, q)| (rest, Str::Quoted(q)))
+                .map_err(|_| LexError::Syntax("malformed quoted string")),
+            Some(b'{' | b'~') => lex_literal(input)
+                .map(|(rest, l)| (rest, Str::Literal(l)))
+                .map_err(LexError::Literal),
+            _ => Err(LexError::Syntax("expected a quoted string or a literal")),
+        }
+    }
+
+    /// `lex_item` over the general rules.
+    fn lex_item_general(input: &[u8]) -> Result<(&[u8], Str<'_>), LexError> {
+        match input {
+            [b'"', ..] | [b'{', ..] | [b'~', b'{', ..] => lex_string_general(input),
+            _ => {
+                let end = token_end_general(input)?;
+                let (token, rest) = input.split_at_checked(end).unwrap_or_default();
+                Ok((rest, Str::Atom(token)))
+            }
+        }
+    }
+
+    /// `scan` as a state machine, octet by octet.
+    pub(crate) fn scan_general(input: &[u8], in_list: bool) -> Result<usize, LexError> {
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        enum Prev {
+            Start,
+            Open,
+            Space,
+            Item,
+            List,
+        }
+        let mut depth = usize::from(in_list);
+        let mut prev = if in_list { Prev::Open } else { Prev::Start };
+        let mut i = 0;
+        loop {
+            let rest = input.get(i..).unwrap_or_default();
+            match rest.first() {
+                None => {
+                    return match prev {
+                        _ if depth > 0 => {
+                            Err(LexError::Syntax("unbalanced parentheses: missing ')'"))
+                        }
+                        Prev::Start | Prev::Item | Prev::List => Ok(i),
+                        _ => Err(LexError::Syntax("trailing space")),
+                    };
+                }
+                Some(b' ') => {
+                    if !matches!(prev, Prev::Item | Prev::List) {
+                        return Err(LexError::Syntax("unexpected space"));
+                    }
+                    prev = Prev::Space;
+                    i += 1;
+                }
+                Some(b')') => {
+                    if depth == 0 {
+                        return Err(LexError::Syntax("unbalanced parentheses: extra ')'"));
+                    }
+                    if prev == Prev::Space {
+                        return Err(LexError::Syntax("space before ')'"));
+                    }
+                    depth -= 1;
+                    if depth == 0 && in_list {
+                        return Ok(i);
+                    }
+                    prev = Prev::List;
+                    i += 1;
+                }
+                Some(b'(') => {
+                    if !matches!(prev, Prev::Start | Prev::Open | Prev::Space | Prev::List) {
+                        return Err(LexError::Syntax("missing space before '('"));
+                    }
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(LexError::Syntax("lists nested too deeply"));
+                    }
+                    prev = Prev::Open;
+                    i += 1;
+                }
+                Some(_) => {
+                    if !matches!(prev, Prev::Start | Prev::Open | Prev::Space) {
+                        return Err(LexError::Syntax("missing space between arguments"));
+                    }
+                    let (after, _) = lex_item_general(rest)?;
+                    i += rest.len() - after.len();
+                    prev = Prev::Item;
+                }
+            }
+        }
+    }
+
+    /// Every entry of the class table against the rules as RFC 9051 writes
+    /// them.
+    #[test]
+    fn class_table_matches_the_rules() {
+        for c in 0..=255u8 {
+            assert_eq!(is_atom_char(c), is_atom_char_rule(c), "{c:#x}");
+            assert_eq!(is_astring_char(c), is_astring_char_rule(c), "{c:#x}");
+            assert_eq!(class(c) & TAG != 0, is_tag_char_rule(c), "{c:#x}");
+            assert_eq!(is_token_char(c), is_token_char_rule(c), "{c:#x}");
+            assert_eq!(class(c) & DIGIT != 0, c.is_ascii_digit(), "{c:#x}");
+            assert_eq!(class(c) & BASE64 != 0, is_base64_char_rule(c), "{c:#x}");
+            assert_eq!(
+                class(c) & SECTION != 0,
+                matches!(c, 0x20..=0x7E)
+                    && !matches!(c, b'[' | b']' | b'(' | b')' | b'"' | b'{' | b'~'),
+                "{c:#x}"
+            );
+            assert_eq!(
+                class(c) & QUOTED != 0,
+                !matches!(c, b'\r' | b'\n' | 0 | b'"' | b'\\'),
+                "{c:#x}"
+            );
+        }
+    }
+
+    /// A folded atom equals the [`word`] of a known name exactly when the
+    /// two are equal but for ASCII case: every one-octet change, in either
+    /// case, of every name the parsers look up, and the names one octet
+    /// shorter or longer.
+    #[test]
+    fn folded_words_compare_like_eq_ignore_ascii_case() {
+        let names = [
+            "CAPABILITY",
+            "NOOP",
+            "LOGOUT",
+            "STARTTLS",
+            "IDLE",
+            "LOGIN",
+            "AUTHENTICATE",
+            "ID",
+            "ENABLE",
+            "OK",
+            "NO",
+            "BAD",
+            "BYE",
+            "PREAUTH",
+            "ALERT",
+            "PRIVACYREQUIRED",
+            "PARSE",
+            "READ-ONLY",
+            "READ-WRITE",
+            "TRYCREATE",
+            "UIDNEXT",
+            "UIDVALIDITY",
+            "UNSEEN",
+            "REFERRAL",
+            "PERMANENTFLAGS",
+            "IMAP4rev2",
+        ];
+        let check = |atom: &[u8]| {
+            if atom.is_empty() || !all_atom_chars(atom) {
+                return;
+            }
+            for name in names {
+                assert_eq!(
+                    atom_word(atom) == Some(word(name)),
+                    atom.eq_ignore_ascii_case(name.as_bytes()),
+                    "{:?} {name}",
+                    String::from_utf8_lossy(atom)
+                );
+            }
+        };
+        for name in names {
+            for lower in [false, true] {
+                let mut base = name.as_bytes().to_vec();
+                if lower {
+                    base.make_ascii_lowercase();
+                }
+                check(&base);
+                for at in 0..=base.len() {
+                    for c in 0..=255u8 {
+                        let mut a = base.clone();
+                        if let Some(slot) = a.get_mut(at) {
+                            *slot = c;
+                            check(&a);
+                        }
+                        let mut a = base.clone();
+                        a.insert(at, c);
+                        check(&a);
+                    }
+                    let mut a = base.clone();
+                    if at < a.len() {
+                        a.remove(at);
+                        check(&a);
+                    }
+                }
+            }
+        }
+        assert_eq!(atom_word(&[b'A'; 17]), None);
+    }
+
+    /// xorshift64: deterministic pseudo-random numbers, no extra crates.
+    pub(crate) struct Xorshift(pub(crate) u64);
+
+    impl Xorshift {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        /// A string of `0..max` pieces picked from `pieces`.
+        pub(crate) fn string(&mut self, pieces: &[&[u8]], max: u64) -> Vec<u8> {
+            let mut out = Vec::new();
+            for _ in 0..self.next() % max {
+                let piece = pieces
+                    .get((self.next() % pieces.len() as u64) as usize)
+                    .copied()
+                    .unwrap_or_default();
+                out.extend_from_slice(piece);
+            }
+            out
+        }
+    }
+
+    /// The octets and fragments that matter to the IMAP lexical rules:
+    /// every class boundary, delimiters, strings, literals (good, short,
+    /// malformed), sections, UTF-8 and broken UTF-8, CTLs.
+    pub(crate) const PIECES: &[&[u8]] = &[
+        b"a",
+        b"Z",
+        b"7",
+        b"0",
+        b" ",
+        b" ",
+        b"(",
+        b")",
+        b"()",
+        b"[",
+        b"]",
+        b"{",
+        b"}",
+        b"\"",
+        b"\\",
+        b"%",
+        b"*",
+        b"+",
+        b"~",
+        b"<",
+        b".",
+        b":",
+        b"NIL",
+        b"{1}\r\nx",
+        b"{2+}\r\n)(",
+        b"~{1}\r\n\0",
+        b"{3}\r\n",
+        b"{1}x",
+        b"\"a b\"",
+        b"\"\\\"\"",
+        b"BODY[",
+        b"\r",
+        b"\n",
+        b"\0",
+        b"\x01",
+        b"\x7f",
+        b"\xc3\xa9",
+        b"\xc3",
+        b"\xff",
+    ];
+
+    /// The table-driven fast paths give exactly what the rules written octet
+    /// by octet give (values, remainders and errors), on pseudo-random
+    /// strings built from [`PIECES`].
+    #[test]
+    fn fast_paths_agree_with_the_general_rules() {
+        let mut r = Xorshift(0x2545_F491_4F6C_DD1D);
+        for _ in 0..200_000 {
+            let input = r.string(PIECES, 14);
+            let input = input.as_slice();
+            let show = String::from_utf8_lossy(input);
+            assert_eq!(tag(input), tag_general(input), "tag {show:?}");
+            assert_eq!(atom(input), atom_general(input), "atom {show:?}");
+            assert_eq!(number(input), number_general(input), "number {show:?}");
+            assert_eq!(
+                nz_number(input),
+                match number_general(input) {
+                    Ok((rest, n)) if n != 0 && input.first() != Some(&b'0') => Ok((rest, n)),
+                    _ => fail(),
+                },
+                "nz-number {show:?}"
+            );
+            assert_eq!(quoted(input), quoted_general(input), "quoted {show:?}");
+            assert_eq!(astring(input), astring_general(input), "astring {show:?}");
+            assert_eq!(is_text(input), is_text_general(input), "text {show:?}");
+            assert_eq!(is_base64(input), is_base64_general(input), "b64 {show:?}");
+            assert_eq!(token_end(input), token_end_general(input), "token {show:?}");
+            assert_eq!(
+                section_len(input),
+                section_len_general(input),
+                "section {show:?}"
+            );
+            assert_eq!(lex_item(input), lex_item_general(input), "item {show:?}");
+            assert_eq!(scan(input, false), scan_general(input, false), "{show:?}");
+            assert_eq!(scan(input, true), scan_general(input, true), "{show:?}");
+        }
+    }
 
     fn header(len: u64, mode: LiteralMode, binary: bool) -> Option<LiteralHeader> {
         Some(LiteralHeader { len, mode, binary })
