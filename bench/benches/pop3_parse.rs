@@ -14,40 +14,10 @@ use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use starttls::pop3::command::Command;
 use starttls::pop3::response::{parse_scan_listing, parse_uidl_listing, StatusLine};
-use starttls_bench::alloc;
+use starttls_bench::{alloc, bytes_split, lines, memchr_split};
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
-
-/// The floor: every CRLF-ended line found with memchr, its length summed.
-fn memchr_split(raw: &[u8]) -> usize {
-    let mut pos = 0;
-    let mut n = 0;
-    while let Some(i) = memchr::memchr(b'\n', raw.get(pos..).unwrap_or_default()) {
-        n += i;
-        pos += i + 1;
-    }
-    n
-}
-
-/// The floor plus what our API adds before any parsing: each line as a
-/// zero-copy `Bytes` (a reference-count increment and, when dropped, a
-/// decrement). Reported to show how much of a parser's time that is.
-fn bytes_split(buf: &Bytes) -> usize {
-    lines(buf).map(|l| l.len()).sum()
-}
-
-/// Each line as a zero-copy `Bytes` (CRLF removed), as the sessions hand
-/// lines to the grammar.
-fn lines(buf: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        let i = memchr::memchr(b'\n', buf.get(pos..)?)?;
-        let line = buf.slice(pos..pos + i.saturating_sub(1));
-        pos += i + 1;
-        Some(line)
-    })
-}
 
 fn parse_commands(buf: &Bytes) -> usize {
     lines(buf).filter(|l| Command::parse(l).is_ok()).count()
