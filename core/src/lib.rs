@@ -126,6 +126,7 @@ pub mod smtp;
 pub mod tls;
 mod trust;
 pub mod upgrade;
+mod words;
 
 pub use error::{ConfigError, Error, Step, TlsRefusal, UsageError};
 pub use framing::FramingError;

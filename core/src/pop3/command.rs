@@ -24,6 +24,7 @@ use crate::pop3::syntax::{
     is_base64, is_line_text, is_word_arg, msg_number, number_u32, split_sp, whole, SyntaxError,
     MAX_ARG,
 };
+use crate::words::{self, Entry};
 use crate::Secret;
 
 /// One POP3 command.
@@ -163,42 +164,12 @@ const KEYWORDS: [(&str, Keyword); 17] = [
     ("LANG", Keyword::Lang),
 ];
 
-/// `name` as a little-endian word (keywords are 3 or 4 octets).
-const fn word(name: &str) -> u32 {
-    let b = name.as_bytes();
-    let mut w = 0u32;
-    let mut i = 0;
-    while i < b.len() && i < 4 {
-        w |= (b[i] as u32) << (8 * i);
-        i += 1;
-    }
-    w
-}
+/// [`KEYWORDS`] as a folded-word table.
+static KEYWORD_WORDS: [Entry<Keyword>; 17] = words::table(KEYWORDS, Keyword::Quit);
 
-/// [`KEYWORDS`] with each name as a word (a 3-octet name ends in a zero
-/// octet, which no 4-octet keyword text can fold to, since the length is
-/// compared too).
-static KEYWORD_WORDS: [(u32, usize, &str, Keyword); 17] = {
-    let mut t = [(0, 0, "", Keyword::Quit); 17];
-    let mut i = 0;
-    while i < 17 {
-        let (name, k) = KEYWORDS[i];
-        t[i] = (word(name), name.len(), name, k);
-        i += 1;
-    }
-    t
-};
-
-/// The keyword whose name is `text` (ASCII case-insensitive): the text is
-/// upper-cased into one word and compared with each keyword's word.
+/// The keyword whose name is `text` (ASCII case-insensitive).
 fn keyword_of(text: &[u8]) -> Option<(&'static str, Keyword)> {
-    let mut w = [0u8; 4];
-    w.get_mut(..text.len())?.copy_from_slice(text);
-    let folded = u32::from_le_bytes(w.map(|c| c.to_ascii_uppercase()));
-    KEYWORD_WORDS
-        .iter()
-        .find(|&&(word, len, _, _)| word == folded && len == text.len())
-        .map(|&(_, _, name, k)| (name, k))
+    words::lookup(&KEYWORD_WORDS, text)
 }
 
 fn bad(command: &'static str, reason: &'static str) -> SyntaxError {

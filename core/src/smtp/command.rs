@@ -27,6 +27,7 @@ use crate::smtp::syntax::{
     ipv6_literal, is_atext, is_base64, local_part, utf8_non_ascii, whole, xtext1, PResult,
     SyntaxError,
 };
+use crate::words::{self, Entry};
 use crate::Secret;
 
 // ---------------------------------------------------------------------------
@@ -716,43 +717,12 @@ const VERBS: [(&str, Verb); 15] = [
     ("HELP", Verb::Help),
 ];
 
-/// `name` as a little-endian word, for [`verb`] (names are at most 8 octets).
-const fn word(name: &str) -> u64 {
-    let b = name.as_bytes();
-    let mut w = 0u64;
-    let mut i = 0;
-    while i < b.len() && i < 8 {
-        w |= (b[i] as u64) << (8 * i);
-        i += 1;
-    }
-    w
-}
+/// [`VERBS`] as a folded-word table.
+static VERB_WORDS: [Entry<Verb>; 15] = words::table(VERBS, Verb::Data);
 
-/// [`VERBS`] with each name as a word.
-static VERB_WORDS: [(u64, usize, &str, Verb); 15] = {
-    let mut t = [(0, 0, "", Verb::Data); 15];
-    let mut i = 0;
-    while i < 15 {
-        let (name, v) = VERBS[i];
-        t[i] = (word(name), name.len(), name, v);
-        i += 1;
-    }
-    t
-};
-
-/// The verb whose name is `text` (ASCII case-insensitive): the text is
-/// case-folded into one word and compared with each verb's word.
+/// The verb whose name is `text` (ASCII case-insensitive).
 fn verb(text: &[u8]) -> Option<(&'static str, Verb)> {
-    let mut w = [0u8; 8];
-    w.get_mut(..text.len())?.copy_from_slice(text);
-    // Clearing bit 5 of every octet upper-cases letters. A non-letter can
-    // only turn into a letter this way if it was that letter in lower case,
-    // and verbs are letters only, so the comparison stays exact.
-    let folded = u64::from_le_bytes(w) & 0xDFDF_DFDF_DFDF_DFDF;
-    VERB_WORDS
-        .iter()
-        .find(|&&(word, len, _, _)| word == folded && len == text.len())
-        .map(|&(_, _, name, v)| (name, v))
+    words::lookup(&VERB_WORDS, text)
 }
 
 fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
