@@ -35,17 +35,18 @@
 //! | `sts-policy` | `body`, `limit`? | `mode=M max_age=N mx=P,P` · `error Variant` |
 //! | `sts-fetch` | `status`, `content-type` (or `none`), `body` | as `sts-policy`, errors add the TLS-RPT result type |
 //! | `mx-pattern` | `pattern`, `host` | `match` · `no-match` · `error Variant` |
-//! | `sts-decide` | `policy` (or `none`), `mx`, `tls` | `deliver` · `deliver-but-report TYPE [CODE]` · `refuse TYPE [CODE]` |
+//! | `sts-decide` | `policy` (or `none`), `mx` and `tls` (escapes allowed), `show`? (`reason`) | `deliver` · `deliver-but-report TYPE [CODE]` · `refuse TYPE [CODE]`; with `show: reason`, then `: ` and the failure's `Display` text |
 //! | `sts-cache` | `cached` (`ID fetched=T max_age=N mode=M` or `none`), `failed-fetch`? (`ID at=T`), `txt` (`found ID` · `not-found` · `failed`), `now` | `use-cached` · `refresh ID` · `fetch ID` · `retry-later ID at=T` · `expired` · `no-policy`, then `in-force=yes\|no` |
 //! | `tlsrpt-record` | `record`* | `rua URI,URI` · `error Variant` |
 //! | `tlsrpt-report` | `domain`, `policy` (or `none`), `session`* (`MX TLS`) | `TYPE success=N failure=N [TYPE:N,…]`, read back from the JSON |
 //! | `tlsa-parse` | `text` | `U S M LEN` · `error Variant` |
 //! | `tlsa-usable` | `text` | `usable USAGE SELECTOR MATCHING` · `unusable Variant` |
-//! | `dane-lookup` | `lookup` (`secure` · `insecure` · `failed`), `text`* | `authenticate usable=N superseded=N` · `tls-without-authentication unusable=N` · `not-applicable` · `do-not-connect` |
+//! | `dane-lookup` | `mx` (`secure` · `insecure` · `none`: where the host came from), `lookup` (`secure` · `insecure` · `failed`), `text`* | `authenticate usable=N superseded=N` · `tls-without-authentication unusable=N` · `not-applicable` · `do-not-connect` |
 //! | `dane-auth` | `chain` (certificate names), `tlsa`* (`U S M CERT`), `names` | `match USAGE position=N\|none name=NAME\|-` · `error Variant` |
-//! | `identity` | `refs`, `allow-cn`?, `dns`* `srv`* `uri`* `ip`* `cn`* | `match PRESENTED = REFERENCE` · `mismatch Rule,Rule` · `error Variant` |
+//! | `identity` | `refs`, `allow-cn`?, `dns`* `srv`* `uri`* `ip`* `cn`* | `match PRESENTED = REFERENCE` · `mismatch Rule,Rule` · `error Variant` (of the certificate check, or of the reference identifiers) |
 //! | `memory` | `policy` (`default` · `strict` · `warn-only`), `session`* (`T cleartext` · `T tls KEY AUTH`), `configured`? | verdicts, `, `-separated; then `next=POLICY` |
 //! | `pin` | `pin` (`spki\|certificate CERT for NAME`), `present` (CERT), `connect` (NAME) | `accept` · `error Variant` |
+//! | `peer-key` | `host`*, `port` | each key's `Display`, `, `-separated, then `distinct=N` |
 //!
 //! `tls` values: `no-starttls`, `handshake-failed REASON`,
 //! `cert host-mismatch|expired|not-trusted|other [REASON]`, `verified NAME`.
@@ -72,7 +73,7 @@ use rcgen::{
     KeyPair, SanType,
 };
 use starttls::policy::dane::{
-    self, DaneDecision, ReferenceIds, TlsaLookup, TlsaRecord, UsableTlsa,
+    self, DaneDecision, HostSource, ReferenceIds, TlsaLookup, TlsaRecord, UsableTlsa,
 };
 use starttls::policy::identity::{
     IdentityError, MailService, ReferenceIdentifiers, TargetProvenance,
@@ -145,6 +146,7 @@ pub const CHECKS: &[&str] = &[
     "identity",
     "memory",
     "pin",
+    "peer-key",
 ];
 
 /// Reads every `*.vectors` file in `dir`, sorted by path. A missing
@@ -277,6 +279,7 @@ pub fn outcome(v: &Vector) -> Result<String, String> {
         "identity" => identity(&f)?,
         "memory" => memory_check(&f)?,
         "pin" => pin(&f)?,
+        "peer-key" => peer_key(&f)?,
         other => return Err(format!("unknown check {other:?}")),
     };
     f.all_used()?;
@@ -486,19 +489,30 @@ fn describe_decision(d: &Decision) -> String {
         Decision::Refuse(f) => ("refuse", f),
     };
     match failure.reason_code() {
-        Some(code) => format!("{word} {} {code}", failure.result_type()),
+        // The code is the caller's (or the peer's) text: shown escaped, as
+        // the `Display` of the failure shows it.
+        Some(code) => format!("{word} {} {}", failure.result_type(), code.escape_debug()),
         None => format!("{word} {}", failure.result_type()),
     }
 }
 
 fn sts_decide(f: &Fields) -> Result<String, String> {
     let policy = policy_field(f)?;
-    let tls = tls_outcome(f.get("tls")?)?;
-    Ok(describe_decision(&mta_sts::decide(
-        policy.as_ref(),
-        f.get("mx")?,
-        &tls,
-    )))
+    let tls = String::from_utf8(f.bytes("tls")?).map_err(|_| "`tls:` is not UTF-8".to_owned())?;
+    let tls = tls_outcome(&tls)?;
+    let mx = String::from_utf8(f.bytes("mx")?).map_err(|_| "`mx:` is not UTF-8".to_owned())?;
+    let decision = mta_sts::decide(policy.as_ref(), &mx, &tls);
+    let mut out = describe_decision(&decision);
+    match f.opt("show")? {
+        None => {}
+        Some("reason") => {
+            if let Some(failure) = decision.failure() {
+                let _ = write!(out, ": {failure}");
+            }
+        }
+        Some(other) => return Err(format!("unknown `show: {other}`")),
+    }
+    Ok(out)
 }
 
 /// `key=value` words after a leading value.
@@ -688,13 +702,19 @@ fn dane_lookup(f: &Fields) -> Result<String, String> {
         .into_iter()
         .map(|t| tlsa(t).and_then(|r| r))
         .collect::<Result<Vec<_>, _>>()?;
+    let source = match f.get("mx")? {
+        "secure" => HostSource::SecureMx,
+        "insecure" => HostSource::InsecureMx,
+        "none" => HostSource::NoMx,
+        other => return Err(format!("unknown `mx: {other}`")),
+    };
     let lookup = match f.get("lookup")? {
         "secure" => TlsaLookup::Secure(records),
         "insecure" if records.is_empty() => TlsaLookup::Insecure,
         "failed" if records.is_empty() => TlsaLookup::Failed,
         other => return Err(format!("`lookup: {other}` (records only with `secure`)")),
     };
-    Ok(match DaneDecision::from_lookup(lookup) {
+    Ok(match DaneDecision::from_lookup(source, lookup) {
         DaneDecision::Authenticate(t) => format!(
             "authenticate usable={} superseded={}",
             t.records().count(),
@@ -773,7 +793,7 @@ fn spki(cert: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
 fn identity(f: &Fields) -> Result<String, String> {
     let spec = f.get("refs")?;
     let words: Vec<&str> = spec.split_ascii_whitespace().collect();
-    let mut refs = match words.as_slice() {
+    let refs = match words.as_slice() {
         ["host", h] => ReferenceIdentifiers::configured_host(h),
         ["discovered", service, domain, target, provenance] => {
             let service = match *service {
@@ -794,11 +814,8 @@ fn identity(f: &Fields) -> Result<String, String> {
         }
         ["none"] => Ok(ReferenceIdentifiers::empty()),
         _ => return Err(format!("unknown `refs: {spec}`")),
-    }
-    .map_err(|e| format!("reference identifiers: {e}"))?;
-    if let Some(allow) = f.opt("allow-cn")? {
-        refs = refs.allow_cn_id(allow == "yes");
-    }
+    };
+    let allow_cn = f.opt("allow-cn")?;
     let cert = identity_cert(
         &f.all("dns"),
         &f.all("srv"),
@@ -806,6 +823,14 @@ fn identity(f: &Fields) -> Result<String, String> {
         &f.all("ip"),
         &f.all("cn"),
     )?;
+    // A reference the library refuses is an outcome too.
+    let mut refs = match refs {
+        Ok(refs) => refs,
+        Err(e) => return Ok(error(&e)),
+    };
+    if let Some(allow) = allow_cn {
+        refs = refs.allow_cn_id(allow == "yes");
+    }
     Ok(match refs.verify(&cert) {
         Ok(m) => format!("match {} = {}", m.presented, m.reference),
         Err(IdentityError::Mismatch { rejected, .. }) => {
@@ -995,6 +1020,21 @@ fn pin(f: &Fields) -> Result<String, String> {
             },
         },
     )
+}
+
+fn peer_key(f: &Fields) -> Result<String, String> {
+    let port = u16::try_from(f.num("port")?).map_err(|_| "`port:` is 0-65535".to_owned())?;
+    let keys: Vec<PeerKey> = f
+        .all("host")
+        .iter()
+        .map(|h| PeerKey::new(h, port))
+        .collect();
+    if keys.is_empty() {
+        return Err("`host:` is required".to_owned());
+    }
+    let shown: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    let distinct: std::collections::BTreeSet<&PeerKey> = keys.iter().collect();
+    Ok(format!("{} distinct={}", shown.join(", "), distinct.len()))
 }
 
 // ---------------------------------------------------------------- certificates

@@ -8,10 +8,12 @@
 //! 1. Parse each record with [`TlsaRecord::from_rdata`] (wire form) or
 //!    [`TlsaRecord::from_presentation`] (zone-file form, `"3 1 1 ab12…"`).
 //! 2. Turn the lookup into a [`DaneDecision`] with
-//!    [`DaneDecision::from_lookup`]: authenticate with DANE, require TLS
-//!    without authentication (TLSA records published, none usable), not
-//!    applicable (no secure TLSA records), or do not connect to this host
-//!    (the lookup failed).
+//!    [`DaneDecision::from_lookup`], saying where the host came from
+//!    ([`HostSource`]: a secure MX RRset, an insecure one, or no MX):
+//!    authenticate with DANE, require TLS without authentication (TLSA
+//!    records published, none usable), not applicable (an insecure MX RRset,
+//!    or no secure TLSA records), or do not connect to this host (the lookup
+//!    failed).
 //! 3. To authenticate, either install a [`DaneVerifier`] as the rustls
 //!    certificate verifier of the connection, or call [`dane_check`] on the
 //!    chain your own TLS stack received.
@@ -22,12 +24,12 @@
 //! it as the `ServerName` of the rustls connection.
 //!
 //! ```
-//! use starttls::policy::dane::{DaneDecision, TlsaLookup, TlsaRecord};
+//! use starttls::policy::dane::{DaneDecision, HostSource, TlsaLookup, TlsaRecord};
 //!
 //! let record: TlsaRecord = "3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 //!     .parse()
 //!     .unwrap();
-//! match DaneDecision::from_lookup(TlsaLookup::Secure(vec![record])) {
+//! match DaneDecision::from_lookup(HostSource::SecureMx, TlsaLookup::Secure(vec![record])) {
 //!     DaneDecision::Authenticate(tlsa) => assert_eq!(tlsa.records().count(), 1),
 //!     other => panic!("{other:?}"),
 //! }
@@ -43,16 +45,17 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{
-    verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
-};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, Der, ServerName, TrustAnchor, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, OtherError, RootCertStore};
 use sha2::{Digest, Sha256, Sha512};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
+
+use super::names::ends_in_number;
+use super::verifier::{self, verify_signatures_with_algorithms};
 
 // ---------------------------------------------------------------------------
 // TLSA records
@@ -646,6 +649,26 @@ pub enum TlsaLookup {
     Failed,
 }
 
+/// How the client came to the host it is about to connect to, which decides
+/// whether DANE applies to it at all (RFC 7672 §2.2.1, §2.2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HostSource {
+    /// The host is named by an MX RRset that validated as secure (DNSSEC),
+    /// as was any CNAME leading to it: DANE applies (RFC 7672 §2.2.1).
+    SecureMx,
+    /// The host is named by an MX RRset that is insecure (unsigned, or
+    /// reached through an insecure CNAME): an attacker could have chosen the
+    /// host, so DANE does not apply to it, whatever its TLSA records say
+    /// (RFC 7672 §2.2.1); use the non-DANE policy. (A bogus or failed MX
+    /// lookup gives no host at all: the message is deferred.)
+    InsecureMx,
+    /// The next-hop domain has no MX records and is itself the host
+    /// (RFC 7672 §2.2.2), or the host was configured by the administrator:
+    /// DANE applies, with the TLSA base domain chosen as §2.2.2 says.
+    NoMx,
+}
+
 /// What the SMTP client does with one MX host, given its TLSA lookup
 /// (RFC 7672 §2.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -663,9 +686,9 @@ pub enum DaneDecision {
         /// The records, with why each is unusable.
         unusable: Vec<UnusableRecord>,
     },
-    /// No secure TLSA records (the RRset is empty or insecure): DANE does
-    /// not apply; use the client's non-DANE policy (opportunistic TLS, or
-    /// MTA-STS) for this host.
+    /// No secure TLSA records (the RRset is empty or insecure), or the host
+    /// came from an insecure MX RRset: DANE does not apply; use the client's
+    /// non-DANE policy (opportunistic TLS, or MTA-STS) for this host.
     NotApplicable,
     /// The lookup failed: do not connect to this host; try the next MX host
     /// or defer the message (RFC 7672 §2.1, §2.2). Falling back to
@@ -675,8 +698,24 @@ pub enum DaneDecision {
 }
 
 impl DaneDecision {
-    /// Decides from the caller's lookup result.
-    pub fn from_lookup(lookup: TlsaLookup) -> Self {
+    /// Decides from where the host came from and the caller's TLSA lookup
+    /// result: a host from an insecure MX RRset is
+    /// [`NotApplicable`](DaneDecision::NotApplicable) whatever the lookup
+    /// gave (RFC 7672 §2.2.1); otherwise the TLSA answer decides (§2.2).
+    ///
+    /// ```
+    /// use starttls::policy::dane::{DaneDecision, HostSource, TlsaLookup, TlsaRecord};
+    /// let record: TlsaRecord = "3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".parse().unwrap();
+    /// let secure = DaneDecision::from_lookup(HostSource::SecureMx, TlsaLookup::Secure(vec![record.clone()]));
+    /// assert!(secure.requires_tls());
+    /// // The same TLSA records for a host an insecure MX RRset named: DANE does not apply.
+    /// let insecure = DaneDecision::from_lookup(HostSource::InsecureMx, TlsaLookup::Secure(vec![record]));
+    /// assert_eq!(insecure, DaneDecision::NotApplicable);
+    /// ```
+    pub fn from_lookup(source: HostSource, lookup: TlsaLookup) -> Self {
+        if source == HostSource::InsecureMx {
+            return DaneDecision::NotApplicable;
+        }
         match lookup {
             TlsaLookup::Secure(records) if records.is_empty() => DaneDecision::NotApplicable,
             TlsaLookup::Secure(records) => match UsableTlsa::new(records) {
@@ -784,6 +823,11 @@ fn normalize_reference(name: &str) -> Result<String, &'static str> {
     if name.len() > 253 {
         return Err("longer than 253 octets");
     }
+    if ends_in_number(name) {
+        return Err(
+            "the last label is a number, which resolvers read as an IPv4 address (RFC 1123 §2.1)",
+        );
+    }
     for label in name.split('.') {
         if label.is_empty() {
             return Err("empty label");
@@ -863,9 +907,10 @@ pub struct DaneMatch {
     /// The record that matched.
     pub record: TlsaRecord,
     /// Position in the presented chain of the certificate the record
-    /// matched (0 is the server certificate); `None` when a DANE-TA trust
+    /// matched: 0 (the server certificate) for DANE-EE, 1 or more for a
+    /// DANE-TA trust anchor the server sent; `None` when a DANE-TA trust
     /// anchor came from the record itself (`2 0 0`, `2 1 0`) and is not in
-    /// the chain.
+    /// the chain. A DANE-TA match is never at 0.
     pub chain_position: Option<usize>,
     /// For DANE-TA, the reference identifier the certificate matched.
     pub matched_name: Option<String>,
@@ -917,6 +962,16 @@ pub enum DaneError {
         /// The reference identifiers.
         reference_ids: Vec<String>,
     },
+    /// A DANE-TA(2) record designates the server certificate itself (its
+    /// certificate or its key), as for a self-signed server certificate. A
+    /// DANE-TA record names a trust anchor that *issued* the server
+    /// certificate (RFC 7672 §3.1.2, RFC 7671 §5.2); a server certificate
+    /// is authenticated by itself only with DANE-EE(3) (RFC 7672 §3.1.1), so
+    /// this is refused whatever the record's selector and matching type.
+    TrustAnchorIsServerCertificate {
+        /// The record that designates the server certificate.
+        record: TlsaRecord,
+    },
 }
 
 impl fmt::Display for DaneError {
@@ -957,6 +1012,11 @@ impl fmt::Display for DaneError {
                 "DANE-TA: TLSA {} matched, but the server certificate names {presented:?} match none of {reference_ids:?} (RFC 7672 §3.2.3)",
                 ParamsOnly(record)
             ),
+            DaneError::TrustAnchorIsServerCertificate { record } => write!(
+                f,
+                "DANE-TA: TLSA {} designates the server certificate itself, not a trust anchor that issued it; a self-signed server certificate needs a DANE-EE(3) record (RFC 7672 §3.1.1, §3.1.2)",
+                ParamsOnly(record)
+            ),
         }
     }
 }
@@ -967,17 +1027,14 @@ impl DaneError {
     /// The [`DaneError`] inside an error a [`DaneVerifier`] returned through
     /// rustls, if it is one.
     pub fn from_rustls(error: &rustls::Error) -> Option<&DaneError> {
-        match error {
-            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-                other.0.downcast_ref::<DaneError>()
-            }
-            _ => None,
-        }
+        verifier::from_rustls(error)
     }
 
     fn rank(&self) -> u8 {
         match self {
-            DaneError::EmptyChain | DaneError::NoMatch { .. } => 0,
+            DaneError::EmptyChain
+            | DaneError::NoMatch { .. }
+            | DaneError::TrustAnchorIsServerCertificate { .. } => 0,
             DaneError::TrustAnchorChain { .. } => 1,
             DaneError::MalformedCertificate { .. } => 2,
             DaneError::NameMismatch { .. } => 3,
@@ -987,7 +1044,7 @@ impl DaneError {
 
 impl From<DaneError> for rustls::Error {
     fn from(e: DaneError) -> Self {
-        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        verifier::to_rustls(e)
     }
 }
 
@@ -1003,7 +1060,10 @@ impl From<DaneError> for rustls::Error {
 /// DANE-EE(3) records are tried first, then DANE-TA(2): a record matching a
 /// certificate of the chain (after the server certificate) or its key makes
 /// that certificate the trust anchor; `2 0 0` and `2 1 0` records also work
-/// when the anchor is not in the chain (RFC 7671 §5.2). The server
+/// when the anchor is not in the chain (RFC 7671 §5.2). A DANE-TA record
+/// never designates the server certificate itself: one that matches it (a
+/// self-signed server certificate published as `2 x x`) is refused with
+/// [`DaneError::TrustAnchorIsServerCertificate`], in all its forms. The server
 /// certificate must then chain to the anchor (RFC 5280 path validation at
 /// `now`; the anchor's own dates are not checked) and carry a reference
 /// identifier (RFC 7672 §3.2.3). Any one matching record suffices.
@@ -1068,9 +1128,27 @@ fn check_chain(
         return Err(no_match);
     }
 
-    // DANE-TA(2) (RFC 7672 §3.1.2).
-    let anchors = ta_candidates(tlsa, &ee, intermediates);
-    let mut best: Option<DaneError> = None;
+    // DANE-TA(2) (RFC 7672 §3.1.2): the record designates a trust anchor
+    // that issued the server certificate, never the server certificate
+    // itself (that is DANE-EE's job, §3.1.1). A record matching the server
+    // certificate or its key, and an anchor with the server's own key (a
+    // `2 0 0` / `2 1 0` copy of a self-signed server certificate, or the
+    // server certificate sent again in the chain), authenticate nothing,
+    // whatever the selector and matching type.
+    let own_spki = ee.public_key().raw;
+    let own_key = der_contents(own_spki, 0x30);
+    let designates_server = tlsa
+        .of_usage(Usage::DaneTa)
+        .find(|r| r.matches(end_entity.as_ref(), Some(own_spki)))
+        .map(|r| &r.record);
+    let (anchors, own): (Vec<_>, Vec<_>) = ta_candidates(tlsa, &ee, intermediates)
+        .into_iter()
+        .partition(|(_, _, anchor)| Some(anchor.subject_public_key_info.as_ref()) != own_key);
+    let mut best: Option<DaneError> = designates_server
+        .or_else(|| own.first().map(|(record, _, _)| *record))
+        .map(|record| DaneError::TrustAnchorIsServerCertificate {
+            record: record.clone(),
+        });
     let mut names: Option<Option<Result<String, Vec<String>>>> = None;
     for (record, position, anchor) in anchors {
         let error = match verify_to_anchor(end_entity, intermediates, anchor, now, algorithms) {
@@ -1346,27 +1424,7 @@ impl ServerCertVerifier for DaneVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    verify_signatures_with_algorithms!();
 }
 
 #[cfg(all(test, feature = "ring"))]
@@ -1377,69 +1435,28 @@ impl ServerCertVerifier for DaneVerifier {
     clippy::indexing_slicing
 )]
 mod tests {
-    use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    use super::super::test_support::{
+        self, client_config, handshake, sha256, sha512, spki, Ca, Issued,
     };
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
+    use super::*;
 
     const MX: &str = "mx.example.com";
 
-    struct Ca {
-        der: CertificateDer<'static>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
     fn ca(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        params.distinguished_name = dn;
-        let der = params.self_signed(&key).unwrap().der().clone();
-        Ca {
-            der,
-            issuer: Issuer::new(params, key),
-        }
+        Ca::new(name)
     }
 
-    struct Leaf {
-        der: CertificateDer<'static>,
-        key: KeyPair,
+    fn leaf_with(sans: &[&'static str], cn: &'static str, expired: bool, ca: &Ca) -> Issued {
+        ca.issue(&test_support::Leaf {
+            dns: sans.to_vec(),
+            cn: vec![cn],
+            expired,
+            ..test_support::Leaf::default()
+        })
     }
 
-    fn leaf_with(sans: &[&str], cn: &str, expired: bool, ca: &Ca) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(sans).unwrap();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-        }
-        let der = params.signed_by(&key, &ca.issuer).unwrap().der().clone();
-        Leaf { der, key }
-    }
-
-    fn leaf(sans: &[&str], ca: &Ca) -> Leaf {
-        leaf_with(sans, "server", false, ca)
-    }
-
-    fn spki(der: &[u8]) -> Vec<u8> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
-        cert.public_key().raw.to_vec()
-    }
-
-    fn sha256(d: &[u8]) -> Vec<u8> {
-        Sha256::digest(d).to_vec()
-    }
-
-    fn sha512(d: &[u8]) -> Vec<u8> {
-        Sha512::digest(d).to_vec()
+    fn leaf(sans: &[&'static str], ca: &Ca) -> Issued {
+        test_support::leaf(ca, sans, "server")
     }
 
     fn tlsa(records: Vec<TlsaRecord>) -> UsableTlsa {
@@ -1613,7 +1630,7 @@ mod tests {
         let err = UsableTlsa::new(records.clone()).unwrap_err();
         assert_eq!(err.unusable.len(), 3);
         assert!(err.to_string().contains("RFC 7672 §2.2"));
-        let decision = DaneDecision::from_lookup(TlsaLookup::Secure(records));
+        let decision = DaneDecision::from_lookup(HostSource::SecureMx, TlsaLookup::Secure(records));
         match &decision {
             DaneDecision::TlsWithoutAuthentication { unusable } => {
                 assert_eq!(unusable[0].reason, UnusableReason::PkixUsage(1));
@@ -1623,16 +1640,16 @@ mod tests {
         assert!(decision.requires_tls());
 
         assert_eq!(
-            DaneDecision::from_lookup(TlsaLookup::Secure(vec![])),
+            DaneDecision::from_lookup(HostSource::SecureMx, TlsaLookup::Secure(vec![])),
             DaneDecision::NotApplicable
         );
         assert_eq!(
-            DaneDecision::from_lookup(TlsaLookup::Insecure),
+            DaneDecision::from_lookup(HostSource::SecureMx, TlsaLookup::Insecure),
             DaneDecision::NotApplicable
         );
         assert!(!DaneDecision::NotApplicable.requires_tls());
         assert_eq!(
-            DaneDecision::from_lookup(TlsaLookup::Failed),
+            DaneDecision::from_lookup(HostSource::SecureMx, TlsaLookup::Failed),
             DaneDecision::DoNotConnect
         );
 
@@ -1640,7 +1657,7 @@ mod tests {
             TlsaRecord::new(0, 0, 1, vec![0; 32]),
             TlsaRecord::new(3, 1, 1, vec![0; 32]),
         ];
-        match DaneDecision::from_lookup(TlsaLookup::Secure(mixed)) {
+        match DaneDecision::from_lookup(HostSource::SecureMx, TlsaLookup::Secure(mixed)) {
             DaneDecision::Authenticate(t) => {
                 assert_eq!(t.records().count(), 1);
                 assert_eq!(t.unusable().len(), 1);
@@ -1651,6 +1668,93 @@ mod tests {
     }
 
     #[test]
+    fn an_insecure_mx_rrset_means_dane_does_not_apply() {
+        // RFC 7672 §2.2.1: whatever the TLSA lookup of a host named by an
+        // insecure MX RRset gave, DANE does not apply to it.
+        let usable = vec![TlsaRecord::new(3, 1, 1, vec![0; 32])];
+        let unusable = vec![TlsaRecord::new(1, 1, 1, vec![0; 32])];
+        for lookup in [
+            TlsaLookup::Secure(usable.clone()),
+            TlsaLookup::Secure(unusable.clone()),
+            TlsaLookup::Secure(vec![]),
+            TlsaLookup::Insecure,
+            TlsaLookup::Failed,
+        ] {
+            assert_eq!(
+                DaneDecision::from_lookup(HostSource::InsecureMx, lookup.clone()),
+                DaneDecision::NotApplicable,
+                "{lookup:?}"
+            );
+            // A secure MX RRset and a next hop without MX records decide
+            // alike, from the TLSA answer.
+            assert_eq!(
+                DaneDecision::from_lookup(HostSource::SecureMx, lookup.clone()),
+                DaneDecision::from_lookup(HostSource::NoMx, lookup.clone()),
+            );
+        }
+        assert!(
+            DaneDecision::from_lookup(HostSource::SecureMx, TlsaLookup::Secure(usable))
+                .requires_tls()
+        );
+    }
+
+    #[test]
+    fn dane_ta_never_designates_the_server_certificate() {
+        // RFC 7672 §3.1.2, RFC 7671 §5.2: a DANE-TA record names a trust
+        // anchor that issued the server certificate. A self-signed server
+        // certificate published as `2 x x` is refused in every form alike
+        // (before: `2 0 0` authenticated it at position `None`, `2 0 1` gave
+        // NoMatch); DANE-EE is the usage for it.
+        let own = Issued::self_signed(&[MX]);
+        let der = own.der();
+        let key = spki(der.as_ref());
+        let forms = [
+            TlsaRecord::new(2, 0, 0, der.to_vec()),
+            TlsaRecord::new(2, 0, 1, sha256(der.as_ref())),
+            TlsaRecord::new(2, 0, 2, sha512(der.as_ref())),
+            TlsaRecord::new(2, 1, 0, key.clone()),
+            TlsaRecord::new(2, 1, 1, sha256(&key)),
+        ];
+        for record in forms {
+            for chain in [vec![der.clone()], vec![der.clone(), der.clone()]] {
+                assert_eq!(
+                    check(vec![record.clone()], &chain, &[MX]),
+                    Err(DaneError::TrustAnchorIsServerCertificate {
+                        record: record.clone()
+                    }),
+                    "{record} with {} certificates",
+                    chain.len()
+                );
+            }
+        }
+        let ee = TlsaRecord::new(3, 0, 1, sha256(der.as_ref()));
+        let m = check(vec![ee], std::slice::from_ref(der), &[MX]).unwrap();
+        assert_eq!((m.usage, m.chain_position), (Usage::DaneEe, Some(0)));
+
+        // A `2 0 0` copy of another certificate with the server's own key
+        // (an earlier self-signed certificate) designates that key: refused.
+        let key_pem = own.key.clone();
+        let renewed = {
+            let kp = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+            rcgen::CertificateParams::new(vec![MX.to_owned()])
+                .unwrap()
+                .self_signed(&kp)
+                .unwrap()
+                .der()
+                .clone()
+        };
+        let earlier = TlsaRecord::new(2, 0, 0, der.to_vec());
+        assert_eq!(
+            check(vec![earlier.clone()], &[renewed], &[MX]),
+            Err(DaneError::TrustAnchorIsServerCertificate { record: earlier })
+        );
+        let err = DaneError::TrustAnchorIsServerCertificate {
+            record: TlsaRecord::new(2, 0, 1, vec![0; 32]),
+        };
+        assert!(err.to_string().contains("DANE-EE(3)"), "{err}");
+    }
+
+    #[test]
     fn reference_ids_are_validated_and_normalized() {
         let r = ReferenceIds::new(["MX.Example.COM.", "mx.example.com", "example.com"]).unwrap();
         assert_eq!(r.as_slice(), ["mx.example.com", "example.com"]);
@@ -1658,7 +1762,18 @@ mod tests {
             ReferenceIds::new(Vec::<String>::new()),
             Err(ReferenceIdError::Empty)
         );
-        for bad in ["", ".", "a..b", "*.example.com", "bad name", "é.example"] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "*.example.com",
+            "bad name",
+            "é.example",
+            "192.0.2.1",
+            "192.0.2.1.",
+            "1.2.3",
+            "0x7f000001",
+        ] {
             assert!(
                 matches!(
                     ReferenceIds::new([bad]),
@@ -1690,8 +1805,8 @@ mod tests {
     fn dane_ee_matches_every_selector_and_matching_type() {
         let ca = ca("Test CA");
         let leaf = leaf(&[MX], &ca);
-        let chain = [leaf.der.clone(), ca.der.clone()];
-        let cert = leaf.der.as_ref();
+        let chain = [leaf.der().clone(), ca.der.clone()];
+        let cert = leaf.der().as_ref();
         let key = spki(cert);
         for record in [
             TlsaRecord::new(3, 1, 1, sha256(&key)),
@@ -1720,11 +1835,11 @@ mod tests {
     fn dane_ee_with_a_wrong_digest_fails() {
         let ca = ca("Test CA");
         let leaf = leaf(&[MX], &ca);
-        let mut wrong = sha256(&spki(leaf.der.as_ref()));
+        let mut wrong = sha256(&spki(leaf.der().as_ref()));
         wrong[0] ^= 1;
         let err = check(
             vec![TlsaRecord::new(3, 1, 1, wrong)],
-            std::slice::from_ref(&leaf.der),
+            std::slice::from_ref(leaf.der()),
             &[MX],
         )
         .unwrap_err();
@@ -1739,7 +1854,7 @@ mod tests {
         // A DANE-EE record for the CA does not authenticate the leaf.
         let err = check(
             vec![TlsaRecord::new(3, 0, 1, sha256(ca.der.as_ref()))],
-            &[leaf.der.clone(), ca.der.clone()],
+            &[leaf.der().clone(), ca.der.clone()],
             &[MX],
         )
         .unwrap_err();
@@ -1750,8 +1865,8 @@ mod tests {
     fn dane_ee_ignores_names_and_expiry() {
         let ca = ca("Test CA");
         let leaf = leaf_with(&["other.example.org"], "other", true, &ca);
-        let record = TlsaRecord::new(3, 1, 1, sha256(&spki(leaf.der.as_ref())));
-        let m = check(vec![record], std::slice::from_ref(&leaf.der), &[MX]).unwrap();
+        let record = TlsaRecord::new(3, 1, 1, sha256(&spki(leaf.der().as_ref())));
+        let m = check(vec![record], std::slice::from_ref(leaf.der()), &[MX]).unwrap();
         assert_eq!(m.usage, Usage::DaneEe);
     }
 
@@ -1759,14 +1874,14 @@ mod tests {
     fn digest_agility_prefers_sha512() {
         let ca = ca("Test CA");
         let leaf = leaf(&[MX], &ca);
-        let key = spki(leaf.der.as_ref());
+        let key = spki(leaf.der().as_ref());
         let good256 = TlsaRecord::new(3, 1, 1, sha256(&key));
         let stale512 = TlsaRecord::new(3, 1, 2, vec![0; 64]);
         let set = tlsa(vec![good256.clone(), stale512]);
         assert_eq!(set.superseded(), std::slice::from_ref(&good256));
         let err = dane_check(
             &set,
-            std::slice::from_ref(&leaf.der),
+            std::slice::from_ref(leaf.der()),
             &refs(&[MX]),
             UnixTime::now(),
             &algs(),
@@ -1778,7 +1893,7 @@ mod tests {
         assert!(set.superseded().is_empty());
         dane_check(
             &set,
-            std::slice::from_ref(&leaf.der),
+            std::slice::from_ref(leaf.der()),
             &refs(&[MX]),
             UnixTime::now(),
             &algs(),
@@ -1792,7 +1907,7 @@ mod tests {
     fn dane_ta_on_the_ca_checks_the_name() {
         let ca = ca("Test CA");
         let leaf = leaf(&[MX], &ca);
-        let chain = [leaf.der.clone(), ca.der.clone()];
+        let chain = [leaf.der().clone(), ca.der.clone()];
         let record = TlsaRecord::new(2, 0, 1, sha256(ca.der.as_ref()));
 
         let m = check(vec![record.clone()], &chain, &[MX, "example.com"]).unwrap();
@@ -1831,19 +1946,9 @@ mod tests {
     #[test]
     fn dane_ta_on_an_intermediate_or_the_root() {
         let root = ca("Root CA");
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Intermediate CA");
-        params.distinguished_name = dn;
-        let der = params.signed_by(&key, &root.issuer).unwrap().der().clone();
-        let inter = Ca {
-            der,
-            issuer: Issuer::new(params, key),
-        };
+        let inter = root.intermediate("Intermediate CA", &[]);
         let leaf = leaf(&[MX], &inter);
-        let chain = [leaf.der.clone(), inter.der.clone(), root.der.clone()];
+        let chain = [leaf.der().clone(), inter.der.clone(), root.der.clone()];
         let on_inter = TlsaRecord::new(2, 1, 1, sha256(&spki(inter.der.as_ref())));
         let m = check(vec![on_inter.clone()], &chain, &[MX]).unwrap();
         assert_eq!(m.chain_position, Some(1));
@@ -1857,7 +1962,12 @@ mod tests {
             Some(2)
         );
         // Without the intermediate the leaf does not chain to the root.
-        let err = check(vec![on_root], &[leaf.der.clone(), root.der.clone()], &[MX]).unwrap_err();
+        let err = check(
+            vec![on_root],
+            &[leaf.der().clone(), root.der.clone()],
+            &[MX],
+        )
+        .unwrap_err();
         assert!(matches!(err, DaneError::TrustAnchorChain { .. }), "{err:?}");
     }
 
@@ -1865,7 +1975,7 @@ mod tests {
     fn dane_ta_matches_the_next_hop_domain() {
         let ca = ca("Test CA");
         let leaf = leaf(&["example.com"], &ca);
-        let chain = [leaf.der.clone(), ca.der.clone()];
+        let chain = [leaf.der().clone(), ca.der.clone()];
         let record = TlsaRecord::new(2, 0, 1, sha256(ca.der.as_ref()));
         let m = check(vec![record.clone()], &chain, &[MX, "example.com"]).unwrap();
         assert_eq!(m.matched_name.as_deref(), Some("example.com"));
@@ -1877,14 +1987,19 @@ mod tests {
         let ca = ca("Test CA");
         let record = TlsaRecord::new(2, 0, 1, sha256(ca.der.as_ref()));
         let wild = leaf(&["*.example.com"], &ca);
-        let chain = [wild.der.clone(), ca.der.clone()];
+        let chain = [wild.der().clone(), ca.der.clone()];
         assert!(check(vec![record.clone()], &chain, &[MX]).is_ok());
         for name in ["example.com", "a.mx.example.com"] {
             let err = check(vec![record.clone()], &chain, &[name]).unwrap_err();
             assert!(matches!(err, DaneError::NameMismatch { .. }), "{name}");
         }
         let partial = leaf(&["m*.example.com"], &ca);
-        let err = check(vec![record], &[partial.der.clone(), ca.der.clone()], &[MX]).unwrap_err();
+        let err = check(
+            vec![record],
+            &[partial.der().clone(), ca.der.clone()],
+            &[MX],
+        )
+        .unwrap_err();
         assert!(matches!(err, DaneError::NameMismatch { .. }));
     }
 
@@ -1895,13 +2010,13 @@ mod tests {
         let cn_only = leaf_with(&[], MX, false, &ca);
         let m = check(
             vec![record.clone()],
-            &[cn_only.der.clone(), ca.der.clone()],
+            &[cn_only.der().clone(), ca.der.clone()],
             &[MX],
         )
         .unwrap();
         assert_eq!(m.matched_name.as_deref(), Some(MX));
         let both = leaf_with(&["other.example.com"], MX, false, &ca);
-        let err = check(vec![record], &[both.der.clone(), ca.der.clone()], &[MX]).unwrap_err();
+        let err = check(vec![record], &[both.der().clone(), ca.der.clone()], &[MX]).unwrap_err();
         assert!(matches!(err, DaneError::NameMismatch { .. }));
     }
 
@@ -1913,7 +2028,7 @@ mod tests {
             TlsaRecord::new(2, 0, 1, sha256(ca.der.as_ref())),
             TlsaRecord::new(2, 1, 1, sha256(&spki(ca.der.as_ref()))),
         ] {
-            let err = check(vec![record], std::slice::from_ref(&leaf.der), &[MX]).unwrap_err();
+            let err = check(vec![record], std::slice::from_ref(leaf.der()), &[MX]).unwrap_err();
             assert_eq!(
                 err,
                 DaneError::NoMatch {
@@ -1922,21 +2037,25 @@ mod tests {
                 }
             );
         }
-        // A record for the server certificate itself is not a trust anchor.
+        // A record for the server certificate itself is not a trust anchor,
+        // and says so.
         let err = check(
-            vec![TlsaRecord::new(2, 0, 1, sha256(leaf.der.as_ref()))],
-            &[leaf.der.clone(), ca.der.clone()],
+            vec![TlsaRecord::new(2, 0, 1, sha256(leaf.der().as_ref()))],
+            &[leaf.der().clone(), ca.der.clone()],
             &[MX],
         )
         .unwrap_err();
-        assert!(matches!(err, DaneError::NoMatch { .. }));
+        assert!(matches!(
+            err,
+            DaneError::TrustAnchorIsServerCertificate { .. }
+        ));
     }
 
     #[test]
     fn dane_ta_full_records_work_without_the_anchor_in_the_chain() {
         let ca = ca("Test CA");
         let leaf = leaf(&[MX], &ca);
-        let chain = [leaf.der.clone()];
+        let chain = [leaf.der().clone()];
         let m = check(
             vec![TlsaRecord::new(2, 0, 0, ca.der.to_vec())],
             &chain,
@@ -1973,7 +2092,7 @@ mod tests {
         let expired = leaf_with(&[MX], "server", true, &ca);
         let err = check(
             vec![record.clone()],
-            &[expired.der.clone(), ca.der.clone()],
+            &[expired.der().clone(), ca.der.clone()],
             &[MX],
         )
         .unwrap_err();
@@ -1996,7 +2115,12 @@ mod tests {
         // The matched CA did not issue the server certificate.
         let other = self::ca("Other CA");
         let stranger = leaf(&[MX], &other);
-        let err = check(vec![record], &[stranger.der.clone(), ca.der.clone()], &[MX]).unwrap_err();
+        let err = check(
+            vec![record],
+            &[stranger.der().clone(), ca.der.clone()],
+            &[MX],
+        )
+        .unwrap_err();
         match err {
             DaneError::TrustAnchorChain { error, .. } => {
                 assert_eq!(error, CertificateError::UnknownIssuer)
@@ -2009,9 +2133,9 @@ mod tests {
     fn either_usage_may_authenticate() {
         let ca = ca("Test CA");
         let leaf = leaf(&["other.example.org"], &ca);
-        let chain = [leaf.der.clone(), ca.der.clone()];
+        let chain = [leaf.der().clone(), ca.der.clone()];
         let ta = TlsaRecord::new(2, 0, 1, sha256(ca.der.as_ref()));
-        let ee = TlsaRecord::new(3, 1, 1, sha256(&spki(leaf.der.as_ref())));
+        let ee = TlsaRecord::new(3, 1, 1, sha256(&spki(leaf.der().as_ref())));
         let bad_ee = TlsaRecord::new(3, 1, 1, vec![0; 32]);
         // The TA name check fails but the EE record matches.
         assert_eq!(
@@ -2061,51 +2185,18 @@ mod tests {
 
     // --- in a rustls handshake ---------------------------------------------
 
-    fn handshake(
+    fn dane_handshake(
         chain: Vec<CertificateDer<'static>>,
-        key: &KeyPair,
+        leaf: &Issued,
         verifier: Arc<DaneVerifier>,
         version: &'static rustls::SupportedProtocolVersion,
     ) -> Result<(), rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let server_config = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[version])?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
-        let client_config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[version])?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        let name = ServerName::try_from(MX).unwrap();
-        let mut client = ClientConnection::new(Arc::new(client_config), name)?;
-        let mut server = ServerConnection::new(Arc::new(server_config))?;
-        let io = |e: std::io::Error| rustls::Error::General(e.to_string());
-        for _ in 0..10 {
-            let mut buf = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut buf).map_err(io)?;
-            }
-            let mut rd = buf.as_slice();
-            while !rd.is_empty() {
-                server.read_tls(&mut rd).map_err(io)?;
-                server.process_new_packets()?;
-            }
-            let mut buf = Vec::new();
-            while server.wants_write() {
-                server.write_tls(&mut buf).map_err(io)?;
-            }
-            let mut rd = buf.as_slice();
-            while !rd.is_empty() {
-                client.read_tls(&mut rd).map_err(io)?;
-                client.process_new_packets()?;
-            }
-            if !client.is_handshaking() && !server.is_handshaking() {
-                return Ok(());
-            }
+        let server = Issued {
+            chain,
+            key: leaf.key.clone(),
         }
-        Err(rustls::Error::General("handshake did not finish".into()))
+        .server_config(&[version]);
+        handshake(client_config(verifier), server, MX).map(|_| ())
     }
 
     fn verifier(records: Vec<TlsaRecord>, names: &[&str]) -> Arc<DaneVerifier> {
@@ -2120,11 +2211,11 @@ mod tests {
     fn handshake_with_dane_ee_succeeds() {
         let ca = ca("Test CA");
         let leaf = leaf_with(&["unrelated.example.org"], "x", true, &ca);
-        let record = TlsaRecord::new(3, 1, 1, sha256(&spki(leaf.der.as_ref())));
+        let record = TlsaRecord::new(3, 1, 1, sha256(&spki(leaf.der().as_ref())));
         let v = verifier(vec![record.clone()], &[MX]);
-        handshake(
-            vec![leaf.der.clone()],
-            &leaf.key,
+        dane_handshake(
+            vec![leaf.der().clone()],
+            &leaf,
             v.clone(),
             &rustls::version::TLS13,
         )
@@ -2141,8 +2232,8 @@ mod tests {
             vec![TlsaRecord::new(2, 0, 1, sha256(ca.der.as_ref()))],
             &[MX],
         );
-        let chain = vec![leaf.der.clone(), ca.der.clone()];
-        handshake(chain, &leaf.key, v.clone(), &rustls::version::TLS12).unwrap();
+        let chain = vec![leaf.der().clone(), ca.der.clone()];
+        dane_handshake(chain, &leaf, v.clone(), &rustls::version::TLS12).unwrap();
         assert_eq!(v.last_match().unwrap().matched_name.as_deref(), Some(MX));
     }
 
@@ -2150,11 +2241,11 @@ mod tests {
     fn handshake_fails_with_a_typed_error() {
         let ca = ca("Test CA");
         let leaf = leaf(&[MX], &ca);
-        let chain = vec![leaf.der.clone(), ca.der.clone()];
+        let chain = vec![leaf.der().clone(), ca.der.clone()];
 
         let v = verifier(vec![TlsaRecord::new(3, 1, 1, vec![0; 32])], &[MX]);
         let err =
-            handshake(chain.clone(), &leaf.key, v.clone(), &rustls::version::TLS13).unwrap_err();
+            dane_handshake(chain.clone(), &leaf, v.clone(), &rustls::version::TLS13).unwrap_err();
         assert_eq!(
             DaneError::from_rustls(&err),
             Some(&DaneError::NoMatch {
@@ -2168,7 +2259,7 @@ mod tests {
             vec![TlsaRecord::new(2, 0, 1, sha256(ca.der.as_ref()))],
             &["mx.example.net"],
         );
-        let err = handshake(chain, &leaf.key, v, &rustls::version::TLS13).unwrap_err();
+        let err = dane_handshake(chain, &leaf, v, &rustls::version::TLS13).unwrap_err();
         assert!(matches!(
             DaneError::from_rustls(&err),
             Some(DaneError::NameMismatch { .. })

@@ -96,14 +96,15 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
-use rustls::crypto::{
-    verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
-};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
+
+use super::names::ends_in_number;
+use super::verifier::{self, verify_signatures_with_algorithms};
 
 /// The mail services whose SRV-IDs the library knows.
 ///
@@ -166,7 +167,10 @@ pub enum NameError {
     /// Reference identifiers never contain wildcards; only presented ones may
     /// (RFC 6125 §6.4.3).
     Wildcard,
-    /// An IP address was given where a DNS domain name is required.
+    /// An IP address was given where a DNS domain name is required, or a
+    /// name whose last label is a number (`192.0.2.1.`, `1.2.3`,
+    /// `0x7f000001`), which resolvers read as an IPv4 address and no host
+    /// name has (RFC 1123 §2.1, RFC 3696 §2).
     IpAddress,
 }
 
@@ -187,7 +191,9 @@ impl fmt::Display for NameError {
             NameError::Wildcard => {
                 f.write_str("a reference identifier cannot contain a wildcard (RFC 6125 §6.4.3)")
             }
-            NameError::IpAddress => f.write_str("an IP address is not a DNS domain name"),
+            NameError::IpAddress => f.write_str(
+                "an IP address (or a name ending in a number, which resolvers read as one) is not a DNS domain name (RFC 1123 §2.1)",
+            ),
         }
     }
 }
@@ -195,15 +201,24 @@ impl fmt::Display for NameError {
 impl std::error::Error for NameError {}
 
 /// A DNS domain name used as a reference identifier: ASCII, lower-cased,
-/// without a trailing dot, no wildcard, not an IP address.
+/// without a trailing dot, no wildcard, not an IP address, and not ending in
+/// a numeric label (see [`NameError::IpAddress`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DnsName(String);
 
 impl DnsName {
     /// Checks and normalizes `name` (case folded to lower case, one trailing
-    /// dot removed).
+    /// dot removed). An IP literal, with or without a trailing dot, is
+    /// refused, as is any name whose last label is a number.
+    ///
+    /// ```
+    /// # use starttls::policy::identity::{DnsName, NameError};
+    /// assert_eq!(DnsName::new("Mail.Example.COM.").unwrap().as_str(), "mail.example.com");
+    /// assert_eq!(DnsName::new("192.0.2.1."), Err(NameError::IpAddress));
+    /// assert_eq!(DnsName::new("0x7f000001"), Err(NameError::IpAddress));
+    /// ```
     pub fn new(name: &str) -> Result<Self, NameError> {
-        if name.parse::<IpAddr>().is_ok() {
+        if name.parse::<IpAddr>().is_ok() || ends_in_number(name) {
             return Err(NameError::IpAddress);
         }
         if name.contains('*') {
@@ -224,9 +239,10 @@ impl fmt::Display for DnsName {
     }
 }
 
-/// Lower-cases, strips one trailing dot and checks the syntax of a name.
-/// `*` is allowed as a character here; wildcard placement is checked by the
-/// matcher.
+/// Lower-cases, strips one trailing dot and checks the syntax of a name,
+/// reference or presented: a name whose last label is a number is an
+/// address, not a name, on either side. `*` is allowed as a character here;
+/// wildcard placement is checked by the matcher.
 fn normalize_name(name: &str) -> Result<String, NameError> {
     if !name.is_ascii() {
         return Err(NameError::NotAscii);
@@ -234,6 +250,9 @@ fn normalize_name(name: &str) -> Result<String, NameError> {
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() {
         return Err(NameError::Empty);
+    }
+    if ends_in_number(name) {
+        return Err(NameError::IpAddress);
     }
     if name.len() > 253 {
         return Err(NameError::TooLong);
@@ -389,9 +408,9 @@ impl ReferenceIdentifiers {
         Ok(self.with_id(ReferenceId::Dns(DnsName::new(domain)?)))
     }
 
-    /// Lets a certificate that presents no DNS-ID, SRV-ID or URI-ID be matched
-    /// by its subject CN (RFC 7817 §3 rule 4 "MAY", RFC 6125 §6.4.4). Off by
-    /// default.
+    /// Lets a certificate that presents no DNS-ID, SRV-ID, URI-ID or
+    /// iPAddress be matched by its subject CN (RFC 7817 §3 rule 4 "MAY",
+    /// RFC 6125 §6.4.4). Off by default.
     pub fn allow_cn_id(mut self, allow: bool) -> Self {
         self.allow_cn_id = allow;
         self
@@ -478,13 +497,14 @@ fn match_presented(
     allow_cn_id: bool,
     name_constrained: bool,
 ) -> Result<IdentityMatch, IdentityError> {
+    // RFC 6125 §6.4.4: the CN is not consulted when the certificate presents
+    // a DNS-ID, SRV-ID, URI-ID "or any application-specific identifier types
+    // supported by the client" — here every subjectAltName entry that
+    // `presented_identifiers` lists, iPAddress included, even malformed.
     let has_san_name = presented.iter().any(|p| {
-        matches!(
+        !matches!(
             p,
-            PresentedId::DnsId(_)
-                | PresentedId::SrvId(_)
-                | PresentedId::UriId(_)
-                | PresentedId::Malformed(MALFORMED_SRV_NAME)
+            PresentedId::CnId(_) | PresentedId::Malformed(MALFORMED_CN)
         )
     });
     let cn_count = presented
@@ -613,8 +633,9 @@ pub enum Rule {
     /// The SRV-ID names the right domain but another service (RFC 6125
     /// §6.5.1).
     WrongService,
-    /// The certificate presents a DNS-ID, SRV-ID or URI-ID, so its CN is not
-    /// consulted (RFC 6125 §6.4.4).
+    /// The certificate presents a DNS-ID, SRV-ID, URI-ID or iPAddress
+    /// (any subjectAltName entry of a type this module reads, even a
+    /// malformed one), so its CN is not consulted (RFC 6125 §6.4.4).
     CnIdWithSubjectAltName,
     /// CN-ID fallback is permitted (RFC 7817 §3 rule 4, "MAY") but not
     /// enabled for this account.
@@ -764,12 +785,7 @@ impl IdentityError {
     /// wrapped errors with `Debug`; use this to show the
     /// [`Display`](fmt::Display) text instead.)
     pub fn from_rustls(error: &rustls::Error) -> Option<&IdentityError> {
-        match error {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
-                inner.downcast_ref()
-            }
-            _ => None,
-        }
+        verifier::from_rustls(error)
     }
 }
 
@@ -777,18 +793,22 @@ impl From<IdentityError> for rustls::Error {
     /// A certificate error carrying the [`IdentityError`]; retrieve it by
     /// downcasting the [`OtherError`].
     fn from(e: IdentityError) -> Self {
-        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        verifier::to_rustls(e)
     }
 }
 
 /// What [`PresentedId::Malformed`] says for an undecodable SRVName.
 const MALFORMED_SRV_NAME: &str = "SRVName";
 
+/// What [`PresentedId::Malformed`] says for an iPAddress of neither 4 nor
+/// 16 octets.
+const MALFORMED_IP: &str = "iPAddress";
+
 /// What [`PresentedId::Malformed`] says for an undecodable subject CN.
 const MALFORMED_CN: &str = "subject CN";
 
 /// DER of the SRVName OID 1.3.6.1.5.5.7.8.7 (RFC 4985 §2), content octets.
-const SRV_NAME_OID: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x08, 0x07];
+pub(super) const SRV_NAME_OID: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x08, 0x07];
 
 /// Lists the identifiers the end-entity certificate presents: every
 /// subjectAltName dNSName, SRVName, URI and iPAddress, then every subject
@@ -817,7 +837,7 @@ pub fn presented_identifiers(
                 GeneralName::URI(s) => out.push(PresentedId::UriId((*s).to_owned())),
                 GeneralName::IPAddress(bytes) => out.push(match ip_from_octets(bytes) {
                     Some(ip) => PresentedId::Ip(ip),
-                    None => PresentedId::Malformed("iPAddress"),
+                    None => PresentedId::Malformed(MALFORMED_IP),
                 }),
                 GeneralName::OtherName(oid, value) if oid.as_bytes() == SRV_NAME_OID => {
                     out.push(match srv_name(value) {
@@ -1074,294 +1094,14 @@ impl ServerCertVerifier for MailServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Certificates and in-memory handshakes shared by the policy tests.
-#[cfg(test)]
-pub(crate) mod testutil {
-    use std::sync::Arc;
-
-    use rcgen::{
-        BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-        GeneralSubtree, IsCa, Issuer, KeyPair, NameConstraints, SanType,
-    };
-    use rustls::client::danger::ServerCertVerifier;
-    use rustls::crypto::CryptoProvider;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    use rustls::{
-        ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection,
-        SupportedProtocolVersion,
-    };
-
-    /// The crate's crypto provider (ring by default, as in `starttls`).
-    pub(crate) fn provider() -> Arc<CryptoProvider> {
-        #[cfg(feature = "ring")]
-        let provider = rustls::crypto::ring::default_provider();
-        #[cfg(not(feature = "ring"))]
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        Arc::new(provider)
-    }
-
-    /// A test CA.
-    pub(crate) struct Ca {
-        pub(crate) cert: CertificateDer<'static>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    impl Ca {
-        pub(crate) fn new(name: &str) -> Ca {
-            Ca::build(name, &[], None)
-        }
-
-        /// A root CA permitted to issue only under the DNS names `permitted`.
-        pub(crate) fn constrained(name: &str, permitted: &[&str]) -> Ca {
-            Ca::build(name, permitted, None)
-        }
-
-        /// An intermediate CA under this one, constrained if `permitted` is
-        /// not empty.
-        pub(crate) fn intermediate(&self, name: &str, permitted: &[&str]) -> Ca {
-            Ca::build(name, permitted, Some(self))
-        }
-
-        fn build(name: &str, permitted: &[&str], parent: Option<&Ca>) -> Ca {
-            let mut params = CertificateParams::default();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.distinguished_name = DistinguishedName::new();
-            params.distinguished_name.push(DnType::CommonName, name);
-            if !permitted.is_empty() {
-                params.name_constraints = Some(NameConstraints {
-                    permitted_subtrees: permitted
-                        .iter()
-                        .map(|p| GeneralSubtree::DnsName((*p).to_owned()))
-                        .collect(),
-                    excluded_subtrees: Vec::new(),
-                });
-            }
-            let key = KeyPair::generate().unwrap();
-            let cert = match parent {
-                None => params.self_signed(&key).unwrap(),
-                Some(parent) => params.signed_by(&key, &parent.issuer).unwrap(),
-            };
-            Ca {
-                cert: cert.der().clone(),
-                issuer: Issuer::new(params, key),
-            }
-        }
-
-        pub(crate) fn roots(&self) -> Arc<RootCertStore> {
-            let mut roots = RootCertStore::empty();
-            roots.add(self.cert.clone()).unwrap();
-            Arc::new(roots)
-        }
-
-        /// A leaf with `spec` (see [`Leaf`]) signed by this CA.
-        pub(crate) fn issue(&self, spec: &Leaf) -> Issued {
-            let key = spec.key.as_ref().map_or_else(
-                || KeyPair::generate().unwrap(),
-                |pem| KeyPair::from_pem(pem).unwrap(),
-            );
-            let cert = spec.params().signed_by(&key, &self.issuer).unwrap();
-            Issued {
-                chain: vec![cert.der().clone(), self.cert.clone()],
-                key: key.serialize_pem(),
-            }
-        }
-    }
-
-    /// What to put into a leaf certificate.
-    #[derive(Default)]
-    pub(crate) struct Leaf {
-        pub(crate) dns: Vec<&'static str>,
-        pub(crate) srv: Vec<&'static str>,
-        pub(crate) uri: Vec<&'static str>,
-        pub(crate) cn: Vec<&'static str>,
-        /// PEM of the key to reuse, if any.
-        pub(crate) key: Option<String>,
-    }
-
-    impl Leaf {
-        pub(crate) fn dns(names: &[&'static str]) -> Leaf {
-            Leaf {
-                dns: names.to_vec(),
-                ..Leaf::default()
-            }
-        }
-
-        fn params(&self) -> CertificateParams {
-            let mut params = CertificateParams::default();
-            params.distinguished_name = DistinguishedName::new();
-            for cn in &self.cn {
-                params.distinguished_name.push(DnType::CommonName, *cn);
-            }
-            if self.srv.is_empty() {
-                for d in &self.dns {
-                    params
-                        .subject_alt_names
-                        .push(SanType::DnsName((*d).try_into().unwrap()));
-                }
-                for u in &self.uri {
-                    params
-                        .subject_alt_names
-                        .push(SanType::URI((*u).try_into().unwrap()));
-                }
-            } else {
-                // rcgen writes otherName values as UTF8String only; SRVName is
-                // an IA5String (RFC 4985), so encode the extension by hand.
-                assert!(self.uri.is_empty());
-                let mut names = Vec::new();
-                for d in &self.dns {
-                    names.extend(tlv(0x82, d.as_bytes()));
-                }
-                for s in &self.srv {
-                    let mut other = tlv(0x06, super::SRV_NAME_OID);
-                    other.extend(tlv(0xa0, &tlv(0x16, s.as_bytes())));
-                    names.extend(tlv(0xa0, &other));
-                }
-                params
-                    .custom_extensions
-                    .push(CustomExtension::from_oid_content(
-                        &[2, 5, 29, 17],
-                        tlv(0x30, &names),
-                    ));
-            }
-            params
-        }
-    }
-
-    /// DER TLV with a short or two-octet length.
-    pub(crate) fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        match value.len() {
-            n if n < 0x80 => out.push(n as u8),
-            n if n < 0x100 => out.extend([0x81, n as u8]),
-            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
-        }
-        out.extend_from_slice(value);
-        out
-    }
-
-    /// A certificate chain (end entity first) and its key in PEM.
-    pub(crate) struct Issued {
-        pub(crate) chain: Vec<CertificateDer<'static>>,
-        pub(crate) key: String,
-    }
-
-    impl Issued {
-        pub(crate) fn end_entity(&self) -> &CertificateDer<'static> {
-            &self.chain[0]
-        }
-
-        /// A self-signed certificate for `names`.
-        pub(crate) fn self_signed(names: &[&str]) -> Issued {
-            let key = KeyPair::generate().unwrap();
-            let params =
-                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                    .unwrap();
-            let cert = params.self_signed(&key).unwrap();
-            Issued {
-                chain: vec![cert.der().clone()],
-                key: key.serialize_pem(),
-            }
-        }
-
-        pub(crate) fn server_config(
-            &self,
-            versions: &[&'static SupportedProtocolVersion],
-        ) -> Arc<ServerConfig> {
-            let key = KeyPair::from_pem(&self.key).unwrap();
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-            Arc::new(
-                ServerConfig::builder_with_provider(provider())
-                    .with_protocol_versions(versions)
-                    .unwrap()
-                    .with_no_client_auth()
-                    .with_single_cert(self.chain.clone(), key)
-                    .unwrap(),
-            )
-        }
-    }
-
-    pub(crate) fn client_config(verifier: Arc<dyn ServerCertVerifier>) -> Arc<ClientConfig> {
-        Arc::new(
-            ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .dangerous()
-                .with_custom_certificate_verifier(verifier)
-                .with_no_client_auth(),
-        )
-    }
-
-    /// Runs a complete handshake in memory; the client's error wins.
-    pub(crate) fn handshake(
-        client: Arc<ClientConfig>,
-        server: Arc<ServerConfig>,
-        name: &str,
-    ) -> Result<ClientConnection, rustls::Error> {
-        let name = ServerName::try_from(name.to_owned()).unwrap();
-        let mut c = ClientConnection::new(client, name).unwrap();
-        let mut s = ServerConnection::new(server).unwrap();
-        for _ in 0..20 {
-            let mut moved = false;
-            while c.wants_write() {
-                let mut buf = Vec::new();
-                c.write_tls(&mut buf).unwrap();
-                moved |= !buf.is_empty();
-                let mut rd = &buf[..];
-                while !rd.is_empty() {
-                    s.read_tls(&mut rd).unwrap();
-                    if s.process_new_packets().is_err() {
-                        break;
-                    }
-                }
-            }
-            while s.wants_write() {
-                let mut buf = Vec::new();
-                s.write_tls(&mut buf).unwrap();
-                moved |= !buf.is_empty();
-                let mut rd = &buf[..];
-                while !rd.is_empty() {
-                    c.read_tls(&mut rd).unwrap();
-                    c.process_new_packets()?;
-                }
-            }
-            if !c.is_handshaking() && !s.is_handshaking() {
-                return Ok(c);
-            }
-            if !moved {
-                break;
-            }
-        }
-        Err(rustls::Error::General("handshake stalled".into()))
-    }
+    verify_signatures_with_algorithms!();
 }
 
 #[cfg(test)]
 mod tests {
-    use super::testutil::{client_config, handshake, provider, Ca, Issued, Leaf};
+    use super::super::test_support::{self, client_config, handshake, provider, Ca, Issued, Leaf};
     use super::*;
+    use rustls::{CertificateError, OtherError};
 
     fn dns(name: &str) -> DnsName {
         DnsName::new(name).unwrap()
@@ -1406,6 +1146,37 @@ mod tests {
             Err(NameError::InvalidCharacter('\0'))
         );
         assert_eq!(DnsName::new("192.0.2.1"), Err(NameError::IpAddress));
+        // The IP check comes after the trailing dot is removed, and covers
+        // the names resolvers read as addresses (RFC 1123 §2.1): before,
+        // `192.0.2.1.` became the DNS reference `192.0.2.1`, which a DNS-ID
+        // `*.0.2.1` matched.
+        for address in [
+            "192.0.2.1.",
+            "1.2.3",
+            "127.1",
+            "0x7f000001",
+            "2130706433",
+            "a.0X1f",
+        ] {
+            assert_eq!(
+                DnsName::new(address),
+                Err(NameError::IpAddress),
+                "{address}"
+            );
+            assert_eq!(
+                ReferenceId::host(address),
+                Err(NameError::IpAddress),
+                "{address}"
+            );
+            assert_eq!(
+                ReferenceIdentifiers::configured_host(address),
+                Err(NameError::IpAddress),
+                "{address}"
+            );
+        }
+        assert_eq!(dns("1.2.3.example").as_str(), "1.2.3.example");
+        // A presented name ending in a number is no name either.
+        assert_eq!(check_presented_syntax("*.0.2.1"), Err(Rule::Malformed));
         assert_eq!(DnsName::new(&"a".repeat(64)), Err(NameError::BadLabel));
         assert_eq!(
             DnsName::new(&["abc"; 64].join(".")),
@@ -1547,7 +1318,7 @@ mod tests {
 
     #[test]
     fn srv_name_decoding_is_strict() {
-        use testutil::tlv;
+        use test_support::tlv;
         let good = tlv(0xa0, &tlv(0x16, b"_imap.example.com"));
         assert_eq!(srv_name(&good).as_deref(), Some("_imap.example.com"));
         // UTF8String instead of IA5String, trailing bytes, truncation, empty.
@@ -1760,6 +1531,43 @@ mod tests {
             Rule::MultipleCnIds
         );
         assert!(match_presented(&two[..1], &[&reference], true, false).is_ok());
+    }
+
+    #[test]
+    fn cn_id_is_not_consulted_beside_an_ip_address_san() {
+        // RFC 6125 §6.4.4: an iPAddress SAN is an identifier type this
+        // client supports, so the CN is ignored even with CN-ID allowed
+        // (before, the CN matched).
+        let ca = Ca::new("Test CA");
+        let cert = ca.issue(&Leaf {
+            ip: vec!["192.0.2.1".parse().unwrap()],
+            cn: vec!["mail.example.com"],
+            ..Leaf::default()
+        });
+        let refs = ReferenceIdentifiers::configured_host("mail.example.com")
+            .unwrap()
+            .allow_cn_id(true);
+        let err = refs.verify(cert.end_entity()).unwrap_err();
+        assert_eq!(rule_for(&err, "IP address 192.0.2.1"), Rule::NoMatch);
+        assert_eq!(
+            rule_for(&err, "CN-ID mail.example.com"),
+            Rule::CnIdWithSubjectAltName
+        );
+        // The address itself still matches an IP reference.
+        let by_ip = ReferenceIdentifiers::configured_host("192.0.2.1").unwrap();
+        assert!(by_ip.allow_cn_id(true).verify(cert.end_entity()).is_ok());
+
+        // A malformed iPAddress is an iPAddress entry too.
+        let presented = [
+            PresentedId::Malformed(MALFORMED_IP),
+            PresentedId::CnId("mail.example.com".into()),
+        ];
+        let reference = ReferenceId::host("mail.example.com").unwrap();
+        let err = match_presented(&presented, &[&reference], true, false).unwrap_err();
+        assert_eq!(
+            rule_for(&err, "CN-ID mail.example.com"),
+            Rule::CnIdWithSubjectAltName
+        );
     }
 
     #[test]

@@ -135,15 +135,13 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{
-    verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
-};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
-};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
+
+use super::verifier::{self, verify_signatures_with_algorithms};
 
 /// A SHA-256 digest of a certificate or of its SubjectPublicKeyInfo.
 ///
@@ -256,9 +254,11 @@ impl std::error::Error for FingerprintError {}
 
 /// Which server a memory record is about: host and port.
 ///
-/// The host is compared ASCII case-insensitively, without a trailing dot.
-/// Use the host the user configured (or the MX host for relaying), not an
-/// address it resolved to.
+/// The host is compared ASCII case-insensitively, without a trailing dot;
+/// an IP literal is kept in its canonical text form, brackets removed
+/// (`[2001:DB8:0::1]` and `2001:db8::1` are one peer, shown
+/// `[2001:db8::1]:25`). Use the host the user configured (or the MX host
+/// for relaying), not an address it resolved to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey {
     host: String,
@@ -266,16 +266,31 @@ pub struct PeerKey {
 }
 
 impl PeerKey {
-    /// The key for `host` (name or IP literal) and `port`.
+    /// The key for `host` (name, IP literal, or IPv6 literal in brackets)
+    /// and `port`.
+    ///
+    /// ```
+    /// # use starttls::policy::memory::PeerKey;
+    /// let a = PeerKey::new("[2001:DB8:0::1]", 25);
+    /// assert_eq!(a, PeerKey::new("2001:db8::1", 25));
+    /// assert_eq!(a.host(), "2001:db8::1");
+    /// assert_eq!(a.to_string(), "[2001:db8::1]:25");
+    /// assert_eq!(PeerKey::new("MX.Example.NET.", 25).host(), "mx.example.net");
+    /// ```
     pub fn new(host: &str, port: u16) -> Self {
-        let host = host.strip_suffix('.').unwrap_or(host);
-        PeerKey {
-            host: host.to_ascii_lowercase(),
-            port,
-        }
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let host = match bare.parse::<std::net::IpAddr>() {
+            // `to_canonical`: an IPv4-mapped IPv6 literal is the IPv4 peer.
+            Ok(ip) => ip.to_canonical().to_string(),
+            Err(_) => host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase(),
+        };
+        PeerKey { host, port }
     }
 
-    /// The normalized host.
+    /// The normalized host (an IPv6 literal without brackets).
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -1141,19 +1156,14 @@ impl PinError {
     /// The pin error inside a rustls error produced by [`PinnedVerifier`], if
     /// that is what it is (rustls displays it with `Debug`).
     pub fn from_rustls(error: &rustls::Error) -> Option<&PinError> {
-        match error {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
-                inner.downcast_ref()
-            }
-            _ => None,
-        }
+        verifier::from_rustls(error)
     }
 }
 
 impl From<PinError> for rustls::Error {
     /// A certificate error carrying the [`PinError`].
     fn from(e: PinError) -> Self {
-        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        verifier::to_rustls(e)
     }
 }
 
@@ -1229,34 +1239,15 @@ impl ServerCertVerifier for PinnedVerifier {
         .into())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    verify_signatures_with_algorithms!();
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::identity::testutil::{client_config, handshake, provider, Ca, Issued, Leaf};
     use super::super::identity::{IdentityError, MailServerVerifier, ReferenceIdentifiers};
+    use super::super::test_support::{client_config, handshake, provider, Ca, Issued, Leaf};
     use super::*;
+    use rustls::CertificateError;
 
     fn fp(n: u8) -> Fingerprint {
         Fingerprint::from_bytes([n; 32])
@@ -1404,6 +1395,28 @@ mod tests {
             PeerKey::new("2001:db8::1", 25).to_string(),
             "[2001:db8::1]:25"
         );
+        // One peer, however its IP literal is written: with brackets (as in
+        // a URL) or without, in any case, with or without zero compression,
+        // IPv4-mapped or not. Before, these were distinct records and the
+        // bracketed one displayed as `[[2001:db8::1]]:25`.
+        let v6 = PeerKey::new("2001:db8::1", 25);
+        for same in ["[2001:db8::1]", "2001:DB8:0:0::1", "[2001:0db8::0001]"] {
+            let key = PeerKey::new(same, 25);
+            assert_eq!(key, v6, "{same}");
+            assert_eq!(key.to_string(), "[2001:db8::1]:25", "{same}");
+        }
+        assert_eq!(
+            PeerKey::new("[::ffff:192.0.2.1]", 25),
+            PeerKey::new("192.0.2.1", 25)
+        );
+        assert_eq!(PeerKey::new("192.0.2.1", 25).to_string(), "192.0.2.1:25");
+        let mut store = InMemoryTlsMemory::new();
+        let record = TlsRecord::new(Fingerprint::from_bytes([7; 32]), 1);
+        store
+            .remember(&PeerKey::new("[2001:db8::1]", 25), record)
+            .unwrap();
+        assert_eq!(store.recall(&v6).unwrap(), Some(record));
+        assert_eq!(store.records().len(), 1);
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub mod memory;
 pub mod mta_sts;
 pub mod tlsrpt;
 
+mod names;
+mod result_type;
+#[cfg(test)]
+mod test_support;
+mod txt;
+mod verifier;
+
 /// What a client requires of TLS. Chosen once per account or destination;
 /// the sessions enforce it and never fall back to another mode by themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

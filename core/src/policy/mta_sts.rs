@@ -63,7 +63,9 @@
 
 use std::fmt;
 
-use super::tlsrpt::ResultType;
+use super::names::ends_in_number;
+use super::result_type::ResultType;
+use super::txt::{self, is_ext_name, is_ext_value, tag_fields, TagError};
 
 /// Longest `id` in the TXT record (RFC 8461 §3.1: 1 to 32 letters and digits).
 pub const MAX_ID_LEN: usize = 32;
@@ -118,6 +120,10 @@ pub enum DomainError {
     LabelTooLong,
     /// The name is longer than 253 octets (RFC 1035 §2.3.4).
     TooLong,
+    /// The last label is a number (`192.0.2.1`, `1.2.3`, `0x7f000001`):
+    /// resolvers read the name as an IPv4 address, and no host name ends
+    /// so (RFC 1123 §2.1, RFC 3696 §2).
+    NumericTld,
 }
 
 impl fmt::Display for DomainError {
@@ -137,6 +143,9 @@ impl fmt::Display for DomainError {
             DomainError::EdgeHyphen => "a label starts or ends with `-` (RFC 5321 §4.1.2)",
             DomainError::LabelTooLong => "a label is longer than 63 octets (RFC 1035 §2.3.4)",
             DomainError::TooLong => "the name is longer than 253 octets (RFC 1035 §2.3.4)",
+            DomainError::NumericTld => {
+                "the last label is a number, so the name reads as an IPv4 address, not a host name (RFC 1123 §2.1)"
+            }
         })
     }
 }
@@ -182,6 +191,9 @@ fn check_domain(name: &str) -> Result<(), DomainError> {
             }
             _ => return Err(DomainError::EmptyLabel),
         }
+    }
+    if ends_in_number(name) {
+        return Err(DomainError::NumericTld);
     }
     Ok(())
 }
@@ -229,139 +241,8 @@ pub fn policy_url(domain: &str) -> Result<String, DomainError> {
 }
 
 // ---------------------------------------------------------------------------
-// TXT record (§3.1), with a tag-list tokenizer shared with `tlsrpt`
+// TXT record (§3.1)
 // ---------------------------------------------------------------------------
-
-/// One `name=value` field of a TXT record.
-pub(super) struct TagField<'a> {
-    /// The field name, checked against `sts-ext-name`.
-    pub(super) name: &'a [u8],
-    /// The value, not yet checked (its grammar depends on the field).
-    pub(super) value: &'a [u8],
-    /// Byte offset of the field in the record.
-    pub(super) offset: usize,
-}
-
-/// Why a TXT record's tag list did not parse.
-pub(super) enum TagError {
-    /// The record does not begin with the version tag.
-    NotVersion,
-    /// The tag list breaks the grammar at `offset`.
-    Malformed {
-        /// Byte offset in the record.
-        offset: usize,
-        /// The rule broken.
-        reason: &'static str,
-    },
-}
-
-fn is_wsp(b: u8) -> bool {
-    b == b' ' || b == b'\t'
-}
-
-/// Whether `record` begins with `version` followed by the end, `;` or
-/// whitespace: the filter RFC 8461 §3.1 and RFC 8460 §3 apply before
-/// counting records.
-pub(super) fn begins_with_version(record: &[u8], version: &[u8]) -> bool {
-    match record.strip_prefix(version) {
-        Some(rest) => matches!(rest.first(), None | Some(b';' | b' ' | b'\t')),
-        None => false,
-    }
-}
-
-/// `(ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")`: field names of
-/// both TXT records (RFC 8461 §3.1, RFC 8460 §3) and the policy file.
-pub(super) fn is_ext_name(name: &[u8]) -> bool {
-    match name.split_first() {
-        Some((first, rest)) => {
-            first.is_ascii_alphanumeric()
-                && rest.len() <= 31
-                && rest
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        }
-        None => false,
-    }
-}
-
-/// `1*(%x21-3A / %x3C / %x3E-7E)`: printable ASCII without space, `;` and `=`.
-pub(super) fn is_ext_value(value: &[u8]) -> bool {
-    !value.is_empty()
-        && value
-            .iter()
-            .all(|&b| matches!(b, 0x21..=0x3A | 0x3C | 0x3E..=0x7E))
-}
-
-/// Splits a TXT record of the form `version 1*(delim field) [delim]`, with
-/// `delim = *WSP ";" *WSP` and `field = name "=" value`, into its fields.
-/// The values are returned unchecked, without surrounding whitespace.
-///
-/// One leniency beyond the ABNF: whitespace at the very end of the record is
-/// ignored.
-pub(super) fn tag_fields<'a>(
-    record: &'a [u8],
-    version: &[u8],
-) -> Result<Vec<TagField<'a>>, TagError> {
-    if !begins_with_version(record, version) {
-        return Err(TagError::NotVersion);
-    }
-    let rest = record.get(version.len()..).unwrap_or_default();
-    let mut segments = rest.split(|&b| b == b';').peekable();
-    // Between the version and the first `;`: only whitespace.
-    let head = segments.next().unwrap_or_default();
-    if !head.iter().all(|&b| is_wsp(b)) {
-        return Err(TagError::Malformed {
-            offset: version.len(),
-            reason: "fields must be separated by `;`",
-        });
-    }
-    let mut offset = version.len() + head.len() + 1;
-    let mut fields = Vec::new();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        let lead = segment.iter().take_while(|&&b| is_wsp(b)).count();
-        let body = segment.get(lead..).unwrap_or_default();
-        let trail = body.iter().rev().take_while(|&&b| is_wsp(b)).count();
-        let body = body.get(..body.len() - trail).unwrap_or_default();
-        let at = offset + lead;
-        if body.is_empty() {
-            if last {
-                break; // the optional final delimiter
-            }
-            return Err(TagError::Malformed {
-                offset: at,
-                reason: "an empty field (two `;` in a row)",
-            });
-        }
-        let Some(eq) = body.iter().position(|&b| b == b'=') else {
-            return Err(TagError::Malformed {
-                offset: at,
-                reason: "a field must be `name=value`",
-            });
-        };
-        let (name, value) = body.split_at(eq);
-        let value = value.get(1..).unwrap_or_default();
-        if !is_ext_name(name) {
-            return Err(TagError::Malformed {
-                offset: at,
-                reason: "a field name is 1 to 32 letters, digits, `_`, `-` or `.`, starting with a letter or digit",
-            });
-        }
-        if value.is_empty() {
-            return Err(TagError::Malformed {
-                offset: at,
-                reason: "a field value must not be empty",
-            });
-        }
-        fields.push(TagField {
-            name,
-            value,
-            offset: at,
-        });
-        offset += segment.len() + 1;
-    }
-    Ok(fields)
-}
 
 /// A policy version, the `id` of the TXT record: 1 to 32 ASCII letters and
 /// digits (RFC 8461 §3.1). Compared exactly (case-sensitive); there is no
@@ -423,9 +304,10 @@ impl fmt::Display for PolicyId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecordError {
-    /// No TXT record begins with `v=STSv1`.
+    /// No TXT record begins with `v=STSv1;` (or, returned alone, with
+    /// `v=STSv1`).
     NoRecord,
-    /// More than one TXT record begins with `v=STSv1`.
+    /// More than one TXT record begins with `v=STSv1;`.
     MultipleRecords {
         /// How many did.
         count: usize,
@@ -449,11 +331,11 @@ impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RecordError::NoRecord => {
-                f.write_str("no TXT record begins with `v=STSv1` (RFC 8461 §3.1)")
+                f.write_str("no TXT record begins with `v=STSv1;` (RFC 8461 §3.1)")
             }
             RecordError::MultipleRecords { count } => write!(
                 f,
-                "{count} TXT records begin with `v=STSv1`; exactly one is allowed (RFC 8461 §3.1)"
+                "{count} TXT records begin with `v=STSv1;`; exactly one is allowed (RFC 8461 §3.1)"
             ),
             RecordError::NotStsV1 => {
                 f.write_str("the TXT record does not begin with `v=STSv1` (RFC 8461 §3.1)")
@@ -512,13 +394,17 @@ impl StsRecord {
         id.map(|id| StsRecord { id }).ok_or(RecordError::MissingId)
     }
 
-    /// Picks the record among all the TXT records found at `_mta-sts`:
-    /// records that do not begin with `v=STSv1` are discarded, and exactly
-    /// one must remain (§3.1).
+    /// Picks the record among all the TXT records found at `_mta-sts` and
+    /// parses it (§3.1): when several are returned, those that do not begin
+    /// with exactly `v=STSv1;` are discarded and exactly one must remain; a
+    /// record returned alone is parsed as it is.
     ///
     /// ```
     /// # use starttls::policy::mta_sts::{RecordError, StsRecord};
     /// let found = StsRecord::select(["google-site-verification=xyz", "v=STSv1; id=1"]).unwrap();
+    /// assert_eq!(found.id().as_str(), "1");
+    /// // `v=STSv1` alone does not begin with `v=STSv1;`: discarded, not counted.
+    /// let found = StsRecord::select(["v=STSv1", "v=STSv1; id=1"]).unwrap();
     /// assert_eq!(found.id().as_str(), "1");
     /// assert_eq!(
     ///     StsRecord::select(["v=STSv1; id=1", "v=STSv1; id=2"]),
@@ -530,22 +416,11 @@ impl StsRecord {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        let mut count = 0usize;
-        let mut first = None;
-        for record in records {
-            let record = record.as_ref();
-            if begins_with_version(record, b"v=STSv1") {
-                count += 1;
-                if first.is_none() {
-                    first = Some(StsRecord::parse(record));
-                }
-            }
-        }
-        match (count, first) {
-            (1, Some(result)) => result,
-            (0, _) | (_, None) => Err(RecordError::NoRecord),
-            (count, Some(_)) => Err(RecordError::MultipleRecords { count }),
-        }
+        txt::select(records, b"v=STSv1", StsRecord::parse).map_err(|e| match e {
+            txt::Selection::NoRecord => RecordError::NoRecord,
+            txt::Selection::Multiple(count) => RecordError::MultipleRecords { count },
+            txt::Selection::Invalid(e) => e,
+        })
     }
 
     /// The policy version.
@@ -1027,12 +902,17 @@ impl FetchError {
 impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FetchError::Unreachable { reason } => {
-                write!(f, "the MTA-STS policy could not be fetched: {reason} (RFC 8461 §3.3)")
-            }
+            // The reasons come from the caller's HTTPS and TLS stacks and
+            // may quote the server: escaped like every peer-controlled text.
+            FetchError::Unreachable { reason } => write!(
+                f,
+                "the MTA-STS policy could not be fetched: {} (RFC 8461 §3.3)",
+                reason.escape_debug()
+            ),
             FetchError::WebPki { reason } => write!(
                 f,
-                "the MTA-STS policy host's certificate is not valid: {reason} (RFC 8461 §3.3)"
+                "the MTA-STS policy host's certificate is not valid: {} (RFC 8461 §3.3)",
+                reason.escape_debug()
             ),
             FetchError::HttpStatus { status } => write!(
                 f,
@@ -1451,7 +1331,9 @@ pub enum TlsOutcome {
 }
 
 /// Why an MX host fails the policy (RFC 8461 §4). `Display` gives a message
-/// naming the rule; [`Failure::result_type`] the TLS-RPT result type.
+/// naming the rule, with the host name, names and reasons escaped (control
+/// characters as `\r`, `\n`, `\u{1b}`, …: they come from DNS and the peer);
+/// [`Failure::result_type`] the TLS-RPT result type.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Failure {
@@ -1532,18 +1414,26 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The MX host name came from DNS, the names and reasons from the
+        // peer's certificate or the TLS stack: escape control characters so
+        // that a refusal reason shown in a log, a UI or an SMTP reply cannot
+        // carry a line break or a terminal escape.
         match self {
             Failure::MxNotListed { mx_host } => write!(
                 f,
-                "MX host {mx_host} matches no `mx` pattern of the MTA-STS policy (RFC 8461 §4.1)"
+                "MX host {} matches no `mx` pattern of the MTA-STS policy (RFC 8461 §4.1)",
+                mx_host.escape_debug()
             ),
             Failure::NoStartTls { mx_host } => write!(
                 f,
-                "MX host {mx_host} does not support STARTTLS, which the MTA-STS policy requires (RFC 8461 §4)"
+                "MX host {} does not support STARTTLS, which the MTA-STS policy requires (RFC 8461 §4)",
+                mx_host.escape_debug()
             ),
             Failure::StartTlsFailed { mx_host, reason } => write!(
                 f,
-                "TLS with MX host {mx_host} failed: {reason} (RFC 8461 §4.2)"
+                "TLS with MX host {} failed: {} (RFC 8461 §4.2)",
+                mx_host.escape_debug(),
+                reason.escape_debug()
             ),
             Failure::Certificate {
                 mx_host,
@@ -1556,15 +1446,17 @@ impl fmt::Display for Failure {
                     CertificateProblem::NotTrusted => "does not chain to a trusted root",
                     CertificateProblem::Other => "failed validation",
                 };
-                write!(f, "the certificate of MX host {mx_host} {what}")?;
+                write!(f, "the certificate of MX host {} {what}", mx_host.escape_debug())?;
                 if !reason.is_empty() {
-                    write!(f, ": {reason}")?;
+                    write!(f, ": {}", reason.escape_debug())?;
                 }
                 f.write_str(" (RFC 8461 §4.2)")
             }
             Failure::NameNotVerified { mx_host, verified } => write!(
                 f,
-                "the certificate was verified for {verified}, not for MX host {mx_host} (RFC 8461 §4.2)"
+                "the certificate was verified for {}, not for MX host {} (RFC 8461 §4.2)",
+                verified.escape_debug(),
+                mx_host.escape_debug()
             ),
         }
     }
@@ -1915,14 +1807,30 @@ mod tests {
             StsRecord::select(["v=STSv1; id=a", "v=STSv1; id=a"]),
             Err(RecordError::MultipleRecords { count: 2 })
         );
+        // Among several records, only those beginning with `v=STSv1;` count
+        // (RFC 8461 §3.1): `v=STSv1` alone is discarded.
         assert_eq!(
             StsRecord::select(["v=STSv1; id=a", "v=STSv1;broken", "v=STSv1"]),
-            Err(RecordError::MultipleRecords { count: 3 })
+            Err(RecordError::MultipleRecords { count: 2 })
         );
-        // The single candidate is invalid: its error comes through.
+        for discarded in ["v=STSv1", "v=STSv1 id=2", "v=STSv1\tid=2", "v=STSv1 ; id=2"] {
+            for records in [[discarded, "v=STSv1; id=1"], ["v=STSv1; id=1", discarded]] {
+                assert_eq!(
+                    StsRecord::select(records).map(|r| r.id()),
+                    Ok(id("1")),
+                    "{records:?}"
+                );
+            }
+        }
+        // A record returned alone is parsed as it is: invalid, its error
+        // comes through; `v=STSv1 ;` (space before the semicolon), which the
+        // grammar allows, names a policy.
         assert_eq!(StsRecord::select(["v=STSv1"]), Err(RecordError::MissingId));
-        // `v=STSv1 ;` (space before the semicolon) is a candidate too.
         assert_eq!(StsRecord::select(["v=STSv1 ; id=x"]).unwrap().id(), id("x"));
+        assert_eq!(
+            TxtLookup::from_records(["v=STSv1", "v=STSv1; id=1"]),
+            TxtLookup::Found(id("1"))
+        );
     }
 
     #[test]
@@ -2990,6 +2898,53 @@ mod tests {
             check_tls("mx.example.com", &verified("mx.example.com")),
             Ok(())
         );
+    }
+
+    #[test]
+    fn refusal_text_escapes_dns_and_peer_strings() {
+        // The MX host name comes from DNS, names and reasons from the peer:
+        // a refusal reason never carries their raw control characters
+        // (before, `decide` under enforce showed the CR/LF as they were).
+        let evil = "mx.evil.example\r\n250 OK injected";
+        let refused = decide(Some(&enforce()), evil, &TlsOutcome::NoStartTls);
+        let text = refused.failure().unwrap().to_string();
+        assert!(!refused.may_deliver());
+        assert_eq!(
+            text,
+            "MX host mx.evil.example\\r\\n250 ok injected matches no `mx` pattern of the MTA-STS policy (RFC 8461 §4.1)"
+        );
+        let outcomes = [
+            TlsOutcome::NoStartTls,
+            TlsOutcome::StartTlsFailed {
+                reason: "alert\r\nQUIT".into(),
+            },
+            TlsOutcome::CertificateInvalid {
+                problem: CertificateProblem::NotTrusted,
+                reason: "bad\u{1b}[2J".into(),
+            },
+            TlsOutcome::Verified {
+                name: "other\n.example".into(),
+            },
+        ];
+        for tls in outcomes {
+            let f = check_tls(evil, &tls).unwrap_err();
+            let text = f.to_string();
+            assert!(!text.chars().any(char::is_control), "{tls:?}: {text:?}");
+            assert!(
+                text.contains("\\r\\n") || text.contains("\\u{1b}") || text.contains("\\n"),
+                "{text}"
+            );
+        }
+        for e in [
+            FetchError::Unreachable {
+                reason: "timeout\r\n".into(),
+            },
+            FetchError::WebPki {
+                reason: "\u{7}".into(),
+            },
+        ] {
+            assert!(!e.to_string().chars().any(char::is_control), "{e}");
+        }
     }
 
     #[test]

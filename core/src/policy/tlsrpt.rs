@@ -42,7 +42,9 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
-use super::mta_sts::{self, Decision, DomainError, Failure, Mode, Policy, TagError};
+use super::mta_sts::{self, Decision, DomainError, Failure, Mode, Policy};
+pub use super::result_type::ResultType;
+use super::txt::{self, is_ext_value, tag_fields, TagError};
 
 /// Media type of an uncompressed report (RFC 8460 §6.3).
 pub const MEDIA_TYPE_JSON: &str = "application/tlsrpt+json";
@@ -66,89 +68,6 @@ pub const MAX_DETAIL_TEXT: usize = 512;
 /// Largest number written into a report: I-JSON (RFC 7493 §2.2, required by
 /// RFC 8460 §4) limits integers to 2^53 - 1.
 const MAX_JSON_INT: u64 = (1 << 53) - 1;
-
-// ---------------------------------------------------------------------------
-// Result types (§4.3)
-// ---------------------------------------------------------------------------
-
-/// A TLS-RPT result type (RFC 8460 §4.3, registry in §6.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum ResultType {
-    /// `starttls-not-supported`: the MX did not support STARTTLS (§4.3.1).
-    StartTlsNotSupported,
-    /// `certificate-host-mismatch`: the certificate does not match the MX
-    /// host (§4.3.1).
-    CertificateHostMismatch,
-    /// `certificate-expired` (§4.3.1).
-    CertificateExpired,
-    /// `certificate-not-trusted`: untrusted or unknown CA, chain errors, …
-    /// (§4.3.1).
-    CertificateNotTrusted,
-    /// `validation-failure`: any other failure; give a reason code (§4.3.1,
-    /// §4.3.3).
-    ValidationFailure,
-    /// `tlsa-invalid`: DANE TLSA records did not validate (§4.3.2.1).
-    TlsaInvalid,
-    /// `dnssec-invalid`: no valid DNSSEC-signed records (§4.3.2.1).
-    DnssecInvalid,
-    /// `dane-required`: DANE was required but no TLSA records (§4.3.2.1).
-    DaneRequired,
-    /// `sts-policy-fetch-error`: the MTA-STS policy could not be fetched
-    /// (§4.3.2.2).
-    StsPolicyFetchError,
-    /// `sts-policy-invalid`: the MTA-STS policy did not validate
-    /// (§4.3.2.2).
-    StsPolicyInvalid,
-    /// `sts-webpki-invalid`: the MTA-STS policy could not be authenticated
-    /// with PKIX (§4.3.2.2).
-    StsWebpkiInvalid,
-}
-
-impl ResultType {
-    /// Every result type, in registry order.
-    pub const ALL: [ResultType; 11] = [
-        ResultType::StartTlsNotSupported,
-        ResultType::CertificateHostMismatch,
-        ResultType::CertificateExpired,
-        ResultType::CertificateNotTrusted,
-        ResultType::ValidationFailure,
-        ResultType::TlsaInvalid,
-        ResultType::DnssecInvalid,
-        ResultType::DaneRequired,
-        ResultType::StsPolicyFetchError,
-        ResultType::StsPolicyInvalid,
-        ResultType::StsWebpkiInvalid,
-    ];
-
-    /// The name used in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResultType::StartTlsNotSupported => "starttls-not-supported",
-            ResultType::CertificateHostMismatch => "certificate-host-mismatch",
-            ResultType::CertificateExpired => "certificate-expired",
-            ResultType::CertificateNotTrusted => "certificate-not-trusted",
-            ResultType::ValidationFailure => "validation-failure",
-            ResultType::TlsaInvalid => "tlsa-invalid",
-            ResultType::DnssecInvalid => "dnssec-invalid",
-            ResultType::DaneRequired => "dane-required",
-            ResultType::StsPolicyFetchError => "sts-policy-fetch-error",
-            ResultType::StsPolicyInvalid => "sts-policy-invalid",
-            ResultType::StsWebpkiInvalid => "sts-webpki-invalid",
-        }
-    }
-
-    /// The result type with this name, if registered.
-    pub fn from_name(name: &str) -> Option<ResultType> {
-        ResultType::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-}
-
-impl fmt::Display for ResultType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 // ---------------------------------------------------------------------------
 // `_smtp._tls` TXT record (§3)
@@ -224,9 +143,10 @@ impl fmt::Display for ReportUri {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TlsRptRecordError {
-    /// No TXT record begins with `v=TLSRPTv1`.
+    /// No TXT record begins with `v=TLSRPTv1;` (or, returned alone, with
+    /// `v=TLSRPTv1`).
     NoRecord,
-    /// More than one TXT record begins with `v=TLSRPTv1`.
+    /// More than one TXT record begins with `v=TLSRPTv1;`.
     MultipleRecords {
         /// How many did.
         count: usize,
@@ -257,11 +177,11 @@ impl fmt::Display for TlsRptRecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TlsRptRecordError::NoRecord => {
-                f.write_str("no TXT record begins with `v=TLSRPTv1` (RFC 8460 §3)")
+                f.write_str("no TXT record begins with `v=TLSRPTv1;` (RFC 8460 §3)")
             }
             TlsRptRecordError::MultipleRecords { count } => write!(
                 f,
-                "{count} TXT records begin with `v=TLSRPTv1`; exactly one is allowed (RFC 8460 §3)"
+                "{count} TXT records begin with `v=TLSRPTv1;`; exactly one is allowed (RFC 8460 §3)"
             ),
             TlsRptRecordError::NotTlsRptV1 => {
                 f.write_str("the TXT record does not begin with `v=TLSRPTv1` (RFC 8460 §3)")
@@ -313,7 +233,7 @@ impl TlsRptRecord {
     /// are skipped; other fields are checked against the extension grammar
     /// and ignored.
     pub fn parse(record: &[u8]) -> Result<TlsRptRecord, TlsRptRecordError> {
-        let fields = mta_sts::tag_fields(record, b"v=TLSRPTv1").map_err(|e| match e {
+        let fields = tag_fields(record, b"v=TLSRPTv1").map_err(|e| match e {
             TagError::NotVersion => TlsRptRecordError::NotTlsRptV1,
             TagError::Malformed { offset, reason } => {
                 TlsRptRecordError::Malformed { offset, reason }
@@ -323,7 +243,7 @@ impl TlsRptRecord {
         for field in &fields {
             if field.name == b"rua" && uris.is_none() {
                 uris = Some(parse_rua(field.value, field.offset)?);
-            } else if !mta_sts::is_ext_value(field.value) {
+            } else if !is_ext_value(field.value) {
                 return Err(TlsRptRecordError::Malformed {
                     offset: field.offset,
                     reason: "an extension value is printable ASCII without space, `;` or `=`",
@@ -337,30 +257,26 @@ impl TlsRptRecord {
         Ok(TlsRptRecord { uris })
     }
 
-    /// Picks the record among all TXT records at `_smtp._tls`: those that
-    /// do not begin with `v=TLSRPTv1` are discarded, and exactly one must
-    /// remain (§3).
+    /// Picks the record among all TXT records at `_smtp._tls` and parses it
+    /// (§3): when several are returned, those that do not begin with exactly
+    /// `v=TLSRPTv1;` are discarded and exactly one must remain; a record
+    /// returned alone is parsed as it is.
+    ///
+    /// ```
+    /// # use starttls::policy::tlsrpt::TlsRptRecord;
+    /// let found = TlsRptRecord::select(["v=TLSRPTv1", "v=TLSRPTv1; rua=mailto:tls@example.com"]).unwrap();
+    /// assert_eq!(found.uris()[0].as_str(), "mailto:tls@example.com");
+    /// ```
     pub fn select<I>(records: I) -> Result<TlsRptRecord, TlsRptRecordError>
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        let mut count = 0usize;
-        let mut first = None;
-        for record in records {
-            let record = record.as_ref();
-            if mta_sts::begins_with_version(record, b"v=TLSRPTv1") {
-                count += 1;
-                if first.is_none() {
-                    first = Some(TlsRptRecord::parse(record));
-                }
-            }
-        }
-        match (count, first) {
-            (1, Some(result)) => result,
-            (0, _) | (_, None) => Err(TlsRptRecordError::NoRecord),
-            (count, Some(_)) => Err(TlsRptRecordError::MultipleRecords { count }),
-        }
+        txt::select(records, b"v=TLSRPTv1", TlsRptRecord::parse).map_err(|e| match e {
+            txt::Selection::NoRecord => TlsRptRecordError::NoRecord,
+            txt::Selection::Multiple(count) => TlsRptRecordError::MultipleRecords { count },
+            txt::Selection::Invalid(e) => e,
+        })
     }
 
     /// The supported destinations, in the order given (a reporter may use
@@ -1415,6 +1331,33 @@ mod tests {
         assert_eq!(
             TlsRptRecord::select(["v=TLSRPTv1"]),
             Err(TlsRptRecordError::MissingRua)
+        );
+        // Among several records, those not beginning with `v=TLSRPTv1;` are
+        // discarded before counting (RFC 8460 §3); before, they were counted
+        // and the domain lost its reporting address.
+        let good = "v=TLSRPTv1; rua=mailto:a@b.example";
+        for discarded in [
+            "v=TLSRPTv1",
+            "v=TLSRPTv1 rua=x",
+            "v=TLSRPTv1\trua=x",
+            "v=TLSRPTv1 ; rua=mailto:c@d.example",
+        ] {
+            for records in [[discarded, good], [good, discarded]] {
+                let found = TlsRptRecord::select(records).unwrap();
+                assert_eq!(
+                    found.uris()[0].as_str(),
+                    "mailto:a@b.example",
+                    "{records:?}"
+                );
+            }
+        }
+        // Alone, a record is parsed as it is.
+        assert_eq!(
+            TlsRptRecord::select(["v=TLSRPTv1 ; rua=mailto:c@d.example"])
+                .unwrap()
+                .uris()[0]
+                .as_str(),
+            "mailto:c@d.example"
         );
     }
 
