@@ -73,6 +73,16 @@ use crate::trust::Trust;
 /// the records it spans (and any handshake or alert records due).
 pub(crate) const TLS_WINDOW: usize = 64 * 1024;
 
+/// Most octets of its own answers to peer input (replies the session writes
+/// without an application call: `EHLO`, `CAPA`, `CAPABILITY`, refusals,
+/// continuation requests) a session queues while the caller feeds input
+/// without taking output. A peer that pipelines requests and never reads
+/// the answers, against a caller that keeps reading without writing, would
+/// otherwise grow the transmit queue without end; past this the session fails
+/// with [`Error::LimitExceeded`]. What the caller hands in itself (message
+/// bodies, literals, replies) is the caller's own data and is not counted.
+pub(crate) const MAX_UNTAKEN_ANSWERS: usize = 1024 * 1024;
+
 /// Facts about the upgrade, reported by every session type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -211,6 +221,8 @@ pub(crate) struct Io<'a, E> {
     flushed: u64,
     /// Plaintext octets the caller has taken for sending.
     sent: u64,
+    /// Octets of the caller's own data written while processing input.
+    caller_data: &'a mut u64,
 }
 
 impl<E> Io<'_, E> {
@@ -250,6 +262,17 @@ impl<E> Io<'_, E> {
         if !*self.cut && !*self.close {
             self.out.extend_from_slice(bytes);
         }
+    }
+
+    /// Queues data the caller handed in earlier and the protocol releases
+    /// now (an IMAP literal sent on the server's continuation): like
+    /// [`Io::send`], but not counted as the session's own answer (see
+    /// [`MAX_UNTAKEN_ANSWERS`]).
+    #[inline]
+    pub(crate) fn send_caller_data(&mut self, bytes: &[u8]) {
+        let before = self.out.len();
+        self.send(bytes);
+        *self.caller_data += (self.out.len() - before) as u64;
     }
 
     /// Direct access to the output buffer for serializers.
@@ -337,6 +360,11 @@ struct Core<E> {
     /// A close was asked for while plaintext still waited to be encrypted:
     /// the close_notify alert follows the last of it.
     close_notify: bool,
+    /// Octets of caller data protocol code released while processing input.
+    caller_data: u64,
+    /// Octets of the session's own answers to input written since the caller
+    /// last took all output (see [`MAX_UNTAKEN_ANSWERS`]).
+    answers: u64,
 }
 
 /// The engine: one per session, owning the protocol machine.
@@ -373,6 +401,8 @@ impl<M: Machine> Engine<M> {
             plain_flushed: 0,
             plain_sent: 0,
             close_notify: false,
+            caller_data: 0,
+            answers: 0,
         };
         if ec.implicit {
             core.begin_tls();
@@ -421,7 +451,7 @@ impl<M: Machine> Engine<M> {
                 }
             }
         }
-        self.run();
+        self.run_on_input();
         let core = &mut self.core;
         if core.phase != Phase::Closed && core.input.len() > core.max_buffered {
             let limit = core.max_buffered;
@@ -494,6 +524,10 @@ impl<M: Machine> Engine<M> {
         self.core.taken += out.len() as u64;
         // Everything flushed so far is inside what was just taken.
         self.core.plain_sent = self.core.plain_flushed;
+        if self.core.staged.is_empty() {
+            // The caller has taken every answer so far.
+            self.core.answers = 0;
+        }
         self.core.check_boundary();
         self.core.trim_idle();
         Some(out)
@@ -541,6 +575,26 @@ impl<M: Machine> Engine<M> {
 
     pub(crate) fn tls_info(&self) -> Option<&TlsInfo> {
         self.core.tls_info.as_ref()
+    }
+
+    /// [`Engine::run`] on new input, holding the session's own answers to
+    /// [`MAX_UNTAKEN_ANSWERS`] octets while the caller does not take them.
+    fn run_on_input(&mut self) {
+        let written = self.core.written();
+        let caller_data = self.core.caller_data;
+        self.run();
+        let core = &mut self.core;
+        let answers = core
+            .written()
+            .saturating_sub(written)
+            .saturating_sub(core.caller_data - caller_data);
+        core.answers = core.answers.saturating_add(answers);
+        if core.phase != Phase::Closed && core.answers > MAX_UNTAKEN_ANSWERS as u64 {
+            core.fail(Error::LimitExceeded {
+                what: "answers not taken for sending",
+                limit: MAX_UNTAKEN_ANSWERS,
+            });
+        }
     }
 
     /// Lets the machine process what it can, then applies what it asked for.
@@ -594,7 +648,13 @@ impl<E: From<UpgradeEvent>> Core<E> {
             close: &mut self.close,
             flushed: self.plain_flushed,
             sent: self.plain_sent,
+            caller_data: &mut self.caller_data,
         }
+    }
+
+    /// Every plaintext octet protocol code ever wrote (moved on or staged).
+    fn written(&self) -> u64 {
+        self.plain_flushed + self.staged.len() as u64
     }
 
     fn trust(&self) -> Trust {

@@ -860,3 +860,97 @@ fn imap_append_literal_of_1_mib() {
 fn imap_append_literal_of_100_mib_after_starttls() {
     imap_apps::literal(Mode::StartTls, 100 * MIB, true);
 }
+
+// ------------------------------------------------------------ untaken answers
+
+/// Feeds `line`, which the session answers itself, in reads of about 8 KiB
+/// until `total` octets were fed, taking the output after each read only if
+/// `drain`. Returns the octets fed, the octets of output produced, and the
+/// error the session failed with, if it did.
+fn flood(
+    input: &mut dyn FnMut(&[u8]) -> Result<(), starttls::Error>,
+    transmit: &mut dyn FnMut() -> Option<Bytes>,
+    line: &[u8],
+    total: usize,
+    drain: bool,
+) -> (usize, usize, Option<starttls::Error>) {
+    let read: Vec<u8> = line
+        .iter()
+        .copied()
+        .cycle()
+        .take(line.len() * (8192 / line.len()))
+        .collect();
+    let (mut fed, mut out) = (0, 0);
+    while fed < total {
+        fed += read.len();
+        if let Err(e) = input(&read) {
+            while let Some(b) = transmit() {
+                out += b.len();
+            }
+            return (fed, out, Some(e));
+        }
+        if drain {
+            while let Some(b) = transmit() {
+                out += b.len();
+            }
+        }
+    }
+    (fed, out, None)
+}
+
+/// A peer that pipelines requests the session answers itself and never
+/// reads the answers, against a caller that keeps feeding input without
+/// taking output: the queue of answers stops at `MAX_UNTAKEN_ANSWERS`
+/// (1 MiB) with a typed error instead of growing with the input. The same
+/// input with the output taken after every read goes through.
+#[test]
+fn answers_the_caller_does_not_take_are_bounded() {
+    use starttls::smtp::{ServerConfig, ServerSession};
+    use starttls::Error;
+    let limit = 1024 * 1024;
+    for drain in [false, true] {
+        let config = Arc::new(ServerConfig::new("mx.test", ServerTls::None));
+        let mut s = ServerSession::new(config).unwrap();
+        let base = meter_start();
+        let (fed, out, error) = {
+            let s = std::cell::RefCell::new(&mut s);
+            flood(
+                &mut |d| {
+                    let mut s = s.borrow_mut();
+                    s.handle_input(d);
+                    loop {
+                        match s.poll_event() {
+                            Ok(Some(_)) => {}
+                            Ok(None) => return Ok(()),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                },
+                &mut || s.borrow_mut().poll_transmit(),
+                b"EHLO flood.test\r\n",
+                // Three times as much input as it takes to exceed the limit.
+                3 * 1024 * 1024 / 8,
+                drain,
+            )
+        };
+        let peak = meter_peak(base);
+        if drain {
+            assert_eq!(error, None);
+            assert!(out > 2 * limit, "{out} octets of answers");
+            assert!(peak < 256 * 1024, "peak {peak} with the output taken");
+        } else {
+            assert_eq!(
+                error,
+                Some(Error::LimitExceeded {
+                    what: "answers not taken for sending",
+                    limit
+                })
+            );
+            assert!(s.is_closed());
+            // It stopped at the limit, not at the end of the input.
+            assert!(fed < 3 * 1024 * 1024 / 8, "{fed} octets fed");
+            assert!(out > limit && out < limit + 64 * 1024, "{out}");
+            assert!(peak < 2 * limit, "peak {peak} without the output taken");
+        }
+    }
+}
