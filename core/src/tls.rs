@@ -14,6 +14,10 @@
 //!   socket, then calls `tls_established` and from then on feeds *decrypted*
 //!   bytes in and encrypts what the session transmits.
 //!
+//! In memory, a write of any size goes through: the session encrypts it 64
+//! KiB at a time as `poll_transmit` takes the records, so it never holds a
+//! second, encrypted copy of a large body or literal.
+//!
 //! rustls is kept behind the crate-private `TlsLink` trait so that the rest
 //! of the crate never names a rustls connection type; only the configuration
 //! types ([`rustls::ServerConfig`], [`rustls::ClientConfig`]) appear in the

@@ -939,6 +939,14 @@ macro_rules! session_io {
             /// `handle_input`, `handle_eof`, `tls_established` and application
             /// call, until it returns `None`. Taking the bytes is what moves
             /// the session past the upgrade boundary.
+            ///
+            /// Through in-memory TLS a large write comes out in several
+            /// results: each call encrypts the next 64 KiB of waiting
+            /// plaintext, so the session never holds more than one window of
+            /// records however much was handed to it at once. A caller that
+            /// keeps feeding input without taking output has the session fail
+            /// with [`Error::LimitExceeded`](crate::Error::LimitExceeded) once
+            /// 1 MiB of its own answers wait (see `docs/design.md`, Limits).
             #[must_use = "the returned bytes must be written to the socket"]
             pub fn poll_transmit(&mut self) -> Option<bytes::Bytes> {
                 self.engine.poll_transmit()
