@@ -211,6 +211,9 @@ fn flow(from: &mut dyn End, to: &mut dyn End, wire: &mut Wire) -> bool {
 enum Mode {
     Implicit,
     StartTls,
+    /// No TLS at all (the server offers none; the client is opportunistic):
+    /// the same engine path as bring-your-own TLS after the handshake.
+    Cleartext,
 }
 
 impl Mode {
@@ -218,6 +221,19 @@ impl Mode {
         match self {
             Mode::Implicit => TlsPolicy::Implicit,
             Mode::StartTls => TlsPolicy::StartTlsRequired,
+            Mode::Cleartext => TlsPolicy::Opportunistic,
+        }
+    }
+    fn trust(self) -> Trust {
+        match self {
+            Mode::Cleartext => Trust::Cleartext,
+            _ => Trust::Tls,
+        }
+    }
+    fn server_tls(self) -> ServerTls {
+        match self {
+            Mode::Cleartext => ServerTls::None,
+            _ => ServerTls::Rustls(server_tls()),
         }
     }
     fn implicit(self) -> bool {
@@ -277,11 +293,12 @@ mod smtp_apps {
         pub s: ServerSession,
         pub got: Sink,
         pub ended: bool,
+        pub trust: Trust,
     }
 
     impl Server {
         pub fn new(mode: Mode, buffered_input: usize) -> Self {
-            let mut c = ServerConfig::new("mx.test", ServerTls::Rustls(server_tls()));
+            let mut c = ServerConfig::new("mx.test", mode.server_tls());
             c.implicit_tls = mode.implicit();
             c.extensions.chunking = true;
             c.limits.buffered_input = buffered_input;
@@ -289,6 +306,7 @@ mod smtp_apps {
                 s: ServerSession::new(Arc::new(c)).unwrap(),
                 got: Sink::default(),
                 ended: false,
+                trust: mode.trust(),
             }
         }
     }
@@ -306,7 +324,7 @@ mod smtp_apps {
                     ServerEvent::Command(Command::Bdat { .. }) => {}
                     ServerEvent::Command(_) | ServerEvent::ChunkEnd => self.s.accept().unwrap(),
                     ServerEvent::MessageEnd => {
-                        assert_eq!(self.s.trust(), Trust::Tls);
+                        assert_eq!(self.s.trust(), self.trust);
                         self.ended = true;
                         self.s.accept().unwrap()
                     }
@@ -335,6 +353,7 @@ mod smtp_apps {
         pub sent: Sink,
         pub streaming: bool,
         pub done: bool,
+        pub trust: Trust,
     }
 
     impl Client {
@@ -346,6 +365,7 @@ mod smtp_apps {
                 sent: Sink::default(),
                 streaming: false,
                 done: false,
+                trust: mode.trust(),
             }
         }
     }
@@ -365,7 +385,7 @@ mod smtp_apps {
             while let Some(e) = self.c.poll_event().expect("client failed") {
                 match e {
                     ClientEvent::Ready { trust } => {
-                        assert_eq!(trust, Trust::Tls);
+                        assert_eq!(trust, self.trust);
                         self.c.send(cmd("MAIL FROM:<a@client.test>")).unwrap();
                     }
                     ClientEvent::Reply { to: "MAIL", .. } => {
@@ -490,6 +510,30 @@ fn smtp_data_of_1_mib_in_one_call() {
     for mode in [Mode::Implicit, Mode::StartTls] {
         smtp_data(mode, 13_108 * LINE);
     }
+}
+
+/// Without in-memory TLS (cleartext here; bring-your-own TLS after its
+/// handshake takes the same path) the staged buffer is handed over whole:
+/// one result, no copy beyond the one made when the body was handed in.
+#[test]
+fn smtp_data_of_1_mib_in_cleartext_is_handed_over_without_a_copy() {
+    use smtp_apps::*;
+    let len = 13_108 * LINE;
+    let body = payload(len);
+    let sent = digest(&body);
+    let base = meter_start();
+    let mut server = Server::new(Mode::Cleartext, 256 * 1024);
+    let mut client = Client::new(Mode::Cleartext, Send::Data(body));
+    let wire = run(&mut client, &mut server);
+    let peak = meter_peak(base);
+    assert!(client.done && server.ended);
+    let got = server.got.digest();
+    assert_eq!(got, sent);
+    // The stuffed body and the terminating line in one result.
+    assert!(wire.max_chunk > len, "{wire:?}");
+    // The stuffed copy (its buffer grows by doubling, so up to twice the
+    // body) and the server's copy of the 1 MiB read it was handed.
+    assert!(peak <= copies(len, 3.5), "peak {peak}");
 }
 
 #[test]
