@@ -14,6 +14,10 @@
 //!   socket, then calls `tls_established` and from then on feeds *decrypted*
 //!   bytes in and encrypts what the session transmits.
 //!
+//! In memory, a write of any size goes through: the session encrypts it 64
+//! KiB at a time as `poll_transmit` takes the records, so it never holds a
+//! second, encrypted copy of a large body or literal.
+//!
 //! rustls is kept behind the crate-private `TlsLink` trait so that the rest
 //! of the crate never names a rustls connection type; only the configuration
 //! types ([`rustls::ServerConfig`], [`rustls::ClientConfig`]) appear in the
@@ -282,8 +286,11 @@ pub(crate) trait TlsLink: Send {
     /// Feeds ciphertext from the socket; appends decrypted plaintext to
     /// `plaintext`.
     fn receive(&mut self, ciphertext: &[u8], plaintext: &mut BytesMut) -> Result<(), TlsError>;
-    /// Encrypts `plaintext` for sending.
-    fn send(&mut self, plaintext: &[u8]) -> Result<(), TlsError>;
+    /// Encrypts the start of `plaintext` for sending, as much as the
+    /// connection's send window takes, and returns how many octets that was.
+    /// `Ok(0)` means the window is full: [`drain`](TlsLink::drain) first.
+    /// Never buffers more than the window, whatever `plaintext.len()` is.
+    fn send(&mut self, plaintext: &[u8]) -> Result<usize, TlsError>;
     /// Moves pending ciphertext into `out`.
     fn drain(&mut self, out: &mut BytesMut);
     /// `true` until the handshake has completed.
@@ -347,15 +354,16 @@ impl TlsLink for RustlsLink {
         Ok(())
     }
 
-    fn send(&mut self, plaintext: &[u8]) -> Result<(), TlsError> {
+    fn send(&mut self, plaintext: &[u8]) -> Result<usize, TlsError> {
         use std::io::Write;
-        self.conn
-            .writer()
-            .write_all(plaintext)
-            .map_err(|e| TlsError {
-                kind: TlsErrorKind::Other,
-                detail: e.to_string(),
-            })
+        // rustls encrypts at once (the handshake is over: the engine only
+        // sends in `Tls`) and takes no more than its buffer limit, 64 KiB of
+        // records by default; `write_all` would fail past it ("failed to
+        // write whole buffer"), so the engine feeds it piece by piece.
+        self.conn.writer().write(plaintext).map_err(|e| TlsError {
+            kind: TlsErrorKind::Other,
+            detail: e.to_string(),
+        })
     }
 
     fn drain(&mut self, out: &mut BytesMut) {

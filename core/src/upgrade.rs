@@ -58,11 +58,30 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::{Error, Step, UsageError};
 use crate::tls::{RustlsLink, TlsError, TlsInfo, TlsLink};
 use crate::trust::Trust;
+
+/// Most octets of TLS records the engine encrypts ahead of the caller: staged
+/// plaintext is fed to the TLS connection only while fewer than this many
+/// octets wait in the transmit queue, so a single write of any size (a 100 MiB
+/// `DATA` body, `RETR` answer or literal) is encrypted window by window as
+/// [`Engine::poll_transmit`] takes it, never all at once. Each
+/// `poll_transmit` therefore returns at most this much plus the overhead of
+/// the records it spans (and any handshake or alert records due).
+pub(crate) const TLS_WINDOW: usize = 64 * 1024;
+
+/// Most octets of its own answers to peer input (replies the session writes
+/// without an application call: `EHLO`, `CAPA`, `CAPABILITY`, refusals,
+/// continuation requests) a session queues while the caller feeds input
+/// without taking output. A peer that pipelines requests and never reads
+/// the answers, against a caller that keeps reading without writing, would
+/// otherwise grow the transmit queue without end; past this the session fails
+/// with [`Error::LimitExceeded`]. What the caller hands in itself (message
+/// bodies, literals, replies) is the caller's own data and is not counted.
+pub(crate) const MAX_UNTAKEN_ANSWERS: usize = 1024 * 1024;
 
 /// Facts about the upgrade, reported by every session type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +221,8 @@ pub(crate) struct Io<'a, E> {
     flushed: u64,
     /// Plaintext octets the caller has taken for sending.
     sent: u64,
+    /// Octets of the caller's own data written while processing input.
+    caller_data: &'a mut u64,
 }
 
 impl<E> Io<'_, E> {
@@ -241,6 +262,17 @@ impl<E> Io<'_, E> {
         if !*self.cut && !*self.close {
             self.out.extend_from_slice(bytes);
         }
+    }
+
+    /// Queues data the caller handed in earlier and the protocol releases
+    /// now (an IMAP literal sent on the server's continuation): like
+    /// [`Io::send`], but not counted as the session's own answer (see
+    /// [`MAX_UNTAKEN_ANSWERS`]).
+    #[inline]
+    pub(crate) fn send_caller_data(&mut self, bytes: &[u8]) {
+        let before = self.out.len();
+        self.send(bytes);
+        *self.caller_data += (self.out.len() - before) as u64;
     }
 
     /// Direct access to the output buffer for serializers.
@@ -325,6 +357,14 @@ struct Core<E> {
     plain_flushed: u64,
     /// `plain_flushed` as of the caller's last `poll_transmit`.
     plain_sent: u64,
+    /// A close was asked for while plaintext still waited to be encrypted:
+    /// the close_notify alert follows the last of it.
+    close_notify: bool,
+    /// Octets of caller data protocol code released while processing input.
+    caller_data: u64,
+    /// Octets of the session's own answers to input written since the caller
+    /// last took all output (see [`MAX_UNTAKEN_ANSWERS`]).
+    answers: u64,
 }
 
 /// The engine: one per session, owning the protocol machine.
@@ -360,6 +400,9 @@ impl<M: Machine> Engine<M> {
             tls_info: None,
             plain_flushed: 0,
             plain_sent: 0,
+            close_notify: false,
+            caller_data: 0,
+            answers: 0,
         };
         if ec.implicit {
             core.begin_tls();
@@ -397,6 +440,8 @@ impl<M: Machine> Engine<M> {
                         .then(|| link.info());
                     core.sync_queued();
                     if let Err(e) = r {
+                        // Nothing more goes out after a broken record.
+                        core.staged.clear();
                         core.fail(e.into());
                         return;
                     }
@@ -406,7 +451,7 @@ impl<M: Machine> Engine<M> {
                 }
             }
         }
-        self.run();
+        self.run_on_input();
         let core = &mut self.core;
         if core.phase != Phase::Closed && core.input.len() > core.max_buffered {
             let limit = core.max_buffered;
@@ -464,8 +509,12 @@ impl<M: Machine> Engine<M> {
     }
 
     /// Bytes to write to the socket. Taking them may move the session past
-    /// the upgrade boundary.
+    /// the upgrade boundary. Through in-memory TLS, each call encrypts the
+    /// next window of waiting plaintext (see [`TLS_WINDOW`]).
     pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.core.transmit.is_empty() {
+            self.core.pump();
+        }
         if self.core.transmit.is_empty() {
             return None;
         }
@@ -475,6 +524,10 @@ impl<M: Machine> Engine<M> {
         self.core.taken += out.len() as u64;
         // Everything flushed so far is inside what was just taken.
         self.core.plain_sent = self.core.plain_flushed;
+        if self.core.staged.is_empty() {
+            // The caller has taken every answer so far.
+            self.core.answers = 0;
+        }
         self.core.check_boundary();
         self.core.trim_idle();
         Some(out)
@@ -524,6 +577,26 @@ impl<M: Machine> Engine<M> {
         self.core.tls_info.as_ref()
     }
 
+    /// [`Engine::run`] on new input, holding the session's own answers to
+    /// [`MAX_UNTAKEN_ANSWERS`] octets while the caller does not take them.
+    fn run_on_input(&mut self) {
+        let written = self.core.written();
+        let caller_data = self.core.caller_data;
+        self.run();
+        let core = &mut self.core;
+        let answers = core
+            .written()
+            .saturating_sub(written)
+            .saturating_sub(core.caller_data - caller_data);
+        core.answers = core.answers.saturating_add(answers);
+        if core.phase != Phase::Closed && core.answers > MAX_UNTAKEN_ANSWERS as u64 {
+            core.fail(Error::LimitExceeded {
+                what: "answers not taken for sending",
+                limit: MAX_UNTAKEN_ANSWERS,
+            });
+        }
+    }
+
     /// Lets the machine process what it can, then applies what it asked for.
     fn run(&mut self) {
         if matches!(self.core.phase, Phase::Cleartext | Phase::Tls)
@@ -548,14 +621,12 @@ impl<M: Machine> Engine<M> {
         self.core.flush();
         if self.core.close {
             self.core.close = false;
-            if let Some(link) = self.core.link.as_mut() {
-                link.close();
-                link.drain(&mut self.core.transmit);
-                self.core.sync_queued();
-            }
             self.core.report_discarded();
             self.core.phase = Phase::Closed;
             self.core.input.clear();
+            // The close_notify alert goes out after the last staged octet.
+            self.core.close_notify = self.core.link.is_some();
+            self.core.pump();
         } else if self.core.cut {
             self.core.cut = false;
             // Rule (c): a new machine built from the configuration alone.
@@ -577,7 +648,13 @@ impl<E: From<UpgradeEvent>> Core<E> {
             close: &mut self.close,
             flushed: self.plain_flushed,
             sent: self.plain_sent,
+            caller_data: &mut self.caller_data,
         }
+    }
+
+    /// Every plaintext octet protocol code ever wrote (moved on or staged).
+    fn written(&self) -> u64 {
+        self.plain_flushed + self.staged.len() as u64
     }
 
     fn trust(&self) -> Trust {
@@ -600,36 +677,70 @@ impl<E: From<UpgradeEvent>> Core<E> {
     }
 
     /// Moves staged plaintext out: as is in cleartext, through TLS after the
-    /// handshake, and nowhere in between (it waits).
+    /// handshake (one window at a time, see [`Core::pump`]), and nowhere in
+    /// between (it waits).
     fn flush(&mut self) {
         if self.staged.is_empty() {
             return;
         }
-        if matches!(self.phase, Phase::Cleartext | Phase::Tls) {
-            self.plain_flushed += self.staged.len() as u64;
-        }
         match self.phase {
             Phase::Cleartext => self.move_staged(),
             Phase::Tls if self.external => self.move_staged(),
-            Phase::Tls => {
-                if let Some(link) = self.link.as_mut() {
-                    let r = link.send(&self.staged);
-                    self.staged.clear();
-                    link.drain(&mut self.transmit);
-                    if let Err(e) = r {
-                        self.fail(e.into());
-                    }
-                }
-            }
-            Phase::Closed => self.staged.clear(),
+            Phase::Tls | Phase::Closed => self.pump(),
             Phase::Boundary { .. } | Phase::Handshaking | Phase::AwaitingExternal => {}
         }
         self.sync_queued();
     }
 
+    /// In-memory TLS: encrypts staged plaintext into `transmit` while fewer
+    /// than [`TLS_WINDOW`] octets wait there, then, once no plaintext is left
+    /// after a close, queues the close_notify alert. Memory for output is
+    /// thus the plaintext handed in and not yet encrypted (protocol bytes
+    /// and the caller's own data, copied once) plus one window of records,
+    /// however large a single write is and however slowly the caller takes
+    /// it.
+    fn pump(&mut self) {
+        let encrypting = !self.external && matches!(self.phase, Phase::Tls | Phase::Closed);
+        let Some(link) = self.link.as_mut().filter(|_| encrypting) else {
+            if self.phase == Phase::Closed {
+                self.staged.clear();
+            }
+            return;
+        };
+        while !self.staged.is_empty() {
+            let room = TLS_WINDOW.saturating_sub(self.transmit.len());
+            if room == 0 {
+                break;
+            }
+            let piece = self.staged.get(..room).unwrap_or(&self.staged);
+            let r = link.send(piece);
+            link.drain(&mut self.transmit);
+            match r {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.staged.advance(n);
+                    self.plain_flushed += n as u64;
+                }
+                Err(e) => {
+                    self.staged.clear();
+                    self.close_notify = false;
+                    self.sync_queued();
+                    return self.fail(e.into());
+                }
+            }
+        }
+        if self.staged.is_empty() && std::mem::take(&mut self.close_notify) {
+            link.close();
+            link.drain(&mut self.transmit);
+        }
+        self.sync_queued();
+    }
+
     /// Cleartext staged output goes to `transmit` as it is: moved whole when
-    /// nothing is waiting there, appended otherwise.
+    /// nothing is waiting there, appended otherwise. No copy of the caller's
+    /// data beyond the one made when it was handed in.
     fn move_staged(&mut self) {
+        self.plain_flushed += self.staged.len() as u64;
         if self.transmit.is_empty() {
             self.transmit = std::mem::take(&mut self.staged);
         } else {
@@ -781,9 +892,14 @@ impl<E: From<UpgradeEvent>> Core<E> {
         if self.error.is_none() {
             self.error = Some(e);
         }
+        // Output written before the failure (a last reply) still goes out
+        // through a working TLS connection, window by window, as it would
+        // have in cleartext; anywhere else staged output was never due.
+        if !(self.phase == Phase::Tls && self.link.is_some() && !self.external) {
+            self.staged.clear();
+        }
         self.phase = Phase::Closed;
         self.input.clear();
-        self.staged.clear();
     }
 }
 
@@ -823,6 +939,14 @@ macro_rules! session_io {
             /// `handle_input`, `handle_eof`, `tls_established` and application
             /// call, until it returns `None`. Taking the bytes is what moves
             /// the session past the upgrade boundary.
+            ///
+            /// Through in-memory TLS a large write comes out in several
+            /// results: each call encrypts the next 64 KiB of waiting
+            /// plaintext, so the session never holds more than one window of
+            /// records however much was handed to it at once. A caller that
+            /// keeps feeding input without taking output has the session fail
+            /// with [`Error::LimitExceeded`](crate::Error::LimitExceeded) once
+            /// 1 MiB of its own answers wait (see `docs/design.md`, Limits).
             #[must_use = "the returned bytes must be written to the socket"]
             pub fn poll_transmit(&mut self) -> Option<bytes::Bytes> {
                 self.engine.poll_transmit()

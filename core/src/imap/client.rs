@@ -563,7 +563,7 @@ impl ClientMachine {
             (Phase::Ready, Response::Continuation { text, .. }) => {
                 self.check_sent(io, self.continuation_after)?;
                 if let Some(part) = self.literal_parts.pop_front() {
-                    io.send(&part);
+                    io.send_caller_data(&part);
                     self.continuation_after = io.written();
                     return Ok(());
                 }
