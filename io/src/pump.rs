@@ -71,13 +71,22 @@ impl<S: Session> Pump<S> {
             deadline: None,
             buf: vec![0; READ_BUF].into_boxed_slice(),
         };
-        p.refresh(true);
+        p.rearm();
         p
     }
 
     pub(crate) fn set_timeouts(&mut self, t: Timeouts) {
         self.timeouts = t;
-        self.refresh(true);
+        self.rearm();
+    }
+
+    /// Starts the deadline for what the session waits for now, afresh.
+    fn rearm(&mut self) {
+        self.waiting = self.session.waiting_for();
+        self.deadline = self
+            .timeouts
+            .for_waiting(self.waiting)
+            .map(|d| Instant::now() + d);
     }
 
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
