@@ -162,8 +162,15 @@ impl<S: Session> Pump<S> {
             }
             // Never read before everything queued is written: the session's
             // upgrade boundary is defined by what was taken for sending.
-            ready!(self.poll_flush(t, cx))?;
-            if self.session.is_closed() {
+            let closed = self.session.is_closed();
+            match ready!(self.poll_flush(t, cx)) {
+                Ok(()) => {}
+                // A session that ended normally: its last bytes (a
+                // `close_notify`) may meet a peer that has already gone.
+                Err(Error::Io(e)) if closed && peer_gone(&e) => self.out.clear(),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if closed {
                 return Poll::Ready(Ok(None));
             }
             if self.session.waiting_for() == Waiting::ExternalTls {
@@ -193,8 +200,15 @@ impl<S: Session> Pump<S> {
         t: &mut T,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
-        ready!(self.poll_flush(t, cx))?;
-        ready!(t.poll_shutdown(cx))?;
+        let closed = self.session.is_closed();
+        match ready!(self.poll_flush(t, cx)) {
+            Err(Error::Io(e)) if closed && peer_gone(&e) => self.out.clear(),
+            r => r?,
+        }
+        match ready!(t.poll_shutdown(cx)) {
+            Err(e) if peer_gone(&e) || e.kind() == io::ErrorKind::NotConnected => {}
+            r => r?,
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -209,4 +223,14 @@ impl<S: Session> Pump<S> {
         self.refresh(true);
         Ok(())
     }
+}
+
+/// The peer closed the connection under us.
+fn peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
 }

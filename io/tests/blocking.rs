@@ -103,7 +103,11 @@ fn handshake_stall() {
     let server = thread::spawn(move || {
         let (sock, _) = l.accept().expect("accept");
         let mut d = Driver::new(smtp_server_implicit(), sock).with_timeouts(short());
-        timed_out(d.next_event())
+        let start = std::time::Instant::now();
+        let w = timed_out(d.next_event());
+        // The configured deadline, not the default five minutes.
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        w
     });
     let mut c = TcpStream::connect(addr).expect("connect");
     let mut got = Vec::new();
