@@ -54,6 +54,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
+// Failed hand-offs and handshakes give the whole driver back, by value.
+#![allow(clippy::result_large_err)]
 #![cfg_attr(
     not(any(feature = "std", feature = "tokio", feature = "futures-io")),
     allow(dead_code)

@@ -245,9 +245,10 @@ fn into_parts_hands_the_tls_stream_over() {
         let (sock, _) = l.accept().expect("accept");
         let mut d = Driver::new(pop3_server(server_tls()), sock);
         loop {
-            match d.next_event().expect("server event").expect("open") {
-                pop3::ServerEvent::Upgrade(UpgradeEvent::TlsEstablished(_)) => break,
-                _ => {}
+            if let pop3::ServerEvent::Upgrade(UpgradeEvent::TlsEstablished(_)) =
+                d.next_event().expect("server event").expect("open")
+            {
+                break;
             }
         }
         let mut h = d.into_parts().map_err(|(_, e)| e).expect("hand-off");
@@ -260,12 +261,11 @@ fn into_parts_hands_the_tls_stream_over() {
     });
     let mut d = Driver::new(pop3_client(), TcpStream::connect(addr).expect("connect"));
     loop {
-        match d.next_event().expect("client event").expect("open") {
-            pop3::ClientEvent::Ready { trust } => {
-                assert_eq!(trust, starttls::Trust::Tls);
-                break;
-            }
-            _ => {}
+        if let pop3::ClientEvent::Ready { trust } =
+            d.next_event().expect("client event").expect("open")
+        {
+            assert_eq!(trust, starttls::Trust::Tls);
+            break;
         }
     }
     let mut h = d.into_parts().map_err(|(_, e)| e).expect("hand-off");
