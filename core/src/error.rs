@@ -173,6 +173,14 @@ pub enum Error {
         /// The limit, in octets or lines.
         limit: usize,
     },
+    /// The peer did not answer in time: the caller's timer for `waiting`
+    /// fired (see [`crate::session`]). A stalled or dead peer, a broken
+    /// network, or a slow-loris attack. A server sent its goodbye (`421`,
+    /// `* BYE`, `-ERR`) first.
+    Timeout {
+        /// What the session was waiting for.
+        waiting: crate::session::Waiting,
+    },
 }
 
 impl Error {
@@ -229,6 +237,7 @@ impl fmt::Display for Error {
             Error::LimitExceeded { what, limit } => {
                 write!(f, "the peer exceeded a limit: {what} (limit {limit})")
             }
+            Error::Timeout { waiting } => write!(f, "timed out waiting for {waiting}"),
         }
     }
 }

@@ -299,6 +299,10 @@ pub(crate) trait TlsLink: Send {
     fn info(&self) -> TlsInfo;
     /// Queues a close_notify alert.
     fn close(&mut self);
+    /// The rustls connection itself, for a hand-off (`None` for other links).
+    fn into_rustls(self: Box<Self>) -> Option<rustls::Connection> {
+        None
+    }
 }
 
 /// The rustls implementation of [`TlsLink`].
@@ -412,6 +416,10 @@ impl TlsLink for RustlsLink {
 
     fn close(&mut self) {
         self.conn.send_close_notify();
+    }
+
+    fn into_rustls(self: Box<Self>) -> Option<rustls::Connection> {
+        Some(self.conn)
     }
 }
 

@@ -977,7 +977,88 @@ macro_rules! session_io {
             pub fn tls_info(&self) -> Option<&$crate::TlsInfo> {
                 self.engine.tls_info()
             }
+
+            /// What the session waits for now; with
+            /// [`Timeouts::for_waiting`](crate::Timeouts::for_waiting), how
+            /// long it may wait (see [`session`](crate::session)).
+            pub fn waiting_for(&self) -> $crate::Waiting {
+                self.engine.waiting_for()
+            }
+
+            /// Your timer for [`waiting_for`](Self::waiting_for) fired: the
+            /// session queues the protocol's goodbye (server role), closes, and
+            /// [`poll_event`](Self::poll_event) ends with
+            /// [`Error::Timeout`](crate::Error::Timeout). Send what
+            /// [`poll_transmit`](Self::poll_transmit) returns, then close.
+            pub fn handle_timeout(&mut self) {
+                self.engine.handle_timeout()
+            }
+
+            /// Hands the TLS channel over to the caller and closes the session:
+            /// the in-memory rustls connection (none with bring-your-own TLS)
+            /// and the decrypted bytes not consumed yet. Only with TLS up and
+            /// every transmit byte taken.
+            pub fn take_tls(&mut self) -> Result<$crate::TlsHandoff, $crate::UsageError> {
+                self.engine.take_tls()
+            }
         }
     };
 }
 pub(crate) use session_io;
+
+impl<M: Machine + crate::session::Timed> Engine<M> {
+    /// What the session waits for: the machine's answer in cleartext and
+    /// TLS, the engine's at the boundary.
+    pub(crate) fn waiting_for(&self) -> crate::session::Waiting {
+        use crate::session::Waiting;
+        match self.core.phase {
+            Phase::Cleartext | Phase::Tls => self.machine.waiting(),
+            // The caller has our last cleartext bytes to take.
+            Phase::Boundary { .. } => Waiting::Application,
+            Phase::Handshaking => Waiting::Handshake,
+            Phase::AwaitingExternal => Waiting::ExternalTls,
+            Phase::Closed => Waiting::Closed,
+        }
+    }
+
+    /// The caller's timer fired: goodbye (in cleartext or through TLS, then
+    /// `close_notify`), close, fail with `Error::Timeout`.
+    pub(crate) fn handle_timeout(&mut self) {
+        let waiting = self.waiting_for();
+        match self.core.phase {
+            Phase::Closed => return,
+            Phase::Cleartext | Phase::Tls if !self.core.cut => {
+                if let Some(line) = self.machine.goodbye() {
+                    self.core.io().send(&line);
+                }
+                self.core.close = true;
+                self.settle();
+            }
+            _ => self.core.report_discarded(),
+        }
+        self.core.fail(Error::Timeout { waiting });
+    }
+}
+
+impl<M: Machine> Engine<M> {
+    /// The hand-off: the TLS connection and the unconsumed plaintext.
+    pub(crate) fn take_tls(&mut self) -> Result<crate::session::TlsHandoff, UsageError> {
+        if self.core.phase != Phase::Tls {
+            return Err(UsageError::WrongState(
+                "the hand-off needs an open session with TLS established",
+            ));
+        }
+        if !self.core.transmit.is_empty() || !self.core.staged.is_empty() {
+            return Err(UsageError::WrongState(
+                "the hand-off needs every transmit byte taken first",
+            ));
+        }
+        let connection = self.core.link.take().and_then(|l| l.into_rustls());
+        let unconsumed = std::mem::take(&mut self.core.input).freeze();
+        self.core.phase = Phase::Closed;
+        Ok(crate::session::TlsHandoff {
+            connection,
+            unconsumed,
+        })
+    }
+}

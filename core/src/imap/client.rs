@@ -738,3 +738,26 @@ impl Machine for ClientMachine {
         })
     }
 }
+
+impl crate::session::Timed for ClientMachine {
+    fn waiting(&self) -> crate::session::Waiting {
+        use crate::session::Waiting;
+        match self.phase {
+            Phase::Greeting => Waiting::Greeting,
+            Phase::Capability { .. } => Waiting::Reply { to: "CAPABILITY" },
+            Phase::StartTls { .. } => Waiting::Reply { to: "STARTTLS" },
+            Phase::Ready => match self.outstanding.first().map(|o| o.kind) {
+                None => Waiting::Application,
+                Some(Kind::Login) => Waiting::Reply { to: "LOGIN" },
+                Some(Kind::Authenticate) => Waiting::Reply { to: "AUTHENTICATE" },
+                Some(Kind::Idle) => Waiting::Reply { to: "IDLE" },
+                Some(Kind::Logout) => Waiting::Reply { to: "LOGOUT" },
+                Some(Kind::Other) => Waiting::Reply { to: "command" },
+            },
+        }
+    }
+
+    fn goodbye(&self) -> Option<Vec<u8>> {
+        None
+    }
+}

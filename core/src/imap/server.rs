@@ -777,3 +777,18 @@ impl ServerMachine {
         }
     }
 }
+
+impl crate::session::Timed for ServerMachine {
+    fn waiting(&self) -> crate::session::Waiting {
+        use crate::session::Waiting;
+        match self.state {
+            State::AppBusy { .. } => Waiting::Application,
+            State::Commands | State::SaslLine { .. } | State::Idle { .. } => Waiting::Command,
+        }
+    }
+
+    /// RFC 9051 §5.4 (autologout) and §7.1.5 (`BYE`).
+    fn goodbye(&self) -> Option<Vec<u8>> {
+        Some(b"* BYE Autologout; idle for too long\r\n".to_vec())
+    }
+}

@@ -548,3 +548,20 @@ impl Machine for ClientMachine {
         })
     }
 }
+
+impl crate::session::Timed for ClientMachine {
+    fn waiting(&self) -> crate::session::Waiting {
+        use crate::session::Waiting;
+        match self.expect.front() {
+            None => Waiting::Application,
+            Some((Expect::Greeting, _)) => Waiting::Greeting,
+            Some((Expect::Capa, _)) => Waiting::Reply { to: "CAPA" },
+            Some((Expect::Stls, _)) => Waiting::Reply { to: "STLS" },
+            Some((Expect::App { keyword, .. }, _)) => Waiting::Reply { to: keyword },
+        }
+    }
+
+    fn goodbye(&self) -> Option<Vec<u8>> {
+        None
+    }
+}

@@ -518,3 +518,20 @@ impl ServerMachine {
         }
     }
 }
+
+impl crate::session::Timed for ServerMachine {
+    fn waiting(&self) -> crate::session::Waiting {
+        use crate::session::Waiting;
+        if self.pending.is_some() {
+            Waiting::Application
+        } else {
+            Waiting::Command
+        }
+    }
+
+    /// RFC 1939 §3: the autologout timer. The session is not in UPDATE:
+    /// nothing is deleted.
+    fn goodbye(&self) -> Option<Vec<u8>> {
+        Some(b"-ERR autologout: idle for too long\r\n".to_vec())
+    }
+}

@@ -723,3 +723,23 @@ impl Machine for ClientMachine {
         })
     }
 }
+
+impl crate::session::Timed for ClientMachine {
+    fn waiting(&self) -> crate::session::Waiting {
+        use crate::session::Waiting;
+        match self.expect.front() {
+            None => Waiting::Application,
+            Some((Expect::Greeting, _)) => Waiting::Greeting,
+            Some((Expect::Hello, _)) if self.config.lmtp => Waiting::Reply { to: "LHLO" },
+            Some((Expect::Hello, _)) => Waiting::Reply { to: "EHLO" },
+            Some((Expect::Helo, _)) => Waiting::Reply { to: "HELO" },
+            Some((Expect::StartTls, _)) => Waiting::Reply { to: "STARTTLS" },
+            Some((Expect::App(verb), _)) => Waiting::Reply { to: verb },
+            Some((Expect::MessageEnd, _)) => Waiting::Reply { to: "end of data" },
+        }
+    }
+
+    fn goodbye(&self) -> Option<Vec<u8>> {
+        None
+    }
+}

@@ -946,3 +946,29 @@ impl ServerMachine {
         }
     }
 }
+
+impl crate::session::Timed for ServerMachine {
+    fn waiting(&self) -> crate::session::Waiting {
+        use crate::session::Waiting;
+        if self.pending.is_some() {
+            return Waiting::Application;
+        }
+        match self.mode {
+            Mode::Data(_) | Mode::Bdat { .. } => Waiting::DataBlock,
+            Mode::Command | Mode::AuthResponse => Waiting::Command,
+        }
+    }
+
+    /// RFC 5321 §4.5.3.2: a server that times out closes with `421`;
+    /// RFC 3463 `4.4.2`: bad connection.
+    fn goodbye(&self) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        reply(
+            421,
+            (4, 4, 2),
+            &format!("{} Timeout, closing connection", self.config.hostname),
+        )
+        .write_to(&mut v);
+        Some(v)
+    }
+}
