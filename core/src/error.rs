@@ -173,6 +173,21 @@ pub enum Error {
         /// The limit, in octets or lines.
         limit: usize,
     },
+    /// The peer made the session hold more unprocessed input than its memory
+    /// budget allows: the message being assembled plus everything queued
+    /// behind a command the application has not answered yet (a pipelining
+    /// flood while the application is slow, or one endless message). `limit`
+    /// is the budget in force: the protocol's `unauthenticated_buffered_input`
+    /// before authentication, `buffered_input` after. The session failed at
+    /// the first octet over it, however the input was split. A hostile or
+    /// broken peer, or a caller that reads more than
+    /// `input_room()` while the application is busy.
+    InputBudgetExceeded {
+        /// The budget, in octets of (plaintext) input.
+        limit: usize,
+        /// Whether the session was authenticated (the larger budget applied).
+        authenticated: bool,
+    },
 }
 
 impl Error {
@@ -228,6 +243,17 @@ impl fmt::Display for Error {
             }
             Error::LimitExceeded { what, limit } => {
                 write!(f, "the peer exceeded a limit: {what} (limit {limit})")
+            }
+            Error::InputBudgetExceeded {
+                limit,
+                authenticated,
+            } => {
+                let phase = if *authenticated { "after" } else { "before" };
+                write!(
+                    f,
+                    "the peer sent more input than the session holds unprocessed \
+                     {phase} authentication (budget {limit} octets)"
+                )
             }
         }
     }

@@ -1189,7 +1189,7 @@ fn gigabytes_without_crlf_use_bounded_memory() {
 
 #[test]
 fn unanswered_pipelining_is_bounded() {
-    let mut s = plain_server(|c| c.limits.buffered_input = 4096);
+    let mut s = plain_server(|c| c.limits.unauthenticated_buffered_input = 4096);
     s.handle_input(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
     let _ = server_events(&mut s);
     s.handle_input("NOOP\r\n".repeat(1000).as_bytes());
@@ -1201,9 +1201,9 @@ fn unanswered_pipelining_is_bounded() {
     }
     assert_eq!(
         err,
-        Some(Error::LimitExceeded {
-            what: "unprocessed input",
-            limit: 4096
+        Some(Error::InputBudgetExceeded {
+            limit: 4096,
+            authenticated: false
         })
     );
 }

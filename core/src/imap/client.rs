@@ -12,7 +12,7 @@ use crate::secret::Secret;
 use crate::tls::ClientTls;
 use crate::trust::{Received, Trust};
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::Capabilities;
@@ -125,12 +125,8 @@ session_io!(ClientSession, ClientEvent);
 impl ClientSession {
     /// Starts a session.
     pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
-        let ec = EngineConfig::client(
-            &config.tls,
-            config.policy,
-            config.injection,
-            config.limits.message.saturating_add(config.limits.line),
-        );
+        config.limits.validate()?;
+        let ec = EngineConfig::client(&config.tls, config.policy, config.injection);
         let machine = ClientMachine::new(Arc::clone(&config), false);
         Ok(ClientSession {
             engine: Engine::new(config, machine, ec),
@@ -736,5 +732,18 @@ impl Machine for ClientMachine {
         Err(Error::PeerClosed {
             step: self.step(io.trust()),
         })
+    }
+
+    fn input_budget(&self) -> InputBudget {
+        self.config.limits.input_budget(self.authenticated)
+    }
+
+    /// Tags continue across STARTTLS: RFC 9051 §2.2.1 wants a tag unique on
+    /// the connection, and a reused `A1` over TLS could be matched with a
+    /// completion an attacker planted for the cleartext `A1`. The counter is
+    /// ours (how many commands *we* sent), never anything the server said,
+    /// so carrying it forgets nothing rule (c) requires forgotten.
+    fn carry_over(&self, next: &mut Self) {
+        next.next_tag = self.next_tag;
     }
 }
