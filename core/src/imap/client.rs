@@ -232,6 +232,11 @@ pub(crate) struct ClientMachine {
     outstanding: Vec<Outstanding>,
     /// Parts of a command still to send, each after a continuation request.
     literal_parts: VecDeque<Bytes>,
+    /// The tag of the command those parts belong to. When that command
+    /// completes (RFC 9051 §7.5: a server may refuse a literal with a tagged
+    /// `NO` instead of `+`), its parts are dropped: a later continuation,
+    /// whatever it answers, never releases them.
+    literal_tag: Option<Bytes>,
     /// Where the part that a continuation request answers ends.
     continuation_after: u64,
     /// Tag of an `AUTHENTICATE` in progress.
@@ -253,6 +258,7 @@ impl ClientMachine {
             next_tag: 1,
             outstanding: Vec::new(),
             literal_parts: VecDeque::new(),
+            literal_tag: None,
             continuation_after: 0,
             sasl: None,
             idle: None,
@@ -547,8 +553,9 @@ impl ClientMachine {
                 if self.idle.as_ref() == Some(&o.tag) {
                     self.idle = None;
                 }
-                if self.outstanding.is_empty() {
+                if self.literal_tag.as_ref() == Some(&o.tag) {
                     self.literal_parts.clear();
+                    self.literal_tag = None;
                 }
                 io.emit(ClientEvent::Tagged {
                     tag,
@@ -623,6 +630,7 @@ impl ClientMachine {
         }
         let sent_at = io.written();
         self.continuation_after = sent_at;
+        self.literal_tag = (!parts.is_empty()).then(|| tag.clone());
         self.literal_parts = parts;
         if kind == Kind::Authenticate {
             self.sasl = Some(tag.clone());
