@@ -378,6 +378,7 @@ impl ClientMachine {
             })?;
             let code = parsed.code.get();
             let last = parsed.last;
+            self.check_line_order(code, io)?;
             match self.rcode {
                 Some(c) if c != code => {
                     return Err(Error::Malformed {
@@ -408,6 +409,25 @@ impl ClientMachine {
                 });
             }
         }
+    }
+
+    /// Every line of a reply, the first of a multi-line one included, must
+    /// answer a command the caller has already taken for sending: no honest
+    /// server answers what it has not received. Checked per line, so a
+    /// planted first line fails the session when it arrives, not when (or
+    /// whether) its reply completes.
+    fn check_line_order(&self, code: u16, io: &Io<'_, ClientEvent>) -> Result<(), Error> {
+        let detail = match self.expect.front() {
+            None => format!("reply {code} with no command outstanding"),
+            Some((_, sent_at)) if io.sent() < *sent_at => {
+                format!("reply {code} arrived before its command was sent")
+            }
+            Some(_) => return Ok(()),
+        };
+        Err(Error::UnexpectedReply {
+            step: self.step(io.trust()),
+            detail,
+        })
     }
 
     fn on_reply(
