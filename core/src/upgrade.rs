@@ -40,9 +40,17 @@
 //! (c) **Forget.** The protocol state is not reset field by field: the engine
 //!     drops the whole protocol machine and builds a new one from the
 //!     immutable configuration alone. Capabilities, greeting texts, envelope,
-//!     authentication, tags, half-read lines and literals learned in
-//!     cleartext cannot survive, because nothing from the old machine is
-//!     handed to the new one.
+//!     authentication, half-read lines and literals learned in cleartext
+//!     cannot survive, because nothing the peer said is handed to the new
+//!     one. The only thing that crosses is state the session generated
+//!     itself, passed field by field in `Machine::carry_over`: the IMAP
+//!     client's tag counter, so that no tag is reused on the connection.
+//!
+//! **Memory budget.** Whatever the phase, the engine feeds the machine
+//! input in pieces cut to the room left in its `InputBudget` (smaller before
+//! authentication) and fails the session with
+//! [`crate::Error::InputBudgetExceeded`] at the first octet over it; see
+//! `Engine::handle_input` and `docs/design.md`, "Memory budget".
 //!
 //! (d) **TLS.** With rustls the engine feeds socket bytes to an in-memory
 //!     connection and hands the protocol only decrypted bytes, so the caller's
