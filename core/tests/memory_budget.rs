@@ -322,3 +322,46 @@ fn a_caller_that_honours_input_room_never_hits_the_budget() {
     }
     assert!(!s.is_closed());
 }
+
+#[test]
+fn the_budget_failure_does_not_depend_on_the_split() {
+    let run = |step: usize| {
+        let mut c = starttls::imap::ServerConfig::new(ServerTls::None);
+        c.limits.line = 1024;
+        c.limits.unauthenticated_message = 1024;
+        c.limits.unauthenticated_buffered_input = 2048;
+        let mut s = starttls::imap::ServerSession::new(Arc::new(c)).unwrap();
+        let mut input = b"a0 CAPABILITY\r\na1 ID NIL\r\n".to_vec();
+        input.extend_from_slice("a2 NOOP\r\n".repeat(300).as_bytes());
+        let mut log = Vec::new();
+        let mut sent = Vec::new();
+        for piece in input.chunks(step) {
+            s.handle_input(piece);
+            while let Some(b) = s.poll_transmit() {
+                sent.extend_from_slice(&b);
+            }
+            loop {
+                match s.poll_event() {
+                    Ok(Some(e)) => log.push(format!("{e:?}")),
+                    Ok(None) => break,
+                    Err(e) => {
+                        log.push(format!("{e:?}"));
+                        break;
+                    }
+                }
+            }
+            if s.is_closed() {
+                break;
+            }
+        }
+        (log, sent)
+    };
+    let whole = run(usize::MAX);
+    assert_eq!(
+        whole.0.last().map(String::as_str),
+        Some("InputBudgetExceeded { limit: 2048, authenticated: false }")
+    );
+    for step in [1, 2, 7, 64, 1000, 2049] {
+        assert_eq!(run(step), whole, "split every {step} octets");
+    }
+}
