@@ -181,6 +181,21 @@ pub enum Error {
         /// What the session was waiting for.
         waiting: crate::session::Waiting,
     },
+    /// The peer made the session hold more unprocessed input than its memory
+    /// budget allows: the message being assembled plus everything queued
+    /// behind a command the application has not answered yet (a pipelining
+    /// flood while the application is slow, or one endless message). `limit`
+    /// is the budget in force: the protocol's `unauthenticated_buffered_input`
+    /// before authentication, `buffered_input` after. The session failed at
+    /// the first octet over it, however the input was split. A hostile or
+    /// broken peer, or a caller that reads more than
+    /// `input_room()` while the application is busy.
+    InputBudgetExceeded {
+        /// The budget, in octets of (plaintext) input.
+        limit: usize,
+        /// Whether the session was authenticated (the larger budget applied).
+        authenticated: bool,
+    },
 }
 
 impl Error {
@@ -238,6 +253,17 @@ impl fmt::Display for Error {
                 write!(f, "the peer exceeded a limit: {what} (limit {limit})")
             }
             Error::Timeout { waiting } => write!(f, "timed out waiting for {waiting}"),
+            Error::InputBudgetExceeded {
+                limit,
+                authenticated,
+            } => {
+                let phase = if *authenticated { "after" } else { "before" };
+                write!(
+                    f,
+                    "the peer sent more input than the session holds unprocessed \
+                     {phase} authentication (budget {limit} octets)"
+                )
+            }
         }
     }
 }

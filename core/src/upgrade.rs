@@ -40,9 +40,17 @@
 //! (c) **Forget.** The protocol state is not reset field by field: the engine
 //!     drops the whole protocol machine and builds a new one from the
 //!     immutable configuration alone. Capabilities, greeting texts, envelope,
-//!     authentication, tags, half-read lines and literals learned in
-//!     cleartext cannot survive, because nothing from the old machine is
-//!     handed to the new one.
+//!     authentication, half-read lines and literals learned in cleartext
+//!     cannot survive, because nothing the peer said is handed to the new
+//!     one. The only thing that crosses is state the session generated
+//!     itself, passed field by field in `Machine::carry_over`: the IMAP
+//!     client's tag counter, so that no tag is reused on the connection.
+//!
+//! **Memory budget.** Whatever the phase, the engine feeds the machine
+//! input in pieces cut to the room left in its `InputBudget` (smaller before
+//! authentication) and fails the session with
+//! [`crate::Error::InputBudgetExceeded`] at the first octet over it; see
+//! `Engine::handle_input` and `docs/design.md`, "Memory budget".
 //!
 //! (d) **TLS.** With rustls the engine feeds socket bytes to an in-memory
 //!     connection and hands the protocol only decrypted bytes, so the caller's
@@ -138,8 +146,6 @@ pub(crate) struct EngineConfig {
     pub(crate) tls: TlsSetup,
     pub(crate) implicit: bool,
     pub(crate) injection: InjectionPolicy,
-    /// Most octets of unprocessed input kept while the protocol waits.
-    pub(crate) max_buffered: usize,
 }
 
 impl EngineConfig {
@@ -148,7 +154,6 @@ impl EngineConfig {
         tls: &crate::tls::ServerTls,
         implicit: bool,
         injection: InjectionPolicy,
-        max_buffered: usize,
     ) -> Self {
         use crate::tls::ServerTls;
         EngineConfig {
@@ -160,7 +165,6 @@ impl EngineConfig {
             },
             implicit,
             injection,
-            max_buffered,
         }
     }
 
@@ -169,7 +173,6 @@ impl EngineConfig {
         tls: &crate::tls::ClientTls,
         policy: crate::policy::TlsPolicy,
         injection: InjectionPolicy,
-        max_buffered: usize,
     ) -> Self {
         use crate::tls::ClientTls;
         EngineConfig {
@@ -186,7 +189,6 @@ impl EngineConfig {
             },
             implicit: policy == crate::policy::TlsPolicy::Implicit,
             injection,
-            max_buffered,
         }
     }
 }
@@ -207,6 +209,28 @@ pub(crate) trait Machine: Sized {
 
     /// The peer closed its side. The engine closes the session afterwards.
     fn on_eof(&mut self, io: &mut Io<'_, Self::Event>) -> Result<(), Error>;
+
+    /// The most unprocessed input the session may hold right now: the
+    /// message being assembled plus whatever waits behind a command the
+    /// application has not answered. Smaller before authentication. The
+    /// engine never lets the input buffer grow beyond it (see
+    /// [`Engine::handle_input`]).
+    fn input_budget(&self) -> InputBudget;
+
+    /// Hands state that *we* generated, and only that, to the machine built
+    /// by [`Machine::after_tls`]. Nothing the peer sent may cross: the
+    /// default carries nothing. (The IMAP client carries its tag counter so
+    /// that tags stay unique on the connection, RFC 9051 §2.2.1.)
+    fn carry_over(&self, _next: &mut Self) {}
+}
+
+/// How much unprocessed input a session may hold now, and in which phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InputBudget {
+    /// Octets of unprocessed input (plaintext).
+    pub(crate) limit: usize,
+    /// Whether the session counts as authenticated (the larger budget).
+    pub(crate) authenticated: bool,
 }
 
 /// The protocol code's view of the connection: plaintext in, plaintext out.
@@ -341,7 +365,6 @@ struct Core<E> {
     link: Option<Box<dyn TlsLink>>,
     external: bool,
     injection: InjectionPolicy,
-    max_buffered: usize,
     input: BytesMut,
     staged: BytesMut,
     transmit: BytesMut,
@@ -386,7 +409,6 @@ impl<M: Machine> Engine<M> {
             tls: ec.tls,
             link: None,
             injection: ec.injection,
-            max_buffered: ec.max_buffered,
             input: BytesMut::new(),
             staged: BytesMut::new(),
             transmit: BytesMut::new(),
@@ -417,14 +439,58 @@ impl<M: Machine> Engine<M> {
     }
 
     /// Feeds bytes received from the socket.
-    pub(crate) fn handle_input(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
+    ///
+    /// Memory budget: the input is handed to the machine in pieces of at
+    /// most one octet more than the room left in its
+    /// [`InputBudget`], and the machine consumes what it can after each
+    /// piece. The session fails with [`Error::InputBudgetExceeded`] at the
+    /// first octet that would leave more unprocessed input than the budget,
+    /// however large `data` is and however the peer's bytes were split into
+    /// calls: unprocessed input depends only on the bytes received (and on
+    /// the application's calls between them), and a piece never ends past
+    /// the first octet over budget. With TLS in memory the budget counts
+    /// plaintext, which rustls releases a record (at most 16 KiB) at a time.
+    pub(crate) fn handle_input(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.core.phase != Phase::Closed {
+            let budget = self.machine.input_budget();
+            let room = budget
+                .limit
+                .saturating_sub(self.core.input.len())
+                .saturating_add(1);
+            let (piece, rest) = data.split_at(room.min(data.len()));
+            data = rest;
+            self.feed(piece, budget.limit);
+            // The budget after processing: a login may have raised it.
+            let budget = self.machine.input_budget();
+            let core = &mut self.core;
+            if core.phase != Phase::Closed && core.input.len() > budget.limit {
+                core.fail(Error::InputBudgetExceeded {
+                    limit: budget.limit,
+                    authenticated: budget.authenticated,
+                });
+            }
         }
+        self.core.trim_idle();
+    }
+
+    /// How many more octets [`Engine::handle_input`] takes now before the
+    /// input budget is exceeded (plaintext octets; 0 once closed).
+    pub(crate) fn input_room(&self) -> usize {
+        if self.core.phase == Phase::Closed {
+            return 0;
+        }
+        self.machine
+            .input_budget()
+            .limit
+            .saturating_sub(self.core.input.len())
+    }
+
+    /// One piece of input, already cut to the budget.
+    fn feed(&mut self, data: &[u8], limit: usize) {
         let core = &mut self.core;
         match core.phase {
             Phase::Closed => return,
-            Phase::Cleartext => core.input.extend_from_slice(data),
+            Phase::Cleartext => core.push_input(data, limit),
             Phase::Boundary { .. } | Phase::AwaitingExternal => {
                 // Rule (b): the peer cannot have seen our last cleartext bytes.
                 core.pre_tls_bytes(data.len());
@@ -432,8 +498,11 @@ impl<M: Machine> Engine<M> {
             }
             Phase::Handshaking | Phase::Tls => {
                 if core.external {
-                    core.input.extend_from_slice(data);
+                    core.push_input(data, limit);
                 } else if let Some(link) = core.link.as_mut() {
+                    // Plaintext is never longer than the ciphertext it came
+                    // in, give or take the rest of a record begun earlier.
+                    reserve_input(&mut core.input, data.len(), limit);
                     let r = link.receive(data, &mut core.input);
                     link.drain(&mut core.transmit);
                     let established = (core.phase == Phase::Handshaking && !link.is_handshaking())
@@ -452,15 +521,6 @@ impl<M: Machine> Engine<M> {
             }
         }
         self.run_on_input();
-        let core = &mut self.core;
-        if core.phase != Phase::Closed && core.input.len() > core.max_buffered {
-            let limit = core.max_buffered;
-            core.fail(Error::LimitExceeded {
-                what: "unprocessed input",
-                limit,
-            });
-        }
-        core.trim_idle();
     }
 
     /// The peer closed its sending side.
@@ -629,8 +689,11 @@ impl<M: Machine> Engine<M> {
             self.core.pump();
         } else if self.core.cut {
             self.core.cut = false;
-            // Rule (c): a new machine built from the configuration alone.
-            self.machine = M::after_tls(&self.config);
+            // Rule (c): a new machine built from the configuration alone,
+            // plus what the old one generated itself (never peer state).
+            let mut next = M::after_tls(&self.config);
+            self.machine.carry_over(&mut next);
+            self.machine = next;
             self.core.cut_here();
         }
     }
@@ -662,6 +725,14 @@ impl<E: From<UpgradeEvent>> Core<E> {
             Phase::Tls => Trust::Tls,
             _ => Trust::Cleartext,
         }
+    }
+
+    /// Appends input, growing the buffer by doubling but never past one
+    /// octet over the budget, so the allocation stays within the budget
+    /// however the input was split.
+    fn push_input(&mut self, data: &[u8], limit: usize) {
+        reserve_input(&mut self.input, data.len(), limit);
+        self.input.extend_from_slice(data);
     }
 
     /// Gives back the buffers an idle session does not need: an empty input
@@ -903,6 +974,24 @@ impl<E: From<UpgradeEvent>> Core<E> {
     }
 }
 
+/// Makes room for `additional` more octets of input: doubling, but never
+/// past one octet over the budget `limit` unless `additional` itself needs it
+/// (see [`Engine::handle_input`] for why it never does).
+fn reserve_input(input: &mut BytesMut, additional: usize, limit: usize) {
+    let need = input.len().saturating_add(additional);
+    if input.capacity() >= need {
+        return;
+    }
+    let cap = input
+        .len()
+        .saturating_mul(2)
+        .min(limit.saturating_add(1))
+        .max(need);
+    let mut grown = BytesMut::with_capacity(cap);
+    grown.extend_from_slice(input);
+    *input = grown;
+}
+
 /// Implements the caller-facing I/O methods of a session type that wraps an
 /// `Engine` in a field named `engine`.
 macro_rules! session_io {
@@ -918,6 +1007,20 @@ macro_rules! session_io {
             /// never on how the bytes were split into calls.
             pub fn handle_input(&mut self, data: &[u8]) {
                 self.engine.handle_input(data)
+            }
+
+            /// Back-pressure: how many more octets [`handle_input`](Self::handle_input)
+            /// accepts before the session's input budget is exceeded (the
+            /// message being assembled plus input queued behind a command
+            /// the application has not answered; see the `Limits` of the
+            /// protocol). A caller that reads at most this many octets from
+            /// the socket (plaintext octets: with TLS in memory, allow one
+            /// TLS record, 16 KiB, more) never gets
+            /// [`Error::InputBudgetExceeded`](crate::Error::InputBudgetExceeded);
+            /// at 0 it should stop reading until an application call (such
+            /// as completing the pending command) frees room. 0 once closed.
+            pub fn input_room(&self) -> usize {
+                self.engine.input_room()
             }
 
             /// Tells the session the peer closed its side of the connection.

@@ -981,3 +981,71 @@ fn a_completion_before_the_sasl_response_was_sent_is_forged() {
         Some(Error::UnexpectedReply { .. })
     ));
 }
+
+/// A bring-your-own-TLS client taken to `Ready` over TLS by hand.
+fn external_client_ready_over_tls() -> ClientSession {
+    let cfg = ClientConfig::new(TlsPolicy::StartTlsRequired, ClientTls::External);
+    let mut c = ClientSession::new(Arc::new(cfg)).unwrap();
+    c.handle_input(GREETING_STARTTLS.as_bytes());
+    let _ = events(&mut c);
+    assert_eq!(out(|| c.poll_transmit()), "A1 STARTTLS\r\n");
+    c.handle_input(b"A1 OK begin TLS\r\n");
+    let _ = events(&mut c);
+    c.tls_established(starttls::TlsInfo::unknown()).unwrap();
+    // Issue #12 item 7b: tags go on across the upgrade; A1 is never reused
+    // on the connection (RFC 9051 §2.2.1).
+    assert_eq!(out(|| c.poll_transmit()), "A2 CAPABILITY\r\n");
+    c.handle_input(b"* CAPABILITY IMAP4rev2 AUTH=PLAIN\r\nA2 OK done\r\n");
+    let (ev, err) = events(&mut c);
+    assert_eq!(err, None);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        ClientEvent::Ready {
+            trust: Trust::Tls,
+            ..
+        }
+    )));
+    c
+}
+
+#[test]
+fn tags_are_never_reused_across_starttls() {
+    let mut c = external_client_ready_over_tls();
+    let tag = c.send(body("NOOP")).unwrap();
+    assert_eq!(tag.as_ref(), b"A3");
+    assert_eq!(out(|| c.poll_transmit()), "A3 NOOP\r\n");
+}
+
+#[test]
+fn a_literal_refused_with_its_own_completion_is_never_sent() {
+    // Issue #12 item 6: RFC 9051 §7.5 lets a server answer a literal header
+    // with a tagged NO. The literal belongs to that command and dies with
+    // it; a later "+" (forged or stray) must not release it, or its octets
+    // would reach the server as a command.
+    let mut c = external_client_ready_over_tls();
+    assert_eq!(c.send(body("NOOP")).unwrap().as_ref(), b"A3");
+    let append = c
+        .send(body("APPEND INBOX {17}\r\nA9 DELETE INBOX\r\n"))
+        .unwrap();
+    assert_eq!(append.as_ref(), b"A4");
+    assert_eq!(
+        out(|| c.poll_transmit()),
+        "A3 NOOP\r\nA4 APPEND INBOX {17}\r\n"
+    );
+    c.handle_input(b"A4 NO [TOOBIG] refused\r\n+ go\r\n");
+    let (ev, err) = events(&mut c);
+    assert_eq!(err, None);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        ClientEvent::Tagged { tag, .. } if tag.as_ref() == b"A4"
+    )));
+    assert_eq!(
+        out(|| c.poll_transmit()),
+        "",
+        "the refused literal was sent"
+    );
+    // The NOOP completes normally and the session takes new commands.
+    c.handle_input(b"A3 OK done\r\n");
+    assert_eq!(events(&mut c).1, None);
+    assert_eq!(c.send(body("NOOP")).unwrap().as_ref(), b"A5");
+}

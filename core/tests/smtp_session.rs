@@ -1189,7 +1189,7 @@ fn gigabytes_without_crlf_use_bounded_memory() {
 
 #[test]
 fn unanswered_pipelining_is_bounded() {
-    let mut s = plain_server(|c| c.limits.buffered_input = 4096);
+    let mut s = plain_server(|c| c.limits.unauthenticated_buffered_input = 4096);
     s.handle_input(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
     let _ = server_events(&mut s);
     s.handle_input("NOOP\r\n".repeat(1000).as_bytes());
@@ -1201,9 +1201,9 @@ fn unanswered_pipelining_is_bounded() {
     }
     assert_eq!(
         err,
-        Some(Error::LimitExceeded {
-            what: "unprocessed input",
-            limit: 4096
+        Some(Error::InputBudgetExceeded {
+            limit: 4096,
+            authenticated: false
         })
     );
 }
@@ -1397,4 +1397,38 @@ fn external_tls_on_the_client() {
     c.handle_input(b"250-mx\r\n250 AUTH PLAIN\r\n");
     let (ev, _) = client_events(&mut c);
     assert_eq!(ev.last(), Some(&ClientEvent::Ready { trust: Trust::Tls }));
+}
+
+#[test]
+fn a_planted_first_reply_line_fails_at_once() {
+    // Issue #12 item 7c: the first line of a multi-line reply arrives before
+    // the caller took the EHLO it would answer. It is rejected as it
+    // arrives, not when (or whether) the reply completes: the session must
+    // not sit on a planted half-reply waiting for the rest.
+    let mut c = ClientSession::new(client_config(TlsPolicy::StartTlsRequired, |_| {})).unwrap();
+    c.handle_input(b"220 mx ESMTP\r\n250-mx\r\n");
+    let (ev, err) = client_events(&mut c);
+    assert!(matches!(&ev[..], [ClientEvent::Greeting(_)]), "{ev:?}");
+    assert_eq!(
+        err,
+        Some(Error::UnexpectedReply {
+            step: Step::Capabilities,
+            detail: "reply 250 arrived before its command was sent".into()
+        })
+    );
+    assert!(c.is_closed());
+    // The first line of a reply with no command outstanding: also at once.
+    let mut c = ClientSession::new(client_config(TlsPolicy::Opportunistic, |_| {})).unwrap();
+    c.handle_input(b"220 mx ESMTP\r\n");
+    assert_eq!(out_client(&mut c), "EHLO client.test\r\n");
+    c.handle_input(b"250 mx\r\n");
+    assert_eq!(client_events(&mut c).1, None);
+    c.handle_input(b"250-planted\r\n");
+    assert_eq!(
+        client_events(&mut c).1,
+        Some(Error::UnexpectedReply {
+            step: Step::Ready,
+            detail: "reply 250 with no command outstanding".into()
+        })
+    );
 }

@@ -12,7 +12,7 @@ use crate::secret::Secret;
 use crate::tls::ClientTls;
 use crate::trust::{Received, Trust};
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::Capabilities;
@@ -125,12 +125,8 @@ session_io!(ClientSession, ClientEvent);
 impl ClientSession {
     /// Starts a session.
     pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
-        let ec = EngineConfig::client(
-            &config.tls,
-            config.policy,
-            config.injection,
-            config.limits.message.saturating_add(config.limits.line),
-        );
+        config.limits.validate()?;
+        let ec = EngineConfig::client(&config.tls, config.policy, config.injection);
         let machine = ClientMachine::new(Arc::clone(&config), false);
         Ok(ClientSession {
             engine: Engine::new(config, machine, ec),
@@ -236,6 +232,11 @@ pub(crate) struct ClientMachine {
     outstanding: Vec<Outstanding>,
     /// Parts of a command still to send, each after a continuation request.
     literal_parts: VecDeque<Bytes>,
+    /// The tag of the command those parts belong to. When that command
+    /// completes (RFC 9051 §7.5: a server may refuse a literal with a tagged
+    /// `NO` instead of `+`), its parts are dropped: a later continuation,
+    /// whatever it answers, never releases them.
+    literal_tag: Option<Bytes>,
     /// Where the part that a continuation request answers ends.
     continuation_after: u64,
     /// Tag of an `AUTHENTICATE` in progress.
@@ -257,6 +258,7 @@ impl ClientMachine {
             next_tag: 1,
             outstanding: Vec::new(),
             literal_parts: VecDeque::new(),
+            literal_tag: None,
             continuation_after: 0,
             sasl: None,
             idle: None,
@@ -551,8 +553,9 @@ impl ClientMachine {
                 if self.idle.as_ref() == Some(&o.tag) {
                     self.idle = None;
                 }
-                if self.outstanding.is_empty() {
+                if self.literal_tag.as_ref() == Some(&o.tag) {
                     self.literal_parts.clear();
+                    self.literal_tag = None;
                 }
                 io.emit(ClientEvent::Tagged {
                     tag,
@@ -627,6 +630,7 @@ impl ClientMachine {
         }
         let sent_at = io.written();
         self.continuation_after = sent_at;
+        self.literal_tag = (!parts.is_empty()).then(|| tag.clone());
         self.literal_parts = parts;
         if kind == Kind::Authenticate {
             self.sasl = Some(tag.clone());
@@ -736,6 +740,19 @@ impl Machine for ClientMachine {
         Err(Error::PeerClosed {
             step: self.step(io.trust()),
         })
+    }
+
+    fn input_budget(&self) -> InputBudget {
+        self.config.limits.input_budget(self.authenticated)
+    }
+
+    /// Tags continue across STARTTLS: RFC 9051 §2.2.1 wants a tag unique on
+    /// the connection, and a reused `A1` over TLS could be matched with a
+    /// completion an attacker planted for the cleartext `A1`. The counter is
+    /// ours (how many commands *we* sent), never anything the server said,
+    /// so carrying it forgets nothing rule (c) requires forgotten.
+    fn carry_over(&self, next: &mut Self) {
+        next.next_tag = self.next_tag;
     }
 }
 

@@ -43,6 +43,22 @@ pub struct Limits {
     pub literal: u64,
     /// A whole command or response, lines and literals together.
     pub message: usize,
+    /// Before authentication: a whole command or response. A `LOGIN` with
+    /// two 8 KiB literals, an `ID` (RFC 2971: 30 pairs of at most 1024
+    /// octets) or an `AUTHENTICATE` line fit; an unauthenticated client
+    /// chaining thousands of small literals into one command does not.
+    pub unauthenticated_message: usize,
+    /// Memory budget after authentication: all unprocessed input held at
+    /// once, the message being assembled (at most `message` plus one `line`)
+    /// plus everything pipelined behind a command the application has not
+    /// answered. One octet more fails the session with
+    /// [`Error::InputBudgetExceeded`](crate::Error::InputBudgetExceeded);
+    /// `input_room()` tells a caller how much it may read. At least
+    /// `message + line`.
+    pub buffered_input: usize,
+    /// The same budget before authentication. At least
+    /// `unauthenticated_message + line`.
+    pub unauthenticated_buffered_input: usize,
     /// Before authentication: one literal. Only a user name, password or
     /// SASL response can need one then, so a small limit stops an
     /// unauthenticated client from making a server buffer `literal` octets per
@@ -58,6 +74,9 @@ impl Default for Limits {
             line: 64 * 1024,
             literal: 32 * 1024 * 1024,
             message: 33 * 1024 * 1024,
+            unauthenticated_message: 64 * 1024,
+            buffered_input: 34 * 1024 * 1024,
+            unauthenticated_buffered_input: 192 * 1024,
             unauthenticated_literal: 8 * 1024,
             max_errors: 20,
         }
@@ -73,11 +92,50 @@ impl Limits {
         }
     }
 
-    /// The framing limits for a server that has not authenticated the client.
+    /// The framing limits before authentication.
     fn frame_unauthenticated(&self) -> FrameLimits {
         FrameLimits {
             literal: self.literal.min(self.unauthenticated_literal),
+            message: self.message.min(self.unauthenticated_message),
             ..self.frame()
         }
+    }
+
+    /// The input budget in force.
+    fn input_budget(&self, authenticated: bool) -> crate::upgrade::InputBudget {
+        crate::upgrade::InputBudget {
+            limit: if authenticated {
+                self.buffered_input
+            } else {
+                self.unauthenticated_buffered_input
+            },
+            authenticated,
+        }
+    }
+
+    /// Each budget holds a largest message and the line after it, so the
+    /// framer's own limits (`NO [TOOBIG]`, a refused literal) always speak
+    /// before the budget does.
+    fn validate(&self) -> Result<(), crate::ConfigError> {
+        let checks = [
+            (
+                "buffered_input",
+                self.buffered_input,
+                self.message.saturating_add(self.line),
+            ),
+            (
+                "unauthenticated_buffered_input",
+                self.unauthenticated_buffered_input,
+                self.message
+                    .min(self.unauthenticated_message)
+                    .saturating_add(self.line),
+            ),
+        ];
+        for (what, value, min) in checks {
+            if value < min {
+                return Err(crate::ConfigError::LimitTooSmall { what, min });
+            }
+        }
+        Ok(())
     }
 }

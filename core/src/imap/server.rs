@@ -10,7 +10,7 @@ use crate::secret::Secret;
 use crate::tls::ServerTls;
 use crate::trust::Trust;
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::{Capabilities, Capability};
@@ -75,6 +75,7 @@ impl ServerConfig {
         if (self.require_tls || self.implicit_tls) && !self.tls.is_available() {
             return Err(ConfigError::TlsRequiredWithoutTls);
         }
+        self.limits.validate()?;
         if self.limits.line < 1024 {
             return Err(ConfigError::LimitTooSmall {
                 what: "line",
@@ -140,12 +141,7 @@ impl ServerSession {
     /// handshake).
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, ConfigError> {
         config.validate()?;
-        let ec = EngineConfig::server(
-            &config.tls,
-            config.implicit_tls,
-            config.injection,
-            config.limits.message.saturating_add(config.limits.line),
-        );
+        let ec = EngineConfig::server(&config.tls, config.implicit_tls, config.injection);
         let machine = ServerMachine::new(Arc::clone(&config), false);
         Ok(ServerSession {
             engine: Engine::new(config, machine, ec),
@@ -604,6 +600,10 @@ impl Machine for ServerMachine {
 
     fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn input_budget(&self) -> InputBudget {
+        self.config.limits.input_budget(self.authenticated)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::secret::Secret;
 use crate::tls::ClientTls;
 use crate::trust::{Received, Trust};
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::{Capabilities, Capability};
@@ -126,12 +126,7 @@ session_io!(ClientSession, ClientEvent);
 impl ClientSession {
     /// Starts a session.
     pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
-        let ec = EngineConfig::client(
-            &config.tls,
-            config.policy,
-            config.injection,
-            config.limits.buffered_input,
-        );
+        let ec = EngineConfig::client(&config.tls, config.policy, config.injection);
         let machine = ClientMachine::new(Arc::clone(&config), false);
         Ok(ClientSession {
             engine: Engine::new(config, machine, ec),
@@ -212,6 +207,8 @@ pub(crate) struct ClientMachine {
     ready: bool,
     quitting: bool,
     challenged: bool,
+    /// Our `PASS`, `APOP` or `AUTH` succeeded: the larger input budget applies.
+    authenticated: bool,
     scanned: usize,
 }
 
@@ -231,6 +228,7 @@ impl ClientMachine {
             ready: false,
             quitting: false,
             challenged: false,
+            authenticated: false,
             scanned: 0,
         }
     }
@@ -397,6 +395,7 @@ impl ClientMachine {
             Expect::App { keyword, multiline } => {
                 let body = ok && multiline;
                 self.challenged = false;
+                self.authenticated |= ok && matches!(keyword, "PASS" | "APOP" | "AUTH");
                 if keyword == "QUIT" {
                     io.close();
                 }
@@ -546,6 +545,10 @@ impl Machine for ClientMachine {
         Err(Error::PeerClosed {
             step: self.step(io.trust()),
         })
+    }
+
+    fn input_budget(&self) -> InputBudget {
+        self.config.limits.input_budget(self.authenticated)
     }
 }
 

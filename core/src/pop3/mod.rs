@@ -44,10 +44,33 @@ pub struct Limits {
     pub body_line: usize,
     /// The whole `CAPA` listing.
     pub capa: usize,
-    /// Unprocessed input kept while a command waits for the application.
+    /// Memory budget after login (the TRANSACTION state; client: after its
+    /// own `PASS`, `APOP` or `AUTH` succeeded): all unprocessed input held at
+    /// once, the line being assembled plus everything pipelined behind a
+    /// command the application has not answered. One octet more fails the
+    /// session with [`Error::InputBudgetExceeded`](crate::Error::InputBudgetExceeded);
+    /// `input_room()` tells a caller how much it may read. Multi-line bodies
+    /// are handed out in pieces and do not accumulate.
     pub buffered_input: usize,
+    /// The same budget before login. 64 KiB holds a SASL line (12288) or a
+    /// `CAPA` listing.
+    pub unauthenticated_buffered_input: usize,
     /// Refused commands before the server closes.
     pub max_errors: u32,
+}
+
+impl Limits {
+    /// The input budget in force.
+    pub(crate) fn input_budget(&self, authenticated: bool) -> crate::upgrade::InputBudget {
+        crate::upgrade::InputBudget {
+            limit: if authenticated {
+                self.buffered_input
+            } else {
+                self.unauthenticated_buffered_input
+            },
+            authenticated,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -59,6 +82,7 @@ impl Default for Limits {
             body_line: 64 * 1024,
             capa: 64 * 1024,
             buffered_input: 256 * 1024,
+            unauthenticated_buffered_input: 64 * 1024,
             max_errors: 20,
         }
     }

@@ -11,7 +11,7 @@ use crate::secret::Secret;
 use crate::tls::ServerTls;
 use crate::trust::Trust;
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::{Capabilities, Capability};
@@ -138,12 +138,7 @@ impl ServerSession {
     /// fresh APOP timestamp `<pid.clock@host>` (RFC 1939 §7).
     pub fn with_greeting(config: Arc<ServerConfig>, greeting: &str) -> Result<Self, ConfigError> {
         config.validate()?;
-        let ec = EngineConfig::server(
-            &config.tls,
-            config.implicit_tls,
-            config.injection,
-            config.limits.buffered_input,
-        );
+        let ec = EngineConfig::server(&config.tls, config.implicit_tls, config.injection);
         let mut machine = ServerMachine::new(Arc::clone(&config), false);
         machine.greeting = Some(Bytes::copy_from_slice(greeting.as_bytes()));
         Ok(ServerSession {
@@ -441,6 +436,10 @@ impl Machine for ServerMachine {
 
     fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn input_budget(&self) -> InputBudget {
+        self.config.limits.input_budget(self.transaction)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::secret::Secret;
 use crate::tls::ClientTls;
 use crate::trust::{Received, Trust};
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::Capabilities;
@@ -133,12 +133,7 @@ impl ClientSession {
     /// in [`poll_transmit`](Self::poll_transmit) at once.
     pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
         helo_host(&config.helo_name).ok_or(ConfigError::InvalidHostname)?;
-        let ec = EngineConfig::client(
-            &config.tls,
-            config.policy,
-            config.injection,
-            config.limits.buffered_input,
-        );
+        let ec = EngineConfig::client(&config.tls, config.policy, config.injection);
         let machine = ClientMachine::new(Arc::clone(&config), false);
         Ok(ClientSession {
             engine: Engine::new(config, machine, ec),
@@ -284,6 +279,8 @@ pub(crate) struct ClientMachine {
     data_sent: bool,
     accepted_rcpts: u32,
     challenged: bool,
+    /// Our `AUTH` succeeded: the larger input budget applies.
+    authenticated: bool,
 }
 
 impl ClientMachine {
@@ -308,6 +305,7 @@ impl ClientMachine {
             data_sent: false,
             accepted_rcpts: 0,
             challenged: false,
+            authenticated: false,
         }
     }
 
@@ -380,6 +378,7 @@ impl ClientMachine {
             })?;
             let code = parsed.code.get();
             let last = parsed.last;
+            self.check_line_order(code, io)?;
             match self.rcode {
                 Some(c) if c != code => {
                     return Err(Error::Malformed {
@@ -410,6 +409,25 @@ impl ClientMachine {
                 });
             }
         }
+    }
+
+    /// Every line of a reply, the first of a multi-line one included, must
+    /// answer a command the caller has already taken for sending: no honest
+    /// server answers what it has not received. Checked per line, so a
+    /// planted first line fails the session when it arrives, not when (or
+    /// whether) its reply completes.
+    fn check_line_order(&self, code: u16, io: &Io<'_, ClientEvent>) -> Result<(), Error> {
+        let detail = match self.expect.front() {
+            None => format!("reply {code} with no command outstanding"),
+            Some((_, sent_at)) if io.sent() < *sent_at => {
+                format!("reply {code} arrived before its command was sent")
+            }
+            Some(_) => return Ok(()),
+        };
+        Err(Error::UnexpectedReply {
+            step: self.step(io.trust()),
+            detail,
+        })
     }
 
     fn on_reply(
@@ -540,7 +558,10 @@ impl ClientMachine {
                     "DATA" if code == 354 => self.data = Some(DotStuffer::default()),
                     "DATA" => self.data_sent = false,
                     "RCPT" if class == 2 => self.accepted_rcpts += 1,
-                    "AUTH" => self.challenged = code == 334,
+                    "AUTH" => {
+                        self.challenged = code == 334;
+                        self.authenticated |= class == 2;
+                    }
                     "QUIT" => io.close(),
                     _ => {}
                 }
@@ -721,6 +742,10 @@ impl Machine for ClientMachine {
         Err(Error::PeerClosed {
             step: self.step(io.trust()),
         })
+    }
+
+    fn input_budget(&self) -> InputBudget {
+        self.config.limits.input_budget(self.authenticated)
     }
 }
 

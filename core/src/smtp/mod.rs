@@ -48,10 +48,33 @@ pub struct Limits {
     pub auth_line: usize,
     /// Lines in one multi-line reply.
     pub reply_lines: usize,
-    /// Unprocessed input kept while a command waits for the application.
+    /// Memory budget after authentication (client: after its own `AUTH`
+    /// succeeded): all unprocessed input held at once, the line or reply
+    /// being assembled plus everything pipelined behind a command the
+    /// application has not answered. One octet more fails the session with
+    /// [`Error::InputBudgetExceeded`](crate::Error::InputBudgetExceeded);
+    /// `input_room()` tells a caller how much it may read.
     pub buffered_input: usize,
+    /// The same budget before authentication, which is all an MX ever sees.
+    /// 64 KiB holds a pipelined `MAIL`, 100 `RCPT` (RFC 5321 §4.5.3.1.8) and
+    /// `DATA` at 512 octets each, a SASL line or a 16 KiB `BDAT` piece.
+    pub unauthenticated_buffered_input: usize,
     /// Refused commands before the server closes with `421`.
     pub max_errors: u32,
+}
+
+impl Limits {
+    /// The input budget in force.
+    pub(crate) fn input_budget(&self, authenticated: bool) -> crate::upgrade::InputBudget {
+        crate::upgrade::InputBudget {
+            limit: if authenticated {
+                self.buffered_input
+            } else {
+                self.unauthenticated_buffered_input
+            },
+            authenticated,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -63,6 +86,7 @@ impl Default for Limits {
             auth_line: 12288,
             reply_lines: 256,
             buffered_input: 256 * 1024,
+            unauthenticated_buffered_input: 64 * 1024,
             max_errors: 20,
         }
     }

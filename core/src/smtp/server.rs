@@ -10,7 +10,7 @@ use crate::secret::Secret;
 use crate::tls::ServerTls;
 use crate::trust::Trust;
 use crate::upgrade::{
-    session_io, Engine, EngineConfig, InjectionPolicy, Io, Machine, UpgradeEvent,
+    session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
 };
 
 use super::capability::{Capabilities, Capability};
@@ -243,12 +243,7 @@ impl ServerSession {
     /// handshake).
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, ConfigError> {
         config.validate()?;
-        let ec = EngineConfig::server(
-            &config.tls,
-            config.implicit_tls,
-            config.injection,
-            config.limits.buffered_input,
-        );
+        let ec = EngineConfig::server(&config.tls, config.implicit_tls, config.injection);
         let machine = ServerMachine::new(Arc::clone(&config), false);
         Ok(ServerSession {
             engine: Engine::new(config, machine, ec),
@@ -822,6 +817,10 @@ impl Machine for ServerMachine {
 
     fn on_eof(&mut self, _io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn input_budget(&self) -> InputBudget {
+        self.config.limits.input_budget(self.authenticated)
     }
 }
 
