@@ -718,6 +718,8 @@ mod imap_apps {
         let mut l = Limits::default();
         l.literal = l.literal.max(len as u64 + 1024);
         l.message = l.message.max(len + 2048);
+        // The input budget must hold a whole message plus a line.
+        l.buffered_input = l.buffered_input.max(l.message + l.line + 1);
         l
     }
 
