@@ -19,6 +19,7 @@ use super::frame::{Frame, FrameError, MessageFramer};
 use super::response::{Code, Response, Status, StatusResponse};
 use super::syntax::LiteralMode;
 use super::Limits;
+use crate::appvalue;
 
 /// Server configuration, shared by every session of a listener.
 #[derive(Clone, Debug)]
@@ -154,6 +155,12 @@ impl ServerSession {
 
     /// Finishes the pending command with a tagged `OK`, `NO` or `BAD`.
     /// An `OK` to `LOGIN` or `AUTHENTICATE` authenticates the session.
+    ///
+    /// `text` is free text: CR, LF and NUL in it become SP, so it cannot end
+    /// the response early. The response as a whole must pass
+    /// [`Response::check`] (a bad [`Code`], or with no code a text starting
+    /// with a valid `[code]` or ending like a literal header `{5}`), or it is
+    /// refused with [`UsageError::InvalidValue`] and nothing is written.
     pub fn complete(
         &mut self,
         status: Status,
@@ -175,6 +182,10 @@ impl ServerSession {
 
     /// Sends an untagged response (`* ...`) for the pending command, or
     /// unsolicited data after login (`* 3 EXISTS`, `* OK [ALERT] ...`).
+    ///
+    /// The response must pass [`Response::check`] (it is written as given,
+    /// not cleaned); otherwise it is refused with
+    /// [`UsageError::InvalidValue`] and nothing is written.
     pub fn send_untagged(&mut self, response: &Response) -> Result<(), UsageError> {
         if matches!(
             response,
@@ -184,17 +195,17 @@ impl ServerSession {
                 "send_untagged takes untagged responses; use complete or continue_request",
             ));
         }
-        self.engine.call(|_, io| {
-            let mut v = Vec::new();
-            response.write_to(&mut v);
-            io.send(&v);
-            Ok(())
-        })
+        self.engine.call(|m, io| m.send_checked(io, response))
     }
 
     /// Sends a continuation request (`+ text`) for a pending `AUTHENTICATE`
     /// (the next line is the client's response) or `IDLE` (the client then
     /// idles until `DONE`).
+    ///
+    /// `text` is free text: CR, LF and NUL in it become SP. A text the
+    /// client would read differently (one starting with a valid `[code]`, or
+    /// ending like a literal header) is refused with
+    /// [`UsageError::InvalidValue`].
     pub fn continue_request(&mut self, text: &[u8]) -> Result<(), UsageError> {
         self.engine.call(|m, io| m.continue_request(text, io))
     }
@@ -304,6 +315,17 @@ impl ServerMachine {
         let mut v = Vec::with_capacity(64);
         r.write_to(&mut v);
         io.send(&v);
+    }
+
+    /// Writes a response built from application values, if it passes
+    /// [`Response::check`]; nothing otherwise.
+    fn send_checked(&self, io: &mut Io<'_, ServerEvent>, r: &Response) -> Result<(), UsageError> {
+        let mut v = Vec::with_capacity(64);
+        r.write_to(&mut v);
+        let wire = Bytes::from(v);
+        r.check_written(wire.clone())?;
+        io.send(&wire);
+        Ok(())
     }
 
     fn tagged(tag: &[u8], status: Status, code: Option<Code>, text: &str) -> Response {
@@ -520,7 +542,12 @@ impl ServerMachine {
             return Err(UsageError::WrongState("a tagged response is OK, NO or BAD"));
         }
         let ok = status == Status::Ok;
-        self.send(io, &Self::tagged(&tag, status, code, text));
+        let text = appvalue::clean_text(text.as_bytes());
+        let response = Response::Tagged {
+            tag,
+            status: StatusResponse { status, code, text },
+        };
+        self.send_checked(io, &response)?;
         if ok && matches!(kind, Kind::Login | Kind::Authenticate) {
             self.authenticated = true;
         }
@@ -552,9 +579,9 @@ impl ServerMachine {
         };
         let r = Response::Continuation {
             code: None,
-            text: Bytes::copy_from_slice(text),
+            text: appvalue::clean_text(text),
         };
-        self.send(io, &r);
+        self.send_checked(io, &r)?;
         self.state = next;
         Ok(())
     }

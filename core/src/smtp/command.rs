@@ -22,13 +22,14 @@ use nom::combinator::{opt, recognize};
 use nom::multi::{many0_count, many1_count};
 use nom::sequence::{delimited, pair, preceded, terminated};
 
+use crate::appvalue;
 use crate::smtp::syntax::{
     digits_value, domain, esmtp_keyword, esmtp_value, fail, general_literal, ipv4_literal,
     ipv6_literal, is_atext, is_base64, local_part, utf8_non_ascii, whole, xtext1, PResult,
     SyntaxError,
 };
 use crate::words::{self, Entry};
-use crate::Secret;
+use crate::{Secret, UsageError};
 
 // ---------------------------------------------------------------------------
 // Hosts, mailboxes and paths.
@@ -1016,6 +1017,32 @@ impl Command {
         let mut out = Vec::with_capacity(64);
         self.write_to(&mut out);
         Bytes::from(out)
+    }
+
+    /// Checks that the command can be sent: its line holds no CR, LF or NUL
+    /// and parses back ([`Command::parse`]) to exactly this command. Every
+    /// public field is covered this way: the host (no `IPv6` general tag),
+    /// the local part and source route, the ESMTP parameters (valid, each
+    /// keyword once), the `VRFY`/`EXPN`/`HELP`/`NOOP` text, the `AUTH`
+    /// mechanism and base64 initial response.
+    ///
+    /// [`ClientSession::send`](super::ClientSession::send) calls it and
+    /// writes nothing on error, so application data (`VRFY` of
+    /// `"bob\r\nMAIL FROM:<x@y>"`) can never add a command.
+    ///
+    /// The error is [`UsageError::InvalidValue`] with the verb as the field
+    /// and the grammar rule that failed as the reason.
+    pub fn check(&self) -> Result<(), UsageError> {
+        let wire = self.to_bytes();
+        let verb = self.verb();
+        let line = appvalue::one_line(verb, &wire)?;
+        let reason = match Command::parse(&wire.slice_ref(line)) {
+            Ok(back) if back == *self => return Ok(()),
+            Ok(_) => "would be read back as a different command",
+            Err(SyntaxError::InvalidArguments { reason, .. }) => reason,
+            Err(_) => "does not follow the command grammar",
+        };
+        Err(appvalue::invalid(verb, reason))
     }
 }
 
