@@ -219,7 +219,10 @@ impl Args {
 
     /// Serializes `args`, separated by single spaces. Values are written as
     /// they are: an [`Arg::Atom`] must be a valid token and an
-    /// [`Arg::Quoted`] validly escaped, or the result will not parse.
+    /// [`Arg::Quoted`] validly escaped, or the result will not parse. A
+    /// result that does not parse is refused when the command or response is
+    /// sent ([`Command::check`]); [`Args::try_from_args`] also refuses an
+    /// argument that would read back as several (`Atom("a b")`).
     pub fn from_args(args: &[Arg]) -> Args {
         let mut out = Vec::new();
         for (i, arg) in args.iter().enumerate() {
@@ -229,6 +232,35 @@ impl Args {
             arg.write_to(&mut out);
         }
         Args(Bytes::from(out))
+    }
+
+    /// Like [`Args::from_args`], but checks each argument first: it must be
+    /// written as exactly one argument that reads back as the same [`Arg`]
+    /// (an [`Arg::Atom`] holds no SP, CR, LF, `(`, `)`, `{` or DQUOTE and is
+    /// not `NIL`; an [`Arg::Quoted`] is validly escaped; a list is valid).
+    /// Use it for values that come from outside the program. The error is
+    /// [`UsageError::InvalidValue`].
+    pub fn try_from_args(args: &[Arg]) -> Result<Args, UsageError> {
+        const FIELD: &str = "IMAP argument";
+        for arg in args {
+            let mut one = Vec::new();
+            arg.write_to(&mut one);
+            let one = Bytes::from(one);
+            let reason = match Args::parse(&one) {
+                Ok(parsed) => {
+                    let mut it = parsed.iter();
+                    match (it.next(), it.next()) {
+                        (Some(back), None) if back == *arg => continue,
+                        _ => "would be read back as other arguments",
+                    }
+                }
+                Err(SyntaxError::InvalidArguments { reason, .. })
+                | Err(SyntaxError::Literal { reason }) => reason,
+                Err(_) => "does not follow the argument grammar",
+            };
+            return Err(appvalue::invalid(FIELD, reason));
+        }
+        Ok(Args::from_args(args))
     }
 
     /// True when there are no arguments.

@@ -399,7 +399,10 @@ impl Parameters {
 
     /// Serializes `params`, separated by single spaces. The values are
     /// written as they are: give valid ones, each keyword once, or
-    /// [`Parameters::iter`] will skip what does not parse.
+    /// [`Parameters::iter`] will skip what does not parse. A list that is
+    /// not valid as a whole is refused when the command is sent
+    /// ([`Command::check`]); [`Parameters::try_from_params`] also refuses a
+    /// value that would read back as other parameters (`ENVID=a b`).
     pub fn from_params(params: &[Parameter]) -> Parameters {
         let mut out = Vec::new();
         for (i, p) in params.iter().enumerate() {
@@ -409,6 +412,39 @@ impl Parameters {
             p.write_to(&mut out);
         }
         Parameters(Bytes::from(out))
+    }
+
+    /// Like [`Parameters::from_params`], but checks each parameter first:
+    /// it must be written as exactly one `esmtp-param` that reads back as
+    /// the same [`Parameter`] (so a value cannot hold SP, CR, LF or `=`
+    /// where the grammar forbids it, nor add a parameter), and each keyword
+    /// may appear once. Use it for values that come from outside the
+    /// program. The error is [`UsageError::InvalidValue`].
+    pub fn try_from_params(params: &[Parameter]) -> Result<Parameters, UsageError> {
+        const FIELD: &str = "ESMTP parameter";
+        let mut one = Vec::new();
+        for p in params {
+            one.clear();
+            p.write_to(&mut one);
+            if one.contains(&b' ') {
+                return Err(appvalue::invalid(FIELD, "contains SP"));
+            }
+            let (keyword, value) =
+                split_param(&one).map_err(|reason| appvalue::invalid(FIELD, reason))?;
+            let back = typed_param(keyword, value, Bytes::copy_from_slice)
+                .map_err(|reason| appvalue::invalid(FIELD, reason))?;
+            if back != *p {
+                return Err(appvalue::invalid(
+                    FIELD,
+                    "would be read back as a different parameter (use the typed kind)",
+                ));
+            }
+        }
+        let all = Parameters::from_params(params);
+        if !all.is_empty() {
+            Parameters::validate(&all.0).map_err(|reason| appvalue::invalid(FIELD, reason))?;
+        }
+        Ok(all)
     }
 
     /// True when there are no parameters.
