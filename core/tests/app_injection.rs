@@ -40,13 +40,13 @@ mod smtp {
         ForwardPath, Host, Mailbox, Parameter, Parameters, Path, ReversePath,
     };
     use starttls::smtp::{
-        ClientConfig, ClientEvent, ClientSession, Command, ServerConfig, ServerEvent,
-        ServerSession,
+        ClientConfig, ClientEvent, ClientSession, Command, ServerConfig, ServerEvent, ServerSession,
     };
 
     /// A cleartext client past EHLO (no STARTTLS offered, opportunistic).
     fn ready_client() -> ClientSession {
-        let mut cfg = ClientConfig::new("client.test", TlsPolicy::Opportunistic, ClientTls::External);
+        let mut cfg =
+            ClientConfig::new("client.test", TlsPolicy::Opportunistic, ClientTls::External);
         cfg.insecure_auth_in_cleartext = true;
         let mut c = ClientSession::new(Arc::new(cfg)).unwrap();
         c.handle_input(b"220 mx.test ESMTP\r\n");
@@ -92,7 +92,9 @@ mod smtp {
     #[test]
     fn client_refuses_every_field_that_does_not_parse_back() {
         let bad: Vec<Command> = vec![
-            Command::Expn { arg: b("list\r\nQUIT") },
+            Command::Expn {
+                arg: b("list\r\nQUIT"),
+            },
             Command::Help {
                 topic: Some(b("x\nQUIT")),
             },
@@ -201,7 +203,8 @@ mod smtp {
         let r = c.send_auth_response(Secret::new(b("AGFsaWNl\r\nMAIL FROM:<x@y>")));
         assert!(is_invalid(&r), "{r:?}");
         assert_eq!(drain(|| c.poll_transmit()), "");
-        c.send_auth_response(Secret::new(b("AGFsaWNlAHB3"))).unwrap();
+        c.send_auth_response(Secret::new(b("AGFsaWNlAHB3")))
+            .unwrap();
         assert_eq!(drain(|| c.poll_transmit()), "AGFsaWNlAHB3\r\n");
     }
 
@@ -219,7 +222,8 @@ mod smtp {
         drain(|| s.poll_transmit());
         s.handle_input(b"VRFY bob\r\n");
         while s.poll_event().unwrap().is_some() {}
-        s.reject(550, None, "no\r\n250 forged\n250 forged\0").unwrap();
+        s.reject(550, None, "no\r\n250 forged\n250 forged\0")
+            .unwrap();
         assert_eq!(
             drain(|| s.poll_transmit()),
             "550 no  250 forged 250 forged \r\n"
