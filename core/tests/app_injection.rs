@@ -336,7 +336,7 @@ mod imap {
             Arg::Quoted(b("a\"b")),
             Arg::Atom(b("")),
         ] {
-            let r = Args::try_from_args(&[bad.clone()]);
+            let r = Args::try_from_args(std::slice::from_ref(&bad));
             assert!(is_invalid(&r), "{bad:?}: {r:?}");
         }
         let good = [Arg::Atom(b("1:*")), Arg::Quoted(b("a\\\"b")), Arg::Nil];
