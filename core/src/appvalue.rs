@@ -6,6 +6,8 @@
 //!   continuation request given as `&str`/`&[u8]` to a convenience call
 //!   (`reject`, `complete`, `continue_request`, SMTP `Reply::new`) — is
 //!   *cleaned*: CR, LF and NUL become SP, so it can never end its line.
+//!   Without a typed code it may start with one (`[IN-USE] busy`), written
+//!   as given.
 //! - **Everything else** — commands, typed responses and status lines, tags,
 //!   codes, names, arguments, domains, paths, ESMTP parameters, SASL lines —
 //!   is *checked*: the session writes the element, reads it back with the

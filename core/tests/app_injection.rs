@@ -397,8 +397,14 @@ mod imap {
         let mut s = busy_server("a1 ID NIL\r\n");
         // A trailing literal header would swallow the next response.
         assert!(is_invalid(&s.complete(Status::Ok, None, "done {40}")));
-        // A text that starts like a code forges one.
-        assert!(is_invalid(&s.complete(Status::Ok, None, "[ALERT] forged")));
+        // A typed response whose text starts like a code is not what it
+        // says it is.
+        let typed = Response::Status(StatusResponse {
+            status: Status::Ok,
+            code: None,
+            text: b("[ALERT] not a code"),
+        });
+        assert!(is_invalid(&s.send_untagged(&typed)));
         let bad_code = Code::Other {
             name: b("X] forged [Y"),
             args: None,
@@ -422,13 +428,9 @@ mod imap {
         };
         assert!(is_invalid(&s.send_untagged(&data)));
         assert_eq!(drain(|| s.poll_transmit()), "");
-        // Still pending and usable.
-        s.complete(Status::Ok, Some(Code::Alert), "[ALERT] is text here")
-            .unwrap();
-        assert_eq!(
-            drain(|| s.poll_transmit()),
-            "a1 OK [ALERT] [ALERT] is text here\r\n"
-        );
+        // Still pending and usable; free text may carry a code, as written.
+        s.complete(Status::Ok, None, "[READ-WRITE] done").unwrap();
+        assert_eq!(drain(|| s.poll_transmit()), "a1 OK [READ-WRITE] done\r\n");
     }
 
     #[test]
@@ -583,10 +585,12 @@ mod pop3 {
         let mut bad_code = StatusLine::new(Status::Err, b("t"));
         bad_code.code = Some(Code::Other(b("X] [AUTH")));
         assert!(is_invalid(&s.reply(bad_code)));
-        assert!(is_invalid(&s.reject(None, "[AUTH] forged code")));
+        let typed = StatusLine::new(Status::Err, b("[AUTH] typed text, no code"));
+        assert!(is_invalid(&s.reply(typed)));
         assert_eq!(drain(|| s.poll_transmit()), "");
-        s.accept().unwrap();
-        assert_eq!(drain(|| s.poll_transmit()), "+OK\r\n");
+        // Free text may carry a code, written as given (RFC 2449 §8).
+        s.reject(None, "[IN-USE] busy").unwrap();
+        assert_eq!(drain(|| s.poll_transmit()), "-ERR [IN-USE] busy\r\n");
     }
 
     #[test]

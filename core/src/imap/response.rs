@@ -425,11 +425,19 @@ impl Response {
     /// gives and writes nothing on error. The error is
     /// [`UsageError::InvalidValue`].
     pub fn check(&self) -> Result<(), UsageError> {
-        self.check_written(self.to_bytes())
+        self.check_written(self.to_bytes(), false)
     }
 
     /// [`Response::check`] on `wire`, the output of [`Response::write_to`].
-    pub(crate) fn check_written(&self, wire: Bytes) -> Result<(), UsageError> {
+    /// With `text_may_hold_code` (free text given to `complete` or
+    /// `continue_request`), a text that starts with a valid `[code]` is
+    /// accepted as written: the peer reads the code, as RFC 9051
+    /// `resp-text` says, and the message is still exactly one.
+    pub(crate) fn check_written(
+        &self,
+        wire: Bytes,
+        text_may_hold_code: bool,
+    ) -> Result<(), UsageError> {
         const FIELD: &str = "IMAP response";
         if !frames_as_one(&wire) {
             return Err(appvalue::invalid(
@@ -440,6 +448,7 @@ impl Response {
         let message = wire.slice(..wire.len().saturating_sub(2));
         let reason = match Response::parse(&message) {
             Ok(back) if back == *self => return Ok(()),
+            Ok(back) if text_may_hold_code && back.to_bytes() == wire => return Ok(()),
             Ok(_) => "would be read back as a different response (a text starting with a [code]?)",
             Err(SyntaxError::InvalidResponse { reason } | SyntaxError::Literal { reason }) => {
                 reason

@@ -157,10 +157,12 @@ impl ServerSession {
     /// An `OK` to `LOGIN` or `AUTHENTICATE` authenticates the session.
     ///
     /// `text` is free text: CR, LF and NUL in it become SP, so it cannot end
-    /// the response early. The response as a whole must pass
-    /// [`Response::check`] (a bad [`Code`], or with no code a text starting
-    /// with a valid `[code]` or ending like a literal header `{5}`), or it is
-    /// refused with [`UsageError::InvalidValue`] and nothing is written.
+    /// the response early. With no `code`, a text that starts with a valid
+    /// `[code]` is written as given, and the client reads that code (RFC
+    /// 9051 `resp-text`). The response must otherwise pass
+    /// [`Response::check`] (a bad [`Code`], a text ending like a literal
+    /// header `{5}`), or it is refused with [`UsageError::InvalidValue`] and
+    /// nothing is written.
     pub fn complete(
         &mut self,
         status: Status,
@@ -195,17 +197,17 @@ impl ServerSession {
                 "send_untagged takes untagged responses; use complete or continue_request",
             ));
         }
-        self.engine.call(|m, io| m.send_checked(io, response))
+        self.engine
+            .call(|m, io| m.send_checked(io, response, false))
     }
 
     /// Sends a continuation request (`+ text`) for a pending `AUTHENTICATE`
     /// (the next line is the client's response) or `IDLE` (the client then
     /// idles until `DONE`).
     ///
-    /// `text` is free text: CR, LF and NUL in it become SP. A text the
-    /// client would read differently (one starting with a valid `[code]`, or
-    /// ending like a literal header) is refused with
-    /// [`UsageError::InvalidValue`].
+    /// `text` is free text: CR, LF and NUL in it become SP; a leading
+    /// `[code]` is written as given. A text ending like a literal header
+    /// (`{5}`) is refused with [`UsageError::InvalidValue`].
     pub fn continue_request(&mut self, text: &[u8]) -> Result<(), UsageError> {
         self.engine.call(|m, io| m.continue_request(text, io))
     }
@@ -319,11 +321,18 @@ impl ServerMachine {
 
     /// Writes a response built from application values, if it passes
     /// [`Response::check`]; nothing otherwise.
-    fn send_checked(&self, io: &mut Io<'_, ServerEvent>, r: &Response) -> Result<(), UsageError> {
+    /// With `free_text`, the text may start with a `[code]` (see
+    /// [`Response::check_written`]).
+    fn send_checked(
+        &self,
+        io: &mut Io<'_, ServerEvent>,
+        r: &Response,
+        free_text: bool,
+    ) -> Result<(), UsageError> {
         let mut v = Vec::with_capacity(64);
         r.write_to(&mut v);
         let wire = Bytes::from(v);
-        r.check_written(wire.clone())?;
+        r.check_written(wire.clone(), free_text)?;
         io.send(&wire);
         Ok(())
     }
@@ -543,11 +552,12 @@ impl ServerMachine {
         }
         let ok = status == Status::Ok;
         let text = appvalue::clean_text(text.as_bytes());
+        let code_is_none = code.is_none();
         let response = Response::Tagged {
             tag,
             status: StatusResponse { status, code, text },
         };
-        self.send_checked(io, &response)?;
+        self.send_checked(io, &response, code_is_none)?;
         if ok && matches!(kind, Kind::Login | Kind::Authenticate) {
             self.authenticated = true;
         }
@@ -581,7 +591,7 @@ impl ServerMachine {
             code: None,
             text: appvalue::clean_text(text),
         };
-        self.send_checked(io, &r)?;
+        self.send_checked(io, &r, true)?;
         self.state = next;
         Ok(())
     }

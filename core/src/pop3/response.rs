@@ -248,11 +248,19 @@ impl StatusLine {
     /// [`ServerSession::reply`](super::ServerSession::reply) calls it and
     /// writes nothing on error. The error is [`UsageError::InvalidValue`].
     pub fn check(&self) -> Result<(), UsageError> {
+        self.check_as(false)
+    }
+
+    /// [`StatusLine::check`]; with `text_may_hold_code` (free text given to
+    /// `reject` or `reply_multiline`), a text that starts with a valid
+    /// `[code]` is accepted as written (the client reads the code).
+    pub(crate) fn check_as(&self, text_may_hold_code: bool) -> Result<(), UsageError> {
         const FIELD: &str = "POP3 status line";
         let wire = self.to_bytes();
         let line = appvalue::one_line(FIELD, &wire)?;
         let reason = match StatusLine::parse(&wire.slice_ref(line)) {
             Ok(back) if back == *self => return Ok(()),
+            Ok(back) if text_may_hold_code && back.to_bytes() == wire => return Ok(()),
             Ok(_) => "would be read back as a different line (a text starting with a [code]?)",
             Err(SyntaxError::InvalidResponse { reason }) => reason,
             Err(_) => "does not follow the status line grammar",

@@ -160,7 +160,7 @@ impl ServerSession {
     /// otherwise it is refused with [`UsageError::InvalidValue`] and nothing
     /// is written.
     pub fn reply(&mut self, status: StatusLine) -> Result<(), UsageError> {
-        self.engine.call(|m, io| m.reply(status, None, io))
+        self.engine.call(|m, io| m.reply(status, None, false, io))
     }
 
     /// `+OK`.
@@ -171,13 +171,14 @@ impl ServerSession {
     /// `-ERR [code] text`.
     ///
     /// `text` is free text: CR, LF and NUL in it become SP, so it cannot end
-    /// the line. The line must then pass [`StatusLine::check`] (with no
-    /// code, a text starting with a valid `[code]` is refused with
-    /// [`UsageError::InvalidValue`]).
+    /// the line. With no `code`, a text that starts with a valid `[code]`
+    /// is written as given and the client reads that code (RFC 2449 §8);
+    /// a bad [`Code::Other`] is refused with [`UsageError::InvalidValue`].
     pub fn reject(&mut self, code: Option<Code>, text: &str) -> Result<(), UsageError> {
         let mut s = StatusLine::new(Status::Err, appvalue::clean_text(text.as_bytes()));
+        let free_text = code.is_none();
         s.code = code;
-        self.reply(s)
+        self.engine.call(|m, io| m.reply(s, None, free_text, io))
     }
 
     /// Answers the pending command with `+OK text`, then `body` dot-stuffed,
@@ -188,7 +189,8 @@ impl ServerSession {
     /// it always ends exactly at the terminating `.`.
     pub fn reply_multiline(&mut self, text: &str, body: &[u8]) -> Result<(), UsageError> {
         let status = StatusLine::new(Status::Ok, appvalue::clean_text(text.as_bytes()));
-        self.engine.call(|m, io| m.reply(status, Some(body), io))
+        self.engine
+            .call(|m, io| m.reply(status, Some(body), true, io))
     }
 
     /// Sends a SASL challenge (`+ base64`) for a pending `AUTH`; the next
@@ -410,6 +412,7 @@ impl ServerMachine {
         &mut self,
         status: StatusLine,
         body: Option<&[u8]>,
+        free_text: bool,
         io: &mut Io<'_, ServerEvent>,
     ) -> Result<(), UsageError> {
         let cmd = self.pending.as_ref().ok_or(UsageError::NoCommandPending)?;
@@ -425,7 +428,7 @@ impl ServerMachine {
         if !ok && body.is_some() {
             return Err(UsageError::WrongState("a negative answer is a single line"));
         }
-        status.check()?;
+        status.check_as(free_text)?;
         self.send_status(io, &status);
         if let Some(body) = body {
             let mut stuffer = DotStuffer::default();

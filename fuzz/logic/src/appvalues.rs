@@ -436,6 +436,7 @@ fn imap_server(u: &mut Unstructured<'_>) -> R<()> {
         assert!(wire.is_empty(), "refused but wrote {wire:?}");
     } else {
         let back = imap::Response::parse(&imap_one_message(&wire)).expect("parses");
+        let no_code = code.is_none();
         let want = imap::Response::Tagged {
             tag: Bytes::from_static(b"a1"),
             status: imap::StatusResponse {
@@ -444,7 +445,11 @@ fn imap_server(u: &mut Unstructured<'_>) -> R<()> {
                 text: Bytes::from(cleaned(text.as_bytes())),
             },
         };
-        assert_eq!(back, want);
+        // Free text without a code may start with one, written as given.
+        if back != want {
+            assert!(no_code, "{back:?} != {want:?}");
+            assert_eq!(back.to_bytes(), want.to_bytes());
+        }
     }
     // Untagged data built from arbitrary values.
     let data = imap::Response::Data {
@@ -565,10 +570,15 @@ fn pop3_server(u: &mut Unstructured<'_>) -> R<()> {
     if accepted(&r, &text) {
         let back =
             pop3::StatusLine::parse(&Bytes::copy_from_slice(one_line(&wire))).expect("parses");
+        let no_code = code.is_none();
         let mut want =
             pop3::StatusLine::new(pop3::Status::Err, Bytes::from(cleaned(text.as_bytes())));
         want.code = code;
-        assert_eq!(back, want);
+        // Free text without a code may start with one, written as given.
+        if back != want {
+            assert!(no_code, "{back:?} != {want:?}");
+            assert_eq!(back.to_bytes(), want.to_bytes());
+        }
     } else {
         assert!(wire.is_empty(), "refused but wrote {wire:?}");
     }
