@@ -325,6 +325,20 @@ pub enum UsageError {
     /// `REQUIRETLS`) cannot be sent on this session; the refusal names the
     /// rule and the status code for the non-delivery report.
     RequireTls(RequireTlsRefusal),
+    /// A value the application gave for writing cannot be sent as exactly
+    /// one protocol element: a CR, LF or NUL inside a token, a domain, path,
+    /// ESMTP parameter, argument, tag, code or SASL line that does not follow
+    /// its grammar, or a typed value that would be read back as another one
+    /// (an IMAP `Other` command named `LOGIN`). Nothing was written; the
+    /// session is unchanged. A bug in the application, or application data
+    /// (a user name, a mailbox, a message) carrying an injection attempt.
+    InvalidValue {
+        /// Which value: the command or response it belongs to and the
+        /// field, e.g. `"VRFY"`, `"IMAP command"`, `"SASL response"`.
+        field: &'static str,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for UsageError {
@@ -355,6 +369,9 @@ impl fmt::Display for UsageError {
                  (or before every transmit byte up to that point was taken)",
             ),
             UsageError::RequireTls(r) => write!(f, "refusing to send MAIL: {r}"),
+            UsageError::InvalidValue { field, reason } => {
+                write!(f, "refusing to write an invalid {field}: {reason}")
+            }
         }
     }
 }

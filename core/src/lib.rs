@@ -115,6 +115,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+mod appvalue;
 mod dot;
 mod error;
 pub mod framing;

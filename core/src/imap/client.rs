@@ -21,6 +21,7 @@ use super::frame::{Frame, FrameError, MessageFramer};
 use super::response::{Code, Response, Status, StatusResponse};
 use super::syntax::{trailing_literal, LiteralMode};
 use super::Limits;
+use crate::appvalue;
 
 /// Client configuration.
 #[derive(Clone, Debug)]
@@ -139,18 +140,24 @@ impl ClientSession {
     ///
     /// Refused: `STARTTLS` (the session upgrades by itself); `LOGIN` and
     /// `AUTHENTICATE` in cleartext, or `LOGIN` when the server said
-    /// `LOGINDISABLED`; anything while a literal or `IDLE` is in progress.
+    /// `LOGINDISABLED`; anything while a literal or `IDLE` is in progress;
+    /// a command that would not be read back as exactly this command
+    /// ([`Command::check`]: a CR or LF in an atom or quoted string, an
+    /// `Other` command named like a typed one), with
+    /// [`UsageError::InvalidValue`] and nothing written.
     pub fn send(&mut self, body: CommandBody) -> Result<Bytes, UsageError> {
         self.engine.call(|m, io| m.send(body, io))
     }
 
     /// Answers an `AUTHENTICATE` continuation with a base64 line (`*`
-    /// cancels).
+    /// cancels). Anything else is refused with [`UsageError::InvalidValue`],
+    /// writing nothing.
     pub fn send_auth_response(&mut self, response: Secret<Bytes>) -> Result<(), UsageError> {
         self.engine.call(|m, io| {
             let Some(tag) = m.sasl.clone() else {
                 return Err(UsageError::WrongState("no AUTHENTICATE is in progress"));
             };
+            appvalue::check_sasl_response(response.expose())?;
             io.send(response.expose());
             io.send(b"\r\n");
             // The next challenge, and the completion, answer this line.
@@ -619,12 +626,14 @@ impl ClientMachine {
         };
         let tag = self.tag();
         let mut v = Vec::with_capacity(64);
-        Command {
+        let cmd = Command {
             tag: tag.clone(),
             body,
-        }
-        .write_to(&mut v);
-        let mut parts = split_at_sync_literals(Bytes::from(v));
+        };
+        cmd.write_to(&mut v);
+        let wire = Bytes::from(v);
+        cmd.check_written(wire.clone())?;
+        let mut parts = split_at_sync_literals(wire);
         if let Some(first) = parts.pop_front() {
             io.send(&first);
         }

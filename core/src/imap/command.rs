@@ -20,13 +20,15 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use crate::appvalue;
+use crate::imap::frame::{Frame, FrameLimits, MessageFramer};
 use crate::imap::syntax::{
     all_astring_chars, all_atom_chars, atom, atom_word, escape, is_base64, is_quotable,
     lex_astring, lex_item, list, nil, nstring, scan, string, tag, unescape, whole, word, LexError,
     Lit, Str,
 };
 use crate::imap::{LiteralHeader, LiteralMode, SyntaxError};
-use crate::Secret;
+use crate::{Secret, UsageError};
 
 // ---------------------------------------------------------------------------
 // Strings.
@@ -217,7 +219,10 @@ impl Args {
 
     /// Serializes `args`, separated by single spaces. Values are written as
     /// they are: an [`Arg::Atom`] must be a valid token and an
-    /// [`Arg::Quoted`] validly escaped, or the result will not parse.
+    /// [`Arg::Quoted`] validly escaped, or the result will not parse. A
+    /// result that does not parse is refused when the command or response is
+    /// sent ([`Command::check`]); [`Args::try_from_args`] also refuses an
+    /// argument that would read back as several (`Atom("a b")`).
     pub fn from_args(args: &[Arg]) -> Args {
         let mut out = Vec::new();
         for (i, arg) in args.iter().enumerate() {
@@ -227,6 +232,35 @@ impl Args {
             arg.write_to(&mut out);
         }
         Args(Bytes::from(out))
+    }
+
+    /// Like [`Args::from_args`], but checks each argument first: it must be
+    /// written as exactly one argument that reads back as the same [`Arg`]
+    /// (an [`Arg::Atom`] holds no SP, CR, LF, `(`, `)`, `{` or DQUOTE and is
+    /// not `NIL`; an [`Arg::Quoted`] is validly escaped; a list is valid).
+    /// Use it for values that come from outside the program. The error is
+    /// [`UsageError::InvalidValue`].
+    pub fn try_from_args(args: &[Arg]) -> Result<Args, UsageError> {
+        const FIELD: &str = "IMAP argument";
+        for arg in args {
+            let mut one = Vec::new();
+            arg.write_to(&mut one);
+            let one = Bytes::from(one);
+            let reason = match Args::parse(&one) {
+                Ok(parsed) => {
+                    let mut it = parsed.iter();
+                    match (it.next(), it.next()) {
+                        (Some(back), None) if back == *arg => continue,
+                        _ => "would be read back as other arguments",
+                    }
+                }
+                Err(SyntaxError::InvalidArguments { reason, .. })
+                | Err(SyntaxError::Literal { reason }) => reason,
+                Err(_) => "does not follow the argument grammar",
+            };
+            return Err(appvalue::invalid(FIELD, reason));
+        }
+        Ok(Args::from_args(args))
     }
 
     /// True when there are no arguments.
@@ -563,6 +597,62 @@ impl Command {
         let mut out = Vec::with_capacity(64);
         self.write_to(&mut out);
         Bytes::from(out)
+    }
+
+    /// Checks that the command can be sent: its bytes frame as exactly one
+    /// message (every CRLF ends a literal header; the last line does not look
+    /// like one) and parse back ([`Command::parse`]) to exactly this command.
+    /// Every public field is covered: the tag, a [`CommandBody::Other`] name
+    /// (which must not be a typed command's, so `Other { name: "LOGIN" }`
+    /// cannot slip past the cleartext check), each [`Arg::Atom`],
+    /// [`Arg::Quoted`] and literal, the `LOGIN` strings, the `AUTHENTICATE`
+    /// mechanism and base64 initial response, the `ID` and `ENABLE` lists.
+    ///
+    /// [`ClientSession::send`](super::ClientSession::send) calls it and
+    /// writes nothing on error. The error is [`UsageError::InvalidValue`].
+    pub fn check(&self) -> Result<(), UsageError> {
+        self.check_written(self.to_bytes())
+    }
+
+    /// [`Command::check`] on `wire`, the output of [`Command::write_to`].
+    pub(crate) fn check_written(&self, wire: Bytes) -> Result<(), UsageError> {
+        const FIELD: &str = "IMAP command";
+        if !frames_as_one(&wire) {
+            return Err(appvalue::invalid(
+                FIELD,
+                "CR or LF outside a literal, or a text that ends like a literal header",
+            ));
+        }
+        let message = wire.slice(..wire.len().saturating_sub(2));
+        let reason = match Command::parse(&message) {
+            Ok(back) if back == *self => return Ok(()),
+            Ok(_) => "would be read back as a different command",
+            Err(SyntaxError::InvalidArguments { reason, .. }) => reason,
+            Err(SyntaxError::Literal { reason }) => reason,
+            Err(SyntaxError::Tag) => "invalid tag",
+            Err(_) => "does not follow the command grammar",
+        };
+        Err(appvalue::invalid(FIELD, reason))
+    }
+}
+
+/// `wire` is exactly one IMAP message as the peer's framer sees it: lines
+/// ending in CRLF, literals after their headers, and nothing after the last
+/// line.
+pub(crate) fn frames_as_one(wire: &[u8]) -> bool {
+    let limits = FrameLimits {
+        line: usize::MAX,
+        literal: u64::MAX,
+        message: usize::MAX,
+    };
+    let mut framer = MessageFramer::default();
+    // Each step takes a line or a literal, so this ends.
+    loop {
+        match framer.next(wire, limits) {
+            Frame::Literal(_) => {}
+            Frame::Complete(n) => return n == wire.len(),
+            _ => return false,
+        }
     }
 }
 

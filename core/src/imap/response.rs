@@ -16,13 +16,15 @@
 
 use bytes::Bytes;
 
+use crate::appvalue;
 use crate::imap::capability::Capabilities;
-use crate::imap::command::Args;
+use crate::imap::command::{frames_as_one, Args};
 use crate::imap::syntax::{
     all_atom_chars, atom, atom_word, is_text, list, number, nz_number, scan, tag, whole, word,
     write_decimal,
 };
 use crate::imap::SyntaxError;
+use crate::UsageError;
 
 /// The condition of a status response (RFC 9051 §7.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -409,6 +411,52 @@ impl Response {
         let mut out = Vec::with_capacity(64);
         self.write_to(&mut out);
         Bytes::from(out)
+    }
+
+    /// Checks that the response can be sent: its bytes frame as exactly one
+    /// message (a CRLF only after a literal header; a text must not end like
+    /// one, `{5}`) and parse back ([`Response::parse`]) to exactly this
+    /// response. Every public field is covered: the tag, the status text (no
+    /// CR, LF or NUL; without a code it must not start with a valid
+    /// `[code]`), each [`Code`] (a [`Code::Other`] must not be spelled like a
+    /// typed one), data names and arguments, capability names.
+    ///
+    /// The server session calls it for every response the application
+    /// gives and writes nothing on error. The error is
+    /// [`UsageError::InvalidValue`].
+    pub fn check(&self) -> Result<(), UsageError> {
+        self.check_written(self.to_bytes(), false)
+    }
+
+    /// [`Response::check`] on `wire`, the output of [`Response::write_to`].
+    /// With `text_may_hold_code` (free text given to `complete` or
+    /// `continue_request`), a text that starts with a valid `[code]` is
+    /// accepted as written: the peer reads the code, as RFC 9051
+    /// `resp-text` says, and the message is still exactly one.
+    pub(crate) fn check_written(
+        &self,
+        wire: Bytes,
+        text_may_hold_code: bool,
+    ) -> Result<(), UsageError> {
+        const FIELD: &str = "IMAP response";
+        if !frames_as_one(&wire) {
+            return Err(appvalue::invalid(
+                FIELD,
+                "CR or LF outside a literal, or a text that ends like a literal header",
+            ));
+        }
+        let message = wire.slice(..wire.len().saturating_sub(2));
+        let reason = match Response::parse(&message) {
+            Ok(back) if back == *self => return Ok(()),
+            Ok(back) if text_may_hold_code && back.to_bytes() == wire => return Ok(()),
+            Ok(_) => "would be read back as a different response (a text starting with a [code]?)",
+            Err(SyntaxError::InvalidResponse { reason } | SyntaxError::Literal { reason }) => {
+                reason
+            }
+            Err(SyntaxError::Tag) => "invalid tag",
+            Err(_) => "does not follow the response grammar",
+        };
+        Err(appvalue::invalid(FIELD, reason))
     }
 }
 

@@ -19,6 +19,7 @@ use super::frame::{Frame, FrameError, MessageFramer};
 use super::response::{Code, Response, Status, StatusResponse};
 use super::syntax::LiteralMode;
 use super::Limits;
+use crate::appvalue;
 
 /// Server configuration, shared by every session of a listener.
 #[derive(Clone, Debug)]
@@ -150,6 +151,14 @@ impl ServerSession {
 
     /// Finishes the pending command with a tagged `OK`, `NO` or `BAD`.
     /// An `OK` to `LOGIN` or `AUTHENTICATE` authenticates the session.
+    ///
+    /// `text` is free text: CR, LF and NUL in it become SP, so it cannot end
+    /// the response early. With no `code`, a text that starts with a valid
+    /// `[code]` is written as given, and the client reads that code (RFC
+    /// 9051 `resp-text`). The response must otherwise pass
+    /// [`Response::check`] (a bad [`Code`], a text ending like a literal
+    /// header `{5}`), or it is refused with [`UsageError::InvalidValue`] and
+    /// nothing is written.
     pub fn complete(
         &mut self,
         status: Status,
@@ -171,6 +180,10 @@ impl ServerSession {
 
     /// Sends an untagged response (`* ...`) for the pending command, or
     /// unsolicited data after login (`* 3 EXISTS`, `* OK [ALERT] ...`).
+    ///
+    /// The response must pass [`Response::check`] (it is written as given,
+    /// not cleaned); otherwise it is refused with
+    /// [`UsageError::InvalidValue`] and nothing is written.
     pub fn send_untagged(&mut self, response: &Response) -> Result<(), UsageError> {
         if matches!(
             response,
@@ -180,17 +193,17 @@ impl ServerSession {
                 "send_untagged takes untagged responses; use complete or continue_request",
             ));
         }
-        self.engine.call(|_, io| {
-            let mut v = Vec::new();
-            response.write_to(&mut v);
-            io.send(&v);
-            Ok(())
-        })
+        self.engine
+            .call(|m, io| m.send_checked(io, response, false))
     }
 
     /// Sends a continuation request (`+ text`) for a pending `AUTHENTICATE`
     /// (the next line is the client's response) or `IDLE` (the client then
     /// idles until `DONE`).
+    ///
+    /// `text` is free text: CR, LF and NUL in it become SP; a leading
+    /// `[code]` is written as given. A text ending like a literal header
+    /// (`{5}`) is refused with [`UsageError::InvalidValue`].
     pub fn continue_request(&mut self, text: &[u8]) -> Result<(), UsageError> {
         self.engine.call(|m, io| m.continue_request(text, io))
     }
@@ -300,6 +313,24 @@ impl ServerMachine {
         let mut v = Vec::with_capacity(64);
         r.write_to(&mut v);
         io.send(&v);
+    }
+
+    /// Writes a response built from application values, if it passes
+    /// [`Response::check`]; nothing otherwise.
+    /// With `free_text`, the text may start with a `[code]` (see
+    /// [`Response::check_written`]).
+    fn send_checked(
+        &self,
+        io: &mut Io<'_, ServerEvent>,
+        r: &Response,
+        free_text: bool,
+    ) -> Result<(), UsageError> {
+        let mut v = Vec::with_capacity(64);
+        r.write_to(&mut v);
+        let wire = Bytes::from(v);
+        r.check_written(wire.clone(), free_text)?;
+        io.send(&wire);
+        Ok(())
     }
 
     fn tagged(tag: &[u8], status: Status, code: Option<Code>, text: &str) -> Response {
@@ -516,7 +547,13 @@ impl ServerMachine {
             return Err(UsageError::WrongState("a tagged response is OK, NO or BAD"));
         }
         let ok = status == Status::Ok;
-        self.send(io, &Self::tagged(&tag, status, code, text));
+        let text = appvalue::clean_text(text.as_bytes());
+        let code_is_none = code.is_none();
+        let response = Response::Tagged {
+            tag,
+            status: StatusResponse { status, code, text },
+        };
+        self.send_checked(io, &response, code_is_none)?;
         if ok && matches!(kind, Kind::Login | Kind::Authenticate) {
             self.authenticated = true;
         }
@@ -548,9 +585,9 @@ impl ServerMachine {
         };
         let r = Response::Continuation {
             code: None,
-            text: Bytes::copy_from_slice(text),
+            text: appvalue::clean_text(text),
         };
-        self.send(io, &r);
+        self.send_checked(io, &r, true)?;
         self.state = next;
         Ok(())
     }

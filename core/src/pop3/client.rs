@@ -20,6 +20,7 @@ use super::capability::{Capabilities, Capability};
 use super::command::Command;
 use super::response::{parse_continuation, Status, StatusLine};
 use super::Limits;
+use crate::appvalue;
 
 /// Client configuration.
 #[derive(Clone, Debug)]
@@ -138,12 +139,16 @@ impl ClientSession {
     ///
     /// Refused: `STLS` (the session upgrades by itself); `USER`, `PASS`,
     /// `APOP` and `AUTH` in cleartext; a second command while one is
-    /// outstanding unless the server offers `PIPELINING`.
+    /// outstanding unless the server offers `PIPELINING`; a command whose
+    /// line would not parse back to the same command ([`Command::check`]: a
+    /// CR or LF in a name or password, a message number 0), with
+    /// [`UsageError::InvalidValue`] and nothing written.
     pub fn send(&mut self, command: Command) -> Result<(), UsageError> {
         self.engine.call(|m, io| m.send(command, io))
     }
 
-    /// Answers a SASL challenge with a base64 line (`*` cancels).
+    /// Answers a SASL challenge with a base64 line (`*` cancels). Anything
+    /// else is refused with [`UsageError::InvalidValue`], writing nothing.
     pub fn send_auth_response(&mut self, response: Secret<Bytes>) -> Result<(), UsageError> {
         self.engine.call(|m, io| {
             if !m.challenged {
@@ -151,6 +156,7 @@ impl ClientSession {
                     "no SASL challenge is waiting for an answer",
                 ));
             }
+            appvalue::check_sasl_response(response.expose())?;
             m.challenged = false;
             io.send(response.expose());
             io.send(b"\r\n");
@@ -449,6 +455,7 @@ impl ClientMachine {
         if self.quitting {
             return Err(UsageError::Closed);
         }
+        cmd.check()?;
         match cmd {
             Command::Stls => return Err(UsageError::ReservedCommand("STLS")),
             Command::User { .. }

@@ -20,17 +20,18 @@ use bytes::Bytes;
 use nom::character::complete::char;
 use nom::sequence::separated_pair;
 
+use crate::appvalue;
 use crate::pop3::syntax::{
     is_base64, is_line_text, is_word_arg, msg_number, number_u32, split_sp, whole, SyntaxError,
     MAX_ARG,
 };
 use crate::words::{self, Entry};
-use crate::Secret;
+use crate::{Secret, UsageError};
 
 /// One POP3 command.
 ///
-/// `Debug` never shows a `PASS` password or an `AUTH` initial response: they
-/// are [`Secret`]s.
+/// `Debug` never shows a `PASS` password, an `APOP` digest or an `AUTH`
+/// initial response: they are [`Secret`]s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// RFC 1939 §7 `USER name`: a mailbox name of 1 to 40 octets, printable
@@ -53,8 +54,10 @@ pub enum Command {
         /// The mailbox name (as for [`Command::User`]).
         name: Bytes,
         /// 32 hexadecimal digits, as written. RFC 1939 asks for lower case;
-        /// upper case is accepted too.
-        digest: Bytes,
+        /// upper case is accepted too. A [`Secret`]: the MD5 of the
+        /// timestamp and the shared secret can be attacked offline, so it
+        /// never shows in `Debug`.
+        digest: Secret<Bytes>,
     },
     /// RFC 5034 §4 `"AUTH" SP sasl-mech [SP initial-response]`,
     /// `initial-response = base64 / "="`.
@@ -313,7 +316,7 @@ impl Command {
                 }
                 Ok(Command::Apop {
                     name: line.slice_ref(user),
-                    digest: line.slice_ref(digest),
+                    digest: Secret::new(line.slice_ref(digest)),
                 })
             }
             Keyword::Auth => {
@@ -410,7 +413,7 @@ impl Command {
             Command::Pass { password } => arg(password.expose()),
             Command::Apop { name, digest } => {
                 arg(name);
-                arg(digest);
+                arg(digest.expose());
             }
             Command::Auth {
                 mechanism,
@@ -454,6 +457,29 @@ impl Command {
         let mut out = Vec::with_capacity(32);
         self.write_to(&mut out);
         Bytes::from(out)
+    }
+
+    /// Checks that the command can be sent: its line holds no CR, LF or NUL
+    /// and parses back ([`Command::parse`]) to exactly this command. Every
+    /// public field is covered: `USER`/`APOP` names (1 to 40 octets, no SP),
+    /// the `PASS` password, the `APOP` digest (32 hex digits), message
+    /// numbers (non-zero), the `AUTH` mechanism and base64 initial response
+    /// (none without a mechanism), the `LANG` tag.
+    ///
+    /// [`ClientSession::send`](super::ClientSession::send) calls it and
+    /// writes nothing on error. The error is [`UsageError::InvalidValue`]
+    /// with the keyword as the field.
+    pub fn check(&self) -> Result<(), UsageError> {
+        let wire = self.to_bytes();
+        let keyword = self.keyword();
+        let line = appvalue::one_line(keyword, &wire)?;
+        let reason = match Command::parse(&wire.slice_ref(line)) {
+            Ok(back) if back == *self => return Ok(()),
+            Ok(_) => "would be read back as a different command",
+            Err(SyntaxError::InvalidArguments { reason, .. }) => reason,
+            Err(_) => "does not follow the command grammar",
+        };
+        Err(appvalue::invalid(keyword, reason))
     }
 }
 
@@ -527,7 +553,7 @@ mod tests {
             round("APOP mrose c4c9334bac560ecc979e58001b3e22fb", None),
             Command::Apop {
                 name: b("mrose"),
-                digest: b("c4c9334bac560ecc979e58001b3e22fb"),
+                digest: Secret::new(b("c4c9334bac560ecc979e58001b3e22fb")),
             }
         );
         assert_eq!(round("STAT", None), Command::Stat);
@@ -978,7 +1004,7 @@ mod tests {
         };
         let range = line.as_ptr() as usize..line.as_ptr() as usize + line.len();
         assert!(range.contains(&(name.as_ptr() as usize)));
-        assert!(range.contains(&(digest.as_ptr() as usize)));
+        assert!(range.contains(&(digest.expose().as_ptr() as usize)));
         let line = b("PASS x y");
         let Command::Pass { password } = Command::parse(&line).unwrap() else {
             panic!()
@@ -1068,7 +1094,11 @@ mod tests {
             },
             2 => Command::Apop {
                 name: gen_word(r),
-                digest: b(&r.string_from(&["0", "9", "a", "f", "A", "F", "7"], 32, 32)),
+                digest: Secret::new(b(&r.string_from(
+                    &["0", "9", "a", "f", "A", "F", "7"],
+                    32,
+                    32,
+                ))),
             },
             3 => {
                 let mechanism = r

@@ -33,6 +33,7 @@ use nom::sequence::{delimited, pair, preceded};
 use crate::pop3::syntax::{
     is_base64, is_line_text, is_vchar, msg_number, number_u32, number_u64, PResult, SyntaxError,
 };
+use crate::{appvalue, UsageError};
 
 /// The status indicator of a response (RFC 1939 §3): positive `+OK` or
 /// negative `-ERR`.
@@ -236,6 +237,35 @@ impl StatusLine {
         let mut out = Vec::with_capacity(self.text.len() + 24);
         self.write_to(&mut out);
         Bytes::from(out)
+    }
+
+    /// Checks that the line can be sent: it holds no CR, LF or NUL and
+    /// parses back ([`StatusLine::parse`]) to exactly this line. So the text
+    /// has no CR, LF or NUL and, without a code, does not start with a valid
+    /// `[code]`; a [`Code::Other`] follows `resp-level *("/" resp-level)` and
+    /// is not spelled like a known code.
+    ///
+    /// [`ServerSession::reply`](super::ServerSession::reply) calls it and
+    /// writes nothing on error. The error is [`UsageError::InvalidValue`].
+    pub fn check(&self) -> Result<(), UsageError> {
+        self.check_as(false)
+    }
+
+    /// [`StatusLine::check`]; with `text_may_hold_code` (free text given to
+    /// `reject` or `reply_multiline`), a text that starts with a valid
+    /// `[code]` is accepted as written (the client reads the code).
+    pub(crate) fn check_as(&self, text_may_hold_code: bool) -> Result<(), UsageError> {
+        const FIELD: &str = "POP3 status line";
+        let wire = self.to_bytes();
+        let line = appvalue::one_line(FIELD, &wire)?;
+        let reason = match StatusLine::parse(&wire.slice_ref(line)) {
+            Ok(back) if back == *self => return Ok(()),
+            Ok(back) if text_may_hold_code && back.to_bytes() == wire => return Ok(()),
+            Ok(_) => "would be read back as a different line (a text starting with a [code]?)",
+            Err(SyntaxError::InvalidResponse { reason }) => reason,
+            Err(_) => "does not follow the status line grammar",
+        };
+        Err(appvalue::invalid(FIELD, reason))
     }
 
     /// RFC 1939 §7 `APOP`: the timestamp of a greeting, e.g.

@@ -18,6 +18,7 @@ use super::capability::{Capabilities, Capability};
 use super::command::Command;
 use super::response::{Code, Status, StatusLine};
 use super::Limits;
+use crate::appvalue;
 
 /// Server configuration, shared by every session of a listener.
 #[derive(Clone, Debug)]
@@ -149,8 +150,12 @@ impl ServerSession {
     /// Answers the pending command with a single line. A positive answer to
     /// a command whose positive answer is multi-line must use
     /// [`reply_multiline`](Self::reply_multiline).
+    ///
+    /// The line is written as given, so it must pass [`StatusLine::check`];
+    /// otherwise it is refused with [`UsageError::InvalidValue`] and nothing
+    /// is written.
     pub fn reply(&mut self, status: StatusLine) -> Result<(), UsageError> {
-        self.engine.call(|m, io| m.reply(status, None, io))
+        self.engine.call(|m, io| m.reply(status, None, false, io))
     }
 
     /// `+OK`.
@@ -159,26 +164,47 @@ impl ServerSession {
     }
 
     /// `-ERR [code] text`.
+    ///
+    /// `text` is free text: CR, LF and NUL in it become SP, so it cannot end
+    /// the line. With no `code`, a text that starts with a valid `[code]`
+    /// is written as given and the client reads that code (RFC 2449 §8);
+    /// a bad [`Code::Other`] is refused with [`UsageError::InvalidValue`].
     pub fn reject(&mut self, code: Option<Code>, text: &str) -> Result<(), UsageError> {
-        let mut s = StatusLine::new(Status::Err, Bytes::copy_from_slice(text.as_bytes()));
+        let mut s = StatusLine::new(Status::Err, appvalue::clean_text(text.as_bytes()));
+        let free_text = code.is_none();
         s.code = code;
-        self.reply(s)
+        self.engine.call(|m, io| m.reply(s, None, free_text, io))
     }
 
     /// Answers the pending command with `+OK text`, then `body` dot-stuffed,
     /// then the terminating `.` line.
+    ///
+    /// `text` is cleaned as in [`reject`](Self::reject); `body` may hold
+    /// anything: its lines are dot-stuffed and its line ends made CRLF, so
+    /// it always ends exactly at the terminating `.`.
     pub fn reply_multiline(&mut self, text: &str, body: &[u8]) -> Result<(), UsageError> {
-        let status = StatusLine::new(Status::Ok, Bytes::copy_from_slice(text.as_bytes()));
-        self.engine.call(|m, io| m.reply(status, Some(body), io))
+        let status = StatusLine::new(Status::Ok, appvalue::clean_text(text.as_bytes()));
+        self.engine
+            .call(|m, io| m.reply(status, Some(body), true, io))
     }
 
     /// Sends a SASL challenge (`+ base64`) for a pending `AUTH`; the next
     /// line from the client comes as [`ServerEvent::AuthResponse`].
+    ///
+    /// `challenge` is the base64 text (RFC 5034 §4 `continue-req = "+" SP
+    /// [base64] CRLF`); anything else is refused with
+    /// [`UsageError::InvalidValue`] and nothing is written.
     pub fn continue_request(&mut self, challenge: &[u8]) -> Result<(), UsageError> {
         self.engine.call(|m, io| {
             match m.pending {
                 Some(Command::Auth { .. }) => {}
                 _ => return Err(UsageError::WrongState("a challenge needs a pending AUTH")),
+            }
+            if challenge == b"*" || appvalue::check_sasl_response(challenge).is_err() {
+                return Err(appvalue::invalid(
+                    "SASL challenge",
+                    "must be base64 (RFC 4648 §4, padded)",
+                ));
             }
             io.send(b"+ ");
             io.send(challenge);
@@ -381,6 +407,7 @@ impl ServerMachine {
         &mut self,
         status: StatusLine,
         body: Option<&[u8]>,
+        free_text: bool,
         io: &mut Io<'_, ServerEvent>,
     ) -> Result<(), UsageError> {
         let cmd = self.pending.as_ref().ok_or(UsageError::NoCommandPending)?;
@@ -396,6 +423,7 @@ impl ServerMachine {
         if !ok && body.is_some() {
             return Err(UsageError::WrongState("a negative answer is a single line"));
         }
+        status.check_as(free_text)?;
         self.send_status(io, &status);
         if let Some(body) = body {
             let mut stuffer = DotStuffer::default();

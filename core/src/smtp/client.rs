@@ -20,6 +20,7 @@ use super::command::{Command, Host, Parameter, Parameters, ReversePath};
 use super::policy::{has_require_tls, RequireTlsRefusal};
 use super::reply::{parse_reply_line, Reply};
 use super::Limits;
+use crate::appvalue;
 use crate::dot::DotStuffer;
 
 /// Client configuration.
@@ -147,7 +148,10 @@ impl ClientSession {
     /// itself); `AUTH` in cleartext; a `MAIL` with `REQUIRETLS` where RFC
     /// 8689 forbids it (see [`send_mail_require_tls`](Self::send_mail_require_tls));
     /// a second command while one is outstanding if the server lacks
-    /// `PIPELINING`; anything while message data is being sent.
+    /// `PIPELINING`; anything while message data is being sent; a command
+    /// whose line would not parse back to the same command
+    /// ([`Command::check`]: a CR or LF in a field, a bad domain, path or
+    /// parameter), with [`UsageError::InvalidValue`] and nothing written.
     pub fn send(&mut self, command: Command) -> Result<(), UsageError> {
         self.engine.call(|m, io| m.send(command, io))
     }
@@ -209,7 +213,9 @@ impl ClientSession {
         self.engine.call(|m, io| m.send_chunk(chunk, last, io))
     }
 
-    /// Answers a `334` challenge during `AUTH` with a base64 line.
+    /// Answers a `334` challenge during `AUTH` with a base64 line (`*`
+    /// cancels). Anything else (a CR or LF in it) is refused with
+    /// [`UsageError::InvalidValue`], writing nothing.
     pub fn send_auth_response(&mut self, response: Secret<Bytes>) -> Result<(), UsageError> {
         self.engine.call(|m, io| m.send_auth_response(response, io))
     }
@@ -600,6 +606,7 @@ impl ClientMachine {
 
     fn send(&mut self, cmd: Command, io: &mut Io<'_, ClientEvent>) -> Result<(), UsageError> {
         self.check_can_send()?;
+        cmd.check()?;
         let verb = cmd.verb();
         match cmd {
             Command::StartTls
@@ -690,6 +697,7 @@ impl ClientMachine {
         if io.trust() == Trust::Cleartext && !self.config.insecure_auth_in_cleartext {
             return Err(UsageError::CleartextCredentials);
         }
+        appvalue::check_sasl_response(response.expose())?;
         self.challenged = false;
         io.send(response.expose());
         io.send(b"\r\n");

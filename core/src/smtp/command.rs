@@ -22,13 +22,14 @@ use nom::combinator::{opt, recognize};
 use nom::multi::{many0_count, many1_count};
 use nom::sequence::{delimited, pair, preceded, terminated};
 
+use crate::appvalue;
 use crate::smtp::syntax::{
     digits_value, domain, esmtp_keyword, esmtp_value, fail, general_literal, ipv4_literal,
     ipv6_literal, is_atext, is_base64, local_part, utf8_non_ascii, whole, xtext1, PResult,
     SyntaxError,
 };
 use crate::words::{self, Entry};
-use crate::Secret;
+use crate::{Secret, UsageError};
 
 // ---------------------------------------------------------------------------
 // Hosts, mailboxes and paths.
@@ -398,7 +399,10 @@ impl Parameters {
 
     /// Serializes `params`, separated by single spaces. The values are
     /// written as they are: give valid ones, each keyword once, or
-    /// [`Parameters::iter`] will skip what does not parse.
+    /// [`Parameters::iter`] will skip what does not parse. A list that is
+    /// not valid as a whole is refused when the command is sent
+    /// ([`Command::check`]); [`Parameters::try_from_params`] also refuses a
+    /// value that would read back as other parameters (`ENVID=a b`).
     pub fn from_params(params: &[Parameter]) -> Parameters {
         let mut out = Vec::new();
         for (i, p) in params.iter().enumerate() {
@@ -408,6 +412,39 @@ impl Parameters {
             p.write_to(&mut out);
         }
         Parameters(Bytes::from(out))
+    }
+
+    /// Like [`Parameters::from_params`], but checks each parameter first:
+    /// it must be written as exactly one `esmtp-param` that reads back as
+    /// the same [`Parameter`] (so a value cannot hold SP, CR, LF or `=`
+    /// where the grammar forbids it, nor add a parameter), and each keyword
+    /// may appear once. Use it for values that come from outside the
+    /// program. The error is [`UsageError::InvalidValue`].
+    pub fn try_from_params(params: &[Parameter]) -> Result<Parameters, UsageError> {
+        const FIELD: &str = "ESMTP parameter";
+        let mut one = Vec::new();
+        for p in params {
+            one.clear();
+            p.write_to(&mut one);
+            if one.contains(&b' ') {
+                return Err(appvalue::invalid(FIELD, "contains SP"));
+            }
+            let (keyword, value) =
+                split_param(&one).map_err(|reason| appvalue::invalid(FIELD, reason))?;
+            let back = typed_param(keyword, value, Bytes::copy_from_slice)
+                .map_err(|reason| appvalue::invalid(FIELD, reason))?;
+            if back != *p {
+                return Err(appvalue::invalid(
+                    FIELD,
+                    "would be read back as a different parameter (use the typed kind)",
+                ));
+            }
+        }
+        let all = Parameters::from_params(params);
+        if !all.is_empty() {
+            Parameters::validate(&all.0).map_err(|reason| appvalue::invalid(FIELD, reason))?;
+        }
+        Ok(all)
     }
 
     /// True when there are no parameters.
@@ -1016,6 +1053,32 @@ impl Command {
         let mut out = Vec::with_capacity(64);
         self.write_to(&mut out);
         Bytes::from(out)
+    }
+
+    /// Checks that the command can be sent: its line holds no CR, LF or NUL
+    /// and parses back ([`Command::parse`]) to exactly this command. Every
+    /// public field is covered this way: the host (no `IPv6` general tag),
+    /// the local part and source route, the ESMTP parameters (valid, each
+    /// keyword once), the `VRFY`/`EXPN`/`HELP`/`NOOP` text, the `AUTH`
+    /// mechanism and base64 initial response.
+    ///
+    /// [`ClientSession::send`](super::ClientSession::send) calls it and
+    /// writes nothing on error, so application data (`VRFY` of
+    /// `"bob\r\nMAIL FROM:<x@y>"`) can never add a command.
+    ///
+    /// The error is [`UsageError::InvalidValue`] with the verb as the field
+    /// and the grammar rule that failed as the reason.
+    pub fn check(&self) -> Result<(), UsageError> {
+        let wire = self.to_bytes();
+        let verb = self.verb();
+        let line = appvalue::one_line(verb, &wire)?;
+        let reason = match Command::parse(&wire.slice_ref(line)) {
+            Ok(back) if back == *self => return Ok(()),
+            Ok(_) => "would be read back as a different command",
+            Err(SyntaxError::InvalidArguments { reason, .. }) => reason,
+            Err(_) => "does not follow the command grammar",
+        };
+        Err(appvalue::invalid(verb, reason))
     }
 }
 

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod appvalues;
 pub mod parsers;
 pub mod policy;
 pub mod sessions;
@@ -37,4 +38,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("taint_pop3", sessions::taint_pop3),
     ("split_invariance", sessions::split_invariance),
     ("policy_parsers", policy::policy_parsers),
+    ("app_values", appvalues::app_values),
 ];
