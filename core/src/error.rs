@@ -290,6 +290,9 @@ pub enum UsageError {
     /// `REQUIRETLS`) cannot be sent on this session; the refusal names the
     /// rule and the status code for the non-delivery report.
     RequireTls(RequireTlsRefusal),
+    /// Client role: SASL `EXTERNAL` cannot work on this session (no TLS, no
+    /// client certificate, not advertised); nothing was sent.
+    External(crate::sasl::ExternalRefusal),
 }
 
 impl fmt::Display for UsageError {
@@ -320,6 +323,7 @@ impl fmt::Display for UsageError {
                  (or before every transmit byte up to that point was taken)",
             ),
             UsageError::RequireTls(r) => write!(f, "refusing to send MAIL: {r}"),
+            UsageError::External(r) => write!(f, "refusing SASL EXTERNAL: {r}"),
         }
     }
 }
