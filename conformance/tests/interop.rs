@@ -1464,7 +1464,8 @@ fn curl_with_client_certificate_and_sasl_external() {
     .into_iter()
     .chain([msg.to_string_lossy().into_owned()])
     .collect();
-    let cases: Vec<(&str, &str, &str, Vec<String>, bool, &str)> = vec![
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<String>, bool, &'a str);
+    let cases: Vec<Case> = vec![
         ("imap EXTERNAL LIST", "imap", "imap", vec![], true, "INBOX"),
         ("pop3 EXTERNAL LIST", "pop3", "pop3", vec![], true, "1 "),
         (
