@@ -4,7 +4,9 @@
 //! the negotiation by itself (greeting, capabilities, upgrade, capabilities
 //! again, or implicit TLS); this command then logs in with
 //! `--user`/`--password` (SMTP `AUTH PLAIN`, IMAP `LOGIN`, POP3 `USER`/`PASS`)
-//! and says goodbye (`QUIT`/`LOGOUT`), printing a transcript on stdout:
+//! or, with `--client-cert`/`--client-key` and `--sasl external`, with the TLS
+//! client certificate (SASL `EXTERNAL`, RFC 4422 Appendix A), and says
+//! goodbye (`QUIT`/`LOGOUT`), printing a transcript on stdout:
 //!
 //! * `S: [<trust>] <line>` for every text the peer sent that the session
 //!   reports, with the trust level of the channel it came on;
@@ -34,7 +36,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
-use starttls::rustls::pki_types::{CertificateDer, ServerName};
+use starttls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use starttls::{ClientTls, Error, TlsErrorKind, TlsPolicy, Trust};
 
 /// Arguments of `starttls connect`.
@@ -57,6 +59,25 @@ pub struct ConnectArgs {
     /// Password for --user.
     #[arg(long, requires = "user", value_name = "PASSWORD")]
     pub password: Option<String>,
+    /// Client certificate chain to present when the server asks for one, PEM (with --client-key).
+    #[arg(long, requires = "client_key", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key of --client-cert, PEM.
+    #[arg(long, requires = "client_cert", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// Log in with this SASL mechanism instead of a password: `external` (the TLS client certificate, RFC 4422 Appendix A).
+    #[arg(long, value_name = "MECH", conflicts_with_all = ["user", "password"])]
+    pub sasl: Option<String>,
+    /// With --sasl external: the authorization identity to ask for (default: the one the certificate names).
+    #[arg(long, requires = "sasl", value_name = "NAME")]
+    pub authzid: Option<String>,
+}
+
+/// `--sasl external`: log in with the TLS client certificate, asking to act
+/// as `authzid` (`None`: whoever the certificate names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct External {
+    pub(crate) authzid: Option<String>,
 }
 
 /// Time allowed for the connection to be made, and for each read.
@@ -275,6 +296,8 @@ struct Setup {
     server_name: String,
     ca: Option<(PathBuf, usize)>,
     login: Option<(String, String)>,
+    client_cert: Option<PathBuf>,
+    external: Option<External>,
 }
 
 fn prepare(args: ConnectArgs) -> Result<(Target, Setup), String> {
@@ -310,14 +333,39 @@ fn prepare(args: ConnectArgs) -> Result<(Target, Setup), String> {
     let server_name = args.server_name.unwrap_or_else(|| target.host.clone());
     let name = ServerName::try_from(server_name.clone())
         .map_err(|e| format!("--server-name {server_name:?}: {e}"))?;
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--client-cert {}: {e}", cert.display()))?;
+            if chain.is_empty() {
+                return Err(format!(
+                    "--client-cert {}: no certificate found",
+                    cert.display()
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("--client-key {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("--client-cert and --client-key: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let external = match args.sasl.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("external") => Some(External {
+            authzid: args.authzid.clone(),
+        }),
+        Some(other) => return Err(format!("--sasl {other:?}: only external is supported")),
+    };
     let tls = ClientTls::Rustls {
         config: Arc::new(config),
         server_name: name,
     };
     let login = match (args.user, args.password) {
+        _ if external.is_some() => None,
         (Some(u), Some(p)) => Some((u, p)),
         (None, None) => match (&target.user, &target.password) {
             (Some(u), Some(p)) => Some((u.clone(), p.clone())),
@@ -333,6 +381,8 @@ fn prepare(args: ConnectArgs) -> Result<(Target, Setup), String> {
             server_name,
             ca,
             login,
+            client_cert: args.client_cert,
+            external,
         },
     ))
 }
@@ -362,12 +412,18 @@ fn connect_and_drive(target: Target, setup: Setup) -> ExitCode {
             None => "none (no --ca given)".into(),
         }
     );
+    if let Some(path) = &setup.client_cert {
+        println!(
+            "# client certificate from {}, presented if the server asks",
+            path.display()
+        );
+    }
     let client: Result<Box<dyn Client>, String> = match target.proto {
-        Proto::Smtp => smtp::Smtp::new(setup.policy, setup.tls, setup.login)
+        Proto::Smtp => smtp::Smtp::new(setup.policy, setup.tls, setup.login, setup.external)
             .map(|c| Box::new(c) as Box<dyn Client>),
-        Proto::Imap => imap::Imap::new(setup.policy, setup.tls, setup.login)
+        Proto::Imap => imap::Imap::new(setup.policy, setup.tls, setup.login, setup.external)
             .map(|c| Box::new(c) as Box<dyn Client>),
-        Proto::Pop3 => pop3::Pop3::new(setup.policy, setup.tls, setup.login)
+        Proto::Pop3 => pop3::Pop3::new(setup.policy, setup.tls, setup.login, setup.external)
             .map(|c| Box::new(c) as Box<dyn Client>),
     };
     let mut client = match client {

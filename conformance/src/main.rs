@@ -45,7 +45,7 @@ enum Cmd {
     /// Run the reference server (SMTP, submission, IMAP, POP3; STARTTLS and implicit TLS).
     Serve(Box<serve::ServeArgs>),
     /// Connect to a server as the reference client and show the upgrade.
-    Connect(connect::ConnectArgs),
+    Connect(Box<connect::ConnectArgs>),
 }
 struct Outcome {
     protocol: &'static str,
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             cases,
         }) => (json, no_live, cases),
         Some(Cmd::Serve(args)) => return serve::run(*args),
-        Some(Cmd::Connect(args)) => return connect::run(args),
+        Some(Cmd::Connect(args)) => return connect::run(*args),
     };
     let pki = match pki::Pki::generate() {
         Ok(p) => p,

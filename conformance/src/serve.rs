@@ -30,6 +30,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use starttls::rustls::server::WebPkiClientVerifier;
 use starttls::{ConfigError, ServerTls, Trust, UpgradeEvent};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -68,6 +69,9 @@ pub struct ServeArgs {
     /// Without --cert: write the generated CA certificate here.
     #[arg(long, value_name = "FILE")]
     pub ca_out: Option<PathBuf>,
+    /// Ask every client for a certificate and verify it against these CA certificates, PEM. Optional for the client; one that presents a verified certificate is offered SASL EXTERNAL (RFC 4422 Appendix A), mapped to the test account when the certificate names --user.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
     /// Refuse everything but the negotiation before TLS.
     #[arg(long)]
     pub require_tls: bool,
@@ -489,8 +493,40 @@ fn tls_config(args: &ServeArgs) -> Result<Arc<rustls::ServerConfig>, String> {
         }
         _ => return Err("--cert and --key go together".into()),
     };
-    rustls::ServerConfig::builder()
-        .with_no_client_auth()
+    let builder = rustls::ServerConfig::builder();
+    let builder = match &args.client_ca {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "--client-ca {}: no certificate found",
+                    path.display()
+                ));
+            }
+            let n = certs.len();
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
+            }
+            // Requested and verified, but optional: password logins keep
+            // working without one; only EXTERNAL needs it.
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
+            eprintln!(
+                "starttls serve: client certificates requested, verified against {n} CA(s) from {}",
+                path.display()
+            );
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder
         .with_single_cert(chain, key)
         .map(Arc::new)
         .map_err(|e| format!("certificate and key: {e}"))

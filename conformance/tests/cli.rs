@@ -1174,3 +1174,140 @@ fn connect_usage_errors_exit_2() {
         ran.report()
     );
 }
+
+// ------------------------------------------------ client certificates
+
+/// `serve --client-ca` and `connect --client-cert --client-key --sasl
+/// external`: the three protocols log in with the certificate alone (SASL
+/// EXTERNAL, RFC 4422 Appendix A), offered only over TLS and only to a
+/// client whose certificate was verified; without a certificate the client
+/// refuses to try, a certificate from another CA fails the handshake, and
+/// an authorization identity the certificate does not name is refused by
+/// the server's application.
+#[test]
+fn client_certificate_logs_in_with_sasl_external() {
+    use starttls_conformance::pki::ClientPki;
+    let dir = TempDir::new("client-cert");
+    let alice = ClientPki::generate("alice").expect("client pki");
+    let [client_ca, cert, key] = alice.write(&dir.0, "alice").expect("write pems");
+    let stranger = ClientPki::generate("alice").expect("another client pki");
+    let [_, other_cert, other_key] = stranger.write(&dir.0, "stranger").expect("write pems");
+    let path = |p: &PathBuf| p.to_str().expect("utf-8 temp path").to_string();
+    let (client_ca, cert, key) = (path(&client_ca), path(&cert), path(&key));
+    let (other_cert, other_key) = (path(&other_cert), path(&other_key));
+
+    let kinds = ["submission", "imap", "pop3"];
+    let serve = Serve::start(&kinds, kinds.len() + 3, &["--client-ca", &client_ca]);
+    for kind in kinds {
+        let url = serve.url(kind);
+        let ran = starttls(&[
+            "connect",
+            &url,
+            "--ca",
+            serve.ca(),
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &key,
+            "--sasl",
+            "external",
+        ]);
+        let report = || format!("{kind}: {}", ran.report());
+        assert_eq!(ran.code(), Some(0), "{}", report());
+        assert!(ran.lines().contains(&"# authenticated"), "{}", report());
+        let caps = |trust: &str| {
+            ran.lines()
+                .into_iter()
+                .find(|l| l.starts_with(&format!("CAPABILITIES [{trust}]")))
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        assert!(caps("tls").contains("EXTERNAL"), "{}", report());
+        assert!(!caps("cleartext").contains("EXTERNAL"), "{}", report());
+        assert!(
+            ran.lines()
+                .iter()
+                .any(|l| l.contains("EXTERNAL") && l.starts_with("C: [tls] ")),
+            "{}",
+            report()
+        );
+    }
+
+    // No certificate: not advertised, and the client does not try.
+    let ran = starttls(&[
+        "connect",
+        &serve.url("submission"),
+        "--ca",
+        serve.ca(),
+        "--sasl",
+        "external",
+    ]);
+    assert_eq!(ran.code(), Some(1), "{}", ran.report());
+    assert!(
+        ran.stdout
+            .contains("refusing SASL EXTERNAL: no TLS client certificate was configured"),
+        "{}",
+        ran.report()
+    );
+    assert!(!ran.stdout.contains("AUTH EXTERNAL"), "{}", ran.report());
+
+    // A certificate from a CA the server does not trust: no TLS at all.
+    let ran = starttls(&[
+        "connect",
+        &serve.url("imap"),
+        "--ca",
+        serve.ca(),
+        "--client-cert",
+        &other_cert,
+        "--client-key",
+        &other_key,
+        "--sasl",
+        "external",
+    ]);
+    assert_eq!(ran.code(), Some(1), "{}", ran.report());
+    assert!(
+        ran.lines().iter().any(|l| l.starts_with("ERROR: ")),
+        "{}",
+        ran.report()
+    );
+    assert!(!ran.stdout.contains("# authenticated"), "{}", ran.report());
+
+    // An authorization identity the certificate does not name.
+    let ran = starttls(&[
+        "connect",
+        &serve.url("pop3"),
+        "--ca",
+        serve.ca(),
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+        "--sasl",
+        "external",
+        "--authzid",
+        "bob",
+    ]);
+    assert_eq!(ran.code(), Some(1), "{}", ran.report());
+    assert!(ran.stdout.contains("AUTH refused"), "{}", ran.report());
+
+    let log = serve.finish();
+    let all = log.join("\n");
+    assert_eq!(
+        count(&log, |l| l.contains(
+            "EXTERNAL: certificate \"CN=alice, O=starttls test\" authenticated as alice"
+        )),
+        3,
+        "{all}"
+    );
+    assert_eq!(
+        count(&log, |l| l.contains("refused for authzid bob")),
+        1,
+        "{all}"
+    );
+    assert_eq!(
+        count(&log, |l| l.contains("failed: TLS")
+            || l.contains("certificate rejected")),
+        1,
+        "{all}"
+    );
+}

@@ -1427,6 +1427,137 @@ fn curl_with_starttls_serve() {
     m.finish();
 }
 
+/// curl with a client certificate (`--cert`/`--key`) and `--login-options
+/// AUTH=EXTERNAL` against `starttls serve --client-ca`: SASL EXTERNAL (RFC
+/// 4422 Appendix A) over IMAP (SASL-IR), POP3 (empty challenge) and
+/// submission; without the certificate curl cannot log in, since EXTERNAL
+/// is not offered. The client CA and certificate are made with rcgen.
+#[test]
+fn curl_with_client_certificate_and_sasl_external() {
+    if !requirements_met(
+        "curl_with_client_certificate_and_sasl_external",
+        &[Need::Program("curl"), Need::Program("timeout")],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("curl-external");
+    let client = starttls_conformance::pki::ClientPki::generate("alice").expect("client pki");
+    let [client_ca, cert, key] = client.write(dir.path(), "alice").expect("write pems");
+    let msg = write_message(&dir, "message.eml");
+    let ca = dir.join("serve-ca.pem");
+    let kinds = ["submission", "imap", "pop3"];
+    let ports = free_ports("127.0.0.1", kinds.len());
+    let mut args: Vec<String> = vec!["serve".into()];
+    for (kind, port) in kinds.iter().zip(&ports) {
+        args.push(format!("--{kind}"));
+        args.push(format!("127.0.0.1:{port}"));
+    }
+    // (case, listener, URL, curl arguments, with the certificate, expected output)
+    let send: Vec<String> = [
+        "--mail-from",
+        "alice@localhost",
+        "--mail-rcpt",
+        "bob@localhost",
+        "-T",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([msg.to_string_lossy().into_owned()])
+    .collect();
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<String>, bool, &'a str);
+    let cases: Vec<Case> = vec![
+        ("imap EXTERNAL LIST", "imap", "imap", vec![], true, "INBOX"),
+        ("pop3 EXTERNAL LIST", "pop3", "pop3", vec![], true, "1 "),
+        (
+            "submission EXTERNAL send",
+            "submission",
+            "smtp",
+            send,
+            true,
+            "",
+        ),
+        (
+            "imap EXTERNAL without a certificate",
+            "imap",
+            "imap",
+            vec![],
+            false,
+            "",
+        ),
+    ];
+    args.extend([
+        "--ca-out".into(),
+        ca.to_string_lossy().into_owned(),
+        "--client-ca".into(),
+        client_ca.to_string_lossy().into_owned(),
+        "--require-tls".into(),
+        "--max-connections".into(),
+        cases.len().to_string(),
+    ]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut daemon = Daemon::spawn("starttls serve", STARTTLS, &argv);
+    daemon.wait_for("a `listening` line for every listener", |lines| {
+        kinds.iter().all(|k| listening_addr(lines, k).is_some())
+    });
+    let lines = daemon.lines();
+    let mut m = Matrix::new("curl EXTERNAL");
+    for (case, kind, scheme, extra, with_cert, want) in &cases {
+        let addr = listening_addr(&lines, kind).expect("listening line");
+        let url = format!("{scheme}://{addr}/");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "--ssl-reqd", "--cacert"])
+            .arg(&ca)
+            .args(["--login-options", "AUTH=EXTERNAL", "-u", "alice:"]);
+        if *with_cert {
+            cmd.arg("--cert").arg(&cert).arg("--key").arg(&key);
+        }
+        cmd.arg(&url).args(extra);
+        let ran = run(&mut cmd, &[]);
+        let result = if *with_cert {
+            expect(
+                ran.success() && ran.stdout.contains(want),
+                &format!("exit 0 and `{want}` in the output"),
+                &ran,
+            )
+        } else {
+            expect(
+                !ran.success(),
+                "a failed login (EXTERNAL not offered)",
+                &ran,
+            )
+        };
+        m.record(case, result);
+    }
+    let exited = daemon.finish(Duration::from_secs(10));
+    let lines = daemon.lines();
+    let mut problems = check_serve_log(&lines, cases.len());
+    let accepted = lines
+        .iter()
+        .filter(|l| {
+            l.contains("EXTERNAL: certificate \"CN=alice, O=starttls test\" authenticated as alice")
+        })
+        .count();
+    if accepted != 3 {
+        problems.push(format!("{accepted} EXTERNAL logins logged, 3 expected"));
+    }
+    if exited.is_none() {
+        problems.push("serve did not exit after --max-connections".into());
+    }
+    m.record(
+        "serve log: TLS, EXTERNAL logins, no cleartext commands",
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}\n--- serve log\n{}",
+                problems.join("\n"),
+                lines.join("\n")
+            ))
+        },
+    );
+    m.finish();
+}
+
 /// `openssl s_client -starttls PROTO` to `addr`, the lines written one by one
 /// after the handshake (paced, so nothing is pipelined that should not be).
 fn s_client_starttls(addr: SocketAddr, proto: &str, ca: &Path, lines: &[&str]) -> Ran {

@@ -339,6 +339,9 @@ pub enum UsageError {
         /// The rule it breaks.
         reason: &'static str,
     },
+    /// Client role: SASL `EXTERNAL` cannot work on this session (no TLS, no
+    /// client certificate, not advertised); nothing was sent.
+    External(crate::sasl::ExternalRefusal),
 }
 
 impl fmt::Display for UsageError {
@@ -372,6 +375,7 @@ impl fmt::Display for UsageError {
             UsageError::InvalidValue { field, reason } => {
                 write!(f, "refusing to write an invalid {field}: {reason}")
             }
+            UsageError::External(r) => write!(f, "refusing SASL EXTERNAL: {r}"),
         }
     }
 }

@@ -109,7 +109,8 @@
 //! RFC 2595 (IMAP and POP3 STARTTLS/STLS), RFC 7888 (LITERAL+/LITERAL-),
 //! RFC 3516 (literal8), RFC 4959 (SASL-IR), RFC 2971 (ID), RFC 5161
 //! (ENABLE), RFC 2177 (IDLE); RFC 1939 (POP3), RFC 2449 (CAPA, response
-//! codes), RFC 5034 (POP3 SASL), RFC 3206, RFC 6856 (UTF8, LANG).
+//! codes), RFC 5034 (POP3 SASL), RFC 3206, RFC 6856 (UTF8, LANG); RFC 4422
+//! Appendix A (SASL EXTERNAL over TLS client certificates, see [`sasl`]).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -122,6 +123,7 @@ pub mod framing;
 pub mod imap;
 pub mod policy;
 pub mod pop3;
+pub mod sasl;
 mod secret;
 pub mod session;
 pub mod smtp;
@@ -135,6 +137,7 @@ pub use framing::FramingError;
 pub use policy::TlsPolicy;
 pub use secret::Secret;
 pub use session::{Session, Timeouts, TlsHandoff, Waiting};
+pub use tls::ClientIdentity;
 pub use tls::{ClientTls, ServerTls, TlsError, TlsErrorKind, TlsInfo, TlsVersion};
 pub use trust::{Received, Trust};
 pub use upgrade::{InjectionPolicy, UpgradeEvent};

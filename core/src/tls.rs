@@ -126,6 +126,18 @@ pub struct TlsInfo {
     /// The peer's certificate chain, end entity first (client role: always
     /// present after a verified handshake; server role: client certificates).
     pub peer_certificates: Vec<CertificateDer<'static>>,
+    /// Server role: who the client is, by the certificate it presented and
+    /// the server configuration's client verifier accepted (with rustls, a
+    /// `WebPkiClientVerifier` built from the client CAs). `None` when the
+    /// client presented none, or nobody asked for one. This is what SASL
+    /// `EXTERNAL` authenticates (RFC 4422 Appendix A): the sessions offer
+    /// it only when this is `Some`.
+    pub client_identity: Option<Box<ClientIdentity>>,
+    /// Client role: this side had a certificate to present if the server
+    /// asked for one (with rustls: the configuration's client certificate
+    /// resolver holds one). The client sessions refuse SASL `EXTERNAL`
+    /// without it.
+    pub own_certificate: bool,
 }
 
 impl TlsInfo {
@@ -138,6 +150,8 @@ impl TlsInfo {
             alpn: None,
             sni: None,
             peer_certificates: Vec::new(),
+            client_identity: None,
+            own_certificate: false,
         }
     }
 
@@ -160,6 +174,99 @@ impl TlsInfo {
     pub fn with_peer_certificates(mut self, chain: Vec<CertificateDer<'static>>) -> Self {
         self.peer_certificates = chain;
         self
+    }
+
+    /// Server role, bring-your-own TLS: your stack verified the client's
+    /// certificate, and this is who it names (builder style). Only then do
+    /// the sessions offer SASL `EXTERNAL`.
+    pub fn with_client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.client_identity = Some(Box::new(identity));
+        self
+    }
+
+    /// Client role, bring-your-own TLS: your stack had a client certificate
+    /// to present (builder style), so SASL `EXTERNAL` may be tried.
+    pub fn with_own_certificate(mut self, own: bool) -> Self {
+        self.own_certificate = own;
+        self
+    }
+}
+
+/// The identity a verified TLS client certificate names: what a server
+/// application maps to an account when a client authenticates with SASL
+/// `EXTERNAL` (RFC 4422 Appendix A).
+///
+/// It is only ever built from a certificate that the server's verifier
+/// accepted (see [`TlsInfo::client_identity`]); the session does not judge
+/// it, the application does.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientIdentity {
+    /// The subject distinguished name, attributes in certificate order
+    /// (`CN=alice, O=Example`), as x509-parser writes it.
+    pub subject: String,
+    /// The subject's common names (`CN`).
+    pub common_names: Vec<String>,
+    /// subjectAltName `dNSName` entries.
+    pub dns_names: Vec<String>,
+    /// subjectAltName `rfc822Name` entries, then any `emailAddress`
+    /// attributes of the subject not already listed.
+    pub emails: Vec<String>,
+    /// The end-entity certificate itself, DER.
+    pub certificate: CertificateDer<'static>,
+}
+
+impl ClientIdentity {
+    /// Reads the names in an end-entity certificate. `None` if it does not
+    /// parse as X.509. It says nothing about trust: call it only for a
+    /// certificate your TLS stack verified.
+    pub fn from_certificate(certificate: CertificateDer<'static>) -> Option<Self> {
+        use x509_parser::extensions::GeneralName;
+        use x509_parser::prelude::{FromDer, X509Certificate};
+
+        let (_, cert) = X509Certificate::from_der(certificate.as_ref()).ok()?;
+        let subject = cert.subject().to_string();
+        let common_names = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|a| a.as_str().ok().map(str::to_owned))
+            .collect();
+        let mut dns_names = Vec::new();
+        let mut emails: Vec<String> = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(s) => dns_names.push((*s).to_owned()),
+                    GeneralName::RFC822Name(s) => emails.push((*s).to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        for e in cert.subject().iter_email() {
+            if let Ok(e) = e.as_str() {
+                if !emails.iter().any(|k| k == e) {
+                    emails.push(e.to_owned());
+                }
+            }
+        }
+        Some(ClientIdentity {
+            subject,
+            common_names,
+            dns_names,
+            emails,
+            certificate,
+        })
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("subject", &self.subject)
+            .field("common_names", &self.common_names)
+            .field("dns_names", &self.dns_names)
+            .field("emails", &self.emails)
+            .finish_non_exhaustive()
     }
 }
 
@@ -308,12 +415,17 @@ pub(crate) trait TlsLink: Send {
 /// The rustls implementation of [`TlsLink`].
 pub(crate) struct RustlsLink {
     conn: rustls::Connection,
+    /// Client role: the configuration holds a client certificate.
+    own_certificate: bool,
 }
 
 impl RustlsLink {
     pub(crate) fn server(config: &Arc<rustls::ServerConfig>) -> Result<Self, TlsError> {
         let conn = rustls::ServerConnection::new(Arc::clone(config))?;
-        Ok(RustlsLink { conn: conn.into() })
+        Ok(RustlsLink {
+            conn: conn.into(),
+            own_certificate: false,
+        })
     }
 
     pub(crate) fn client(
@@ -321,7 +433,10 @@ impl RustlsLink {
         name: &ServerName<'static>,
     ) -> Result<Self, TlsError> {
         let conn = rustls::ClientConnection::new(Arc::clone(config), name.clone())?;
-        Ok(RustlsLink { conn: conn.into() })
+        Ok(RustlsLink {
+            conn: conn.into(),
+            own_certificate: config.client_auth_cert_resolver.has_certs(),
+        })
     }
 }
 
@@ -401,16 +516,28 @@ impl TlsLink for RustlsLink {
             rustls::Connection::Server(s) => s.server_name().map(str::to_owned),
             rustls::Connection::Client(_) => None,
         };
+        let peer_certificates = self
+            .conn
+            .peer_certificates()
+            .map(<[CertificateDer<'static>]>::to_vec)
+            .unwrap_or_default();
+        // Server role: rustls keeps a client's certificates only once the
+        // configuration's client verifier accepted them.
+        let client_identity = match &self.conn {
+            rustls::Connection::Server(_) => peer_certificates
+                .first()
+                .and_then(|ee| ClientIdentity::from_certificate(ee.clone()))
+                .map(Box::new),
+            rustls::Connection::Client(_) => None,
+        };
         TlsInfo {
             version,
             cipher_suite,
             alpn: self.conn.alpn_protocol().map(<[u8]>::to_vec),
             sni,
-            peer_certificates: self
-                .conn
-                .peer_certificates()
-                .map(<[CertificateDer<'static>]>::to_vec)
-                .unwrap_or_default(),
+            peer_certificates,
+            client_identity,
+            own_certificate: self.own_certificate,
         }
     }
 

@@ -247,6 +247,8 @@ pub(crate) struct Io<'a, E> {
     sent: u64,
     /// Octets of the caller's own data written while processing input.
     caller_data: &'a mut u64,
+    /// What TLS negotiated, once established.
+    tls_info: Option<&'a TlsInfo>,
 }
 
 impl<E> Io<'_, E> {
@@ -315,6 +317,13 @@ impl<E> Io<'_, E> {
     #[inline]
     pub(crate) fn trust(&self) -> Trust {
         self.trust
+    }
+
+    /// What TLS negotiated, once established (client certificates, for SASL
+    /// `EXTERNAL`).
+    #[inline]
+    pub(crate) fn tls_info(&self) -> Option<&TlsInfo> {
+        self.tls_info
     }
 
     /// Where the next octet written will be, counting every plaintext octet
@@ -712,6 +721,7 @@ impl<E: From<UpgradeEvent>> Core<E> {
             flushed: self.plain_flushed,
             sent: self.plain_sent,
             caller_data: &mut self.caller_data,
+            tls_info: self.tls_info.as_ref(),
         }
     }
 

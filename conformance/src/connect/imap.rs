@@ -1,5 +1,6 @@
 //! `connect` for `imap://` and `imaps://`: once ready, `LOGIN` (with
-//! `--user`), then `LOGOUT`.
+//! `--user`) or `AUTHENTICATE EXTERNAL` (with `--sasl external`), then
+//! `LOGOUT`.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use starttls::imap::{
 };
 use starttls::{ClientTls, Error, Secret, TlsPolicy, Trust, UpgradeEvent};
 
-use super::{print_ready, print_received, print_tls, print_tls_command};
+use super::{print_ready, print_received, print_tls, print_tls_command, External};
 
 /// The session's tag prefix (the library default) and so the tag of its
 /// first own command, the capability query.
@@ -20,6 +21,7 @@ pub(super) struct Imap {
     implicit: bool,
     tls_on_wire: bool,
     login: Option<(String, String)>,
+    external: Option<External>,
     failure: Option<String>,
     /// The greeting carried the capabilities (no `* CAPABILITY` line).
     caps_in_greeting: bool,
@@ -33,6 +35,7 @@ impl Imap {
         policy: TlsPolicy,
         tls: ClientTls,
         login: Option<(String, String)>,
+        external: Option<External>,
     ) -> Result<Imap, String> {
         let config = ClientConfig::new(policy, tls);
         let session = ClientSession::new(Arc::new(config)).map_err(|e| e.to_string())?;
@@ -42,6 +45,7 @@ impl Imap {
             implicit,
             tls_on_wire: implicit,
             login,
+            external,
             failure: None,
             caps_in_greeting: false,
             in_flight: None,
@@ -76,6 +80,27 @@ impl Imap {
         print_ready(trust);
         if authenticated {
             println!("# the server pre-authenticated the session (PREAUTH)");
+        }
+        if let Some(external) = self.external.clone().filter(|_| !authenticated) {
+            let authzid = external.authzid.as_deref();
+            match self.session.send_auth_external(authzid) {
+                Ok(tag) => {
+                    if self.tls_on_wire {
+                        print_tls_command(&format!(
+                            "{} AUTHENTICATE EXTERNAL   (authorization identity: {})",
+                            String::from_utf8_lossy(&tag),
+                            authzid.unwrap_or("the certificate's")
+                        ));
+                    }
+                    self.in_flight = Some((tag, "AUTHENTICATE"));
+                }
+                Err(e) => {
+                    self.failure
+                        .get_or_insert_with(|| format!("AUTHENTICATE not sent: {e}"));
+                    self.logout();
+                }
+            }
+            return;
         }
         match self.login.clone() {
             Some((user, password)) if !authenticated => {
@@ -178,16 +203,16 @@ impl super::Client for Imap {
                     };
                     self.in_flight = None;
                     match name {
-                        "LOGIN" if ok => {
+                        "LOGIN" | "AUTHENTICATE" if ok => {
                             println!("# authenticated");
                             self.logout();
                         }
-                        "LOGIN" => {
+                        "LOGIN" | "AUTHENTICATE" => {
                             let text = String::from_utf8_lossy(&resp.to_bytes())
                                 .trim_end()
                                 .to_string();
                             self.failure
-                                .get_or_insert_with(|| format!("LOGIN refused: {text}"));
+                                .get_or_insert_with(|| format!("{name} refused: {text}"));
                             self.logout();
                         }
                         _ => {}

@@ -1,14 +1,15 @@
 //! `connect` for `pop3://` and `pop3s://`: once ready, `USER` and `PASS`
-//! (with `--user`), then `QUIT`.
+//! (with `--user`) or `AUTH EXTERNAL` (with `--sasl external`), then `QUIT`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use starttls::pop3::{ClientConfig, ClientEvent, ClientSession, Command};
-use starttls::{ClientTls, Error, TlsPolicy, Trust, UpgradeEvent};
+use starttls::{ClientTls, Error, Secret, TlsPolicy, Trust, UpgradeEvent};
 
-use super::{print_ready, print_received, print_tls, print_tls_command};
+use super::{print_ready, print_received, print_tls, print_tls_command, External};
+use crate::serve::sasl;
 
 pub(super) struct Pop3 {
     session: ClientSession,
@@ -16,6 +17,9 @@ pub(super) struct Pop3 {
     tls_on_wire: bool,
     /// `USER` and `PASS`, checked against the POP3 grammar.
     login: Option<(Command, Command)>,
+    /// `AUTH EXTERNAL` with its initial response (the library checks it
+    /// can work before sending it).
+    external: Option<Command>,
     script: VecDeque<Command>,
     failure: Option<String>,
     quit_sent: bool,
@@ -49,7 +53,15 @@ impl Pop3 {
         policy: TlsPolicy,
         tls: ClientTls,
         login: Option<(String, String)>,
+        external: Option<External>,
     ) -> Result<Pop3, String> {
+        let external = external.map(|e| Command::Auth {
+            mechanism: Some(Bytes::from_static(b"EXTERNAL")),
+            initial_response: Some(Secret::new(Bytes::from(match e.authzid {
+                Some(a) if !a.is_empty() => sasl::encode(a.as_bytes()),
+                _ => "=".to_string(),
+            }))),
+        });
         let login = match login {
             Some((u, p)) => Some((
                 checked(format!("USER {u}"), "USER")?,
@@ -65,6 +77,7 @@ impl Pop3 {
             implicit,
             tls_on_wire: implicit,
             login,
+            external,
             script: VecDeque::new(),
             failure: None,
             quit_sent: false,
@@ -167,6 +180,7 @@ impl super::Client for Pop3 {
                     if let Some((user, pass)) = self.login.clone() {
                         self.script.extend([user, pass]);
                     }
+                    self.script.extend(self.external.clone());
                     self.script.push_back(Command::Quit);
                     self.next();
                 }
@@ -179,7 +193,7 @@ impl super::Client for Pop3 {
                     if !status.is_ok() && to != "QUIT" && self.failure.is_none() {
                         self.failure = Some(format!("{to} refused: {}", status.message));
                         self.quit_now();
-                    } else if to == "PASS" {
+                    } else if to == "PASS" || to == "AUTH" {
                         println!("# authenticated");
                     }
                     if multiline {

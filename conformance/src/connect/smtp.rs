@@ -1,5 +1,6 @@
 //! `connect` for `smtp://`, `submission://` and `smtps://`: once ready,
-//! `AUTH PLAIN` (with `--user`), then `QUIT`.
+//! `AUTH PLAIN` (with `--user`) or `AUTH EXTERNAL` (with `--sasl external`),
+//! then `QUIT`.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use bytes::Bytes;
 use starttls::smtp::{ClientConfig, ClientEvent, ClientSession, Command};
 use starttls::{ClientTls, Error, Secret, TlsPolicy, Trust, UpgradeEvent};
 
-use super::{print_ready, print_received, print_tls, print_tls_command};
+use super::{print_ready, print_received, print_tls, print_tls_command, External};
 use crate::serve::sasl;
 
 /// The name we give with `EHLO`.
@@ -18,6 +19,7 @@ pub(super) struct Smtp {
     implicit: bool,
     tls_on_wire: bool,
     login: Option<(String, String)>,
+    external: Option<External>,
     failure: Option<String>,
     quit_sent: bool,
 }
@@ -27,6 +29,7 @@ impl Smtp {
         policy: TlsPolicy,
         tls: ClientTls,
         login: Option<(String, String)>,
+        external: Option<External>,
     ) -> Result<Smtp, String> {
         let config = ClientConfig::new(HELO_NAME, policy, tls);
         let session = ClientSession::new(Arc::new(config)).map_err(|e| e.to_string())?;
@@ -36,6 +39,7 @@ impl Smtp {
             implicit,
             tls_on_wire: implicit,
             login,
+            external,
             failure: None,
             quit_sent: false,
         })
@@ -80,6 +84,20 @@ impl Smtp {
 
     fn ready(&mut self, trust: Trust) {
         print_ready(trust);
+        if let Some(external) = self.external.clone() {
+            let authzid = external.authzid.as_deref();
+            match self.session.send_auth_external(authzid) {
+                Ok(()) => self.shown(&format!(
+                    "AUTH EXTERNAL {}   (authorization identity: {})",
+                    authzid
+                        .map(|a| sasl::encode(a.as_bytes()))
+                        .unwrap_or("=".into()),
+                    authzid.unwrap_or("the certificate's")
+                )),
+                Err(e) => self.fail_and_quit(format!("AUTH not sent: {e}")),
+            }
+            return;
+        }
         match self.plain() {
             Some(response) => {
                 let user = self

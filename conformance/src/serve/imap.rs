@@ -38,7 +38,9 @@ pub(super) fn config(implicit: bool, tls: ServerTls, require_tls: bool) -> Arc<S
     c.greeting = "starttls serve IMAP ready".into();
     c.implicit_tls = implicit;
     c.require_tls = require_tls && !implicit;
-    c.auth_mechanisms = vec!["PLAIN".into()];
+    // EXTERNAL: advertised by the session only to a client whose
+    // certificate `--client-ca` verified.
+    c.auth_mechanisms = vec!["PLAIN".into(), "EXTERNAL".into()];
     // Only what this application implements.
     c.capabilities = vec![
         "IDLE".into(),
@@ -134,6 +136,20 @@ impl Conn {
             ServerEvent::Command(cmd) => self.command(cmd, log),
             ServerEvent::AuthResponse(r) => self.check_plain(r.expose(), log),
             ServerEvent::IdleDone => self.session.complete(Status::Ok, None, "IDLE terminated"),
+            ServerEvent::ExternalAuthRequested(auth) => {
+                let (text, ok) = sasl::check_external(&auth, &self.account.user);
+                log.line(format_args!("AUTHENTICATE EXTERNAL: {text}"));
+                if ok {
+                    self.session
+                        .complete(Status::Ok, None, "AUTHENTICATE completed")
+                } else {
+                    self.session.complete(
+                        Status::No,
+                        other_code("AUTHENTICATIONFAILED"),
+                        "Authentication failed",
+                    )
+                }
+            }
             _ => Ok(()),
         }
     }

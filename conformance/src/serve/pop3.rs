@@ -38,6 +38,9 @@ pub(super) fn config(implicit: bool, tls: ServerTls, require_tls: bool) -> Arc<S
     let mut c = ServerConfig::new(tls);
     c.implicit_tls = implicit;
     c.require_tls = require_tls && !implicit;
+    // EXTERNAL: advertised by the session only to a client whose
+    // certificate `--client-ca` verified.
+    c.sasl_mechanisms = vec!["EXTERNAL".into()];
     c.capabilities = vec![
         Capability::Top,
         Capability::Uidl,
@@ -202,11 +205,23 @@ impl super::Conn for Conn {
                 ServerEvent::Upgrade(u) => log.event(trust, &event, Some(u)),
                 other => log.event(trust, other, None),
             }
-            if let ServerEvent::Command(cmd) = event {
-                if let Err(e) = self.command(cmd, log) {
-                    // A bug in this application, never the peer's doing.
-                    log.line(format_args!("usage error: {e}"));
+            let result = match event {
+                ServerEvent::Command(cmd) => self.command(cmd, log),
+                ServerEvent::ExternalAuthRequested(auth) => {
+                    let (text, good) = super::sasl::check_external(&auth, &self.account.user);
+                    log.line(format_args!("AUTH EXTERNAL: {text}"));
+                    if good {
+                        ok(&mut self.session, "maildrop locked and ready".into())
+                    } else {
+                        self.session
+                            .reject(Some(Code::Auth), "Authentication failed")
+                    }
                 }
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                // A bug in this application, never the peer's doing.
+                log.line(format_args!("usage error: {e}"));
             }
         }
         Ok(())

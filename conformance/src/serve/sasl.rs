@@ -1,6 +1,9 @@
 //! Base64 (RFC 4648 §4) and SASL PLAIN (RFC 4616), written out by hand so
-//! the tool needs no further crates. Shared by `serve` (decoding) and
+//! the tool needs no further crates, and the test account's rule for SASL
+//! EXTERNAL (RFC 4422 Appendix A). Shared by `serve` (decoding) and
 //! `connect` (encoding).
+
+use starttls::sasl::ExternalAuth;
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -95,6 +98,48 @@ pub(crate) fn check_plain(b64: &[u8], user: &[u8], password: &[u8]) -> Plain {
             ok: (authz.is_empty() || *authz == *authc) && *authc == user && *pass == password,
         },
         _ => Plain::Malformed,
+    }
+}
+
+/// The test account's rule for SASL `EXTERNAL`: the verified certificate
+/// stands for the account when one of its names (a subject CN, an email
+/// address or its local part, a DNS name) is the account's user name; the
+/// client may ask for no authorization identity, the user name, or any name
+/// the certificate carries. Returns what to log and whether to accept.
+pub(crate) fn check_external(auth: &ExternalAuth, user: &[u8]) -> (String, bool) {
+    let id = &auth.identity;
+    let names: Vec<&str> = id
+        .common_names
+        .iter()
+        .chain(&id.emails)
+        .chain(&id.dns_names)
+        .map(String::as_str)
+        .collect();
+    let user = String::from_utf8_lossy(user);
+    let mapped = names
+        .iter()
+        .any(|n| *n == user || n.split_once('@').is_some_and(|(local, _)| local == user));
+    let allowed = match auth.authzid.as_deref() {
+        None => true,
+        Some(a) => a == user || names.contains(&a),
+    };
+    let asked = auth.authzid.as_deref().unwrap_or("(none)");
+    if mapped && allowed {
+        (
+            format!(
+                "certificate {:?} authenticated as {user} (authzid {asked})",
+                id.subject
+            ),
+            true,
+        )
+    } else {
+        (
+            format!(
+                "certificate {:?} refused for authzid {asked}: it does not name the account {user:?}",
+                id.subject
+            ),
+            false,
+        )
     }
 }
 

@@ -29,7 +29,9 @@ pub(super) fn config(kind: Kind, tls: ServerTls, require_tls: bool) -> Arc<Serve
         Kind::Smtps => false,
         _ => require_tls,
     };
-    c.auth_mechanisms = vec!["PLAIN".into(), "LOGIN".into()];
+    // EXTERNAL: advertised by the session only to a client whose
+    // certificate `--client-ca` verified.
+    c.auth_mechanisms = vec!["PLAIN".into(), "LOGIN".into(), "EXTERNAL".into()];
     c.extensions.size = Some(MAX_MESSAGE as u64);
     Arc::new(c)
 }
@@ -127,6 +129,19 @@ impl Conn {
             ServerEvent::AuthCancelled => {
                 self.sasl = Sasl::None;
                 Ok(())
+            }
+            ServerEvent::ExternalAuthRequested(auth) => {
+                let (text, ok) = sasl::check_external(&auth, &self.account.user);
+                log.line(format_args!("AUTH EXTERNAL: {text}"));
+                if ok {
+                    self.session.accept()
+                } else {
+                    self.session.reject(
+                        535,
+                        enhanced(5, 7, 8),
+                        "Authentication credentials invalid",
+                    )
+                }
             }
             _ => Ok(()),
         }

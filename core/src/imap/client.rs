@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::error::{ConfigError, Error, Step, TlsRefusal, UsageError};
 use crate::framing::without_crlf;
 use crate::policy::TlsPolicy;
+use crate::sasl;
 use crate::secret::Secret;
 use crate::tls::ClientTls;
 use crate::trust::{Received, Trust};
@@ -147,6 +148,38 @@ impl ClientSession {
     /// [`UsageError::InvalidValue`] and nothing written.
     pub fn send(&mut self, body: CommandBody) -> Result<Bytes, UsageError> {
         self.engine.call(|m, io| m.send(body, io))
+    }
+
+    /// Authenticates with SASL `EXTERNAL` (RFC 4422 Appendix A): the TLS
+    /// client certificate is the credential, `authzid` the identity to act
+    /// as (`None`: the one the certificate names). Sends `AUTHENTICATE
+    /// EXTERNAL`, with the response as initial response when the server
+    /// offers `SASL-IR` (RFC 4959), else on its continuation, and returns the
+    /// tag; the outcome comes as [`ClientEvent::Tagged`].
+    ///
+    /// Refused with [`UsageError::External`], sending nothing, unless the
+    /// session is over TLS, a client certificate was configured
+    /// ([`TlsInfo::own_certificate`](crate::TlsInfo::own_certificate)) and
+    /// the server advertised `AUTH=EXTERNAL` over TLS. An `AUTHENTICATE
+    /// EXTERNAL` given to [`send`](Self::send) is checked the same way.
+    pub fn send_auth_external(&mut self, authzid: Option<&str>) -> Result<Bytes, UsageError> {
+        let response = sasl::response(authzid)?;
+        self.engine.call(|m, io| {
+            let sasl_ir = m.caps.as_ref().is_some_and(|c| c.contains("SASL-IR"));
+            let body = CommandBody::Authenticate {
+                mechanism: Bytes::from_static(sasl::EXTERNAL.as_bytes()),
+                initial_response: sasl_ir.then(|| Secret::new(response.clone())),
+            };
+            let tag = m.send(body, io)?;
+            if !sasl_ir {
+                // Sent on the server's (empty) continuation, like a literal.
+                let mut line = Vec::with_capacity(response.len() + 2);
+                line.extend_from_slice(&response);
+                line.extend_from_slice(b"\r\n");
+                m.literal_parts.push_back(Bytes::from(line));
+            }
+            Ok(tag)
+        })
     }
 
     /// Answers an `AUTHENTICATE` continuation with a base64 line (`*`
@@ -608,6 +641,14 @@ impl ClientMachine {
         let cleartext = io.trust() == Trust::Cleartext;
         let kind = match &body {
             CommandBody::StartTls => return Err(UsageError::ReservedCommand("STARTTLS")),
+            CommandBody::Authenticate { mechanism, .. } if sasl::is_external(mechanism) => {
+                let advertised = self
+                    .caps
+                    .as_ref()
+                    .is_some_and(|c| c.auth_mechanisms().any(|m| sasl::is_external(&m)));
+                sasl::client_check(io.trust(), io.tls_info(), advertised)?;
+                Kind::Authenticate
+            }
             CommandBody::Login { .. } | CommandBody::Authenticate { .. }
                 if cleartext && !self.config.insecure_login_in_cleartext =>
             {

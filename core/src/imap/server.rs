@@ -6,8 +6,9 @@ use bytes::Bytes;
 
 use crate::error::{ConfigError, Error, UsageError};
 use crate::framing::{scan_line, without_crlf, LineSkipper, Scan};
+use crate::sasl::{self, ExternalAuth};
 use crate::secret::Secret;
-use crate::tls::ServerTls;
+use crate::tls::{ServerTls, TlsInfo};
 use crate::trust::Trust;
 use crate::upgrade::{
     session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
@@ -34,7 +35,9 @@ pub struct ServerConfig {
     /// Refuse everything but `CAPABILITY`, `NOOP`, `LOGOUT`, `STARTTLS` and
     /// `ID` in cleartext (`NO [PRIVACYREQUIRED]`).
     pub require_tls: bool,
-    /// SASL mechanisms advertised as `AUTH=...` (over TLS).
+    /// SASL mechanisms advertised as `AUTH=...` (over TLS). `EXTERNAL` is
+    /// advertised only with a verified TLS client certificate, and the
+    /// session runs its exchange (see [`sasl`](crate::sasl)).
     pub auth_mechanisms: Vec<String>,
     /// Accept `LOGIN` and `AUTHENTICATE` in cleartext. Off by default: the
     /// server advertises `LOGINDISABLED` and answers `NO [PRIVACYREQUIRED]`.
@@ -104,6 +107,11 @@ pub enum ServerEvent {
     AuthCancelled,
     /// The client ended `IDLE` with `DONE`: complete the `IDLE` command.
     IdleDone,
+    /// The client asked to authenticate with `AUTHENTICATE EXTERNAL` (RFC
+    /// 4422 Appendix A) over TLS with a verified client certificate.
+    /// Finish it with [`ServerSession::complete`] (`OK`, or `NO
+    /// [AUTHENTICATIONFAILED]`); no continuation follows.
+    ExternalAuthRequested(ExternalAuth),
     /// The session refused a command itself and sent this response.
     Refused(Response),
     /// Upgrade and TLS facts.
@@ -223,6 +231,8 @@ impl ServerSession {
 enum Kind {
     Login,
     Authenticate,
+    /// `AUTHENTICATE EXTERNAL`, its authorization identity read.
+    External,
     Idle,
     Other,
 }
@@ -236,6 +246,9 @@ enum State {
     AppBusy { tag: Bytes, name: Bytes, kind: Kind },
     /// After a continuation to `AUTHENTICATE`: the next line is a response.
     SaslLine { tag: Bytes },
+    /// After the empty continuation to `AUTHENTICATE EXTERNAL`: the next
+    /// line is the authorization identity.
+    ExternalLine { tag: Bytes },
     /// After a continuation to `IDLE`: the next line must be `DONE`.
     Idle { tag: Bytes },
 }
@@ -281,14 +294,14 @@ impl ServerMachine {
         }
     }
 
-    fn capabilities(&self, trust: Trust) -> Capabilities {
+    fn capabilities(&self, trust: Trust, tls: Option<&TlsInfo>) -> Capabilities {
         let c = &self.config;
         let mut caps = vec![Capability::Imap4rev2, Capability::Imap4rev1];
         if trust == Trust::Cleartext && !c.implicit_tls && c.tls.is_available() {
             caps.push(Capability::StartTls);
         }
         if self.login_allowed(trust) {
-            for m in &c.auth_mechanisms {
+            for m in sasl::advertised(&c.auth_mechanisms, trust, tls) {
                 caps.push(Capability::Auth(Bytes::from(m.clone())));
             }
         } else {
@@ -387,7 +400,7 @@ impl ServerMachine {
         let tag = cmd.tag.clone();
         let kind = match &cmd.body {
             CommandBody::Capability => {
-                let caps = self.capabilities(trust);
+                let caps = self.capabilities(trust, io.tls_info());
                 self.send(io, &Response::Capability(caps));
                 self.send(
                     io,
@@ -443,7 +456,15 @@ impl ServerMachine {
                     );
                     return self.refuse(io, r);
                 }
-                if let CommandBody::Authenticate { mechanism, .. } = &cmd.body {
+                if let CommandBody::Authenticate {
+                    mechanism,
+                    initial_response,
+                } = &cmd.body
+                {
+                    if sasl::is_external(mechanism) {
+                        let response = initial_response.as_ref().map(|r| r.expose().clone());
+                        return self.external(tag, response, io);
+                    }
                     let known = self
                         .config
                         .auth_mechanisms
@@ -554,7 +575,7 @@ impl ServerMachine {
             status: StatusResponse { status, code, text },
         };
         self.send_checked(io, &response, code_is_none)?;
-        if ok && matches!(kind, Kind::Login | Kind::Authenticate) {
+        if ok && matches!(kind, Kind::Login | Kind::Authenticate | Kind::External) {
             self.authenticated = true;
         }
         self.state = State::Commands;
@@ -590,6 +611,63 @@ impl ServerMachine {
         self.send_checked(io, &r, true)?;
         self.state = next;
         Ok(())
+    }
+
+    /// `AUTHENTICATE EXTERNAL` (RFC 4422 Appendix A), with or without its
+    /// initial response (RFC 4959). The session owns the mechanism whatever
+    /// the configuration says: it is offered only with a verified client
+    /// certificate.
+    fn external(&mut self, tag: Bytes, response: Option<Bytes>, io: &mut Io<'_, ServerEvent>) {
+        let offered = sasl::configured(&self.config.auth_mechanisms)
+            && sasl::server_identity(io.trust(), io.tls_info()).is_some();
+        if !offered {
+            let r = Self::tagged(
+                &tag,
+                Status::No,
+                None,
+                "EXTERNAL needs a verified TLS client certificate",
+            );
+            return self.refuse(io, r);
+        }
+        match response {
+            None => {
+                // RFC 9051 §7.5: an empty challenge is `+` SP.
+                self.send(
+                    io,
+                    &Response::Continuation {
+                        code: None,
+                        text: Bytes::new(),
+                    },
+                );
+                self.state = State::ExternalLine { tag };
+            }
+            Some(r) => self.external_response(tag, &r, io),
+        }
+    }
+
+    /// The client's `EXTERNAL` response: reported with the verified
+    /// identity, or refused when it is not a valid authorization identity.
+    fn external_response(&mut self, tag: Bytes, response: &[u8], io: &mut Io<'_, ServerEvent>) {
+        let identity = sasl::server_identity(io.trust(), io.tls_info()).cloned();
+        let decoded = sasl::decode_authzid(response);
+        match (identity, decoded) {
+            (Some(identity), Ok(authzid)) => {
+                self.state = State::AppBusy {
+                    tag,
+                    name: Bytes::from_static(b"AUTHENTICATE"),
+                    kind: Kind::External,
+                };
+                io.emit(ServerEvent::ExternalAuthRequested(ExternalAuth {
+                    identity,
+                    authzid,
+                }));
+            }
+            (None, _) => {
+                let text = "EXTERNAL needs a verified TLS client certificate";
+                self.refuse(io, Self::tagged(&tag, Status::No, None, text));
+            }
+            (_, Err(e)) => self.bad(io, Some(&tag), e.text()),
+        }
     }
 
     /// One line in `SaslLine` or `Idle` state; `Err` for a line that broke
@@ -648,7 +726,7 @@ impl ServerMachine {
     fn read(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
         if !self.greeted {
             self.greeted = true;
-            let caps = self.capabilities(io.trust());
+            let caps = self.capabilities(io.trust(), io.tls_info());
             let greeting = Self::untagged(
                 Status::Ok,
                 Some(Code::Capability(caps)),
@@ -688,6 +766,33 @@ impl ServerMachine {
                             kind: Kind::Authenticate,
                         };
                         io.emit(ServerEvent::AuthResponse(Secret::new(line)));
+                    }
+                }
+                State::ExternalLine { tag } => {
+                    let tag = tag.clone();
+                    let Some(line) = self.line(io) else {
+                        return Ok(());
+                    };
+                    self.state = State::Commands;
+                    match line {
+                        Ok(l) if l.as_ref() == b"*" => {
+                            self.send(
+                                io,
+                                &Self::tagged(&tag, Status::Bad, None, "AUTHENTICATE cancelled"),
+                            );
+                            io.emit(ServerEvent::AuthCancelled);
+                        }
+                        Ok(l) => self.external_response(tag, &l, io),
+                        Err(()) => {
+                            let r = Self::tagged(
+                                &tag,
+                                Status::Bad,
+                                None,
+                                "Invalid AUTHENTICATE response",
+                            );
+                            self.refuse(io, r);
+                            io.emit(ServerEvent::AuthCancelled);
+                        }
                     }
                 }
                 State::Idle { tag } => {
@@ -820,7 +925,10 @@ impl crate::session::Timed for ServerMachine {
         use crate::session::Waiting;
         match self.state {
             State::AppBusy { .. } => Waiting::Application,
-            State::Commands | State::SaslLine { .. } | State::Idle { .. } => Waiting::Command,
+            State::Commands
+            | State::SaslLine { .. }
+            | State::ExternalLine { .. }
+            | State::Idle { .. } => Waiting::Command,
         }
     }
 

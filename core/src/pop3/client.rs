@@ -9,6 +9,7 @@ use crate::dot::{DataReader, DataStep};
 use crate::error::{ConfigError, Error, Step, TlsRefusal, UsageError};
 use crate::framing::{scan_line, without_crlf, FramingError, Scan};
 use crate::policy::TlsPolicy;
+use crate::sasl;
 use crate::secret::Secret;
 use crate::tls::ClientTls;
 use crate::trust::{Received, Trust};
@@ -145,6 +146,25 @@ impl ClientSession {
     /// [`UsageError::InvalidValue`] and nothing written.
     pub fn send(&mut self, command: Command) -> Result<(), UsageError> {
         self.engine.call(|m, io| m.send(command, io))
+    }
+
+    /// Authenticates with SASL `EXTERNAL` (RFC 4422 Appendix A, RFC 5034):
+    /// the TLS client certificate is the credential, `authzid` the identity
+    /// to act as (`None`: the one the certificate names). Sends `AUTH
+    /// EXTERNAL` with the initial response; the outcome comes as
+    /// [`ClientEvent::Reply`].
+    ///
+    /// Refused with [`UsageError::External`], sending nothing, unless the
+    /// session is over TLS, a client certificate was configured
+    /// ([`TlsInfo::own_certificate`](crate::TlsInfo::own_certificate)) and
+    /// the server advertised `SASL EXTERNAL` over TLS. An `AUTH EXTERNAL`
+    /// given to [`send`](Self::send) is checked the same way.
+    pub fn send_auth_external(&mut self, authzid: Option<&str>) -> Result<(), UsageError> {
+        let response = sasl::response(authzid)?;
+        self.send(Command::Auth {
+            mechanism: Some(Bytes::from_static(sasl::EXTERNAL.as_bytes())),
+            initial_response: Some(Secret::new(response)),
+        })
     }
 
     /// Answers a SASL challenge with a base64 line (`*` cancels). Anything
@@ -458,6 +478,16 @@ impl ClientMachine {
         cmd.check()?;
         match cmd {
             Command::Stls => return Err(UsageError::ReservedCommand("STLS")),
+            Command::Auth {
+                mechanism: Some(ref m),
+                ..
+            } if sasl::is_external(m) => {
+                let advertised = self
+                    .caps
+                    .as_ref()
+                    .is_some_and(|c| c.sasl_mechanisms().any(|m| sasl::is_external(&m)));
+                sasl::client_check(io.trust(), io.tls_info(), advertised)?;
+            }
             Command::User { .. }
             | Command::Pass { .. }
             | Command::Apop { .. }

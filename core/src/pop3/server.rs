@@ -7,8 +7,9 @@ use bytes::Bytes;
 use crate::dot::DotStuffer;
 use crate::error::{ConfigError, Error, UsageError};
 use crate::framing::{scan_line, without_crlf, LineSkipper, Scan};
+use crate::sasl::{self, ExternalAuth};
 use crate::secret::Secret;
-use crate::tls::ServerTls;
+use crate::tls::{ServerTls, TlsInfo};
 use crate::trust::Trust;
 use crate::upgrade::{
     session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
@@ -34,6 +35,9 @@ pub struct ServerConfig {
     /// Refuse every command but `CAPA`, `STLS` and `QUIT` in cleartext.
     pub require_tls: bool,
     /// SASL mechanisms advertised in `CAPA` (`SASL PLAIN ...`) over TLS.
+    /// `EXTERNAL` is advertised only with a verified TLS client
+    /// certificate, and the session runs its exchange (see
+    /// [`sasl`](crate::sasl)).
     pub sasl_mechanisms: Vec<String>,
     /// Accept `USER`/`PASS`/`APOP`/`AUTH` in cleartext. Off by default: they
     /// are answered `-ERR [AUTH]` and `USER`/`SASL` are not advertised before
@@ -97,6 +101,11 @@ pub enum ServerEvent {
     AuthResponse(Secret<Bytes>),
     /// The client cancelled `AUTH` with `*`; the session answered `-ERR`.
     AuthCancelled,
+    /// The client asked to authenticate with `AUTH EXTERNAL` (RFC 4422
+    /// Appendix A, RFC 5034) over TLS with a verified client certificate.
+    /// Answer it with [`ServerSession::accept`] or
+    /// [`ServerSession::reject`]; no challenge follows.
+    ExternalAuthRequested(ExternalAuth),
     /// The session refused a command itself and sent this response.
     Refused(StatusLine),
     /// Upgrade and TLS facts.
@@ -197,7 +206,7 @@ impl ServerSession {
     pub fn continue_request(&mut self, challenge: &[u8]) -> Result<(), UsageError> {
         self.engine.call(|m, io| {
             match m.pending {
-                Some(Command::Auth { .. }) => {}
+                Some(Command::Auth { .. }) if !m.external => {}
                 _ => return Err(UsageError::WrongState("a challenge needs a pending AUTH")),
             }
             if challenge == b"*" || appvalue::check_sasl_response(challenge).is_err() {
@@ -234,6 +243,11 @@ pub(crate) struct ServerMachine {
     pending: Option<Command>,
     /// After a challenge: the next line is a SASL response.
     sasl_line: bool,
+    /// After the empty challenge to `AUTH EXTERNAL`: the next line is the
+    /// authorization identity.
+    external_line: bool,
+    /// The pending `AUTH` is `EXTERNAL`, its identity read: no challenge.
+    external: bool,
     scanned: usize,
     skipper: LineSkipper,
     errors: u32,
@@ -250,6 +264,8 @@ impl ServerMachine {
             transaction: false,
             pending: None,
             sasl_line: false,
+            external_line: false,
+            external: false,
             scanned: 0,
             skipper: LineSkipper::default(),
             errors: 0,
@@ -261,7 +277,7 @@ impl ServerMachine {
         trust == Trust::Tls || (self.config.insecure_auth_in_cleartext && !self.config.require_tls)
     }
 
-    fn capabilities(&self, trust: Trust) -> Capabilities {
+    fn capabilities(&self, trust: Trust, tls: Option<&TlsInfo>) -> Capabilities {
         let c = &self.config;
         let mut caps = Vec::new();
         if trust == Trust::Cleartext && !c.implicit_tls && c.tls.is_available() {
@@ -269,8 +285,11 @@ impl ServerMachine {
         }
         if self.auth_allowed(trust) {
             caps.push(Capability::User);
-            if !c.sasl_mechanisms.is_empty() {
-                caps.push(Capability::Sasl(Bytes::from(c.sasl_mechanisms.join(" "))));
+            let mechs: Vec<&str> = sasl::advertised(&c.sasl_mechanisms, trust, tls)
+                .map(String::as_str)
+                .collect();
+            if !mechs.is_empty() {
+                caps.push(Capability::Sasl(Bytes::from(mechs.join(" "))));
             }
         }
         caps.extend(c.capabilities.iter().cloned());
@@ -319,7 +338,7 @@ impl ServerMachine {
             Command::Capa => {
                 self.ok(io, "Capability list follows");
                 let mut v = Vec::new();
-                self.capabilities(trust).write_to(&mut v);
+                self.capabilities(trust, io.tls_info()).write_to(&mut v);
                 v.extend_from_slice(b".\r\n");
                 io.send(&v);
                 return;
@@ -369,13 +388,22 @@ impl ServerMachine {
                     } => {
                         self.ok(io, "SASL mechanisms follow");
                         let mut v = Vec::new();
-                        for m in &self.config.sasl_mechanisms {
+                        let mechs =
+                            sasl::advertised(&self.config.sasl_mechanisms, trust, io.tls_info());
+                        for m in mechs {
                             v.extend_from_slice(m.as_bytes());
                             v.extend_from_slice(b"\r\n");
                         }
                         v.extend_from_slice(b".\r\n");
                         io.send(&v);
                         return;
+                    }
+                    Command::Auth {
+                        mechanism: Some(m),
+                        initial_response,
+                    } if sasl::is_external(m) => {
+                        let response = initial_response.as_ref().map(|r| r.expose().clone());
+                        return self.external(response, io);
                     }
                     Command::Auth {
                         mechanism: Some(m), ..
@@ -432,6 +460,7 @@ impl ServerMachine {
         }
         let cmd = self.pending.take();
         self.sasl_line = false;
+        self.external = false;
         match cmd {
             Some(Command::User { .. }) => self.user_ok = ok,
             Some(Command::Pass { .. } | Command::Apop { .. } | Command::Auth { .. }) => {
@@ -442,6 +471,51 @@ impl ServerMachine {
             _ => {}
         }
         Ok(())
+    }
+}
+
+impl ServerMachine {
+    /// `AUTH EXTERNAL` (RFC 4422 Appendix A, RFC 5034), with or without
+    /// its initial response. The session owns the mechanism whatever the
+    /// configuration says: it is offered only with a verified client
+    /// certificate.
+    fn external(&mut self, response: Option<Bytes>, io: &mut Io<'_, ServerEvent>) {
+        let offered = sasl::configured(&self.config.sasl_mechanisms)
+            && sasl::server_identity(io.trust(), io.tls_info()).is_some();
+        if !offered {
+            return self.refuse(io, None, "EXTERNAL needs a verified TLS client certificate");
+        }
+        match response {
+            // RFC 5034 §4: an empty challenge is `+` SP.
+            None => {
+                io.send(b"+ \r\n");
+                self.external_line = true;
+            }
+            Some(r) => self.external_response(&r, io),
+        }
+    }
+
+    /// The client's `EXTERNAL` response: reported with the verified
+    /// identity, or refused when it is not a valid authorization identity.
+    fn external_response(&mut self, response: &[u8], io: &mut Io<'_, ServerEvent>) {
+        let identity = sasl::server_identity(io.trust(), io.tls_info()).cloned();
+        let Some(identity) = identity else {
+            return self.refuse(io, None, "EXTERNAL needs a verified TLS client certificate");
+        };
+        match sasl::decode_authzid(response) {
+            Ok(authzid) => {
+                self.pending = Some(Command::Auth {
+                    mechanism: Some(Bytes::from_static(sasl::EXTERNAL.as_bytes())),
+                    initial_response: None,
+                });
+                self.external = true;
+                io.emit(ServerEvent::ExternalAuthRequested(ExternalAuth {
+                    identity,
+                    authzid,
+                }));
+            }
+            Err(e) => self.refuse(io, None, e.text()),
+        }
     }
 }
 
@@ -489,7 +563,8 @@ impl ServerMachine {
             }
             let input = io.input();
             let limits = &self.config.limits;
-            let sasl = self.sasl_line;
+            let sasl = self.sasl_line || self.external_line;
+            let external = self.external_line;
             // RFC 5034 §4: SASL lines, and AUTH with an initial response, may
             // be longer than the 255 octets of RFC 2449 §4.
             let limit = if sasl
@@ -507,6 +582,7 @@ impl ServerMachine {
                     io.skip(limit);
                     self.skipper.start();
                     self.sasl_line = false;
+                    self.external_line = false;
                     if sasl {
                         self.pending = None;
                     }
@@ -515,6 +591,7 @@ impl ServerMachine {
                 Scan::Invalid { len, .. } => {
                     io.skip(len);
                     self.sasl_line = false;
+                    self.external_line = false;
                     if sasl {
                         self.pending = None;
                     }
@@ -524,6 +601,7 @@ impl ServerMachine {
                     let line = without_crlf(&io.take(len));
                     if sasl {
                         self.sasl_line = false;
+                        self.external_line = false;
                         if line.as_ref() == b"*" {
                             self.pending = None;
                             self.send_status(
@@ -534,6 +612,8 @@ impl ServerMachine {
                                 ),
                             );
                             io.emit(ServerEvent::AuthCancelled);
+                        } else if external {
+                            self.external_response(&line, io);
                         } else {
                             io.emit(ServerEvent::AuthResponse(Secret::new(line)));
                         }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::error::{ConfigError, Error, Step, TlsRefusal, UsageError};
 use crate::framing::{scan_line, Scan};
 use crate::policy::TlsPolicy;
+use crate::sasl;
 use crate::secret::Secret;
 use crate::tls::ClientTls;
 use crate::trust::{Received, Trust};
@@ -211,6 +212,25 @@ impl ClientSession {
     /// Sends one `BDAT` chunk (RFC 3030; the server must offer `CHUNKING`).
     pub fn send_chunk(&mut self, chunk: &[u8], last: bool) -> Result<(), UsageError> {
         self.engine.call(|m, io| m.send_chunk(chunk, last, io))
+    }
+
+    /// Authenticates with SASL `EXTERNAL` (RFC 4422 Appendix A): the TLS
+    /// client certificate is the credential, `authzid` the identity to act
+    /// as (`None`: the one the certificate names). Sends `AUTH EXTERNAL`
+    /// with the initial response; the outcome comes as
+    /// [`ClientEvent::Reply`] to `"AUTH"`.
+    ///
+    /// Refused with [`UsageError::External`], sending nothing, unless the
+    /// session is over TLS, a client certificate was configured
+    /// ([`TlsInfo::own_certificate`](crate::TlsInfo::own_certificate)) and
+    /// the server advertised `AUTH EXTERNAL` over TLS. An `AUTH EXTERNAL`
+    /// given to [`send`](Self::send) is checked the same way.
+    pub fn send_auth_external(&mut self, authzid: Option<&str>) -> Result<(), UsageError> {
+        let response = sasl::response(authzid)?;
+        self.send(Command::Auth {
+            mechanism: Bytes::from_static(sasl::EXTERNAL.as_bytes()),
+            initial_response: Some(Secret::new(response)),
+        })
     }
 
     /// Answers a `334` challenge during `AUTH` with a base64 line (`*`
@@ -613,6 +633,13 @@ impl ClientMachine {
             | Command::Ehlo { .. }
             | Command::Helo { .. }
             | Command::Lhlo { .. } => return Err(UsageError::ReservedCommand(verb)),
+            Command::Auth { ref mechanism, .. } if sasl::is_external(mechanism) => {
+                let advertised = self
+                    .caps
+                    .as_ref()
+                    .is_some_and(|c| c.auth_mechanisms().any(|m| sasl::is_external(&m)));
+                sasl::client_check(io.trust(), io.tls_info(), advertised)?;
+            }
             Command::Auth { .. }
                 if io.trust() == Trust::Cleartext && !self.config.insecure_auth_in_cleartext =>
             {

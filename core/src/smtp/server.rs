@@ -6,8 +6,9 @@ use bytes::Bytes;
 
 use crate::error::{ConfigError, Error, UsageError};
 use crate::framing::{scan_line, without_crlf, FramingError, LineSkipper, Scan};
+use crate::sasl::{self, ExternalAuth};
 use crate::secret::Secret;
-use crate::tls::ServerTls;
+use crate::tls::{ServerTls, TlsInfo};
 use crate::trust::Trust;
 use crate::upgrade::{
     session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
@@ -87,6 +88,10 @@ pub struct ServerConfig {
     /// mail locally.
     pub require_tls: bool,
     /// SASL mechanisms advertised with `AUTH` (RFC 4954). Empty: no `AUTH`.
+    /// `EXTERNAL` is advertised only over TLS with a verified client
+    /// certificate, and the session runs its exchange (see [`sasl`]).
+    ///
+    /// [`sasl`]: crate::sasl
     pub auth_mechanisms: Vec<String>,
     /// Advertise and accept `AUTH` before TLS. Off by default: credentials
     /// are only ever accepted over TLS.
@@ -185,6 +190,12 @@ pub enum ServerEvent {
     AuthResponse(Secret<Bytes>),
     /// The client cancelled `AUTH` with `*`; the session answered `501`.
     AuthCancelled,
+    /// The client asked to authenticate with `AUTH EXTERNAL` (RFC 4422
+    /// Appendix A) over TLS with a verified client certificate. Answer it:
+    /// [`accept`](ServerSession::accept) (`235`) or
+    /// [`reject`](ServerSession::reject) (`535 5.7.8`, say); no challenge
+    /// follows.
+    ExternalAuthRequested(ExternalAuth),
     /// The mail transaction was reset (`RSET`, a new `EHLO`, `STARTTLS`,
     /// end of message). Drop envelope state.
     TransactionReset,
@@ -319,6 +330,8 @@ enum Pending {
         replies: u32,
     },
     Auth,
+    /// `AUTH EXTERNAL`, its authorization identity read: success or failure.
+    External,
     Other(&'static str),
 }
 
@@ -331,6 +344,7 @@ impl Pending {
             Pending::Chunk => "BDAT",
             Pending::MessageEnd { .. } => "end of message",
             Pending::Auth => "AUTH",
+            Pending::External => "AUTH EXTERNAL",
             Pending::Other(v) => v,
         }
     }
@@ -341,6 +355,8 @@ impl Pending {
         match self {
             Pending::Data => code == 354 || negative,
             Pending::Auth => class == 2 || code == 334 || negative,
+            // RFC 4422 Appendix A: no challenge follows the identity.
+            Pending::External => class == 2 || negative,
             _ => class == 2 || negative,
         }
     }
@@ -354,7 +370,7 @@ impl Pending {
             }
             Pending::Chunk => (250, (2, 0, 0), "Ok: chunk received"),
             Pending::MessageEnd { .. } => (250, (2, 0, 0), "Ok: queued"),
-            Pending::Auth => (235, (2, 7, 0), "Authentication successful"),
+            Pending::Auth | Pending::External => (235, (2, 7, 0), "Authentication successful"),
             Pending::Other(_) => (250, (2, 0, 0), "Ok"),
         };
         reply(code, e, text)
@@ -384,6 +400,9 @@ enum Mode {
         refuse: Option<(u16, (u8, u16, u16), &'static str)>,
     },
     AuthResponse,
+    /// After the empty `334` to `AUTH EXTERNAL`: the next line is the
+    /// authorization identity.
+    ExternalResponse,
 }
 
 pub(crate) struct ServerMachine {
@@ -463,7 +482,7 @@ impl ServerMachine {
         self.require_tls = false;
     }
 
-    fn capabilities(&self, trust: Trust) -> Capabilities {
+    fn capabilities(&self, trust: Trust, tls: Option<&TlsInfo>) -> Capabilities {
         let c = &self.config;
         let x = &c.extensions;
         let mut caps = Vec::new();
@@ -499,7 +518,12 @@ impl ServerMachine {
             caps.push(Capability::StartTls);
         }
         if self.offers_auth(trust) {
-            caps.push(Capability::Auth(Bytes::from(c.auth_mechanisms.join(" "))));
+            let mechs: Vec<&str> = sasl::advertised(&c.auth_mechanisms, trust, tls)
+                .map(String::as_str)
+                .collect();
+            if !mechs.is_empty() {
+                caps.push(Capability::Auth(Bytes::from(mechs.join(" "))));
+            }
         }
         Capabilities::new(Bytes::from(c.hostname.clone()), caps)
     }
@@ -509,7 +533,7 @@ impl ServerMachine {
     /// the line, so it is the same however the line was split.
     fn line_limit(&self, input: &[u8], trust: Trust) -> usize {
         let l = &self.config.limits;
-        if matches!(self.mode, Mode::AuthResponse) {
+        if matches!(self.mode, Mode::AuthResponse | Mode::ExternalResponse) {
             return l.auth_line;
         }
         // RFC 4954 §4: an AUTH initial response may be as long as a SASL line.
@@ -562,7 +586,7 @@ impl ServerMachine {
                 self.reset_transaction(io);
                 self.hello = true;
                 self.extended = true;
-                let r = self.capabilities(trust).to_reply(b"");
+                let r = self.capabilities(trust, io.tls_info()).to_reply(b"");
                 self.send(io, &r);
                 io.emit(ServerEvent::Hello(cmd));
                 return;
@@ -659,6 +683,16 @@ impl ServerMachine {
                         (5, 5, 1),
                         "AUTH not allowed during a mail transaction",
                     );
+                }
+                if let Command::Auth {
+                    mechanism,
+                    initial_response,
+                } = &cmd
+                {
+                    if sasl::is_external(mechanism) {
+                        let response = initial_response.as_ref().map(|r| r.expose().clone());
+                        return self.external(response, io);
+                    }
                 }
                 self.pending = Some(Pending::Auth);
             }
@@ -770,6 +804,7 @@ impl ServerMachine {
                     self.require_tls = false;
                 }
             }
+            Pending::External => self.authenticated = positive,
             Pending::Auth => {
                 if code == 334 {
                     self.mode = Mode::AuthResponse;
@@ -779,6 +814,54 @@ impl ServerMachine {
             }
         }
         Ok(())
+    }
+
+    /// `AUTH EXTERNAL` (RFC 4422 Appendix A), with or without its initial
+    /// response. The session owns the mechanism whatever the configuration
+    /// says: it is offered only with a verified client certificate.
+    fn external(&mut self, response: Option<Bytes>, io: &mut Io<'_, ServerEvent>) {
+        let offered = sasl::configured(&self.config.auth_mechanisms)
+            && sasl::server_identity(io.trust(), io.tls_info()).is_some();
+        if !offered {
+            return self.refuse(
+                io,
+                504,
+                (5, 5, 4),
+                "EXTERNAL needs a verified TLS client certificate",
+            );
+        }
+        match response {
+            // RFC 4954 §4: an empty challenge is `334` SP.
+            None => {
+                io.send(b"334 \r\n");
+                self.mode = Mode::ExternalResponse;
+            }
+            Some(r) => self.external_response(&r, io),
+        }
+    }
+
+    /// The client's `EXTERNAL` response: reported with the verified
+    /// identity, or refused when it is not a valid authorization identity.
+    fn external_response(&mut self, response: &[u8], io: &mut Io<'_, ServerEvent>) {
+        let identity = sasl::server_identity(io.trust(), io.tls_info()).cloned();
+        let Some(identity) = identity else {
+            return self.refuse(
+                io,
+                504,
+                (5, 5, 4),
+                "EXTERNAL needs a verified TLS client certificate",
+            );
+        };
+        match sasl::decode_authzid(response) {
+            Ok(authzid) => {
+                self.pending = Some(Pending::External);
+                io.emit(ServerEvent::ExternalAuthRequested(ExternalAuth {
+                    identity,
+                    authzid,
+                }));
+            }
+            Err(e) => self.refuse(io, 501, (5, 5, 2), e.text()),
+        }
     }
 
     fn message_end(&mut self, io: &mut Io<'_, ServerEvent>) {
@@ -837,7 +920,7 @@ impl ServerMachine {
                 return Ok(());
             }
             match &mut self.mode {
-                Mode::Command | Mode::AuthResponse => {
+                Mode::Command | Mode::AuthResponse | Mode::ExternalResponse => {
                     if self.skipper.is_active() {
                         let n = self.skipper.skip(io.input());
                         io.skip(n);
@@ -846,7 +929,8 @@ impl ServerMachine {
                         }
                         continue;
                     }
-                    let auth = matches!(self.mode, Mode::AuthResponse);
+                    let auth = matches!(self.mode, Mode::AuthResponse | Mode::ExternalResponse);
+                    let external = matches!(self.mode, Mode::ExternalResponse);
                     let limit = self.line_limit(io.input(), io.trust());
                     match scan_line(io.input(), &mut self.scanned, limit) {
                         Scan::Incomplete => return Ok(()),
@@ -880,6 +964,8 @@ impl ServerMachine {
                                         &reply(501, (5, 0, 0), "Authentication cancelled"),
                                     );
                                     io.emit(ServerEvent::AuthCancelled);
+                                } else if external {
+                                    self.external_response(&line, io);
                                 } else {
                                     self.pending = Some(Pending::Auth);
                                     io.emit(ServerEvent::AuthResponse(Secret::new(line)));
@@ -954,7 +1040,7 @@ impl crate::session::Timed for ServerMachine {
         }
         match self.mode {
             Mode::Data(_) | Mode::Bdat { .. } => Waiting::DataBlock,
-            Mode::Command | Mode::AuthResponse => Waiting::Command,
+            Mode::Command | Mode::AuthResponse | Mode::ExternalResponse => Waiting::Command,
         }
     }
 
