@@ -11,6 +11,7 @@
 pub mod parsers;
 pub mod policy;
 pub mod sessions;
+pub mod smuggling;
 
 /// A check: panics if the input breaks an invariant.
 pub type Check = fn(&[u8]);
@@ -37,4 +38,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("taint_pop3", sessions::taint_pop3),
     ("split_invariance", sessions::split_invariance),
     ("policy_parsers", policy::policy_parsers),
+    ("smuggling_oracle", smuggling::smuggling_oracle),
 ];
