@@ -298,7 +298,7 @@ fn client_oracle(lmtp: bool, body: &[u8], cuts: &[u8]) {
     config.lmtp = lmtp;
     let mut c = smtp::ClientSession::new(Arc::new(config)).expect("valid config");
     let mut wire = Vec::new();
-    let mut take = |c: &mut smtp::ClientSession, wire: &mut Vec<u8>| {
+    let take = |c: &mut smtp::ClientSession, wire: &mut Vec<u8>| {
         while let Some(b) = c.poll_transmit() {
             wire.extend_from_slice(&b);
         }
