@@ -25,7 +25,7 @@
 //!    the bytes, never on how they were split into reads, and memory stays
 //!    bounded by the limit.
 //!
-//! SMTP goes one step further on rule 2 ([`scan_crlf_line`]): since a line
+//! SMTP goes one step further on rule 2 (`scan_crlf_line`): since a line
 //! ends at CRLF only, a bare LF does not end the offending line either; it
 //! runs on to the next CRLF. So `NOOP<LF>STARTTLS<CR><LF>` is one refused
 //! line, as a front end that splits on CRLF sees it, and `a<LF>.<CR><LF>`
