@@ -50,7 +50,9 @@
 //! `insecure-auth`, `injection-fail`, `external-tls`, and for SMTP
 //! `requiretls` (offer RFC 8689 `REQUIRETLS`) and `degrade=D/N` (graduated
 //! cleartext degradation: defer `D` of every `N` cleartext `MAIL` commands
-//! with the default `450 4.7.0` reply, first one deferred); client:
+//! with the default `450 4.7.0` reply, first one deferred), `no-pipelining`
+//! (do not offer RFC 2920 `PIPELINING`) and `insecure-bare-lf` (a bare LF
+//! ends a command line, `ServerConfig::insecure_bare_lf_line_ends`); client:
 //! `required` (default), `opportunistic`, `implicit`, `cleartext`, `insecure-auth`,
 //! `injection-discard`.
 
@@ -473,6 +475,8 @@ impl Session {
                 c.auth_mechanisms = vec!["PLAIN".into(), "LOGIN".into()];
                 c.injection = injection;
                 c.extensions.requiretls = has("requiretls");
+                c.extensions.pipelining = !has("no-pipelining");
+                c.insecure_bare_lf_line_ends = has("insecure-bare-lf");
                 if let Some(rate) = case.policy.iter().find_map(|p| p.strip_prefix("degrade=")) {
                     let (d, n) = rate
                         .split_once('/')

@@ -12,12 +12,18 @@
 //! The body obeys the crate's line rule (see [`crate::framing`]): a bare CR,
 //! bare LF, NUL or over-long line makes the message *rejected*. Reading goes
 //! on to the real end of data (`CRLF.CRLF`), so the stream stays in step, and
-//! no further pieces are handed out. Only `CRLF.CRLF` ends the data: `LF.LF`
-//! and `CRLF.LF` are bare LFs inside the body (the "SMTP smuggling" defence).
+//! no further pieces are handed out.
+//!
+//! Only `CRLF.CRLF` ends the data (RFC 5321 §4.1.1.4), the "SMTP smuggling"
+//! defence: body lines end at CRLF and only there
+//! ([`scan_crlf_line`]), also while a rejected message is skipped and while
+//! the rest of an over-long line is skipped. `LF.LF`, `LF.CRLF`, `CR.CRLF`,
+//! `CRLF.CR` and `CRLF.LF` are octets inside a (broken) body line, so nothing
+//! after them can be read as a command until the real `CRLF.CRLF`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::framing::{scan_line, FramingError, LineSkipper, Scan};
+use crate::framing::{scan_crlf_line, FramingError, LineSkipper, Scan};
 use crate::upgrade::Io;
 
 /// Message bytes are handed out in pieces of at most this size (bodies at
@@ -68,7 +74,7 @@ impl DataReader {
             } else {
                 limit
             };
-            match scan_line(rest, &mut self.scanned, line_limit) {
+            match scan_crlf_line(rest, &mut self.scanned, line_limit) {
                 Scan::Incomplete => return DataStep::NeedInput,
                 Scan::Line(len) => {
                     let end = rest.get(..len) == Some(b".\r\n".as_slice());
@@ -112,10 +118,16 @@ impl DataReader {
                 Scan::TooLong => {
                     self.rejected.get_or_insert(FramingError::TooLong { limit });
                     // The run and the first `line_limit` octets of the line
-                    // (which hold no LF) go; the skipper finds its end.
-                    io.skip(self.run + line_limit);
+                    // (which hold no CRLF) go; the skipper finds its end,
+                    // the next CRLF (a bare LF does not end it).
+                    let cut = self.run + line_limit;
+                    let after_cr = cut
+                        .checked_sub(1)
+                        .and_then(|i| io.input().get(i))
+                        .is_some_and(|&b| b == b'\r');
+                    io.skip(cut);
                     self.run = 0;
-                    self.skipper.start();
+                    self.skipper.start_crlf(after_cr);
                 }
             }
         }
@@ -216,5 +228,43 @@ mod tests {
         assert_eq!(stuff(&[b"a\n.\nb"]), b"a\r\n..\r\nb\r\n.\r\n");
         assert_eq!(stuff(&[b"a\r", b"\n.b\r"]), b"a\r\n..b\r\n.\r\n");
         assert_eq!(stuff(&[b"a\rb"]), b"a\r\nb\r\n.\r\n");
+    }
+
+    #[test]
+    fn no_body_can_end_the_data_early_on_the_wire() {
+        // Every body over {CR, LF, '.', 'a'} up to 7 octets, given whole and
+        // split in two at every point: on the wire (after the CRLF of the
+        // DATA line) the only CRLF.CRLF is the final one, and every CR and
+        // LF is part of a CRLF.
+        let alphabet = [b'\r', b'\n', b'.', b'a'];
+        let mut frontier: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut all = frontier.clone();
+        for _ in 0..7 {
+            frontier = frontier
+                .iter()
+                .flat_map(|b| {
+                    alphabet.iter().map(move |&c| {
+                        let mut v = b.clone();
+                        v.push(c);
+                        v
+                    })
+                })
+                .collect();
+            all.extend(frontier.iter().cloned());
+        }
+        for body in &all {
+            for cut in 0..=body.len() {
+                let (x, y) = body.split_at(cut);
+                let mut wire = b"\r\n".to_vec();
+                wire.extend(stuff(&[x, y]));
+                let first = wire.windows(5).position(|w| w == b"\r\n.\r\n");
+                assert_eq!(first, Some(wire.len() - 5), "{body:?} cut {cut}: {wire:?}");
+                let mut rest = wire.as_slice();
+                while let Some(i) = rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+                    assert!(rest[i..].starts_with(b"\r\n"), "{body:?}: {wire:?}");
+                    rest = &rest[i + 2..];
+                }
+            }
+        }
     }
 }

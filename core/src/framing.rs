@@ -25,6 +25,12 @@
 //!    the bytes, never on how they were split into reads, and memory stays
 //!    bounded by the limit.
 //!
+//! SMTP goes one step further on rule 2 (`scan_crlf_line`): since a line
+//! ends at CRLF only, a bare LF does not end the offending line either; it
+//! runs on to the next CRLF. So `NOOP<LF>STARTTLS<CR><LF>` is one refused
+//! line, as a front end that splits on CRLF sees it, and `a<LF>.<CR><LF>`
+//! inside `DATA` is one broken body line, never the end of the message.
+//!
 //! 8-bit octets are not a framing matter: SMTPUTF8, UTF8=ACCEPT and POP3 UTF8
 //! allow them, so each grammar decides.
 
@@ -124,16 +130,127 @@ pub(crate) fn scan_line(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
     }
 }
 
+/// Looks for one line at the start of `buf` that ends at CRLF and only
+/// there: a LF not preceded by CR does *not* end the line. It is an octet
+/// inside the line, and the line, once its CRLF arrives, is
+/// [`Scan::Invalid`] with the first fault found in it (bare LF, bare CR or
+/// NUL), `len` reaching through that CRLF.
+///
+/// This is the scan for SMTP (commands and `DATA`), where two parsers that
+/// disagree on where a line ends disagree on where a message ends ("SMTP
+/// smuggling", 2023) or on which line carried `STARTTLS`. With [`scan_line`],
+/// `a<LF>.<CR><LF>` is two lines, the second one the end of data; here it is
+/// one broken line, as for every receiver that follows RFC 5321 §2.3.8.
+///
+/// `scanned` and `limit` work as for [`scan_line`]. After [`Scan::TooLong`]
+/// the caller consumes `limit` octets and skips the rest with
+/// [`LineSkipper::start_crlf`], telling it whether the last consumed octet
+/// was a CR.
+#[inline]
+pub(crate) fn scan_crlf_line(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
+    let window = buf.len().min(limit);
+    let mut from = (*scanned).min(window);
+    while let Some(i) = buf.get(from..window).and_then(|w| memchr::memchr(b'\n', w)) {
+        let lf = from + i;
+        match lf
+            .checked_sub(1)
+            .and_then(|cr| buf.get(..cr).zip(buf.get(cr)))
+        {
+            Some((body, b'\r')) => {
+                *scanned = 0;
+                let len = lf + 1;
+                return match first_fault(body) {
+                    None => Scan::Line(len),
+                    Some(error) => Scan::Invalid { len, error },
+                };
+            }
+            // A bare LF: part of the line, which goes on.
+            _ => from = lf + 1,
+        }
+    }
+    if buf.len() >= limit {
+        *scanned = 0;
+        Scan::TooLong
+    } else {
+        *scanned = window;
+        Scan::Incomplete
+    }
+}
+
+/// Looks for one line at the start of `buf` that ends at CRLF *or at a bare
+/// LF*: the lenient scan behind
+/// [`ServerConfig::insecure_bare_lf_line_ends`](crate::smtp::ServerConfig::insecure_bare_lf_line_ends).
+/// A bare CR or NUL inside the line is still [`Scan::Invalid`]. Strip the
+/// line end with [`without_line_end`].
+#[inline]
+pub(crate) fn scan_lf_line(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
+    let window = buf.len().min(limit);
+    let from = (*scanned).min(window);
+    match buf.get(from..window).and_then(|w| memchr::memchr(b'\n', w)) {
+        Some(i) => {
+            let lf = from + i;
+            *scanned = 0;
+            let len = lf + 1;
+            let body = buf.get(..lf).unwrap_or_default();
+            let body = body.strip_suffix(b"\r").unwrap_or(body);
+            match first_fault(body) {
+                None => Scan::Line(len),
+                Some(error) => Scan::Invalid { len, error },
+            }
+        }
+        None if buf.len() >= limit => {
+            *scanned = 0;
+            Scan::TooLong
+        }
+        None => {
+            *scanned = window;
+            Scan::Incomplete
+        }
+    }
+}
+
+/// The first octet of a line (without its line end) that breaks the line
+/// rule, as an error.
+fn first_fault(body: &[u8]) -> Option<FramingError> {
+    match memchr::memchr3(b'\r', b'\n', 0, body).and_then(|j| body.get(j)) {
+        None => None,
+        Some(b'\r') => Some(FramingError::BareCr),
+        Some(b'\n') => Some(FramingError::BareLf),
+        Some(_) => Some(FramingError::Nul),
+    }
+}
+
 /// Skips the remainder of an over-long line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct LineSkipper {
     active: bool,
+    /// The line ends at CRLF only ([`scan_crlf_line`]), not at any LF.
+    crlf: bool,
+    /// The last octet skipped was a CR (CRLF mode).
+    cr: bool,
 }
 
 impl LineSkipper {
-    /// Starts skipping (after [`Scan::TooLong`]).
+    /// Starts skipping (after [`Scan::TooLong`] from [`scan_line`]): the line
+    /// ends at the next LF.
     pub(crate) fn start(&mut self) {
-        self.active = true;
+        *self = LineSkipper {
+            active: true,
+            crlf: false,
+            cr: false,
+        };
+    }
+
+    /// Starts skipping after [`Scan::TooLong`] from [`scan_crlf_line`]: the
+    /// line ends at the next CRLF, and a bare LF does not end it. `after_cr`:
+    /// the last octet consumed before skipping was a CR, so a LF first ends
+    /// the line.
+    pub(crate) fn start_crlf(&mut self, after_cr: bool) {
+        *self = LineSkipper {
+            active: true,
+            crlf: true,
+            cr: after_cr,
+        };
     }
 
     /// `true` while the rest of an over-long line is being skipped.
@@ -147,13 +264,33 @@ impl LineSkipper {
         if !self.active {
             return 0;
         }
-        match memchr::memchr(b'\n', buf) {
-            Some(i) => {
-                self.active = false;
-                i + 1
-            }
-            None => buf.len(),
+        if !self.crlf {
+            return match memchr::memchr(b'\n', buf) {
+                Some(i) => {
+                    self.active = false;
+                    i + 1
+                }
+                None => buf.len(),
+            };
         }
+        let mut from = 0;
+        while let Some(i) = buf.get(from..).and_then(|w| memchr::memchr(b'\n', w)) {
+            let lf = from + i;
+            let cr = match lf.checked_sub(1) {
+                Some(p) => buf.get(p) == Some(&b'\r'),
+                None => self.cr,
+            };
+            if cr {
+                self.active = false;
+                self.cr = false;
+                return lf + 1;
+            }
+            from = lf + 1;
+        }
+        if let Some(&last) = buf.last() {
+            self.cr = last == b'\r';
+        }
+        buf.len()
     }
 }
 
@@ -161,6 +298,18 @@ impl LineSkipper {
 #[inline]
 pub(crate) fn without_crlf(line: &bytes::Bytes) -> bytes::Bytes {
     line.slice(..line.len().saturating_sub(2))
+}
+
+/// Strips the line end (CRLF or a bare LF) from a line returned by
+/// [`scan_lf_line`].
+#[inline]
+pub(crate) fn without_line_end(line: &bytes::Bytes) -> bytes::Bytes {
+    let n = match line.as_ref() {
+        [.., b'\r', b'\n'] => 2,
+        [.., b'\n'] => 1,
+        _ => 0,
+    };
+    line.slice(..line.len().saturating_sub(n))
 }
 
 #[cfg(test)]
@@ -261,5 +410,110 @@ mod tests {
             }
         }
         assert_eq!(first, Some(Scan::Line(17)));
+    }
+
+    fn crlf(buf: &[u8], limit: usize) -> Scan {
+        let mut s = 0;
+        scan_crlf_line(buf, &mut s, limit)
+    }
+
+    #[test]
+    fn crlf_scan_runs_past_bare_lf_to_the_crlf() {
+        assert_eq!(crlf(b"NOOP\r\nX", 512), Scan::Line(6));
+        assert_eq!(
+            crlf(b"NOOP\nSTARTTLS\r\nNOOP\r\n", 512),
+            Scan::Invalid {
+                len: 15,
+                error: FramingError::BareLf
+            }
+        );
+        assert_eq!(crlf(b"a\n.\n", 512), Scan::Incomplete);
+        assert_eq!(
+            crlf(b"a\n.\r\n", 512),
+            Scan::Invalid {
+                len: 5,
+                error: FramingError::BareLf
+            }
+        );
+        // The first fault names the line.
+        assert_eq!(
+            crlf(b"a\rb\nc\0\r\n", 512),
+            Scan::Invalid {
+                len: 8,
+                error: FramingError::BareCr
+            }
+        );
+        assert_eq!(
+            crlf(b"\0\n\r\n", 512),
+            Scan::Invalid {
+                len: 4,
+                error: FramingError::Nul
+            }
+        );
+        // Bare LFs count towards the limit.
+        assert_eq!(crlf(b"\n\n\n\n\n", 5), Scan::TooLong);
+        assert_eq!(crlf(b"abc\r\n", 5), Scan::Line(5));
+        assert_eq!(crlf(b"abcd\r\n", 5), Scan::TooLong);
+    }
+
+    #[test]
+    fn crlf_scan_same_verdict_for_every_split() {
+        let input = b"x\n.\r\nMAIL FROM:<e@x>\r\n.\r\n";
+        let mut s = 0;
+        let mut first = None;
+        for end in 0..=input.len() {
+            match scan_crlf_line(&input[..end], &mut s, 512) {
+                Scan::Incomplete => assert!(first.is_none()),
+                v => {
+                    first.get_or_insert(v);
+                    assert_eq!(Some(v), first);
+                }
+            }
+        }
+        assert_eq!(
+            first,
+            Some(Scan::Invalid {
+                len: 5,
+                error: FramingError::BareLf
+            })
+        );
+    }
+
+    #[test]
+    fn lf_scan_lets_a_bare_lf_end_the_line() {
+        let mut s = 0;
+        assert_eq!(scan_lf_line(b"NOOP\nX", &mut s, 512), Scan::Line(5));
+        assert_eq!(scan_lf_line(b"NOOP\r\nX", &mut s, 512), Scan::Line(6));
+        assert_eq!(
+            scan_lf_line(b"NO\rOP\n", &mut s, 512),
+            Scan::Invalid {
+                len: 6,
+                error: FramingError::BareCr
+            }
+        );
+        let line = bytes::Bytes::from_static(b"NOOP\n");
+        assert_eq!(without_line_end(&line).as_ref(), b"NOOP");
+        let line = bytes::Bytes::from_static(b"NOOP\r\n");
+        assert_eq!(without_line_end(&line).as_ref(), b"NOOP");
+    }
+
+    #[test]
+    fn crlf_skipper_ignores_bare_lf_and_sees_a_cr_across_calls() {
+        let mut k = LineSkipper::default();
+        k.start_crlf(false);
+        assert_eq!(k.skip(b"xx\n.\n"), 5);
+        assert!(k.is_active());
+        assert_eq!(k.skip(b"\n.\r\nMAIL\r\n"), 4);
+        assert!(!k.is_active());
+        k.start_crlf(false);
+        assert_eq!(k.skip(b"x\r"), 2);
+        assert_eq!(k.skip(b""), 0);
+        assert_eq!(k.skip(b"\nNOOP\r\n"), 1);
+        assert!(!k.is_active());
+        // The CR was the last octet consumed before skipping started.
+        k.start_crlf(true);
+        assert_eq!(k.skip(b"\nNOOP\r\n"), 1);
+        k.start_crlf(false);
+        assert_eq!(k.skip(b"\nNOOP\r\n"), 7);
     }
 }

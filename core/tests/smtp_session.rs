@@ -1153,8 +1153,8 @@ fn broken_command_lines_are_refused_and_the_stream_stays_in_step() {
     assert_eq!(
         lines,
         vec![
+            // "NOOP\nNOOP\r\n" is one line: a bare LF does not end it.
             "500 5.5.2 Syntax error: bare LF (line feed without carriage return)",
-            "250 2.0.0 Ok",
             "500 5.5.2 Syntax error: bare CR (carriage return without line feed)",
             "500 5.5.2 Syntax error: NUL octet in a line",
             "500 5.5.2 Line too long",
@@ -1430,5 +1430,397 @@ fn a_planted_first_reply_line_fails_at_once() {
             step: Step::Ready,
             detail: "reply 250 with no command outstanding".into()
         })
+    );
+}
+
+// ---------------------------------------------------------------- SMTP smuggling (issue #12)
+
+/// The end-of-data look-alikes of the 2023 SMTP smuggling research, each
+/// followed by a whole second transaction. Only `CRLF.CRLF` ends `DATA`.
+const SMUGGLING_ENDS: [&str; 8] = [
+    "\n.\n", "\n.\r\n", "\r.\r\n", "\r\n.\r", "\r\n.\n", "\r.\r", "\n.\r", "\r.\n",
+];
+
+const SMUGGLED: &str =
+    "MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@mx.test>\r\nDATA\r\nsmuggled\r\n.\r\n";
+
+/// Runs a cleartext server that accepts every command, feeding `chunks`
+/// one after the other; returns its events and everything it sent.
+fn accepting_server(
+    f: impl FnOnce(&mut ServerConfig),
+    chunks: &[Vec<u8>],
+) -> (Vec<ServerEvent>, String) {
+    let mut s = ServerSession::new(server_config(|c| {
+        c.tls = ServerTls::None;
+        f(c);
+    }))
+    .unwrap();
+    out_server(&mut s);
+    let mut ev = Vec::new();
+    for c in chunks {
+        s.handle_input(c);
+        while let Some(e) = s.poll_event().expect("server session failed") {
+            ev.push(e);
+            // LMTP: one reply per recipient at the end of data.
+            while s.is_waiting_for_reply() {
+                s.accept().unwrap();
+            }
+        }
+    }
+    (ev, out_server(&mut s))
+}
+
+fn is_command(e: &ServerEvent) -> bool {
+    matches!(e, ServerEvent::Command(_) | ServerEvent::Hello(_))
+}
+
+#[test]
+fn smuggled_transaction_after_every_end_of_data_variant_is_message_content() {
+    let envelope = "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n";
+    for lmtp in [false, true] {
+        let envelope = if lmtp {
+            envelope.replace("EHLO", "LHLO")
+        } else {
+            envelope.to_string()
+        };
+        for pipelining in [true, false] {
+            for end in SMUGGLING_ENDS {
+                let body = format!("a{end}{SMUGGLED}");
+                // With PIPELINING the whole exchange is one write; without,
+                // each command and the body are written on their own.
+                let mut script: Vec<Vec<u8>> = if pipelining {
+                    vec![format!("{envelope}{body}NOOP\r\n").into_bytes()]
+                } else {
+                    envelope
+                        .split_inclusive("\r\n")
+                        .map(|l| l.as_bytes().to_vec())
+                        .collect()
+                };
+                if !pipelining {
+                    script.push(body.clone().into_bytes());
+                    script.push(b"NOOP\r\n".to_vec());
+                }
+                let config = |c: &mut ServerConfig| {
+                    c.lmtp = lmtp;
+                    c.extensions.pipelining = pipelining;
+                };
+                let (ev, out) = accepting_server(config, &script);
+                let what = format!("lmtp {lmtp} pipelining {pipelining} end {end:?}");
+                // Exactly the real envelope as commands, then one rejected
+                // message, then the NOOP.
+                assert_eq!(
+                    ev.iter().filter(|e| is_command(e)).count(),
+                    4,
+                    "{what}: {ev:?}"
+                );
+                let rejected = ev
+                    .iter()
+                    .position(|e| matches!(e, ServerEvent::MessageRejected(_)))
+                    .unwrap_or_else(|| panic!("{what}: not rejected: {ev:?}"));
+                assert!(!ev[rejected..].iter().any(is_command), "{what}: {ev:?}");
+                assert!(
+                    !ev.iter().any(|e| matches!(e, ServerEvent::MessageEnd)),
+                    "{what}: {ev:?}"
+                );
+                assert_eq!(
+                    out.matches("550 5.6.0 Message refused").count(),
+                    1,
+                    "{what}: {out}"
+                );
+                assert!(out.ends_with("\r\n250 2.0.0 Ok\r\n"), "{what}: {out}");
+                assert!(!out.contains("354 End data") || out.matches("354").count() == 1);
+                // Every split gives the same events.
+                let whole: Vec<u8> = script.concat();
+                let mut rng = 99u64;
+                for split in Split::all() {
+                    let (ev2, out2) = accepting_server(config, &split.chunks(&whole, &mut rng));
+                    assert_eq!((&ev2, &out2), (&ev, &out), "{what} {split:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn smuggled_transaction_after_an_overlong_line_is_message_content() {
+    // The rest of an over-long line is skipped to its CRLF, not to a bare LF.
+    for end in SMUGGLING_ENDS {
+        let body = format!("{}{end}{SMUGGLED}", "x".repeat(1500));
+        let (ev, out) = accepting_server(
+            |_| {},
+            &[
+                b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n".to_vec(),
+                body.into_bytes(),
+            ],
+        );
+        assert_eq!(
+            ev.iter().filter(|e| is_command(e)).count(),
+            4,
+            "{end:?}: {ev:?}"
+        );
+        assert!(
+            matches!(
+                ev.last(),
+                Some(ServerEvent::MessageRejected(FramingError::TooLong {
+                    limit: 1000
+                }))
+            ),
+            "{end:?}: {ev:?}"
+        );
+        assert_eq!(out.matches("550 5.6.0").count(), 1, "{end:?}: {out}");
+    }
+    // The CR of the CRLF as the last octet before the cut still counts.
+    for n in 995..1003 {
+        let body = format!("{}\r\n.\r\nNOOP\r\n", "x".repeat(n));
+        let (ev, out) = accepting_server(
+            |_| {},
+            &[
+                b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n".to_vec(),
+                body.into_bytes(),
+            ],
+        );
+        assert!(out.ends_with("250 2.0.0 Ok\r\n"), "{n}: {out}");
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, ServerEvent::MessageRejected(_) | ServerEvent::MessageEnd)),
+            "{n}: {ev:?}"
+        );
+    }
+}
+
+#[test]
+fn smuggling_sequences_inside_bdat_chunks_are_counted_data() {
+    for end in SMUGGLING_ENDS.iter().chain(&["\r\n.\r\n"]) {
+        let chunk = format!("a{end}{SMUGGLED}");
+        for pipelining in [true, false] {
+            let (ev, out) = accepting_server(
+                |c| c.extensions.pipelining = pipelining,
+                &[
+                    b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@mx.test>\r\n".to_vec(),
+                    format!("BDAT {} LAST\r\n{chunk}NOOP\r\n", chunk.len()).into_bytes(),
+                ],
+            );
+            let data: Vec<u8> = ev
+                .iter()
+                .flat_map(|e| match e {
+                    ServerEvent::MessageData(b) => b.to_vec(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            assert_eq!(data, chunk.as_bytes(), "{end:?}");
+            assert_eq!(
+                ev.iter().filter(|e| is_command(e)).count(),
+                4,
+                "{end:?}: {ev:?}"
+            );
+            assert!(
+                out.ends_with("250 2.0.0 Ok: queued\r\n250 2.0.0 Ok\r\n"),
+                "{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_crlf_dot_crlf_ends_data_for_every_short_body() {
+    // Every body over {CR, LF, '.', 'a'} up to 6 octets, followed by the real
+    // end and a NOOP: the message ends exactly after the first CRLF.CRLF of
+    // "CRLF" + body + "CRLF.CRLF", and not one octet earlier.
+    let alphabet = [b'\r', b'\n', b'.', b'a'];
+    let mut bodies = vec![Vec::new()];
+    let mut frontier = vec![Vec::new()];
+    for _ in 0..6 {
+        let mut next = Vec::new();
+        for b in &frontier {
+            for &c in &alphabet {
+                let mut v: Vec<u8> = b.clone();
+                v.push(c);
+                next.push(v);
+            }
+        }
+        bodies.extend(next.iter().cloned());
+        frontier = next;
+    }
+    let mut ended_early = 0;
+    for body in bodies {
+        let mut stream = body.clone();
+        stream.extend_from_slice(b"\r\n.\r\nNOOP\r\n");
+        let mut with_crlf = b"\r\n".to_vec();
+        with_crlf.extend_from_slice(&stream);
+        // `p`: where the CRLF before the dot starts in `with_crlf`, which
+        // is where the message's lines end in `stream`; `end`: the octet
+        // after the end of data in `stream`.
+        let p = with_crlf
+            .windows(5)
+            .position(|w| w == b"\r\n.\r\n")
+            .expect("the real end is there");
+        let end = p + 3;
+        if end < body.len() + 5 {
+            ended_early += 1;
+        }
+        let mut s = server_in_data("");
+        s.handle_input(&stream[..end - 1]);
+        let before = server_events(&mut s);
+        assert!(
+            before
+                .iter()
+                .all(|e| matches!(e, ServerEvent::MessageData(_))),
+            "{body:?}: {before:?}"
+        );
+        s.handle_input(&stream[end - 1..end]);
+        let at = server_events(&mut s);
+        assert!(
+            matches!(
+                at.last(),
+                Some(ServerEvent::MessageEnd | ServerEvent::MessageRejected(_))
+            ),
+            "{body:?}: {at:?}"
+        );
+        // A body that breaks the line rule is refused; one that keeps it is
+        // delivered unstuffed.
+        let valid = {
+            let mut rest = &stream[..p];
+            let mut ok = true;
+            while let Some(i) = rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+                ok &= rest[i..].starts_with(b"\r\n");
+                rest = &rest[(i + 2).min(rest.len())..];
+            }
+            ok
+        };
+        assert_eq!(
+            matches!(at.last(), Some(ServerEvent::MessageEnd)),
+            valid,
+            "{body:?}: {at:?}"
+        );
+    }
+    assert!(ended_early > 0);
+}
+
+#[test]
+fn bare_cr_in_a_body_rejects_the_message_but_never_ends_it() {
+    for body in ["a\rb\r\n", "a\r", "\r\r\n", "a\r\r\n.\r\r\n"] {
+        let mut s = server_in_data("");
+        s.handle_input(body.as_bytes());
+        s.handle_input(b"NOOP\r\n");
+        assert!(server_events(&mut s).is_empty(), "{body:?}");
+        s.handle_input(b".\r\n");
+        assert_eq!(
+            server_events(&mut s),
+            vec![
+                ServerEvent::TransactionReset,
+                ServerEvent::MessageRejected(FramingError::BareCr)
+            ],
+            "{body:?}"
+        );
+    }
+    // A CR and its LF in different reads are one CRLF.
+    let mut s = server_in_data("");
+    s.handle_input(b"a\r");
+    s.handle_input(b"\n.\r");
+    s.handle_input(b"\n");
+    assert_eq!(
+        server_events(&mut s),
+        vec![
+            ServerEvent::MessageData(Bytes::from_static(b"a\r\n")),
+            ServerEvent::MessageEnd
+        ]
+    );
+}
+
+// ---------------------------------------------------------------- bare LF in command lines
+
+#[test]
+fn bare_lf_does_not_end_a_command_line() {
+    // A front end that splits on CRLF sees one line here; so does the server.
+    let s = ServerSession::new(server_config(|_| {})).unwrap();
+    let mut s = s;
+    out_server(&mut s);
+    s.handle_input(b"EHLO c.test\r\nNOOP\nSTARTTLS\r\nNOOP\r\n");
+    let ev = server_events(&mut s);
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e, ServerEvent::Upgrade(UpgradeEvent::UpgradeStarted))),
+        "{ev:?}"
+    );
+    let out = out_server(&mut s);
+    assert!(
+        out.ends_with(
+            "500 5.5.2 Syntax error: bare LF (line feed without carriage return)\r\n250 2.0.0 Ok\r\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(s.trust(), Trust::Cleartext);
+    // Nor does it end an over-long line being skipped, or an AUTH response.
+    let mut s = plain_server(|_| {});
+    s.handle_input(format!("{}\nSTARTTLS\r\nNOOP\r\n", "A".repeat(600)).as_bytes());
+    let ev = server_events(&mut s);
+    assert!(!ev
+        .iter()
+        .any(|e| matches!(e, ServerEvent::Upgrade(UpgradeEvent::UpgradeStarted))));
+    assert_eq!(
+        out_server(&mut s),
+        "500 5.5.2 Line too long\r\n250 2.0.0 Ok\r\n"
+    );
+    // Split anywhere, including between the CR and the LF of the long line's end.
+    let input = format!("{}\r\nNOOP\r\n", "A".repeat(511));
+    let mut rng = 5u64;
+    for split in Split::all() {
+        let mut s = plain_server(|_| {});
+        for c in split.chunks(input.as_bytes(), &mut rng) {
+            s.handle_input(&c);
+        }
+        server_events(&mut s);
+        assert_eq!(
+            out_server(&mut s),
+            "500 5.5.2 Line too long\r\n250 2.0.0 Ok\r\n",
+            "{split:?}"
+        );
+    }
+}
+
+#[test]
+fn insecure_bare_lf_line_ends_lets_a_bare_lf_end_commands_but_not_data() {
+    let mut s = ServerSession::new(server_config(|c| c.insecure_bare_lf_line_ends = true)).unwrap();
+    out_server(&mut s);
+    s.handle_input(b"EHLO c.test\nNOOP\nSTARTTLS\r\n");
+    let ev = server_events(&mut s);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, ServerEvent::Upgrade(UpgradeEvent::UpgradeStarted))),
+        "{ev:?}"
+    );
+    let out = out_server(&mut s);
+    assert!(
+        out.ends_with("250 2.0.0 Ok\r\n220 2.0.0 Ready to start TLS\r\n"),
+        "{out}"
+    );
+    // A bare CR or NUL is still refused.
+    let (_, out) = accepting_server(
+        |c| c.insecure_bare_lf_line_ends = true,
+        &[b"NO\rOP\nNO\0OP\nNOOP\n".to_vec()],
+    );
+    assert_eq!(
+        out,
+        "500 5.5.2 Syntax error: bare CR (carriage return without line feed)\r\n\
+         500 5.5.2 Syntax error: NUL octet in a line\r\n250 2.0.0 Ok\r\n"
+    );
+    // The body is still held to CRLF: the smuggled transaction is content.
+    let (ev, out) = accepting_server(
+        |c| c.insecure_bare_lf_line_ends = true,
+        &[format!(
+            "EHLO c.test\nMAIL FROM:<a@b.test>\nRCPT TO:<x@mx.test>\nDATA\na\n.\n{SMUGGLED}"
+        )
+        .into_bytes()],
+    );
+    assert_eq!(ev.iter().filter(|e| is_command(e)).count(), 4, "{ev:?}");
+    assert!(
+        matches!(
+            ev.last(),
+            Some(ServerEvent::MessageRejected(FramingError::BareLf))
+        ),
+        "{ev:?}"
+    );
+    assert!(
+        out.ends_with("550 5.6.0 Message refused: bare LF (line feed without carriage return)\r\n")
     );
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{ConfigError, Error, UsageError};
-use crate::framing::{scan_line, without_crlf, FramingError, LineSkipper, Scan};
+use crate::framing::{
+    scan_crlf_line, scan_lf_line, without_line_end, FramingError, LineSkipper, Scan,
+};
 use crate::sasl::{self, ExternalAuth};
 use crate::secret::Secret;
 use crate::tls::{ServerTls, TlsInfo};
@@ -110,6 +112,18 @@ pub struct ServerConfig {
     pub injection: InjectionPolicy,
     /// Size limits.
     pub limits: Limits,
+    /// Let a bare LF end a *command* line (and an `AUTH` response line), as
+    /// Postfix does with `smtpd_forbid_bare_newline = no`. Off by default: a
+    /// command line ends at CRLF only (RFC 5321 §2.3.8), so
+    /// `NOOP<LF>STARTTLS<CR><LF>` is one line, refused whole with `500 5.5.2`
+    /// — as a front end or filter that splits on CRLF sees it — and never
+    /// starts TLS. Turning this on makes it two commands, so this server and
+    /// such a front end disagree on which line carried `STARTTLS` (or where
+    /// a pipelined group ends); only for legacy clients that end commands
+    /// with LF, behind nothing that parses SMTP. Message bodies are not
+    /// affected: in `DATA` a bare LF always rejects the message and only
+    /// `CRLF.CRLF` ends it (RFC 5321 §4.1.1.4, the "SMTP smuggling" defence).
+    pub insecure_bare_lf_line_ends: bool,
 }
 
 impl ServerConfig {
@@ -129,6 +143,7 @@ impl ServerConfig {
             degrade_cleartext: None,
             injection: InjectionPolicy::Discard,
             limits: Limits::default(),
+            insecure_bare_lf_line_ends: false,
         }
     }
 
@@ -932,13 +947,28 @@ impl ServerMachine {
                     let auth = matches!(self.mode, Mode::AuthResponse | Mode::ExternalResponse);
                     let external = matches!(self.mode, Mode::ExternalResponse);
                     let limit = self.line_limit(io.input(), io.trust());
-                    match scan_line(io.input(), &mut self.scanned, limit) {
+                    let lenient = self.config.insecure_bare_lf_line_ends;
+                    let scan = if lenient {
+                        scan_lf_line(io.input(), &mut self.scanned, limit)
+                    } else {
+                        scan_crlf_line(io.input(), &mut self.scanned, limit)
+                    };
+                    match scan {
                         Scan::Incomplete => return Ok(()),
                         Scan::TooLong => {
-                            // The first `limit` octets hold no LF; skip them
-                            // and the rest of the line up to its LF.
+                            // The first `limit` octets hold no line end; skip
+                            // them and the rest of the line up to its end
+                            // (CRLF only, unless bare LF is let through).
+                            let after_cr = limit
+                                .checked_sub(1)
+                                .and_then(|i| io.input().get(i))
+                                .is_some_and(|&b| b == b'\r');
                             io.skip(limit);
-                            self.skipper.start();
+                            if lenient {
+                                self.skipper.start();
+                            } else {
+                                self.skipper.start_crlf(after_cr);
+                            }
                             self.mode = Mode::Command;
                             self.refuse(io, 500, (5, 5, 2), "Line too long");
                             if auth {
@@ -955,7 +985,7 @@ impl ServerMachine {
                             }
                         }
                         Scan::Line(len) => {
-                            let line = without_crlf(&io.take(len));
+                            let line = without_line_end(&io.take(len));
                             if auth {
                                 self.mode = Mode::Command;
                                 if line.as_ref() == b"*" {

@@ -12,6 +12,7 @@ pub mod appvalues;
 pub mod parsers;
 pub mod policy;
 pub mod sessions;
+pub mod smuggling;
 
 /// A check: panics if the input breaks an invariant.
 pub type Check = fn(&[u8]);
@@ -39,4 +40,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("split_invariance", sessions::split_invariance),
     ("policy_parsers", policy::policy_parsers),
     ("app_values", appvalues::app_values),
+    ("smuggling_oracle", smuggling::smuggling_oracle),
 ];
