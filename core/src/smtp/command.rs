@@ -1399,9 +1399,10 @@ mod tests {
         assert_eq!(&path.mailbox.local_part[..], br#""John \"Q.\" Public""#);
         assert_eq!(&*path.mailbox.local_part_unquoted(), br#"John "Q." Public"#);
         assert!(matches!(path.mailbox.local_part_unquoted(), Cow::Owned(_)));
+        // Display escapes the peer's bytes, backslashes included.
         assert_eq!(
             path.mailbox.to_string(),
-            r#""John \"Q.\" Public"@example.com"#
+            r#""John \\"Q.\\" Public"@example.com"#
         );
 
         let c = round(r#"RCPT TO:<"a b"@c>"#, None);
