@@ -14,7 +14,6 @@
 
 use bytes::Bytes;
 
-use crate::imap::syntax::is_atom_char;
 use crate::imap::SyntaxError;
 
 /// One capability name (RFC 9051 §9 `capability`).
@@ -119,22 +118,19 @@ impl Capability {
 pub struct Capabilities(Bytes);
 
 impl Capabilities {
-    /// Validates a capability list: one or more `atom`s separated by spaces.
-    /// Runs of spaces and leading or trailing spaces, which some servers
-    /// send, are tolerated and kept.
+    /// Reads a capability list: words separated by spaces (RFC 9051
+    /// `capability-data` has one or more `atom`s). The list is
+    /// informational, so it is read tolerantly (`docs/design.md`, "Tolerant
+    /// listings, strict boundary"): runs of spaces or tabs, leading or
+    /// trailing ones, an empty list, and words that are not atoms (`X-A*`,
+    /// `caf\u{e9}`, `a"b`) are accepted and kept as they are; a word that is
+    /// not a known capability atom is [`Capability::Other`]. Only CR, LF and
+    /// NUL, which the framing never lets through, are refused. `STARTTLS` is
+    /// still recognised only as that exact word (any case).
     pub fn parse(list: &Bytes) -> Result<Self, SyntaxError> {
-        let mut any = false;
-        for atom in list.split(|&c| c == b' ').filter(|a| !a.is_empty()) {
-            if !atom.iter().all(|&c| is_atom_char(c)) {
-                return Err(SyntaxError::InvalidResponse {
-                    reason: "a capability must be an atom",
-                });
-            }
-            any = true;
-        }
-        if !any {
+        if list.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0)) {
             return Err(SyntaxError::InvalidResponse {
-                reason: "empty capability list",
+                reason: "CR, LF or NUL in a capability list",
             });
         }
         Ok(Capabilities(list.clone()))
@@ -172,7 +168,7 @@ impl Capabilities {
     }
 
     /// Serializes `caps`, separated by single spaces. An empty slice gives an
-    /// empty list, which [`Capabilities::parse`] refuses.
+    /// empty list.
     pub fn from_caps(caps: &[Capability]) -> Self {
         let mut out = Vec::new();
         for (i, cap) in caps.iter().enumerate() {
@@ -190,7 +186,9 @@ impl Capabilities {
     }
 
     fn atoms(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.0.split(|&c| c == b' ').filter(|a| !a.is_empty())
+        self.0
+            .split(|&c| c == b' ' || c == b'\t')
+            .filter(|a| !a.is_empty())
     }
 }
 

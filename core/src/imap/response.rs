@@ -432,9 +432,13 @@ fn untagged(message: &Bytes, rest: &[u8]) -> Result<Response, SyntaxError> {
             return Ok(Response::Status(status_tail(message, status, after)?));
         }
         if name.eq_ignore_ascii_case(b"CAPABILITY") {
-            let list = after
-                .strip_prefix(b" ")
-                .ok_or(invalid("CAPABILITY needs at least one capability"))?;
+            // Informational: an empty list is read as one (docs/design.md,
+            // "Tolerant listings, strict boundary").
+            let list = match after {
+                [] => after,
+                [b' ', list @ ..] => list,
+                _ => return Err(invalid("expected SP after CAPABILITY")),
+            };
             return Ok(Response::Capability(Capabilities::parse(
                 &message.slice_ref(list),
             )?));

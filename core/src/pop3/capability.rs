@@ -287,6 +287,28 @@ impl Capabilities {
         Ok(Capabilities { caps })
     }
 
+    /// Reads a `CAPA` listing as a client receives it: the lines between
+    /// the `+OK` line and the terminating `.`, each ending in CRLF,
+    /// dot-stuffing removed. Informational, so read tolerantly
+    /// (`docs/design.md`, "Tolerant listings, strict boundary"), as Python's
+    /// `poplib` and the usual clients do: leading and trailing white space
+    /// of each line is removed, and a line that is then empty or does not
+    /// parse with [`Capability::parse`] is skipped. `STLS` is still
+    /// recognised only as that exact name (any case) without arguments. Text
+    /// after the last CRLF (there is none from the session) is ignored.
+    pub fn from_listing(listing: &Bytes) -> Capabilities {
+        let mut caps = Vec::new();
+        let mut rest: &[u8] = listing;
+        while let Some(i) = memchr::memmem::find(rest, b"\r\n") {
+            let line = rest.get(..i).unwrap_or_default().trim_ascii();
+            rest = rest.get(i + 2..).unwrap_or_default();
+            if let Ok(cap) = Capability::parse(&listing.slice_ref(line)) {
+                caps.push(cap);
+            }
+        }
+        Capabilities { caps }
+    }
+
     /// Adds a capability at the end.
     pub fn push(&mut self, cap: Capability) {
         self.caps.push(cap);

@@ -171,10 +171,21 @@ impl Capabilities {
     /// From a positive EHLO/LHLO reply: first line is the greeting domain,
     /// each following line one ehlo-line.
     ///
-    /// The reply code must be 250. The domain is the first word of the first
-    /// line, taken as it is (servers do not all send a valid `Domain`); the
-    /// greeting text after it is dropped. Each other line goes through
-    /// [`Capability::parse`].
+    /// The reply code must be 250 (the reply's meaning, kept strict). The
+    /// listing itself is informational and read tolerantly
+    /// (`docs/design.md`, "Tolerant listings, strict boundary"):
+    ///
+    /// * the domain is the first word of the first line, taken as it is
+    ///   (servers do not all send a valid `Domain`), after any leading
+    ///   spaces; it may be empty. The greeting text after it is dropped;
+    /// * each other line goes through [`Capability::parse`] with leading and
+    ///   trailing white space removed; a line that still does not parse (an
+    ///   empty line, a keyword with `_` or other octets outside
+    ///   `ehlo-keyword`) is skipped, not an error: it cannot be an offer this
+    ///   crate acts on. `STARTTLS` is still recognised only as that exact
+    ///   keyword (any case) without parameters.
+    ///
+    /// The `Result` is kept for the reply code.
     pub fn from_ehlo_reply(reply: &Reply) -> Result<Capabilities, SyntaxError> {
         if reply.code().get() != 250 {
             return Err(SyntaxError::InvalidReply {
@@ -183,15 +194,11 @@ impl Capabilities {
         }
         let mut lines = reply.lines();
         let first = lines.next().unwrap_or_default();
+        let first = first.slice_ref(first.trim_ascii_start());
         let domain_len = memchr::memchr(b' ', &first).unwrap_or(first.len());
-        if domain_len == 0 {
-            return Err(SyntaxError::InvalidReply {
-                reason: "EHLO reply does not start with a domain",
-            });
-        }
         let caps = lines
-            .map(|line| Capability::parse(&line))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|line| Capability::parse(&line.slice_ref(line.trim_ascii())).ok())
+            .collect();
         Ok(Capabilities {
             domain: first.slice(..domain_len),
             caps,
