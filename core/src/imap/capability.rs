@@ -276,18 +276,37 @@ mod tests {
         let c = caps(" IMAP4rev1  STARTTLS ");
         assert_eq!(c.iter().count(), 2);
         assert!(c.has_starttls());
-        for bad in [
-            "",
-            " ",
-            "IMAP4rev1 (x)",
-            "a\"b",
-            "a]b",
-            "a*b",
-            "a%",
-            "caf\u{e9}",
-            "a\tb",
-            "{5}",
+        // Informational: odd words are kept (as `Other`), never an error.
+        for (odd, words) in [
+            ("", 0),
+            (" ", 0),
+            ("IMAP4rev1 (x)", 2),
+            ("a\"b", 1),
+            ("a]b", 1),
+            ("a*b", 1),
+            ("a%", 1),
+            ("caf\u{e9}", 1),
+            ("a\tb", 2),
+            ("{5}", 1),
+            ("STARTTLS\tIMAP4rev1  x\u{1b}", 3),
         ] {
+            let c = Capabilities::parse(&b(odd)).unwrap();
+            assert_eq!(c.iter().count(), words, "{odd:?}");
+            assert_eq!(c.as_bytes(), odd);
+        }
+        assert!(caps("a\tSTARTTLS").has_starttls());
+        // STARTTLS is still only that exact word.
+        for not in [
+            "STARTTLSX",
+            "X-STARTTLS",
+            "START TLS",
+            "STARTTLS=1",
+            "\"STARTTLS\"",
+        ] {
+            assert!(!caps(not).has_starttls(), "{not:?}");
+        }
+        // CR, LF and NUL never pass (the framing stops them before).
+        for bad in ["a\rb", "a\nb", "a\0b"] {
             assert!(
                 matches!(
                     Capabilities::parse(&b(bad)),

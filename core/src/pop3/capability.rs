@@ -784,6 +784,48 @@ mod tests {
     }
 
     #[test]
+    fn listings_are_read_tolerantly() {
+        // Empty lines, white space around names, odd case, repeats and lines
+        // that do not parse are skipped or accepted, never an error.
+        let c = Capabilities::from_listing(&b(concat!(
+            "\r\n",
+            "  \t\r\n",
+            "top\r\n",
+            " STLS \t\r\n",
+            "Top\r\n",
+            "X-ODD  a  b \r\n",
+            "bad.name\r\n",
+            "UIDL\r\n",
+            "unterminated"
+        )));
+        assert_eq!(
+            c.iter().cloned().collect::<Vec<_>>(),
+            [
+                Capability::Top,
+                Capability::Stls,
+                Capability::Top,
+                Capability::Other {
+                    name: b("X-ODD"),
+                    args: b("a  b")
+                },
+                Capability::Uidl,
+            ]
+        );
+        assert!(c.has_stls());
+        // STLS is still only that exact name without arguments.
+        for not in [
+            "STLSX\r\n",
+            "X-STLS\r\n",
+            "ST LS\r\n",
+            "STLS now\r\n",
+            "STLS.\r\n",
+        ] {
+            assert!(!Capabilities::from_listing(&b(not)).has_stls(), "{not:?}");
+        }
+        assert_eq!(Capabilities::from_listing(&b("")).iter().count(), 0);
+    }
+
+    #[test]
     fn mutations_never_panic() {
         let seeds = [
             "SASL CRAM-MD5 KERBEROS_V4",

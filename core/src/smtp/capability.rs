@@ -537,25 +537,45 @@ mod tests {
                 "{line:?}"
             );
         }
-        for raw in [
-            "250-mx\r\n250-\r\n250 DSN\r\n",
-            "250-mx\r\n250- DSN\r\n250 HELP\r\n",
-            "250-mx\r\n250 FOO_BAR\r\n",
+        // In a listing, an odd line is skipped and white space around a
+        // keyword ignored; it never fails the reply.
+        for (raw, want) in [
+            ("250-mx\r\n250-\r\n250 DSN\r\n", vec![Capability::Dsn]),
+            (
+                "250-mx\r\n250- DSN\r\n250 HELP\r\n",
+                vec![Capability::Dsn, other("HELP", "")],
+            ),
+            ("250-mx\r\n250 FOO_BAR\r\n", vec![]),
+            (
+                "250-mx\r\n250-\t STARTTLS \t\r\n250-=x\r\n250 AUTH=\r\n",
+                vec![Capability::StartTls],
+            ),
         ] {
-            assert_eq!(
-                Capabilities::from_ehlo_reply(&reply(raw)),
-                Err(SyntaxError::InvalidReply {
-                    reason: "malformed EHLO line (expected keyword [SP params])"
-                }),
-                "{raw:?}"
-            );
+            let c = Capabilities::from_ehlo_reply(&reply(raw)).unwrap();
+            assert_eq!(&c.domain()[..], b"mx", "{raw:?}");
+            assert_eq!(c.iter().cloned().collect::<Vec<_>>(), want, "{raw:?}");
         }
-        for raw in ["250\r\n", "250 \r\n", "250  mx\r\n", "250-\r\n250 DSN\r\n"] {
-            assert_eq!(
-                Capabilities::from_ehlo_reply(&reply(raw)),
-                Err(SyntaxError::InvalidReply {
-                    reason: "EHLO reply does not start with a domain"
-                }),
+        // A missing domain is tolerated too (the domain is informational).
+        for (raw, domain) in [
+            ("250\r\n", ""),
+            ("250 \r\n", ""),
+            ("250  mx\r\n", "mx"),
+            ("250-\r\n250 DSN\r\n", ""),
+        ] {
+            let c = Capabilities::from_ehlo_reply(&reply(raw)).unwrap();
+            assert_eq!(&c.domain()[..], domain.as_bytes(), "{raw:?}");
+        }
+        // STARTTLS is still only that keyword.
+        for raw in [
+            "250-mx\r\n250 STARTTLSX\r\n",
+            "250-mx\r\n250 X-STARTTLS\r\n",
+            "250-mx\r\n250 START TLS\r\n",
+            "250-mx\r\n250 STARTTLS_\r\n",
+        ] {
+            assert!(
+                !Capabilities::from_ehlo_reply(&reply(raw))
+                    .unwrap()
+                    .has_starttls(),
                 "{raw:?}"
             );
         }
