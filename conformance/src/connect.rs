@@ -9,7 +9,8 @@
 //! goodbye (`QUIT`/`LOGOUT`), printing a transcript on stdout:
 //!
 //! * `S: [<trust>] <line>` for every text the peer sent that the session
-//!   reports, with the trust level of the channel it came on;
+//!   reports, with the trust level of the channel it came on (peer text is
+//!   always shown [escaped](starttls::Escaped), here and below);
 //! * `C: <line>` for what we sent in cleartext (the bytes themselves), and
 //!   `C: [tls] <line>` for what we sent over TLS (rendered, passwords
 //!   masked), including the commands the session sends by itself;
@@ -37,7 +38,7 @@ use bytes::Bytes;
 use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use starttls::{ClientTls, Error, TlsErrorKind, TlsPolicy, Trust};
+use starttls::{ClientTls, Error, Escaped, TlsErrorKind, TlsPolicy, Trust};
 
 /// Arguments of `starttls connect`.
 #[derive(clap::Args, Debug)]
@@ -243,11 +244,13 @@ fn print_sent(out: &[u8]) {
     }
 }
 
-/// Prints a peer text, one `S: [<trust>]` line per line.
+/// Prints a peer text, one `S: [<trust>]` line per CRLF-terminated line,
+/// [escaped](Escaped): control characters (a bare CR or LF too),
+/// bidirectional controls and invalid UTF-8 show as visible escapes, so the
+/// peer cannot write to the terminal.
 fn print_received(trust: Trust, text: &[u8]) {
-    let text = String::from_utf8_lossy(text);
-    for line in text.split_inclusive("\r\n") {
-        println!("S: [{trust}] {}", line.trim_end_matches("\r\n"));
+    for line in Escaped::new(text).lines() {
+        println!("S: [{trust}] {line}");
     }
 }
 

@@ -25,7 +25,7 @@ use starttls::imap::{
 use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, ServerName};
-use starttls::{ClientTls, Secret, TlsPolicy, Trust, UpgradeEvent};
+use starttls::{ClientTls, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
 
 const USAGE: &str = "usage: imap_client ADDR --ca FILE [--server-name NAME] \
 [--implicit|--opportunistic] [--user NAME --password PASSWORD]";
@@ -160,11 +160,9 @@ fn run(opts: Opts) -> Result<(), Box<dyn std::error::Error>> {
                 ClientEvent::Greeting(r) => {
                     print_response(&Response::Status(r.message), r.trust, "greeting")
                 }
-                ClientEvent::Capabilities(c) => println!(
-                    "   capabilities [{}]: {}",
-                    c.trust,
-                    String::from_utf8_lossy(c.message.as_bytes())
-                ),
+                ClientEvent::Capabilities(c) => {
+                    println!("   capabilities [{}]: {}", c.trust, c.escaped())
+                }
                 ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
                     tls_on_wire = true;
                     println!("   upgrade started: TLS handshake");
@@ -221,7 +219,7 @@ fn run(opts: Opts) -> Result<(), Box<dyn std::error::Error>> {
                 ClientEvent::Continuation(c) => println!(
                     "S: [{}] + {}   (continuation, not expected: ignored)",
                     c.trust,
-                    String::from_utf8_lossy(&c.message)
+                    c.escaped()
                 ),
                 _ => {}
             }
@@ -283,15 +281,17 @@ fn command_name(body: &CommandBody) -> &'static str {
     }
 }
 
-/// The response as one line of text (literals shown as they are).
+/// The response as one line of text (literals inline), escaped: peer text
+/// never reaches the terminal raw.
 fn line_of(resp: &Response) -> String {
     let wire = resp.to_bytes();
-    String::from_utf8_lossy(&wire).trim_end().to_string()
+    Escaped::new(wire.trim_ascii_end()).to_string()
 }
 
 fn print_response(resp: &Response, trust: Trust, what: &str) {
-    let text = line_of(resp);
-    let mut lines = text.split("\r\n");
+    let wire = resp.to_bytes();
+    let escaped = Escaped::new(&wire);
+    let mut lines = escaped.lines();
     if let Some(first) = lines.next() {
         println!("S: [{trust}] {first}   ({what})");
     }

@@ -23,7 +23,7 @@ use starttls::pop3::{ClientConfig, ClientEvent, ClientSession, Command, StatusLi
 use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, ServerName};
-use starttls::{ClientTls, TlsPolicy, Trust, UpgradeEvent};
+use starttls::{ClientTls, Escaped, TlsPolicy, Trust, UpgradeEvent};
 
 const USAGE: &str = "usage: pop3_client ADDR --ca FILE [--server-name NAME] \
 [--implicit|--opportunistic] [--user NAME --password PASSWORD]";
@@ -167,17 +167,13 @@ fn run(opts: Opts) -> Result<(), Box<dyn std::error::Error>> {
                 ClientEvent::Greeting(r) => {
                     print_status(&r.message, r.trust, "greeting");
                     if let Some(ts) = r.message.apop_timestamp() {
-                        println!("   APOP timestamp: {}", String::from_utf8_lossy(&ts));
+                        println!("   APOP timestamp: {}", Escaped::new(&ts));
                     }
                 }
                 ClientEvent::Capabilities(c) => {
                     let caps: Vec<String> = c
                         .iter()
-                        .map(|c| {
-                            String::from_utf8_lossy(&c.to_bytes())
-                                .trim_end()
-                                .to_string()
-                        })
+                        .map(|c| Escaped::new(c.to_bytes().trim_ascii_end()).to_string())
                         .collect();
                     println!("   capabilities [{}]: {}", c.trust, caps.join(", "));
                 }
@@ -219,9 +215,8 @@ fn run(opts: Opts) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 ClientEvent::Body(piece) => body.extend_from_slice(&piece),
                 ClientEvent::BodyEnd => {
-                    let text = String::from_utf8_lossy(&body);
-                    for line in text.split_inclusive("\r\n") {
-                        println!("S: [{body_trust}] | {}", line.trim_end_matches("\r\n"));
+                    for line in Escaped::new(&body).lines() {
+                        println!("S: [{body_trust}] | {line}");
                     }
                     println!("   (end of body: {} octets, unstuffed)", body.len());
                     next = true;
@@ -229,7 +224,7 @@ fn run(opts: Opts) -> Result<(), Box<dyn std::error::Error>> {
                 ClientEvent::Continuation(c) => println!(
                     "S: [{}] + {}   (continuation, not expected: ignored)",
                     c.trust,
-                    String::from_utf8_lossy(&c.message)
+                    c.escaped()
                 ),
                 _ => {}
             }
@@ -283,6 +278,7 @@ fn run(opts: Opts) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// `StatusLine`'s `Display` escapes the peer's text.
 fn print_status(status: &StatusLine, trust: Trust, what: &str) {
     println!("S: [{trust}] {status}   ({what})");
 }

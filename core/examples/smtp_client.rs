@@ -18,7 +18,7 @@ use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, ServerName};
 use starttls::smtp::{ClientConfig, ClientEvent, ClientSession, Command};
-use starttls::{ClientTls, TlsPolicy, UpgradeEvent};
+use starttls::{ClientTls, Escaped, TlsPolicy, UpgradeEvent};
 
 fn main() {
     match run() {
@@ -138,7 +138,7 @@ fn print_reply(what: &str, reply: &starttls::smtp::Reply, trust: starttls::Trust
         println!(
             "S: [{trust}] {} {}   ({what})",
             reply.code(),
-            String::from_utf8_lossy(&line)
+            Escaped::new(&line)
         );
     }
 }

@@ -74,7 +74,9 @@
 //!    are [`Error::UnexpectedReply`].
 //!
 //! Every text from the peer comes wrapped in [`Received`], carrying its
-//! [`Trust`] level, and credentials are wrapped in [`Secret`].
+//! [`Trust`] level, and credentials are wrapped in [`Secret`]. Peer text is
+//! shown through [`Escaped`] (or [`Received::escaped`]), which makes control
+//! characters, bidirectional controls and invalid UTF-8 visible escapes.
 //!
 //! ## Policy
 //!
@@ -119,6 +121,7 @@
 mod appvalue;
 mod dot;
 mod error;
+pub mod escape;
 pub mod framing;
 pub mod imap;
 pub mod policy;
@@ -133,6 +136,7 @@ pub mod upgrade;
 mod words;
 
 pub use error::{ConfigError, Error, Step, TlsRefusal, UsageError};
+pub use escape::{Escaped, PeerText};
 pub use framing::FramingError;
 pub use policy::TlsPolicy;
 pub use secret::Secret;

@@ -295,6 +295,7 @@ pub struct TlsError {
     /// What went wrong: rustls' description, or, when one of the policy
     /// verifiers refused the certificate, that verifier's own message (which
     /// names the rule that failed; see [`TlsError::from`]).
+    /// Names and other peer strings in it are [escaped](crate::Escaped).
     pub detail: String,
 }
 
@@ -353,7 +354,10 @@ impl From<rustls::Error> for TlsError {
         };
         TlsError {
             kind,
-            detail: policy_detail(&e).unwrap_or_else(|| e.to_string()),
+            // rustls quotes the certificate's names as they are: escape them.
+            // (The policy verifiers' texts escape peer strings already.)
+            detail: policy_detail(&e)
+                .unwrap_or_else(|| crate::Escaped::new(&e.to_string()).to_string()),
         }
     }
 }
@@ -568,6 +572,28 @@ mod tests {
     use crate::policy::dane::DaneError;
     use crate::policy::identity::IdentityError;
     use crate::policy::memory::{Fingerprint, PinError};
+
+    /// rustls quotes the certificate's names as they are; the detail shows
+    /// them escaped, so a certificate cannot write to the user's terminal.
+    #[test]
+    fn certificate_names_in_rustls_texts_are_escaped() {
+        let e = TlsError::from(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForNameContext {
+                expected: rustls::pki_types::ServerName::try_from("mx.example").unwrap(),
+                presented: vec!["evil\u{1b}[2J\u{202e}moc.example\r\n".into()],
+            },
+        ));
+        assert_eq!(e.kind, TlsErrorKind::Certificate);
+        let text = e.to_string();
+        assert!(
+            text.contains(r"evil\u{1b}[2J\u{202e}moc.example\r\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(['\u{1b}', '\u{202e}', '\r', '\n']),
+            "{text:?}"
+        );
+    }
 
     /// The same expired certificate gives the same text whatever the clock
     /// says, so a replayed session's events never depend on the time.

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::ops::Deref;
 
+use crate::escape::{Escaped, PeerText};
+
 /// How a piece of peer data reached us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Trust {
@@ -49,6 +51,28 @@ impl<T> Received<T> {
     /// Wraps a message with the trust level of the channel it came from.
     pub fn new(message: T, trust: Trust) -> Self {
         Received { message, trust }
+    }
+}
+
+impl<T: PeerText> Received<T> {
+    /// The message as the peer wrote it, for display: control characters,
+    /// bidirectional controls and invalid UTF-8 shown as visible escapes
+    /// ([`Escaped`]), so that a peer cannot recolour, move or rewrite what
+    /// the user reads. Use it (or [`Escaped`] on a part of the message)
+    /// wherever peer text is printed or logged.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use starttls::{Received, Trust};
+    ///
+    /// let text = Received::new(Bytes::from_static(b"\x1b[2Jhi\r\n"), Trust::Cleartext);
+    /// assert_eq!(text.escaped().to_string(), r"\u{1b}[2Jhi");
+    /// ```
+    pub fn escaped(&self) -> Escaped<'_> {
+        match self.message.peer_text() {
+            std::borrow::Cow::Borrowed(b) => Escaped::new(b),
+            std::borrow::Cow::Owned(v) => Escaped::owned(v),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use starttls::imap::{
     AString, ClientConfig, ClientEvent, ClientSession, Code, CommandBody, Response, Status,
 };
-use starttls::{ClientTls, Error, Secret, TlsPolicy, Trust, UpgradeEvent};
+use starttls::{ClientTls, Error, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
 
 use super::{print_ready, print_received, print_tls, print_tls_command, External};
 
@@ -166,11 +166,7 @@ impl super::Client for Imap {
                             &Response::Capability(c.message.clone()).to_bytes(),
                         );
                     }
-                    println!(
-                        "CAPABILITIES [{}]: {}",
-                        c.trust,
-                        String::from_utf8_lossy(c.as_bytes())
-                    );
+                    println!("CAPABILITIES [{}]: {}", c.trust, c.escaped());
                 }
                 ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
                     self.tls_on_wire = true;
@@ -208,9 +204,7 @@ impl super::Client for Imap {
                             self.logout();
                         }
                         "LOGIN" | "AUTHENTICATE" => {
-                            let text = String::from_utf8_lossy(&resp.to_bytes())
-                                .trim_end()
-                                .to_string();
+                            let text = Escaped::new(resp.to_bytes().trim_ascii_end()).to_string();
                             self.failure
                                 .get_or_insert_with(|| format!("{name} refused: {text}"));
                             self.logout();

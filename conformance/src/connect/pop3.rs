@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use starttls::pop3::{ClientConfig, ClientEvent, ClientSession, Command};
-use starttls::{ClientTls, Error, Secret, TlsPolicy, Trust, UpgradeEvent};
+use starttls::{ClientTls, Error, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
 
 use super::{print_ready, print_received, print_tls, print_tls_command, External};
 use crate::serve::sasl;
@@ -145,7 +145,7 @@ impl super::Client for Pop3 {
         while let Some(event) = self.session.poll_event()? {
             match event {
                 ClientEvent::Greeting(r) => {
-                    print_received(r.trust, r.message.to_string().as_bytes());
+                    print_received(r.trust, &r.message.to_bytes());
                     // With implicit TLS the session answers the greeting
                     // with CAPA, encrypted.
                     if self.tls_on_wire && r.is_ok() {
@@ -156,9 +156,9 @@ impl super::Client for Pop3 {
                     let caps: Vec<String> = c
                         .iter()
                         .map(|cap| {
-                            String::from_utf8_lossy(&cap.to_bytes())
-                                .trim_end()
-                                .to_string()
+                            let line = cap.to_bytes();
+                            let line = line.strip_suffix(b"\r\n").unwrap_or(&line);
+                            Escaped::new(line).to_string()
                         })
                         .collect();
                     println!("CAPABILITIES [{}]: {}", c.trust, caps.join(" | "));
@@ -189,7 +189,7 @@ impl super::Client for Pop3 {
                     status,
                     multiline,
                 } => {
-                    print_received(status.trust, status.message.to_string().as_bytes());
+                    print_received(status.trust, &status.message.to_bytes());
                     if !status.is_ok() && to != "QUIT" && self.failure.is_none() {
                         self.failure = Some(format!("{to} refused: {}", status.message));
                         self.quit_now();
@@ -203,13 +203,8 @@ impl super::Client for Pop3 {
                     }
                 }
                 ClientEvent::Body(piece) => {
-                    let text = String::from_utf8_lossy(&piece);
-                    for line in text.split_inclusive("\r\n") {
-                        println!(
-                            "S: [{}] | {}",
-                            self.body_trust,
-                            line.trim_end_matches("\r\n")
-                        );
+                    for line in Escaped::new(&piece.message).lines() {
+                        println!("S: [{}] | {line}", self.body_trust);
                     }
                 }
                 ClientEvent::BodyEnd => self.next(),

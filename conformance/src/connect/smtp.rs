@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use starttls::smtp::{ClientConfig, ClientEvent, ClientSession, Command};
-use starttls::{ClientTls, Error, Secret, TlsPolicy, Trust, UpgradeEvent};
+use starttls::{ClientTls, Error, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
 
 use super::{print_ready, print_received, print_tls, print_tls_command, External};
 use crate::serve::sasl;
@@ -162,7 +162,7 @@ impl super::Client for Smtp {
                         .map(|cap| {
                             let mut v = Vec::new();
                             cap.write_to(&mut v);
-                            String::from_utf8_lossy(&v).into_owned()
+                            Escaped::owned(v).to_string()
                         })
                         .collect();
                     println!("CAPABILITIES [{}]: {}", c.trust, caps.join(" | "));
@@ -200,7 +200,7 @@ impl super::Client for Smtp {
                             None => self.fail_and_quit("unexpected 334".into()),
                         },
                         "AUTH" => {
-                            let text = String::from_utf8_lossy(reply.raw()).trim_end().to_string();
+                            let text = reply.escaped();
                             self.fail_and_quit(format!("AUTH refused: {text}"));
                         }
                         _ => {}

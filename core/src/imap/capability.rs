@@ -14,7 +14,6 @@
 
 use bytes::Bytes;
 
-use crate::imap::syntax::is_atom_char;
 use crate::imap::SyntaxError;
 
 /// One capability name (RFC 9051 §9 `capability`).
@@ -119,22 +118,19 @@ impl Capability {
 pub struct Capabilities(Bytes);
 
 impl Capabilities {
-    /// Validates a capability list: one or more `atom`s separated by spaces.
-    /// Runs of spaces and leading or trailing spaces, which some servers
-    /// send, are tolerated and kept.
+    /// Reads a capability list: words separated by spaces (RFC 9051
+    /// `capability-data` has one or more `atom`s). The list is
+    /// informational, so it is read tolerantly (`docs/design.md`, "Tolerant
+    /// listings, strict boundary"): runs of spaces or tabs, leading or
+    /// trailing ones, an empty list, and words that are not atoms (`X-A*`,
+    /// `caf\u{e9}`, `a"b`) are accepted and kept as they are; a word that is
+    /// not a known capability atom is [`Capability::Other`]. Only CR, LF and
+    /// NUL, which the framing never lets through, are refused. `STARTTLS` is
+    /// still recognised only as that exact word (any case).
     pub fn parse(list: &Bytes) -> Result<Self, SyntaxError> {
-        let mut any = false;
-        for atom in list.split(|&c| c == b' ').filter(|a| !a.is_empty()) {
-            if !atom.iter().all(|&c| is_atom_char(c)) {
-                return Err(SyntaxError::InvalidResponse {
-                    reason: "a capability must be an atom",
-                });
-            }
-            any = true;
-        }
-        if !any {
+        if list.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0)) {
             return Err(SyntaxError::InvalidResponse {
-                reason: "empty capability list",
+                reason: "CR, LF or NUL in a capability list",
             });
         }
         Ok(Capabilities(list.clone()))
@@ -172,7 +168,7 @@ impl Capabilities {
     }
 
     /// Serializes `caps`, separated by single spaces. An empty slice gives an
-    /// empty list, which [`Capabilities::parse`] refuses.
+    /// empty list.
     pub fn from_caps(caps: &[Capability]) -> Self {
         let mut out = Vec::new();
         for (i, cap) in caps.iter().enumerate() {
@@ -190,7 +186,9 @@ impl Capabilities {
     }
 
     fn atoms(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.0.split(|&c| c == b' ').filter(|a| !a.is_empty())
+        self.0
+            .split(|&c| c == b' ' || c == b'\t')
+            .filter(|a| !a.is_empty())
     }
 }
 
@@ -278,18 +276,37 @@ mod tests {
         let c = caps(" IMAP4rev1  STARTTLS ");
         assert_eq!(c.iter().count(), 2);
         assert!(c.has_starttls());
-        for bad in [
-            "",
-            " ",
-            "IMAP4rev1 (x)",
-            "a\"b",
-            "a]b",
-            "a*b",
-            "a%",
-            "caf\u{e9}",
-            "a\tb",
-            "{5}",
+        // Informational: odd words are kept (as `Other`), never an error.
+        for (odd, words) in [
+            ("", 0),
+            (" ", 0),
+            ("IMAP4rev1 (x)", 2),
+            ("a\"b", 1),
+            ("a]b", 1),
+            ("a*b", 1),
+            ("a%", 1),
+            ("caf\u{e9}", 1),
+            ("a\tb", 2),
+            ("{5}", 1),
+            ("STARTTLS\tIMAP4rev1  x\u{1b}", 3),
         ] {
+            let c = Capabilities::parse(&b(odd)).unwrap();
+            assert_eq!(c.iter().count(), words, "{odd:?}");
+            assert_eq!(c.as_bytes(), odd);
+        }
+        assert!(caps("a\tSTARTTLS").has_starttls());
+        // STARTTLS is still only that exact word.
+        for not in [
+            "STARTTLSX",
+            "X-STARTTLS",
+            "START TLS",
+            "STARTTLS=1",
+            "\"STARTTLS\"",
+        ] {
+            assert!(!caps(not).has_starttls(), "{not:?}");
+        }
+        // CR, LF and NUL never pass (the framing stops them before).
+        for bad in ["a\rb", "a\nb", "a\0b"] {
             assert!(
                 matches!(
                     Capabilities::parse(&b(bad)),

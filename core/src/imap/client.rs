@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{ConfigError, Error, Step, TlsRefusal, UsageError};
+use crate::escape::Escaped;
 use crate::framing::without_crlf;
 use crate::policy::TlsPolicy;
 use crate::sasl;
@@ -527,10 +528,7 @@ impl ClientMachine {
                 // as the answer we wait for (threat class 5).
                 Err(self.unexpected(
                     trust,
-                    format!(
-                        "tagged reply for unknown tag {:?}",
-                        String::from_utf8_lossy(&tag)
-                    ),
+                    format!("tagged reply for unknown tag \"{}\"", Escaped::new(&tag)),
                 ))
             }
             (Phase::StartTls { .. }, Response::Continuation { .. })
@@ -549,10 +547,7 @@ impl ClientMachine {
                 // before TLS a classic way to plant state (threat class 5).
                 Err(self.unexpected(
                     trust,
-                    format!(
-                        "untagged {} before authentication",
-                        String::from_utf8_lossy(&name)
-                    ),
+                    format!("untagged {} before authentication", Escaped::new(&name)),
                 ))
             }
             (_, Response::Status(s)) if s.status == Status::Bye => {
@@ -573,10 +568,7 @@ impl ClientMachine {
                 let Some(i) = self.outstanding.iter().position(|o| o.tag == tag) else {
                     return Err(self.unexpected(
                         trust,
-                        format!(
-                            "tagged reply for unknown tag {:?}",
-                            String::from_utf8_lossy(&tag)
-                        ),
+                        format!("tagged reply for unknown tag \"{}\"", Escaped::new(&tag)),
                     ));
                 };
                 let o = self.outstanding.remove(i);

@@ -480,9 +480,13 @@ fn untagged(message: &Bytes, rest: &[u8]) -> Result<Response, SyntaxError> {
             return Ok(Response::Status(status_tail(message, status, after)?));
         }
         if name.eq_ignore_ascii_case(b"CAPABILITY") {
-            let list = after
-                .strip_prefix(b" ")
-                .ok_or(invalid("CAPABILITY needs at least one capability"))?;
+            // Informational: an empty list is read as one (docs/design.md,
+            // "Tolerant listings, strict boundary").
+            let list = match after {
+                [] => after,
+                [b' ', list @ ..] => list,
+                _ => return Err(invalid("expected SP after CAPABILITY")),
+            };
             return Ok(Response::Capability(Capabilities::parse(
                 &message.slice_ref(list),
             )?));
@@ -810,7 +814,6 @@ mod tests {
                 "PERMANENTFLAGS",
                 Some("(\"a\")"),
             ),
-            ("* OK [CAPABILITY a\\b] x", "CAPABILITY", Some("a\\b")),
             ("* OK [CLOSED] x", "CLOSED", None),
             (
                 "* NO [BADCHARSET (UTF-8 US-ASCII)] x",
@@ -828,6 +831,12 @@ mod tests {
             );
         }
         assert_eq!(Code::UidNext(1).name(), b"UIDNEXT");
+        // A capability list is read tolerantly: a word that is not an atom
+        // is kept, not a reason to drop the list.
+        let Some(Code::Capability(c)) = code("* OK [CAPABILITY IMAP4rev1 a\\b STARTTLS] x") else {
+            panic!("not a capability code");
+        };
+        assert!(c.has_starttls() && c.contains("a\\b"));
     }
 
     #[test]
@@ -925,14 +934,25 @@ mod tests {
             b"* LIST (",
             b"* \"x\"",
             b"* FOO(bar)",
-            b"* CAPABILITY",
-            b"* CAPABILITY (x)",
         ] {
             assert!(
                 matches!(parse(line), Err(SyntaxError::InvalidResponse { .. })),
                 "{:?}",
                 String::from_utf8_lossy(line)
             );
+        }
+        // A capability listing is informational: empty or with odd words,
+        // it is read, not refused.
+        for (line, words) in [
+            (&b"* CAPABILITY"[..], 0),
+            (b"* CAPABILITY ", 0),
+            (b"* CAPABILITY (x)", 1),
+            (b"* capability IMAP4rev1  STARTTLS x*y", 3),
+        ] {
+            let Ok(Response::Capability(c)) = parse(line) else {
+                panic!("{:?}", String::from_utf8_lossy(line));
+            };
+            assert_eq!(c.iter().count(), words);
         }
         assert_eq!(
             parse(b"* 12 FETCH (BODY[] {50}\r\nhello)"),

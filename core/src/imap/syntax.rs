@@ -332,7 +332,9 @@ fn take_class1(input: &[u8], bit: u8) -> PResult<'_, &[u8]> {
 
 /// `ATOM-CHAR = <any CHAR except atom-specials>`, where
 /// `atom-specials = "(" / ")" / "{" / SP / CTL / list-wildcards /
-/// quoted-specials / resp-specials`.
+/// quoted-specials / resp-specials`. (The class table's `ATOM` bit, checked
+/// against the rule in the tests.)
+#[cfg(test)]
 pub(crate) fn is_atom_char(c: u8) -> bool {
     class(c) & ATOM != 0
 }

@@ -588,10 +588,10 @@ impl fmt::Display for PresentedId {
         // Certificate strings come from the peer: escape control characters
         // so that they cannot disturb a UI or a log.
         match self {
-            PresentedId::DnsId(s) => write!(f, "DNS-ID {}", s.escape_debug()),
-            PresentedId::SrvId(s) => write!(f, "SRV-ID {}", s.escape_debug()),
-            PresentedId::CnId(s) => write!(f, "CN-ID {}", s.escape_debug()),
-            PresentedId::UriId(s) => write!(f, "URI-ID {}", s.escape_debug()),
+            PresentedId::DnsId(s) => write!(f, "DNS-ID {}", crate::Escaped::new(&s)),
+            PresentedId::SrvId(s) => write!(f, "SRV-ID {}", crate::Escaped::new(&s)),
+            PresentedId::CnId(s) => write!(f, "CN-ID {}", crate::Escaped::new(&s)),
+            PresentedId::UriId(s) => write!(f, "URI-ID {}", crate::Escaped::new(&s)),
             PresentedId::Ip(ip) => write!(f, "IP address {ip}"),
             PresentedId::Malformed(what) => write!(f, "malformed {what}"),
         }

@@ -304,9 +304,9 @@ impl PeerKey {
 impl fmt::Display for PeerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host.escape_debug(), self.port)
+            write!(f, "[{}]:{}", crate::Escaped::new(&self.host), self.port)
         } else {
-            write!(f, "{}:{}", self.host.escape_debug(), self.port)
+            write!(f, "{}:{}", crate::Escaped::new(&self.host), self.port)
         }
     }
 }
@@ -884,7 +884,7 @@ impl fmt::Display for SetupFailure {
         write!(
             f,
             "the certificate of {} could not be verified: ",
-            self.server_name.escape_debug()
+            crate::Escaped::new(&self.server_name)
         )?;
         match self.identity_error() {
             Some(e) => write!(f, "{e}")?,
@@ -1086,7 +1086,7 @@ impl fmt::Display for Pin {
             PinKind::Spki => write!(f, "key SHA-256 {}", self.digest)?,
             PinKind::Certificate => write!(f, "certificate SHA-256 {}", self.digest)?,
         }
-        write!(f, " for {}", self.server_name.escape_debug())
+        write!(f, " for {}", crate::Escaped::new(&self.server_name))
     }
 }
 
@@ -1143,8 +1143,8 @@ impl fmt::Display for PinError {
             } => write!(
                 f,
                 "the certificate was pinned for {} but this connection is to {} (RFC 6125 §7.1)",
-                pinned_for.escape_debug(),
-                connected_to.escape_debug()
+                crate::Escaped::new(&pinned_for),
+                crate::Escaped::new(&connected_to)
             ),
         }
     }

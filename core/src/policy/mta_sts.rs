@@ -907,12 +907,12 @@ impl fmt::Display for FetchError {
             FetchError::Unreachable { reason } => write!(
                 f,
                 "the MTA-STS policy could not be fetched: {} (RFC 8461 §3.3)",
-                reason.escape_debug()
+                crate::Escaped::new(&reason)
             ),
             FetchError::WebPki { reason } => write!(
                 f,
                 "the MTA-STS policy host's certificate is not valid: {} (RFC 8461 §3.3)",
-                reason.escape_debug()
+                crate::Escaped::new(&reason)
             ),
             FetchError::HttpStatus { status } => write!(
                 f,
@@ -1422,18 +1422,18 @@ impl fmt::Display for Failure {
             Failure::MxNotListed { mx_host } => write!(
                 f,
                 "MX host {} matches no `mx` pattern of the MTA-STS policy (RFC 8461 §4.1)",
-                mx_host.escape_debug()
+                crate::Escaped::new(&mx_host)
             ),
             Failure::NoStartTls { mx_host } => write!(
                 f,
                 "MX host {} does not support STARTTLS, which the MTA-STS policy requires (RFC 8461 §4)",
-                mx_host.escape_debug()
+                crate::Escaped::new(&mx_host)
             ),
             Failure::StartTlsFailed { mx_host, reason } => write!(
                 f,
                 "TLS with MX host {} failed: {} (RFC 8461 §4.2)",
-                mx_host.escape_debug(),
-                reason.escape_debug()
+                crate::Escaped::new(&mx_host),
+                crate::Escaped::new(&reason)
             ),
             Failure::Certificate {
                 mx_host,
@@ -1446,17 +1446,17 @@ impl fmt::Display for Failure {
                     CertificateProblem::NotTrusted => "does not chain to a trusted root",
                     CertificateProblem::Other => "failed validation",
                 };
-                write!(f, "the certificate of MX host {} {what}", mx_host.escape_debug())?;
+                write!(f, "the certificate of MX host {} {what}", crate::Escaped::new(&mx_host))?;
                 if !reason.is_empty() {
-                    write!(f, ": {}", reason.escape_debug())?;
+                    write!(f, ": {}", crate::Escaped::new(&reason))?;
                 }
                 f.write_str(" (RFC 8461 §4.2)")
             }
             Failure::NameNotVerified { mx_host, verified } => write!(
                 f,
                 "the certificate was verified for {}, not for MX host {} (RFC 8461 §4.2)",
-                verified.escape_debug(),
-                mx_host.escape_debug()
+                crate::Escaped::new(&verified),
+                crate::Escaped::new(&mx_host)
             ),
         }
     }

@@ -287,6 +287,28 @@ impl Capabilities {
         Ok(Capabilities { caps })
     }
 
+    /// Reads a `CAPA` listing as a client receives it: the lines between
+    /// the `+OK` line and the terminating `.`, each ending in CRLF,
+    /// dot-stuffing removed. Informational, so read tolerantly
+    /// (`docs/design.md`, "Tolerant listings, strict boundary"), as Python's
+    /// `poplib` and the usual clients do: leading and trailing white space
+    /// of each line is removed, and a line that is then empty or does not
+    /// parse with [`Capability::parse`] is skipped. `STLS` is still
+    /// recognised only as that exact name (any case) without arguments. Text
+    /// after the last CRLF (there is none from the session) is ignored.
+    pub fn from_listing(listing: &Bytes) -> Capabilities {
+        let mut caps = Vec::new();
+        let mut rest: &[u8] = listing;
+        while let Some(i) = memchr::memmem::find(rest, b"\r\n") {
+            let line = rest.get(..i).unwrap_or_default().trim_ascii();
+            rest = rest.get(i + 2..).unwrap_or_default();
+            if let Ok(cap) = Capability::parse(&listing.slice_ref(line)) {
+                caps.push(cap);
+            }
+        }
+        Capabilities { caps }
+    }
+
     /// Adds a capability at the end.
     pub fn push(&mut self, cap: Capability) {
         self.caps.push(cap);
@@ -759,6 +781,48 @@ mod tests {
             assert_eq!(parsed, c, "{:?}", String::from_utf8_lossy(&wire));
             assert_eq!(parsed.to_bytes(), wire);
         }
+    }
+
+    #[test]
+    fn listings_are_read_tolerantly() {
+        // Empty lines, white space around names, odd case, repeats and lines
+        // that do not parse are skipped or accepted, never an error.
+        let c = Capabilities::from_listing(&b(concat!(
+            "\r\n",
+            "  \t\r\n",
+            "top\r\n",
+            " STLS \t\r\n",
+            "Top\r\n",
+            "X-ODD  a  b \r\n",
+            "bad.name\r\n",
+            "UIDL\r\n",
+            "unterminated"
+        )));
+        assert_eq!(
+            c.iter().cloned().collect::<Vec<_>>(),
+            [
+                Capability::Top,
+                Capability::Stls,
+                Capability::Top,
+                Capability::Other {
+                    name: b("X-ODD"),
+                    args: b("a  b")
+                },
+                Capability::Uidl,
+            ]
+        );
+        assert!(c.has_stls());
+        // STLS is still only that exact name without arguments.
+        for not in [
+            "STLSX\r\n",
+            "X-STLS\r\n",
+            "ST LS\r\n",
+            "STLS now\r\n",
+            "STLS.\r\n",
+        ] {
+            assert!(!Capabilities::from_listing(&b(not)).has_stls(), "{not:?}");
+        }
+        assert_eq!(Capabilities::from_listing(&b("")).iter().count(), 0);
     }
 
     #[test]

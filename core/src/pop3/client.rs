@@ -17,7 +17,7 @@ use crate::upgrade::{
     session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
 };
 
-use super::capability::{Capabilities, Capability};
+use super::capability::Capabilities;
 use super::command::Command;
 use super::response::{parse_continuation, Status, StatusLine};
 use super::Limits;
@@ -442,23 +442,9 @@ impl ClientMachine {
     }
 
     fn capa_done(&mut self, listing: BytesMut, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
-        let listing = listing.freeze();
-        let step = self.step(io.trust());
-        let mut caps = Vec::new();
-        let mut pos = 0;
-        while let Some(i) = listing
-            .get(pos..)
-            .and_then(|r| memchr::memmem::find(r, b"\r\n"))
-        {
-            let line = listing.slice(pos..pos + i);
-            pos += i + 2;
-            let cap = Capability::parse(&line).map_err(|e| Error::Malformed {
-                step,
-                reason: e.to_string(),
-            })?;
-            caps.push(cap);
-        }
-        let caps = Capabilities::new(caps);
+        // Informational: an odd line (empty, a bad name) is skipped, never
+        // fatal (docs/design.md, "Tolerant listings, strict boundary").
+        let caps = Capabilities::from_listing(&listing.freeze());
         let trust = io.trust();
         io.emit(ClientEvent::Capabilities(Received::new(
             caps.clone(),

@@ -30,6 +30,7 @@ use nom::combinator::recognize;
 use nom::multi::many0_count;
 use nom::sequence::{delimited, pair, preceded};
 
+use crate::escape::Escaped;
 use crate::pop3::syntax::{
     is_base64, is_line_text, is_vchar, msg_number, number_u32, number_u64, PResult, SyntaxError,
 };
@@ -303,14 +304,17 @@ impl StatusLine {
     }
 }
 
+/// The line as a user should see it: the code and the text
+/// [escaped](crate::Escaped), so that control characters and bidirectional
+/// controls from the peer show as visible escapes.
 impl fmt::Display for StatusLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.status.as_str())?;
         if let Some(code) = &self.code {
-            write!(f, " [{}]", String::from_utf8_lossy(code.as_bytes()))?;
+            write!(f, " [{}]", Escaped::new(code.as_bytes()))?;
         }
         if !self.text.is_empty() {
-            write!(f, " {}", String::from_utf8_lossy(&self.text))?;
+            write!(f, " {}", Escaped::new(&self.text))?;
         }
         Ok(())
     }

@@ -171,10 +171,21 @@ impl Capabilities {
     /// From a positive EHLO/LHLO reply: first line is the greeting domain,
     /// each following line one ehlo-line.
     ///
-    /// The reply code must be 250. The domain is the first word of the first
-    /// line, taken as it is (servers do not all send a valid `Domain`); the
-    /// greeting text after it is dropped. Each other line goes through
-    /// [`Capability::parse`].
+    /// The reply code must be 250 (the reply's meaning, kept strict). The
+    /// listing itself is informational and read tolerantly
+    /// (`docs/design.md`, "Tolerant listings, strict boundary"):
+    ///
+    /// * the domain is the first word of the first line, taken as it is
+    ///   (servers do not all send a valid `Domain`), after any leading
+    ///   spaces; it may be empty. The greeting text after it is dropped;
+    /// * each other line goes through [`Capability::parse`] with leading and
+    ///   trailing white space removed; a line that still does not parse (an
+    ///   empty line, a keyword with `_` or other octets outside
+    ///   `ehlo-keyword`) is skipped, not an error: it cannot be an offer this
+    ///   crate acts on. `STARTTLS` is still recognised only as that exact
+    ///   keyword (any case) without parameters.
+    ///
+    /// The `Result` is kept for the reply code.
     pub fn from_ehlo_reply(reply: &Reply) -> Result<Capabilities, SyntaxError> {
         if reply.code().get() != 250 {
             return Err(SyntaxError::InvalidReply {
@@ -183,15 +194,11 @@ impl Capabilities {
         }
         let mut lines = reply.lines();
         let first = lines.next().unwrap_or_default();
+        let first = first.slice_ref(first.trim_ascii_start());
         let domain_len = memchr::memchr(b' ', &first).unwrap_or(first.len());
-        if domain_len == 0 {
-            return Err(SyntaxError::InvalidReply {
-                reason: "EHLO reply does not start with a domain",
-            });
-        }
         let caps = lines
-            .map(|line| Capability::parse(&line))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|line| Capability::parse(&line.slice_ref(line.trim_ascii())).ok())
+            .collect();
         Ok(Capabilities {
             domain: first.slice(..domain_len),
             caps,
@@ -530,25 +537,45 @@ mod tests {
                 "{line:?}"
             );
         }
-        for raw in [
-            "250-mx\r\n250-\r\n250 DSN\r\n",
-            "250-mx\r\n250- DSN\r\n250 HELP\r\n",
-            "250-mx\r\n250 FOO_BAR\r\n",
+        // In a listing, an odd line is skipped and white space around a
+        // keyword ignored; it never fails the reply.
+        for (raw, want) in [
+            ("250-mx\r\n250-\r\n250 DSN\r\n", vec![Capability::Dsn]),
+            (
+                "250-mx\r\n250- DSN\r\n250 HELP\r\n",
+                vec![Capability::Dsn, other("HELP", "")],
+            ),
+            ("250-mx\r\n250 FOO_BAR\r\n", vec![]),
+            (
+                "250-mx\r\n250-\t STARTTLS \t\r\n250-=x\r\n250 AUTH=\r\n",
+                vec![Capability::StartTls],
+            ),
         ] {
-            assert_eq!(
-                Capabilities::from_ehlo_reply(&reply(raw)),
-                Err(SyntaxError::InvalidReply {
-                    reason: "malformed EHLO line (expected keyword [SP params])"
-                }),
-                "{raw:?}"
-            );
+            let c = Capabilities::from_ehlo_reply(&reply(raw)).unwrap();
+            assert_eq!(&c.domain()[..], b"mx", "{raw:?}");
+            assert_eq!(c.iter().cloned().collect::<Vec<_>>(), want, "{raw:?}");
         }
-        for raw in ["250\r\n", "250 \r\n", "250  mx\r\n", "250-\r\n250 DSN\r\n"] {
-            assert_eq!(
-                Capabilities::from_ehlo_reply(&reply(raw)),
-                Err(SyntaxError::InvalidReply {
-                    reason: "EHLO reply does not start with a domain"
-                }),
+        // A missing domain is tolerated too (the domain is informational).
+        for (raw, domain) in [
+            ("250\r\n", ""),
+            ("250 \r\n", ""),
+            ("250  mx\r\n", "mx"),
+            ("250-\r\n250 DSN\r\n", ""),
+        ] {
+            let c = Capabilities::from_ehlo_reply(&reply(raw)).unwrap();
+            assert_eq!(&c.domain()[..], domain.as_bytes(), "{raw:?}");
+        }
+        // STARTTLS is still only that keyword.
+        for raw in [
+            "250-mx\r\n250 STARTTLSX\r\n",
+            "250-mx\r\n250 X-STARTTLS\r\n",
+            "250-mx\r\n250 START TLS\r\n",
+            "250-mx\r\n250 STARTTLS_\r\n",
+        ] {
+            assert!(
+                !Capabilities::from_ehlo_reply(&reply(raw))
+                    .unwrap()
+                    .has_starttls(),
                 "{raw:?}"
             );
         }

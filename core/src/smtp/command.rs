@@ -23,6 +23,7 @@ use nom::multi::{many0_count, many1_count};
 use nom::sequence::{delimited, pair, preceded, terminated};
 
 use crate::appvalue;
+use crate::escape::Escaped;
 use crate::smtp::syntax::{
     digits_value, domain, esmtp_keyword, esmtp_value, fail, general_literal, ipv4_literal,
     ipv6_literal, is_atext, is_base64, local_part, utf8_non_ascii, whole, xtext1, PResult,
@@ -84,18 +85,16 @@ impl Host {
     }
 }
 
+/// The host as a user should see it, peer bytes [escaped](crate::Escaped).
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Host::Domain(d) => f.write_str(&String::from_utf8_lossy(d)),
+            Host::Domain(d) => write!(f, "{}", Escaped::new(d)),
             Host::Ipv4(a) => write!(f, "[{a}]"),
             Host::Ipv6(a) => write!(f, "[IPv6:{a}]"),
-            Host::General { tag, content } => write!(
-                f,
-                "[{}:{}]",
-                String::from_utf8_lossy(tag),
-                String::from_utf8_lossy(content)
-            ),
+            Host::General { tag, content } => {
+                write!(f, "[{}:{}]", Escaped::new(tag), Escaped::new(content))
+            }
         }
     }
 }
@@ -145,14 +144,12 @@ impl Mailbox {
     }
 }
 
+/// The mailbox as a user should see it, peer bytes
+/// [escaped](crate::Escaped) (a backslash of a quoted local part shows
+/// doubled).
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}@{}",
-            String::from_utf8_lossy(&self.local_part),
-            self.domain
-        )
+        write!(f, "{}@{}", Escaped::new(&self.local_part), self.domain)
     }
 }
 
@@ -1465,9 +1462,10 @@ mod tests {
         assert_eq!(&path.mailbox.local_part[..], br#""John \"Q.\" Public""#);
         assert_eq!(&*path.mailbox.local_part_unquoted(), br#"John "Q." Public"#);
         assert!(matches!(path.mailbox.local_part_unquoted(), Cow::Owned(_)));
+        // Display escapes the peer's bytes, backslashes included.
         assert_eq!(
             path.mailbox.to_string(),
-            r#""John \"Q.\" Public"@example.com"#
+            r#""John \\"Q.\\" Public"@example.com"#
         );
 
         let c = round(r#"RCPT TO:<"a b"@c>"#, None);
