@@ -791,7 +791,7 @@ impl IdentityError {
 
 impl From<IdentityError> for rustls::Error {
     /// A certificate error carrying the [`IdentityError`]; retrieve it by
-    /// downcasting the [`OtherError`].
+    /// downcasting the [`OtherError`](rustls::OtherError).
     fn from(e: IdentityError) -> Self {
         verifier::to_rustls(e)
     }
