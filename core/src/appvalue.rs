@@ -97,3 +97,11 @@ mod tests {
         }
     }
 }
+
+/// Why a list built by `smtp::Parameters::from_params` or
+/// `imap::Args::from_args` may not be sent: the first value that would not
+/// read back as itself. It takes part in equality, so a command holding
+/// it never equals what its wire form parses back to, and the session's
+/// check refuses it with [`UsageError::InvalidValue`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Unsendable(pub(crate) Option<&'static str>);

@@ -16,14 +16,14 @@
 //!
 //! Only `CRLF.CRLF` ends the data (RFC 5321 §4.1.1.4), the "SMTP smuggling"
 //! defence: body lines end at CRLF and only there
-//! ([`scan_crlf_line`]), also while a rejected message is skipped and while
+//! ([`scan_line`]), also while a rejected message is skipped and while
 //! the rest of an over-long line is skipped. `LF.LF`, `LF.CRLF`, `CR.CRLF`,
 //! `CRLF.CR` and `CRLF.LF` are octets inside a (broken) body line, so nothing
 //! after them can be read as a command until the real `CRLF.CRLF`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::framing::{scan_crlf_line, FramingError, LineSkipper, Scan};
+use crate::framing::{after_cr, scan_line, FramingError, LineSkipper, Scan};
 use crate::upgrade::Io;
 
 /// Message bytes are handed out in pieces of at most this size (bodies at
@@ -74,7 +74,7 @@ impl DataReader {
             } else {
                 limit
             };
-            match scan_crlf_line(rest, &mut self.scanned, line_limit) {
+            match scan_line(rest, &mut self.scanned, line_limit) {
                 Scan::Incomplete => return DataStep::NeedInput,
                 Scan::Line(len) => {
                     let end = rest.get(..len) == Some(b".\r\n".as_slice());
@@ -121,10 +121,7 @@ impl DataReader {
                     // (which hold no CRLF) go; the skipper finds its end,
                     // the next CRLF (a bare LF does not end it).
                     let cut = self.run + line_limit;
-                    let after_cr = cut
-                        .checked_sub(1)
-                        .and_then(|i| io.input().get(i))
-                        .is_some_and(|&b| b == b'\r');
+                    let after_cr = after_cr(io.input(), cut);
                     io.skip(cut);
                     self.run = 0;
                     self.skipper.start_crlf(after_cr);

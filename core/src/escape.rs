@@ -22,13 +22,16 @@
 //! | C1 controls U+0080–U+009F (CSI U+009B, NEL U+0085, …) | `\u{9b}` |
 //! | bidirectional controls: embeddings and overrides U+202A–U+202E, isolates U+2066–U+2069, marks U+200E, U+200F, U+061C | `\u{202e}` |
 //! | line and paragraph separators U+2028, U+2029 | `\u{2028}` |
+//! | every other invisible format character (Unicode category Cf: soft hyphen U+00AD, zero-width space/joiners U+200B–U+200D, word joiner U+2060–U+2064, U+206A–U+206F, BOM U+FEFF, U+FFF9–U+FFFB, tag characters U+E0001, U+E0020–U+E007F, …) | `\u{200b}` |
 //! | an octet that is not part of valid UTF-8 | `\xff` (two lower-case hex digits) |
 //!
 //! This is Rust's `escape_debug` form for characters (without escaping
 //! quotes), plus `\xHH` for octets that are not characters at all, so
 //! `\u{80}` (the C1 control, valid UTF-8 `C2 80`) and `\x80` (a stray octet)
-//! stay distinct. The output holds no control character and no
-//! bidirectional control, whatever the input.
+//! stay distinct. The output holds no control character, no
+//! bidirectional control and no invisible format character, whatever the
+//! input. (Combining marks and look-alike letters are shown as they are:
+//! they are visible, and telling scripts apart is the display's job.)
 //!
 //! ```
 //! use starttls::Escaped;
@@ -203,10 +206,30 @@ fn escape_char(c: char) -> Option<Escape> {
         '\n' => Escape::Short('n'),
         '\0' => Escape::Short('0'),
         '\u{1}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => Escape::Unicode(c),
-        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
-            Escape::Unicode(c)
-        }
-        '\u{2028}' | '\u{2029}' => Escape::Unicode(c),
+        // Bidirectional controls, line and paragraph separators, and every
+        // other format character (Unicode general category Cf): invisible,
+        // so `mx.exa<U+200B>mple.org` would look like `mx.example.org`.
+        '\u{ad}'
+        | '\u{600}'..='\u{605}'
+        | '\u{61c}'
+        | '\u{6dd}'
+        | '\u{70f}'
+        | '\u{890}'..='\u{891}'
+        | '\u{8e2}'
+        | '\u{180e}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206f}'
+        | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}'
+        | '\u{110bd}'
+        | '\u{110cd}'
+        | '\u{13430}'..='\u{1343f}'
+        | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0001}'
+        | '\u{e0020}'..='\u{e007f}' => Escape::Unicode(c),
         _ => return None,
     })
 }
@@ -331,11 +354,38 @@ mod tests {
             let s = show(format!("a{c}b").as_bytes());
             assert_eq!(s, format!("a\\u{{{:x}}}b", u32::from(c)));
         }
-        // Neighbours that are not bidirectional controls stay.
+        // Neighbours that are not format characters stay.
         assert_eq!(
-            show("\u{2029}\u{202f}\u{2065}\u{206a}".as_bytes()),
-            "\\u{2029}\u{202f}\u{2065}\u{206a}"
+            show("\u{2029}\u{202f}\u{2065}\u{2070}".as_bytes()),
+            "\\u{2029}\u{202f}\u{2065}\u{2070}"
         );
+    }
+
+    #[test]
+    fn invisible_format_characters() {
+        // `mx.exa<ZWSP>mple.org` must not look like `mx.example.org`.
+        assert_eq!(
+            show("mx.exa\u{200b}mple.org".as_bytes()),
+            r"mx.exa\u{200b}mple.org"
+        );
+        for c in [
+            '\u{ad}', '\u{200b}', '\u{200c}', '\u{200d}', '\u{2060}', '\u{2064}',
+        ]
+        .into_iter()
+        .chain('\u{206a}'..='\u{206f}')
+        .chain([
+            '\u{feff}',
+            '\u{fff9}',
+            '\u{fffb}',
+            '\u{e0001}',
+            '\u{e0041}',
+            '\u{e007f}',
+        ])
+        .chain(['\u{600}', '\u{180e}', '\u{1d173}'])
+        {
+            let s = show(format!("a{c}b").as_bytes());
+            assert_eq!(s, format!("a\\u{{{:x}}}b", u32::from(c)));
+        }
     }
 
     #[test]

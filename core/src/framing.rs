@@ -13,23 +13,25 @@
 //!
 //! 1. A line ends at CRLF and only there.
 //! 2. A LF not preceded by CR (*bare LF*), a CR not followed by LF (*bare CR*)
-//!    and a NUL octet anywhere in a line are errors. The offending line is
-//!    consumed whole, up to and including its LF, so the stream stays in step
-//!    and the next line starts where the peer thinks it starts. Accepting bare
-//!    LF is how "SMTP smuggling" (2023) and several STARTTLS injection variants
-//!    worked: two parsers that disagree on where a line ends disagree on where
-//!    the upgrade point is.
+//!    and a NUL octet anywhere in a line are errors. A bare LF does not end
+//!    the offending line: it runs on to the next CRLF and is consumed whole,
+//!    so the stream stays in step with a peer (or a front end) that splits on
+//!    CRLF. Accepting bare LF as a line end is how "SMTP smuggling" (2023) and
+//!    several STARTTLS injection variants worked: two parsers that disagree on
+//!    where a line ends disagree on where a message ends or where the upgrade
+//!    point is.
 //! 3. A line longer than its limit (the limit counts the CRLF) is an error as
-//!    soon as `limit` octets have arrived with no LF among them; the remainder
-//!    of that line is then skipped up to its LF. The decision depends only on
+//!    soon as `limit` octets have arrived with no CRLF among them; the
+//!    remainder of that line is then skipped up to its CRLF. The decision depends only on
 //!    the bytes, never on how they were split into reads, and memory stays
 //!    bounded by the limit.
 //!
-//! SMTP goes one step further on rule 2 (`scan_crlf_line`): since a line
-//! ends at CRLF only, a bare LF does not end the offending line either; it
-//! runs on to the next CRLF. So `NOOP<LF>STARTTLS<CR><LF>` is one refused
-//! line, as a front end that splits on CRLF sees it, and `a<LF>.<CR><LF>`
-//! inside `DATA` is one broken body line, never the end of the message.
+//! So `NOOP<LF>STARTTLS<CR><LF>` (SMTP), `a NOOP<LF>b STARTTLS<CR><LF>`
+//! (IMAP) and `NOOP<LF>STLS<CR><LF>` (POP3) are each one refused line, and
+//! `a<LF>.<CR><LF>` inside `DATA` is one broken body line, never the end of
+//! the message. Only SMTP's opt-in
+//! `ServerConfig::insecure_bare_lf_line_ends` (`scan_lf_line`) lets a bare
+//! LF end a command line.
 //!
 //! 8-bit octets are not a framing matter: SMTPUTF8, UTF8=ACCEPT and POP3 UTF8
 //! allow them, so each grammar decides.
@@ -83,71 +85,28 @@ pub(crate) enum Scan {
     TooLong,
 }
 
-/// Looks for one line at the start of `buf`.
-///
-/// `scanned` is how many leading octets of `buf` are already known to hold no
-/// LF (from an earlier call on the same, grown buffer); it keeps byte-by-byte
-/// delivery linear. It is updated on `Incomplete`.
-#[inline]
-pub(crate) fn scan_line(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
-    let window = buf.len().min(limit);
-    let from = (*scanned).min(window);
-    match buf.get(from..window).and_then(|w| memchr::memchr(b'\n', w)) {
-        Some(i) => {
-            let lf = from + i;
-            let len = lf + 1;
-            *scanned = 0;
-            // The line without its LF; the octet before LF must be CR.
-            let body = match lf.checked_sub(1).and_then(|cr| buf.get(..=cr)) {
-                Some(b) if b.last() == Some(&b'\r') => &b[..b.len() - 1],
-                _ => {
-                    return Scan::Invalid {
-                        len,
-                        error: FramingError::BareLf,
-                    }
-                }
-            };
-            match memchr::memchr2(b'\r', 0, body).and_then(|j| body.get(j)) {
-                None => Scan::Line(len),
-                Some(b'\r') => Scan::Invalid {
-                    len,
-                    error: FramingError::BareCr,
-                },
-                Some(_) => Scan::Invalid {
-                    len,
-                    error: FramingError::Nul,
-                },
-            }
-        }
-        None if buf.len() >= limit => {
-            *scanned = 0;
-            Scan::TooLong
-        }
-        None => {
-            *scanned = window;
-            Scan::Incomplete
-        }
-    }
-}
-
 /// Looks for one line at the start of `buf` that ends at CRLF and only
 /// there: a LF not preceded by CR does *not* end the line. It is an octet
 /// inside the line, and the line, once its CRLF arrives, is
 /// [`Scan::Invalid`] with the first fault found in it (bare LF, bare CR or
 /// NUL), `len` reaching through that CRLF.
 ///
-/// This is the scan for SMTP (commands and `DATA`), where two parsers that
-/// disagree on where a line ends disagree on where a message ends ("SMTP
-/// smuggling", 2023) or on which line carried `STARTTLS`. With [`scan_line`],
-/// `a<LF>.<CR><LF>` is two lines, the second one the end of data; here it is
-/// one broken line, as for every receiver that follows RFC 5321 §2.3.8.
+/// This is the scan for every protocol and role: two parsers that disagree
+/// on where a line ends disagree on where a message ends ("SMTP smuggling",
+/// 2023) or on which line carried `STARTTLS`. Were a bare LF a line end,
+/// `a<LF>.<CR><LF>` would be two lines, the second one the end of data, and
+/// `a NOOP<LF>b STARTTLS<CR><LF>` two commands; here each is one broken line,
+/// as a front end that splits on CRLF sees it (RFC 5321 §2.3.8, RFC 9051
+/// §2.2, RFC 1939 §3).
 ///
-/// `scanned` and `limit` work as for [`scan_line`]. After [`Scan::TooLong`]
+/// `scanned` is how many leading octets of `buf` are already known to hold
+/// no line end (from an earlier call on the same, grown buffer); it keeps
+/// byte-by-byte delivery linear. It is updated on `Incomplete`. After [`Scan::TooLong`]
 /// the caller consumes `limit` octets and skips the rest with
 /// [`LineSkipper::start_crlf`], telling it whether the last consumed octet
 /// was a CR.
 #[inline]
-pub(crate) fn scan_crlf_line(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
+pub(crate) fn scan_line(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
     let window = buf.len().min(limit);
     let mut from = (*scanned).min(window);
     while let Some(i) = buf.get(from..window).and_then(|w| memchr::memchr(b'\n', w)) {
@@ -220,20 +179,29 @@ fn first_fault(body: &[u8]) -> Option<FramingError> {
     }
 }
 
+/// Whether the last of the first `limit` octets of `buf` (the ones consumed
+/// after [`Scan::TooLong`]) is a CR, for [`LineSkipper::start_crlf`].
+pub(crate) fn after_cr(buf: &[u8], limit: usize) -> bool {
+    limit
+        .checked_sub(1)
+        .and_then(|i| buf.get(i))
+        .is_some_and(|&b| b == b'\r')
+}
+
 /// Skips the remainder of an over-long line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct LineSkipper {
     active: bool,
-    /// The line ends at CRLF only ([`scan_crlf_line`]), not at any LF.
+    /// The line ends at CRLF only ([`scan_line`]), not at any LF.
     crlf: bool,
     /// The last octet skipped was a CR (CRLF mode).
     cr: bool,
 }
 
 impl LineSkipper {
-    /// Starts skipping (after [`Scan::TooLong`] from [`scan_line`]): the line
-    /// ends at the next LF.
-    pub(crate) fn start(&mut self) {
+    /// Starts skipping (after [`Scan::TooLong`] from [`scan_lf_line`]): the
+    /// line ends at the next LF.
+    pub(crate) fn start_lf(&mut self) {
         *self = LineSkipper {
             active: true,
             crlf: false,
@@ -241,7 +209,7 @@ impl LineSkipper {
         };
     }
 
-    /// Starts skipping after [`Scan::TooLong`] from [`scan_crlf_line`]: the
+    /// Starts skipping after [`Scan::TooLong`] from [`scan_line`]: the
     /// line ends at the next CRLF, and a bare LF does not end it. `after_cr`:
     /// the last octet consumed before skipping was a CR, so a LF first ends
     /// the line.
@@ -338,14 +306,15 @@ mod tests {
         assert_eq!(
             scan(b"EHLO x\nRSET\r\n", 512),
             Scan::Invalid {
-                len: 7,
+                len: 13,
                 error: FramingError::BareLf
             }
         );
+        assert_eq!(scan(b"\n", 512), Scan::Incomplete);
         assert_eq!(
-            scan(b"\n", 512),
+            scan(b"\n\r\n", 512),
             Scan::Invalid {
-                len: 1,
+                len: 3,
                 error: FramingError::BareLf
             }
         );
@@ -386,7 +355,7 @@ mod tests {
     #[test]
     fn skipper_finds_the_end_of_the_long_line() {
         let mut k = LineSkipper::default();
-        k.start();
+        k.start_lf();
         assert_eq!(k.skip(b"xxxx"), 4);
         assert!(k.is_active());
         assert_eq!(k.skip(b"yy\r\nNOOP\r\n"), 4);
@@ -414,7 +383,7 @@ mod tests {
 
     fn crlf(buf: &[u8], limit: usize) -> Scan {
         let mut s = 0;
-        scan_crlf_line(buf, &mut s, limit)
+        scan_line(buf, &mut s, limit)
     }
 
     #[test]
@@ -462,7 +431,7 @@ mod tests {
         let mut s = 0;
         let mut first = None;
         for end in 0..=input.len() {
-            match scan_crlf_line(&input[..end], &mut s, 512) {
+            match scan_line(&input[..end], &mut s, 512) {
                 Scan::Incomplete => assert!(first.is_none()),
                 v => {
                     first.get_or_insert(v);

@@ -625,7 +625,7 @@ impl<M: Machine> Engine<M> {
             let mut io = self.core.io();
             f(&mut self.machine, &mut io)
         }?;
-        self.run();
+        self.run_on_input();
         Ok(r)
     }
 

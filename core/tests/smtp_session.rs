@@ -1211,7 +1211,7 @@ fn unanswered_pipelining_is_bounded() {
 #[test]
 fn client_refuses_broken_replies() {
     for (input, want) in [
-        ("220 a\n", Error::Framing(FramingError::BareLf)),
+        ("220 a\nb\r\n", Error::Framing(FramingError::BareLf)),
         (
             &*format!("220 {}\r\n", "a".repeat(2000)),
             Error::Framing(FramingError::TooLong { limit: 1000 }),

@@ -178,6 +178,9 @@ impl ClientSession {
                 line.extend_from_slice(&response);
                 line.extend_from_slice(b"\r\n");
                 m.literal_parts.push_back(Bytes::from(line));
+                // Dropped when its own command completes, like a literal:
+                // a server may refuse without ever asking for it.
+                m.literal_tag = Some(tag.clone());
             }
             Ok(tag)
         })

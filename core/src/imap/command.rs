@@ -20,7 +20,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::appvalue;
+use crate::appvalue::{self, Unsendable};
 use crate::imap::frame::{Frame, FrameLimits, MessageFramer};
 use crate::imap::syntax::{
     all_astring_chars, all_atom_chars, atom, atom_word, escape, is_base64, is_quotable,
@@ -201,20 +201,31 @@ impl Arg {
 /// Stored as the raw, validated wire bytes (no `Vec`: parsing allocates
 /// nothing); [`Args::iter`] tokenizes them on demand. Literals inside are
 /// framed by their `{n}` count only. Equality compares the raw bytes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Args(Bytes);
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Args(Bytes, Unsendable);
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut t = f.debug_tuple("Args");
+        t.field(&self.0);
+        if let Some(reason) = self.1 .0 {
+            t.field(&format_args!("unsendable: {reason}"));
+        }
+        t.finish()
+    }
+}
 
 impl Args {
     /// No arguments.
     pub fn new() -> Args {
-        Args(Bytes::new())
+        Args(Bytes::new(), Unsendable(None))
     }
 
     /// Validates `raw` (the text after a command name's SP, or the inside of
     /// a list) and keeps it.
     pub fn parse(raw: &Bytes) -> Result<Args, SyntaxError> {
         scan(raw, false).map_err(|e| e.for_command("command"))?;
-        Ok(Args(raw.clone()))
+        Ok(Args(raw.clone(), Unsendable(None)))
     }
 
     /// Serializes `args`, separated by single spaces. Values are written as
@@ -224,6 +235,11 @@ impl Args {
     /// sent ([`Command::check`]); [`Args::try_from_args`] also refuses an
     /// argument that would read back as several (`Atom("a b")`).
     pub fn from_args(args: &[Arg]) -> Args {
+        let unsendable = Unsendable(Args::check_each(args).err());
+        Args(Args::serialize(args), unsendable)
+    }
+
+    fn serialize(args: &[Arg]) -> Bytes {
         let mut out = Vec::new();
         for (i, arg) in args.iter().enumerate() {
             if i > 0 {
@@ -231,22 +247,16 @@ impl Args {
             }
             arg.write_to(&mut out);
         }
-        Args(Bytes::from(out))
+        Bytes::from(out)
     }
 
-    /// Like [`Args::from_args`], but checks each argument first: it must be
-    /// written as exactly one argument that reads back as the same [`Arg`]
-    /// (an [`Arg::Atom`] holds no SP, CR, LF, `(`, `)`, `{` or DQUOTE and is
-    /// not `NIL`; an [`Arg::Quoted`] is validly escaped; a list is valid).
-    /// Use it for values that come from outside the program. The error is
-    /// [`UsageError::InvalidValue`].
-    pub fn try_from_args(args: &[Arg]) -> Result<Args, UsageError> {
-        const FIELD: &str = "IMAP argument";
+    /// Each argument written alone must read back as itself.
+    fn check_each(args: &[Arg]) -> Result<(), &'static str> {
         for arg in args {
             let mut one = Vec::new();
             arg.write_to(&mut one);
             let one = Bytes::from(one);
-            let reason = match Args::parse(&one) {
+            return Err(match Args::parse(&one) {
                 Ok(parsed) => {
                     let mut it = parsed.iter();
                     match (it.next(), it.next()) {
@@ -257,10 +267,21 @@ impl Args {
                 Err(SyntaxError::InvalidArguments { reason, .. })
                 | Err(SyntaxError::Literal { reason }) => reason,
                 Err(_) => "does not follow the argument grammar",
-            };
-            return Err(appvalue::invalid(FIELD, reason));
+            });
         }
-        Ok(Args::from_args(args))
+        Ok(())
+    }
+
+    /// Like [`Args::from_args`], but checks each argument first: it must be
+    /// written as exactly one argument that reads back as the same [`Arg`]
+    /// (an [`Arg::Atom`] holds no SP, CR, LF, `(`, `)`, `{` or DQUOTE and is
+    /// not `NIL`; an [`Arg::Quoted`] is validly escaped; a list is valid).
+    /// Use it for values that come from outside the program. The error is
+    /// [`UsageError::InvalidValue`].
+    pub fn try_from_args(args: &[Arg]) -> Result<Args, UsageError> {
+        const FIELD: &str = "IMAP argument";
+        Args::check_each(args).map_err(|reason| appvalue::invalid(FIELD, reason))?;
+        Ok(Args(Args::serialize(args), Unsendable(None)))
     }
 
     /// True when there are no arguments.
@@ -283,7 +304,7 @@ impl Args {
 
     /// Wraps already validated bytes.
     pub(crate) fn from_validated(raw: Bytes) -> Args {
-        Args(raw)
+        Args(raw, Unsendable(None))
     }
 }
 
@@ -318,7 +339,10 @@ impl Iterator for ArgIter<'_> {
             match list(rest) {
                 Ok((after, inner)) => {
                     self.rest = after;
-                    return Some(Arg::List(Args(self.args.slice_ref(inner))));
+                    return Some(Arg::List(Args(
+                        self.args.slice_ref(inner),
+                        Unsendable(None),
+                    )));
                 }
                 Err(_) => {
                     self.rest = &[];
@@ -736,7 +760,7 @@ fn id(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxError> 
         return Err(invalid);
     }
     Ok(CommandBody::Id {
-        params: Some(Args(message.slice_ref(inner))),
+        params: Some(Args(message.slice_ref(inner), Unsendable(None))),
     })
 }
 
@@ -752,7 +776,7 @@ fn enable(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxErr
         return Err(invalid);
     }
     Ok(CommandBody::Enable {
-        capabilities: Args(message.slice_ref(args)),
+        capabilities: Args(message.slice_ref(args), Unsendable(None)),
     })
 }
 
@@ -771,7 +795,7 @@ fn other(message: &Bytes, name: &[u8], args: Option<&[u8]>) -> Result<CommandBod
         Some([]) => return Err(bad(command(), "trailing space")),
         Some(a) => {
             scan(a, false).map_err(|e: LexError| e.for_command(command()))?;
-            Args(message.slice_ref(a))
+            Args(message.slice_ref(a), Unsendable(None))
         }
     };
     Ok(CommandBody::Other {
@@ -889,7 +913,7 @@ pub(crate) mod tests {
             Some(a) => {
                 crate::imap::syntax::tests::scan_general(a, false)
                     .map_err(|e: LexError| e.for_command(command))?;
-                Args(message.slice_ref(a))
+                Args(message.slice_ref(a), Unsendable(None))
             }
         };
         Ok(CommandBody::Other {

@@ -10,7 +10,7 @@
 //! contiguous slice (lines, literal data, lines), handed to the grammar
 //! without copying.
 
-use crate::framing::{scan_line, FramingError, LineSkipper, Scan};
+use crate::framing::{after_cr, scan_line, FramingError, LineSkipper, Scan};
 
 use super::syntax::{trailing_literal, LiteralHeader};
 
@@ -101,8 +101,9 @@ impl MessageFramer {
             }
             Scan::TooLong => {
                 let consumed = self.pos + limits.line;
+                let after_cr = after_cr(rest, limits.line);
                 self.reset();
-                self.skipper.start();
+                self.skipper.start_crlf(after_cr);
                 return Frame::Invalid {
                     error: FrameError::Line(FramingError::TooLong { limit: limits.line }),
                     consumed,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{ConfigError, Error, UsageError};
-use crate::framing::{scan_line, without_crlf, LineSkipper, Scan};
+use crate::framing::{after_cr, scan_line, without_crlf, LineSkipper, Scan};
 use crate::sasl::{self, ExternalAuth};
 use crate::secret::Secret;
 use crate::tls::{ServerTls, TlsInfo};
@@ -688,8 +688,10 @@ impl ServerMachine {
                 Some(Err(()))
             }
             Scan::TooLong => {
-                io.skip(self.config.limits.line);
-                self.skipper.start();
+                let limit = self.config.limits.line;
+                let after_cr = after_cr(io.input(), limit);
+                io.skip(limit);
+                self.skipper.start_crlf(after_cr);
                 Some(Err(()))
             }
         }

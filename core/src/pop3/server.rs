@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::dot::DotStuffer;
 use crate::error::{ConfigError, Error, UsageError};
-use crate::framing::{scan_line, without_crlf, LineSkipper, Scan};
+use crate::framing::{after_cr, scan_line, without_crlf, LineSkipper, Scan};
 use crate::sasl::{self, ExternalAuth};
 use crate::secret::Secret;
 use crate::tls::{ServerTls, TlsInfo};
@@ -579,8 +579,9 @@ impl ServerMachine {
             match scan_line(input, &mut self.scanned, limit) {
                 Scan::Incomplete => return Ok(()),
                 Scan::TooLong => {
+                    let after_cr = after_cr(input, limit);
                     io.skip(limit);
-                    self.skipper.start();
+                    self.skipper.start_crlf(after_cr);
                     self.sasl_line = false;
                     self.external_line = false;
                     if sasl {

@@ -22,7 +22,7 @@ use nom::combinator::{opt, recognize};
 use nom::multi::{many0_count, many1_count};
 use nom::sequence::{delimited, pair, preceded, terminated};
 
-use crate::appvalue;
+use crate::appvalue::{self, Unsendable};
 use crate::escape::Escaped;
 use crate::smtp::syntax::{
     digits_value, domain, esmtp_keyword, esmtp_value, fail, general_literal, ipv4_literal,
@@ -384,23 +384,41 @@ impl Parameter {
 /// checked when the command was parsed, so [`Parameters::iter`] yields each
 /// one typed. Duplicate keywords (case-insensitive) are a syntax error.
 ///
-/// Equality compares the raw bytes, so `size=1` and `SIZE=1` differ.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Parameters(Bytes);
+/// Equality compares the raw bytes, so `size=1` and `SIZE=1` differ, and
+/// whether [`Parameters::from_params`] found a value that would not read
+/// back as itself (such a list is never sent).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Parameters(Bytes, Unsendable);
+
+impl std::fmt::Debug for Parameters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut t = f.debug_tuple("Parameters");
+        t.field(&self.0);
+        if let Some(reason) = self.1 .0 {
+            t.field(&format_args!("unsendable: {reason}"));
+        }
+        t.finish()
+    }
+}
 
 impl Parameters {
     /// No parameters.
     pub fn new() -> Parameters {
-        Parameters(Bytes::new())
+        Parameters(Bytes::new(), Unsendable(None))
     }
 
-    /// Serializes `params`, separated by single spaces. The values are
-    /// written as they are: give valid ones, each keyword once, or
-    /// [`Parameters::iter`] will skip what does not parse. A list that is
-    /// not valid as a whole is refused when the command is sent
-    /// ([`Command::check`]); [`Parameters::try_from_params`] also refuses a
-    /// value that would read back as other parameters (`ENVID=a b`).
+    /// Serializes `params`, separated by single spaces. Each value is
+    /// checked as [`Parameters::try_from_params`] does; a list holding a
+    /// value that would not read back as itself (`ENVID=a b`, which reads
+    /// back as two parameters) is kept, but marked: a command carrying it
+    /// is refused when sent ([`Command::check`], `UsageError::InvalidValue`).
+    /// Prefer `try_from_params`, which says so at once.
     pub fn from_params(params: &[Parameter]) -> Parameters {
+        let unsendable = Unsendable(Parameters::check_each(params).err());
+        Parameters(Parameters::serialize(params), unsendable)
+    }
+
+    fn serialize(params: &[Parameter]) -> Bytes {
         let mut out = Vec::new();
         for (i, p) in params.iter().enumerate() {
             if i > 0 {
@@ -408,7 +426,25 @@ impl Parameters {
             }
             p.write_to(&mut out);
         }
-        Parameters(Bytes::from(out))
+        Bytes::from(out)
+    }
+
+    /// Each parameter written alone must read back as itself.
+    fn check_each(params: &[Parameter]) -> Result<(), &'static str> {
+        let mut one = Vec::new();
+        for p in params {
+            one.clear();
+            p.write_to(&mut one);
+            if one.contains(&b' ') {
+                return Err("contains SP");
+            }
+            let (keyword, value) = split_param(&one)?;
+            let back = typed_param(keyword, value, Bytes::copy_from_slice)?;
+            if back != *p {
+                return Err("would be read back as a different parameter (use the typed kind)");
+            }
+        }
+        Ok(())
     }
 
     /// Like [`Parameters::from_params`], but checks each parameter first:
@@ -419,25 +455,8 @@ impl Parameters {
     /// program. The error is [`UsageError::InvalidValue`].
     pub fn try_from_params(params: &[Parameter]) -> Result<Parameters, UsageError> {
         const FIELD: &str = "ESMTP parameter";
-        let mut one = Vec::new();
-        for p in params {
-            one.clear();
-            p.write_to(&mut one);
-            if one.contains(&b' ') {
-                return Err(appvalue::invalid(FIELD, "contains SP"));
-            }
-            let (keyword, value) =
-                split_param(&one).map_err(|reason| appvalue::invalid(FIELD, reason))?;
-            let back = typed_param(keyword, value, Bytes::copy_from_slice)
-                .map_err(|reason| appvalue::invalid(FIELD, reason))?;
-            if back != *p {
-                return Err(appvalue::invalid(
-                    FIELD,
-                    "would be read back as a different parameter (use the typed kind)",
-                ));
-            }
-        }
-        let all = Parameters::from_params(params);
+        Parameters::check_each(params).map_err(|reason| appvalue::invalid(FIELD, reason))?;
+        let all = Parameters(Parameters::serialize(params), Unsendable(None));
         if !all.is_empty() {
             Parameters::validate(&all.0).map_err(|reason| appvalue::invalid(FIELD, reason))?;
         }
@@ -839,7 +858,7 @@ fn params_after(line: &Bytes, rest: &[u8], cmd: &'static str) -> Result<Paramete
         .strip_prefix(b" ")
         .ok_or(bad(cmd, "unexpected text after the path"))?;
     Parameters::validate(list).map_err(|reason| bad(cmd, reason))?;
-    Ok(Parameters(line.slice_ref(list)))
+    Ok(Parameters(line.slice_ref(list), Unsendable(None)))
 }
 
 impl Command {
@@ -1066,8 +1085,13 @@ impl Command {
     /// The error is [`UsageError::InvalidValue`] with the verb as the field
     /// and the grammar rule that failed as the reason.
     pub fn check(&self) -> Result<(), UsageError> {
-        let wire = self.to_bytes();
         let verb = self.verb();
+        if let Command::Mail { params, .. } | Command::Rcpt { params, .. } = self {
+            if let Some(reason) = params.1 .0 {
+                return Err(appvalue::invalid(verb, reason));
+            }
+        }
+        let wire = self.to_bytes();
         let line = appvalue::one_line(verb, &wire)?;
         let reason = match Command::parse(&wire.slice_ref(line)) {
             Ok(back) if back == *self => return Ok(()),

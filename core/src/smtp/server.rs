@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::error::{ConfigError, Error, UsageError};
 use crate::framing::{
-    scan_crlf_line, scan_lf_line, without_line_end, FramingError, LineSkipper, Scan,
+    after_cr, scan_lf_line, scan_line, without_line_end, FramingError, LineSkipper, Scan,
 };
 use crate::sasl::{self, ExternalAuth};
 use crate::secret::Secret;
@@ -432,6 +432,9 @@ pub(crate) struct ServerMachine {
     /// `MAIL` commands shown to the degradation hook in this session.
     cleartext_mails: u32,
     rcpts: u32,
+    /// A `BDAT` chunk of this transaction was accepted: the message is
+    /// being sent in chunks, and `DATA` may not join it (RFC 3030 §2).
+    chunked: bool,
     authenticated: bool,
     mode: Mode,
     pending: Option<Pending>,
@@ -453,6 +456,7 @@ impl ServerMachine {
             require_tls: false,
             cleartext_mails: 0,
             rcpts: 0,
+            chunked: false,
             authenticated: false,
             mode: Mode::Command,
             pending: None,
@@ -494,6 +498,7 @@ impl ServerMachine {
         }
         self.mail = false;
         self.rcpts = 0;
+        self.chunked = false;
         self.require_tls = false;
     }
 
@@ -664,6 +669,7 @@ impl ServerMachine {
                 refuse,
             };
             if refuse.is_none() {
+                self.chunked = true;
                 io.emit(ServerEvent::Command(cmd));
             }
             return;
@@ -777,6 +783,12 @@ impl ServerMachine {
                 if self.rcpts == 0 {
                     return self.refuse(io, 554, (5, 5, 1), "No valid recipients");
                 }
+                if self.chunked {
+                    // RFC 3030 §2: a message begun with BDAT ends with
+                    // BDAT LAST; mixing an unstuffed chunk with a
+                    // dot-stuffed body is what smuggling feeds on.
+                    return self.refuse(io, 503, (5, 5, 1), "DATA not allowed after BDAT");
+                }
                 self.pending = Some(Pending::Data);
             }
 
@@ -816,6 +828,7 @@ impl ServerMachine {
                 } else {
                     self.mail = false;
                     self.rcpts = 0;
+                    self.chunked = false;
                     self.require_tls = false;
                 }
             }
@@ -951,7 +964,7 @@ impl ServerMachine {
                     let scan = if lenient {
                         scan_lf_line(io.input(), &mut self.scanned, limit)
                     } else {
-                        scan_crlf_line(io.input(), &mut self.scanned, limit)
+                        scan_line(io.input(), &mut self.scanned, limit)
                     };
                     match scan {
                         Scan::Incomplete => return Ok(()),
@@ -959,13 +972,10 @@ impl ServerMachine {
                             // The first `limit` octets hold no line end; skip
                             // them and the rest of the line up to its end
                             // (CRLF only, unless bare LF is let through).
-                            let after_cr = limit
-                                .checked_sub(1)
-                                .and_then(|i| io.input().get(i))
-                                .is_some_and(|&b| b == b'\r');
+                            let after_cr = after_cr(io.input(), limit);
                             io.skip(limit);
                             if lenient {
-                                self.skipper.start();
+                                self.skipper.start_lf();
                             } else {
                                 self.skipper.start_crlf(after_cr);
                             }
