@@ -6,6 +6,7 @@ pub mod drive;
 pub mod live;
 pub mod mailbox;
 pub mod pki;
+pub mod probe;
 pub mod policy;
 pub mod reference;
 pub mod serve;
