@@ -328,6 +328,11 @@ fn marker() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
+/// Whether `bytes` start like a TLS record (alert or handshake, TLS 1.x).
+fn is_tls_record(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, ..])
+}
+
 /// An exchange that stopped: inconclusive, with what was seen.
 fn stopped(r: &mut Report, id: &'static str, what: &str, stop: &Stop, w: &Wire, mark: usize) {
     r.set(
@@ -1021,6 +1026,20 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
         return p.quit();
     }
     if !p.w.buffered().is_empty() || p.w.more_within(Duration::from_millis(300)) {
+        if is_tls_record(p.w.buffered()) {
+            p.w.note(format!(
+                "{} octets of TLS record (type {}) from the server before our handshake",
+                p.w.buffered().len(),
+                p.w.buffered().first().copied().unwrap_or_default()
+            ));
+            r.set(
+                id,
+                Verdict::Pass,
+                "the server read the injected bytes as TLS and answered with a TLS alert: they were not run as commands",
+                p.w.since(mark),
+            );
+            return p.w.close();
+        }
         r.set(
             id,
             Verdict::Warn,
