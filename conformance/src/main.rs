@@ -67,7 +67,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // `probe` keeps 2 for "inconclusive": its usage errors are 3.
             let probe = std::env::args().nth(1).as_deref() == Some("probe");
-            let code = if probe && e.use_stderr() { 3 } else { e.exit_code() };
+            let code = if probe && e.use_stderr() {
+                3
+            } else {
+                e.exit_code()
+            };
             let _ = e.print();
             return ExitCode::from(u8::try_from(code).unwrap_or(2));
         }

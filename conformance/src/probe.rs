@@ -94,16 +94,23 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     let report = probe(ctx);
     if args.json {
         match serde_json::to_string_pretty(&report.json(fail_on)) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => out(&format!("{s}\n")),
             Err(e) => {
                 eprintln!("starttls probe: {e}");
                 return ExitCode::from(3);
             }
         }
     } else {
-        print!("{}", report.table(fail_on));
+        out(&report.table(fail_on));
     }
     ExitCode::from(report.exit_code(fail_on))
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
 }
 
 fn usage(e: &str) -> ExitCode {
@@ -131,7 +138,7 @@ struct Ctx {
 }
 
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
-    if s.is_finite() && s >= 0.0 && s < 86_400.0 {
+    if s.is_finite() && (0.0..86_400.0).contains(&s) {
         Ok(Duration::from_secs_f64(s))
     } else {
         Err(format!("{what} {s}: give seconds between 0 and 86400"))
@@ -142,7 +149,9 @@ impl Ctx {
     fn new(args: &ProbeArgs) -> Result<Ctx, String> {
         let target = parse_url(&args.url).map_err(|e| format!("{}: {e}", args.url))?;
         if target.user.is_some() {
-            return Err("the probe never logs in: leave the user and password out of the URL".into());
+            return Err(
+                "the probe never logs in: leave the user and password out of the URL".into(),
+            );
         }
         let resolve = |host: &str, port: u16| -> Result<SocketAddr, String> {
             for r in &args.resolve {
@@ -355,8 +364,7 @@ fn probe(mut ctx: Ctx) -> Report {
     };
     if ctx.target.implicit {
         implicit_main(&mut ctx, &mut r);
-    } else {
-        let upgraded = starttls_main(&mut ctx, &mut r);
+    } else if let Some(upgraded) = starttls_main(&mut ctx, &mut r) {
         credentials(&mut ctx, &mut r);
         if upgraded {
             if ctx.proto() == Proto::Smtp {
@@ -372,7 +380,9 @@ fn probe(mut ctx: Ctx) -> Report {
         }
         implicit_counterpart(&mut ctx, &mut r);
     }
-    if ctx.aggressive {
+    if r.has("robust.long-line") {
+        // Unreachable: already recorded.
+    } else if ctx.aggressive {
         robustness(&mut ctx, &mut r);
     } else {
         for id in ["robust.long-line", "robust.nul", "robust.huge-literal"] {
@@ -406,7 +416,12 @@ fn tls_checks(
         seen.presented, ctx.name
     )];
     match seen.chain {
-        Some(Ok(())) => r.set("cert.chain", Verdict::Pass, "chains to a trusted CA", about.clone()),
+        Some(Ok(())) => r.set(
+            "cert.chain",
+            Verdict::Pass,
+            "chains to a trusted CA",
+            about.clone(),
+        ),
         Some(Err(e)) if e.starts_with("no trusted CA") => {
             r.set("cert.chain", Verdict::Inconclusive, e, about.clone())
         }
@@ -421,7 +436,12 @@ fn tls_checks(
     match seen.name {
         Some(Ok(m)) => r.set("cert.name", Verdict::Pass, m, about.clone()),
         Some(Err(e)) => r.set("cert.name", Verdict::Fail, e, about.clone()),
-        None => r.set("cert.name", Verdict::Inconclusive, "no certificate was seen", about.clone()),
+        None => r.set(
+            "cert.name",
+            Verdict::Inconclusive,
+            "no certificate was seen",
+            about.clone(),
+        ),
     }
     match seen.expiry {
         Some(Ok((left, date))) => {
@@ -453,7 +473,12 @@ fn tls_checks(
             }
         }
         Some(Err(e)) => r.set("cert.expiry", Verdict::Fail, e, about),
-        None => r.set("cert.expiry", Verdict::Inconclusive, "no certificate was seen", about),
+        None => r.set(
+            "cert.expiry",
+            Verdict::Inconclusive,
+            "no certificate was seen",
+            about,
+        ),
     }
 }
 
@@ -464,16 +489,23 @@ fn upgrade_command(p: &mut Peer) -> Result<Resp, Stop> {
 }
 
 /// The clean session: greeting, capabilities, upgrade, handshake,
-/// capabilities again, a second upgrade. Returns whether the upgrade worked.
-fn starttls_main(ctx: &mut Ctx, r: &mut Report) -> bool {
-    let proto = ctx.proto();
+/// capabilities again, a second upgrade. Returns whether the upgrade
+/// worked; when the server could not be reached or turned the probe away,
+/// every check is already recorded (inconclusive) and `None` says: no more
+/// connections.
+fn starttls_main(ctx: &mut Ctx, r: &mut Report) -> Option<bool> {
     let mut o = match ctx.open(ctx.addr, false) {
         Ok(o) => o,
         Err(t) => {
             r.rest(t.verdict, &t.detail, &t.evidence);
-            return false;
+            return None;
         }
     };
+    Some(starttls_session(ctx, r, &mut o))
+}
+
+fn starttls_session(ctx: &mut Ctx, r: &mut Report, o: &mut Opened) -> bool {
+    let proto = ctx.proto();
     let p = &mut o.peer;
     let verb = p.upgrade_verb();
     let (caps_r, before) = match p.capabilities() {
@@ -493,7 +525,10 @@ fn starttls_main(ctx: &mut Ctx, r: &mut Report) -> bool {
         r.set(
             "upgrade.offered",
             Verdict::Fail,
-            format!("the server refused to list its capabilities: {}", caps_r.shown()),
+            format!(
+                "the server refused to list its capabilities: {}",
+                caps_r.shown()
+            ),
             ev,
         );
         p.quit();
@@ -558,7 +593,9 @@ fn starttls_main(ctx: &mut Ctx, r: &mut Report) -> bool {
         r.set(
             "upgrade.works",
             Verdict::Fail,
-            format!("the server sent more after its {verb} reply, before TLS (response injection risk)"),
+            format!(
+                "the server sent more after its {verb} reply, before TLS (response injection risk)"
+            ),
             p.w.since(mark),
         );
         p.w.close();
@@ -570,7 +607,12 @@ fn starttls_main(ctx: &mut Ctx, r: &mut Report) -> bool {
         Err(e) => {
             let ev = p.w.since(mark);
             if e.contains("PeerIncompatible") || e.contains("ProtocolVersion") {
-                r.set("tls.version", Verdict::Fail, format!("no common TLS version: {e}"), ev.clone());
+                r.set(
+                    "tls.version",
+                    Verdict::Fail,
+                    format!("no common TLS version: {e}"),
+                    ev.clone(),
+                );
             }
             r.set(
                 "upgrade.works",
@@ -593,8 +635,22 @@ fn starttls_main(ctx: &mut Ctx, r: &mut Report) -> bool {
     let mark = p.w.mark();
     match p.capabilities() {
         Err(stop) => {
-            stopped(r, "state.capabilities", "capabilities after TLS", &stop, &p.w, mark);
-            stopped(r, "state.no-starttls-after", "capabilities after TLS", &stop, &p.w, mark);
+            stopped(
+                r,
+                "state.capabilities",
+                "capabilities after TLS",
+                &stop,
+                &p.w,
+                mark,
+            );
+            stopped(
+                r,
+                "state.no-starttls-after",
+                "capabilities after TLS",
+                &stop,
+                &p.w,
+                mark,
+            );
         }
         Ok((after_r, after)) => {
             let ev = p.w.since(mark);
@@ -602,7 +658,10 @@ fn starttls_main(ctx: &mut Ctx, r: &mut Report) -> bool {
                 r.set(
                     "state.capabilities",
                     Verdict::Fail,
-                    format!("the server refused to list its capabilities after TLS: {}", after_r.shown()),
+                    format!(
+                        "the server refused to list its capabilities after TLS: {}",
+                        after_r.shown()
+                    ),
                     ev.clone(),
                 );
             } else if after == before {
@@ -613,15 +672,31 @@ fn starttls_main(ctx: &mut Ctx, r: &mut Report) -> bool {
                     ev.clone(),
                 );
             } else {
-                let added: Vec<&str> = after.iter().filter(|c| !before.contains(c)).map(String::as_str).collect();
-                let gone: Vec<&str> = before.iter().filter(|c| !after.contains(c)).map(String::as_str).collect();
+                let added: Vec<&str> = after
+                    .iter()
+                    .filter(|c| !before.contains(c))
+                    .map(String::as_str)
+                    .collect();
+                let gone: Vec<&str> = before
+                    .iter()
+                    .filter(|c| !after.contains(c))
+                    .map(String::as_str)
+                    .collect();
                 r.set(
                     "state.capabilities",
                     Verdict::Pass,
                     format!(
                         "a fresh list after TLS (added: {}; removed: {})",
-                        if added.is_empty() { "none".into() } else { added.join(", ") },
-                        if gone.is_empty() { "none".into() } else { gone.join(", ") }
+                        if added.is_empty() {
+                            "none".into()
+                        } else {
+                            added.join(", ")
+                        },
+                        if gone.is_empty() {
+                            "none".into()
+                        } else {
+                            gone.join(", ")
+                        }
                     ),
                     ev.clone(),
                 );
@@ -703,12 +778,22 @@ fn implicit_main(ctx: &mut Ctx, r: &mut Report) {
         "state.envelope",
         "auth.before-tls",
     ] {
-        r.set(id, Verdict::Skipped, "implicit TLS: nothing is sent before TLS", Vec::new());
+        r.set(
+            id,
+            Verdict::Skipped,
+            "implicit TLS: nothing is sent before TLS",
+            Vec::new(),
+        );
     }
     let mut o = match ctx.open(ctx.addr, true) {
         Ok(o) => o,
         Err(t) => {
-            r.set("implicit.reachable", t.verdict, t.detail.clone(), t.evidence.clone());
+            r.set(
+                "implicit.reachable",
+                t.verdict,
+                t.detail.clone(),
+                t.evidence.clone(),
+            );
             if t.handshake {
                 r.rest(Verdict::Skipped, "the TLS handshake failed", &[]);
             } else {
@@ -721,7 +806,12 @@ fn implicit_main(ctx: &mut Ctx, r: &mut Report) {
     if let Some((n, seen)) = &o.tls {
         tls_checks(ctx, r, n, seen, &ev);
     }
-    r.set("implicit.reachable", Verdict::Pass, "TLS from the first octet, then the greeting", ev);
+    r.set(
+        "implicit.reachable",
+        Verdict::Pass,
+        "TLS from the first octet, then the greeting",
+        ev,
+    );
     let p = &mut o.peer;
     let verb = p.upgrade_verb();
     let mark = p.w.mark();
@@ -729,16 +819,30 @@ fn implicit_main(ctx: &mut Ctx, r: &mut Report) {
         Ok((cr, caps)) if cr.ok => {
             let ev = p.w.since(mark);
             if offers_upgrade(proto, &caps) {
-                r.set("state.no-starttls-after", Verdict::Fail, format!("{verb} offered on implicit TLS"), ev.clone());
+                r.set(
+                    "state.no-starttls-after",
+                    Verdict::Fail,
+                    format!("{verb} offered on implicit TLS"),
+                    ev.clone(),
+                );
             } else {
-                r.set("state.no-starttls-after", Verdict::Pass, format!("{verb} not offered on implicit TLS"), ev.clone());
+                r.set(
+                    "state.no-starttls-after",
+                    Verdict::Pass,
+                    format!("{verb} not offered on implicit TLS"),
+                    ev.clone(),
+                );
             }
             if proto == Proto::Smtp {
                 let has = caps.iter().any(|c| c == "REQUIRETLS");
                 r.set(
                     "smtp.requiretls",
                     Verdict::Pass,
-                    if has { "REQUIRETLS advertised" } else { "REQUIRETLS not advertised (informational: RFC 8689 is optional)" },
+                    if has {
+                        "REQUIRETLS advertised"
+                    } else {
+                        "REQUIRETLS not advertised (informational: RFC 8689 is optional)"
+                    },
                     ev,
                 );
             }
@@ -749,7 +853,14 @@ fn implicit_main(ctx: &mut Ctx, r: &mut Report) {
             format!("capabilities refused: {}", cr.shown()),
             p.w.since(mark),
         ),
-        Err(stop) => stopped(r, "state.no-starttls-after", "capabilities", &stop, &p.w, mark),
+        Err(stop) => stopped(
+            r,
+            "state.no-starttls-after",
+            "capabilities",
+            &stop,
+            &p.w,
+            mark,
+        ),
     }
     let mark = p.w.mark();
     match upgrade_command(p) {
@@ -763,8 +874,18 @@ fn implicit_main(ctx: &mut Ctx, r: &mut Report) {
             p.w.close();
             return;
         }
-        Ok(a) => r.set("state.second-starttls", Verdict::Pass, format!("refused: {}", a.shown()), p.w.since(mark)),
-        Err(Stop::Closed) => r.set("state.second-starttls", Verdict::Pass, "the server closed the connection", p.w.since(mark)),
+        Ok(a) => r.set(
+            "state.second-starttls",
+            Verdict::Pass,
+            format!("refused: {}", a.shown()),
+            p.w.since(mark),
+        ),
+        Err(Stop::Closed) => r.set(
+            "state.second-starttls",
+            Verdict::Pass,
+            "the server closed the connection",
+            p.w.since(mark),
+        ),
         Err(stop) => stopped(r, "state.second-starttls", verb, &stop, &p.w, mark),
     }
     p.quit();
@@ -809,7 +930,11 @@ fn credentials(ctx: &mut Ctx, r: &mut Report) {
                     Verdict::Pass,
                     format!(
                         "AUTH refused with {c} before TLS{}",
-                        if advertised { " (although advertised)" } else { "" }
+                        if advertised {
+                            " (although advertised)"
+                        } else {
+                            ""
+                        }
                     ),
                     p.w.since(0),
                 ),
@@ -818,7 +943,11 @@ fn credentials(ctx: &mut Ctx, r: &mut Report) {
                     Verdict::Pass,
                     format!(
                         "AUTH {} before TLS and refused: {}",
-                        if advertised { "advertised" } else { "not advertised" },
+                        if advertised {
+                            "advertised"
+                        } else {
+                            "not advertised"
+                        },
                         reply.shown()
                     ),
                     p.w.since(0),
@@ -880,9 +1009,19 @@ fn credentials(ctx: &mut Ctx, r: &mut Report) {
             };
             let ev = p.w.since(0);
             if reply.ok {
-                r.set(ID, bad, format!("USER accepted before TLS: {}", reply.shown()), ev);
+                r.set(
+                    ID,
+                    bad,
+                    format!("USER accepted before TLS: {}", reply.shown()),
+                    ev,
+                );
             } else {
-                r.set(ID, Verdict::Pass, format!("USER refused before TLS: {}", reply.shown()), ev);
+                r.set(
+                    ID,
+                    Verdict::Pass,
+                    format!("USER refused before TLS: {}", reply.shown()),
+                    ev,
+                );
             }
         }
     }
@@ -905,7 +1044,15 @@ fn envelope(ctx: &mut Ctx, r: &mut Report) {
         Err(stop) => return stopped(r, ID, "MAIL", &stop, &p.w, 0),
     };
     if !mail.ok {
-        r.set(ID, Verdict::Pass, format!("MAIL before TLS refused, nothing to carry over: {}", mail.shown()), p.w.since(0));
+        r.set(
+            ID,
+            Verdict::Pass,
+            format!(
+                "MAIL before TLS refused, nothing to carry over: {}",
+                mail.shown()
+            ),
+            p.w.since(0),
+        );
         return p.quit();
     }
     let up = match upgrade_command(p) {
@@ -913,12 +1060,22 @@ fn envelope(ctx: &mut Ctx, r: &mut Report) {
         Err(stop) => return stopped(r, ID, "STARTTLS", &stop, &p.w, 0),
     };
     if !up.ok {
-        r.set(ID, Verdict::Pass, format!("STARTTLS refused inside a transaction: {}", up.shown()), p.w.since(0));
+        r.set(
+            ID,
+            Verdict::Pass,
+            format!("STARTTLS refused inside a transaction: {}", up.shown()),
+            p.w.since(0),
+        );
         return p.quit();
     }
     let (config, _) = ctx.tls();
     if let Err(e) = p.w.start_tls(config, ctx.server_name.clone()) {
-        return r.set(ID, Verdict::Inconclusive, format!("TLS handshake failed: {e}"), p.w.since(0));
+        return r.set(
+            ID,
+            Verdict::Inconclusive,
+            format!("TLS handshake failed: {e}"),
+            p.w.since(0),
+        );
     }
     if let Err(stop) = p.capabilities() {
         return stopped(r, ID, "EHLO after TLS", &stop, &p.w, 0);
@@ -969,7 +1126,14 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
     let p = &mut o.peer;
     match p.capabilities() {
         Ok((c, caps)) if c.ok && offers_upgrade(proto, &caps) => {}
-        Ok(_) => return r.set(id, Verdict::Inconclusive, "the upgrade was not advertised on this connection", p.w.since(0)),
+        Ok(_) => {
+            return r.set(
+                id,
+                Verdict::Inconclusive,
+                "the upgrade was not advertised on this connection",
+                p.w.since(0),
+            )
+        }
         Err(stop) => return stopped(r, id, "capabilities", &stop, &p.w, 0),
     }
     let mark = p.w.mark();
@@ -979,11 +1143,19 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
     let (up, injected): (String, String) = match proto {
         Proto::Smtp => (
             format!("{verb}\r\n"),
-            if style == Style::Partial { "NO".into() } else { format!("XPROBE-{m}\r\n") },
+            if style == Style::Partial {
+                "NO".into()
+            } else {
+                format!("XPROBE-{m}\r\n")
+            },
         ),
         Proto::Pop3 => (
             format!("{verb}\r\n"),
-            if style == Style::Partial { "CA".into() } else { format!("XPROBE-{m}\r\n") },
+            if style == Style::Partial {
+                "CA".into()
+            } else {
+                format!("XPROBE-{m}\r\n")
+            },
         ),
         Proto::Imap => {
             let tag = p.next_tag();
@@ -999,7 +1171,8 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
         }
     };
     let sent = if style == Style::TwoWrites {
-        p.w.send(up.as_bytes()).and_then(|_| p.w.send(injected.as_bytes()))
+        p.w.send(up.as_bytes())
+            .and_then(|_| p.w.send(injected.as_bytes()))
     } else {
         p.w.send(format!("{up}{injected}").as_bytes())
     };
@@ -1011,18 +1184,33 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
         Proto::Smtp => p.smtp_reply(),
         Proto::Pop3 => p.w.line().map(|l| {
             let ok = starts_ci(&l, b"+OK");
-            Resp { ok, code: None, lines: vec![l.clone()], status: l }
+            Resp {
+                ok,
+                code: None,
+                lines: vec![l.clone()],
+                status: l,
+            }
         }),
     };
     let reply = match reply {
         Ok(x) => x,
         Err(Stop::Closed) => {
-            return r.set(id, Verdict::Pass, format!("the server closed the connection when commands followed {verb}"), p.w.since(mark))
+            return r.set(
+                id,
+                Verdict::Pass,
+                format!("the server closed the connection when commands followed {verb}"),
+                p.w.since(mark),
+            )
         }
         Err(stop) => return stopped(r, id, verb, &stop, &p.w, mark),
     };
     if !reply.ok {
-        r.set(id, Verdict::Pass, format!("{verb} with pipelined bytes was refused: {}", reply.shown()), p.w.since(mark));
+        r.set(
+            id,
+            Verdict::Pass,
+            format!("{verb} with pipelined bytes was refused: {}", reply.shown()),
+            p.w.since(mark),
+        );
         return p.quit();
     }
     if !p.w.buffered().is_empty() || p.w.more_within(Duration::from_millis(300)) {
@@ -1068,22 +1256,34 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
     // Inside TLS: one command whose answer tells whether the injected
     // bytes were run.
     let executed: Result<(bool, String), Stop> = match (proto, style) {
-        (Proto::Smtp, Style::Partial) => p.w.send(b"OP\r\n").and_then(|_| p.smtp_reply()).map(|x| {
-            (x.code.is_some_and(|c| (200..300).contains(&c)), x.shown())
-        }),
-        (Proto::Smtp, _) => p.command("NOOP").map(|x| (x.code.is_some_and(|c| c >= 500), x.shown())),
+        (Proto::Smtp, Style::Partial) => {
+            p.w.send(b"OP\r\n")
+                .and_then(|_| p.smtp_reply())
+                .map(|x| (x.code.is_some_and(|c| (200..300).contains(&c)), x.shown()))
+        }
+        (Proto::Smtp, _) => p
+            .command("NOOP")
+            .map(|x| (x.code.is_some_and(|c| c >= 500), x.shown())),
         (Proto::Pop3, Style::Partial) => p.w.send(b"PA\r\n").and_then(|_| p.w.line()).map(|l| {
-            (starts_ci(&l, b"+OK"), starttls::Escaped::new(&l).to_string())
+            (
+                starts_ci(&l, b"+OK"),
+                starttls::Escaped::new(&l).to_string(),
+            )
         }),
         (Proto::Pop3, _) => p.command("CAPA").map(|x| (!x.ok, x.shown())),
         (Proto::Imap, _) => {
             let tag = p.next_tag();
-            let prefix = if style == Style::Partial { "OP\r\n" } else { "" };
+            let prefix = if style == Style::Partial {
+                "OP\r\n"
+            } else {
+                ""
+            };
             p.w.send(format!("{prefix}{tag} NOOP\r\n").as_bytes())
                 .and_then(|_| p.imap_until(&tag))
                 .map(|x| {
                     let hit = x.lines.iter().find(|l| {
-                        starts_ci(l, format!("{m} ").as_bytes()) || (style == Style::Literal && l.starts_with(b"+"))
+                        starts_ci(l, format!("{m} ").as_bytes())
+                            || (style == Style::Literal && l.starts_with(b"+"))
                     });
                     match hit {
                         Some(l) => (true, starttls::Escaped::new(l).to_string()),
@@ -1096,7 +1296,9 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
         Ok((true, line)) => r.set(
             id,
             Verdict::Fail,
-            format!("the bytes sent with {verb} in cleartext were run as a command inside TLS: {line}"),
+            format!(
+                "the bytes sent with {verb} in cleartext were run as a command inside TLS: {line}"
+            ),
             p.w.since(mark),
         ),
         Ok((false, _)) => r.set(
@@ -1105,7 +1307,12 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
             "the injected bytes were discarded at the upgrade",
             p.w.since(mark),
         ),
-        Err(Stop::Closed) => r.set(id, Verdict::Pass, "the server closed the connection inside TLS without running the injected bytes", p.w.since(mark)),
+        Err(Stop::Closed) => r.set(
+            id,
+            Verdict::Pass,
+            "the server closed the connection inside TLS without running the injected bytes",
+            p.w.since(mark),
+        ),
         Err(stop) => return stopped(r, id, "after TLS", &stop, &p.w, mark),
     }
     p.quit();
@@ -1115,18 +1322,33 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
 fn implicit_counterpart(ctx: &mut Ctx, r: &mut Report) {
     const ID: &str = "implicit.reachable";
     let Some(addr) = ctx.implicit_addr else {
-        return r.set(ID, Verdict::Skipped, "port 25 relay: RFC 8314 implicit TLS is for submission and access", Vec::new());
+        return r.set(
+            ID,
+            Verdict::Skipped,
+            "port 25 relay: RFC 8314 implicit TLS is for submission and access",
+            Vec::new(),
+        );
     };
     match ctx.open(addr, true) {
         Ok(mut o) => {
-            r.set(ID, Verdict::Pass, format!("implicit TLS answers on {addr}"), o.peer.w.since(0));
+            r.set(
+                ID,
+                Verdict::Pass,
+                format!("implicit TLS answers on {addr}"),
+                o.peer.w.since(0),
+            );
             o.peer.quit();
         }
-        Err(t) if t.detail.starts_with("connection cap") => r.set(ID, t.verdict, t.detail, t.evidence),
+        Err(t) if t.detail.starts_with("connection cap") => {
+            r.set(ID, t.verdict, t.detail, t.evidence)
+        }
         Err(t) => r.set(
             ID,
             Verdict::Warn,
-            format!("no implicit TLS on {addr} (RFC 8314 §3.3 prefers it): {}", t.detail),
+            format!(
+                "no implicit TLS on {addr} (RFC 8314 §3.3 prefers it): {}",
+                t.detail
+            ),
             t.evidence,
         ),
     }
@@ -1151,7 +1373,8 @@ fn robustness(ctx: &mut Ctx, r: &mut Report) {
         _ => b"NOOP \0x\r\n".to_vec(),
     };
     let huge = b"P9 APPEND INBOX {4294967296}\r\n".to_vec();
-    let mut probes: Vec<(&'static str, Vec<u8>)> = vec![("robust.long-line", long), ("robust.nul", nul)];
+    let mut probes: Vec<(&'static str, Vec<u8>)> =
+        vec![("robust.long-line", long), ("robust.nul", nul)];
     if proto == Proto::Imap {
         probes.push(("robust.huge-literal", huge));
     }
@@ -1169,11 +1392,17 @@ fn robustness(ctx: &mut Ctx, r: &mut Report) {
             continue;
         }
         let answer = p.w.line();
-        let invited = id == "robust.huge-literal" && answer.as_ref().is_ok_and(|l| l.starts_with(b"+"));
+        let invited =
+            id == "robust.huge-literal" && answer.as_ref().is_ok_and(|l| l.starts_with(b"+"));
         p.w.close();
         let ev = p.w.since(0);
         if invited {
-            r.set(id, Verdict::Fail, "the server invited a 4 GiB literal before login", ev);
+            r.set(
+                id,
+                Verdict::Fail,
+                "the server invited a 4 GiB literal before login",
+                ev,
+            );
             continue;
         }
         let first = match &answer {
@@ -1182,11 +1411,26 @@ fn robustness(ctx: &mut Ctx, r: &mut Report) {
         };
         match ctx.open(ctx.addr, implicit) {
             Ok(mut again) => {
-                r.set(id, Verdict::Pass, format!("answered {first}; a new connection is still served"), ev);
+                r.set(
+                    id,
+                    Verdict::Pass,
+                    format!("answered {first}; a new connection is still served"),
+                    ev,
+                );
                 again.peer.quit();
             }
-            Err(t) if t.detail.starts_with("connection cap") => r.set(id, Verdict::Inconclusive, t.detail, ev),
-            Err(t) => r.set(id, Verdict::Fail, format!("answered {first}; then a new connection failed: {}", t.detail), ev),
+            Err(t) if t.detail.starts_with("connection cap") => {
+                r.set(id, Verdict::Inconclusive, t.detail, ev)
+            }
+            Err(t) => r.set(
+                id,
+                Verdict::Fail,
+                format!(
+                    "answered {first}; then a new connection failed: {}",
+                    t.detail
+                ),
+                ev,
+            ),
         }
     }
 }

@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use starttls::policy::identity::ReferenceIdentifiers;
 use starttls::rustls;
-use starttls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified};
 use starttls::rustls::client::danger::ServerCertVerifier;
+use starttls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified};
 use starttls::rustls::client::WebPkiServerVerifier;
 use starttls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use starttls::rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
@@ -46,7 +46,10 @@ impl Recorder {
     pub(crate) fn new(roots: &rustls::RootCertStore, name: &str) -> Recorder {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (webpki, no_roots) = if roots.is_empty() {
-            (None, "no trusted CA certificates (give --ca FILE)".to_string())
+            (
+                None,
+                "no trusted CA certificates (give --ca FILE)".to_string(),
+            )
         } else {
             match WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots.clone()),
@@ -84,17 +87,18 @@ impl ServerCertVerifier for Recorder {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let chain = match &self.webpki {
             None => Err(self.no_roots.clone()),
-            Some(v) => match v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            {
-                Ok(_) => Ok(()),
-                // webpki checks the path first: a name error means the path
-                // was fine. The name itself is judged below, per RFC 7817.
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::NotValidForName
-                    | CertificateError::NotValidForNameContext { .. },
-                )) => Ok(()),
-                Err(e) => Err(describe(&e)),
-            },
+            Some(v) => {
+                match v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+                    Ok(_) => Ok(()),
+                    // webpki checks the path first: a name error means the path
+                    // was fine. The name itself is judged below, per RFC 7817.
+                    Err(rustls::Error::InvalidCertificate(
+                        CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. },
+                    )) => Ok(()),
+                    Err(e) => Err(describe(&e)),
+                }
+            }
         };
         let name = match &self.references {
             None => Err(self.reference_error.clone()),

@@ -200,7 +200,11 @@ impl Peer {
             Proto::Imap => self.command("CAPABILITY")?,
             Proto::Pop3 => self.command("CAPA")?,
         };
-        let caps = if r.ok { capability_list(self.proto, &r) } else { Vec::new() };
+        let caps = if r.ok {
+            capability_list(self.proto, &r)
+        } else {
+            Vec::new()
+        };
         Ok((r, caps))
     }
 
@@ -265,7 +269,11 @@ pub(crate) fn capability_list(proto: Proto, r: &Resp) -> Vec<String> {
 
 /// Whether `caps` offers the upgrade.
 pub(crate) fn offers_upgrade(proto: Proto, caps: &[String]) -> bool {
-    let verb = if proto == Proto::Pop3 { "STLS" } else { "STARTTLS" };
+    let verb = if proto == Proto::Pop3 {
+        "STLS"
+    } else {
+        "STARTTLS"
+    };
     caps.iter().any(|c| c == verb)
 }
 

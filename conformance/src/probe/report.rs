@@ -144,7 +144,13 @@ pub struct Report {
 
 impl Report {
     /// Sets (or replaces) a result.
-    pub fn set(&mut self, id: &'static str, verdict: Verdict, detail: impl Into<String>, evidence: Vec<String>) {
+    pub fn set(
+        &mut self,
+        id: &'static str,
+        verdict: Verdict,
+        detail: impl Into<String>,
+        evidence: Vec<String>,
+    ) {
         if !applies(id, self.proto) {
             return;
         }
@@ -164,7 +170,6 @@ impl Report {
     pub fn has(&self, id: &str) -> bool {
         self.checks.iter().any(|c| c.id == id)
     }
-
 
     /// Sets every not-yet-recorded check to `verdict` with `detail`.
     pub fn rest(&mut self, verdict: Verdict, detail: &str, evidence: &[String]) {
@@ -200,7 +205,12 @@ impl Report {
             .any(|c| matches!(c.verdict, Verdict::Warn | Verdict::Fail) && c.verdict >= fail_on)
         {
             1
-        } else if self.checks.iter().filter(counted).any(|c| c.verdict == Verdict::Inconclusive) {
+        } else if self
+            .checks
+            .iter()
+            .filter(counted)
+            .any(|c| c.verdict == Verdict::Inconclusive)
+        {
             2
         } else {
             0

@@ -115,7 +115,8 @@ impl Wire {
             self.log.push(format!("{tls}{line}"));
         }
         if !bytes.ends_with(b"\n") {
-            self.log.push("-- (no line end: the line continues in a later write)".into());
+            self.log
+                .push("-- (no line end: the line continues in a later write)".into());
         }
         let r = match &mut self.stream {
             Stream::Plain(s) => s.write_all(bytes).and_then(|_| s.flush()),
@@ -145,7 +146,8 @@ impl Wire {
                 Err(Stop::Closed)
             }
             Ok(n) => {
-                self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
                 Ok(())
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -249,10 +251,9 @@ impl Wire {
         while tls.conn.is_handshaking() {
             if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
                 let text = match e.kind() {
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
-                        "no handshake reply within {} s",
-                        self.wait.as_secs_f32()
-                    ),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                        format!("no handshake reply within {} s", self.wait.as_secs_f32())
+                    }
                     ErrorKind::UnexpectedEof => {
                         "the server closed the connection during the handshake".into()
                     }

@@ -48,6 +48,7 @@ pub enum Broken {
     /// Never offer STARTTLS/STLS.
     NoStarttls,
     /// Turn every connection away with 421 / BYE / -ERR.
+    #[value(name = "greeting-421")]
     Greeting421,
     /// Never send a greeting.
     Silent,
@@ -261,7 +262,8 @@ impl Conn {
         match r {
             Ok(0) => Err("end of stream".into()),
             Ok(n) => {
-                self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
                 if self.buf.len() > 1 << 20 {
                     return Err("too much input".into());
                 }
@@ -327,7 +329,8 @@ impl Conn {
                 if n == 0 {
                     break;
                 }
-                self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
             }
             let _ = self.sock.set_nonblocking(false);
         }
@@ -378,9 +381,7 @@ impl Conn {
     }
 
     fn upgrade_allowed(&self) -> bool {
-        !self.modes.no_starttls
-            && !self.implicit()
-            && (self.tls.is_none() || self.modes.keep_state)
+        !self.modes.no_starttls && !self.implicit() && (self.tls.is_none() || self.modes.keep_state)
     }
 
     fn smtp(&mut self) -> Result<(), String> {
@@ -475,7 +476,9 @@ impl Conn {
                 "QUIT" => return self.write("221 2.0.0 Bye\r\n"),
                 _ => {
                     let shown = starttls::Escaped::new(&line).to_string();
-                    self.write(&format!("500 5.5.2 Error: command not recognized: {shown}\r\n"))?
+                    self.write(&format!(
+                        "500 5.5.2 Error: command not recognized: {shown}\r\n"
+                    ))?
                 }
             }
         }
@@ -568,7 +571,9 @@ impl Conn {
                 }
                 "NOOP" => self.write(&format!("{tag} OK NOOP completed\r\n"))?,
                 "LOGOUT" => {
-                    return self.write(&format!("* BYE Logging out\r\n{tag} OK LOGOUT completed\r\n"))
+                    return self.write(&format!(
+                        "* BYE Logging out\r\n{tag} OK LOGOUT completed\r\n"
+                    ))
                 }
                 "" => self.write("* BAD Missing command\r\n")?,
                 _ => self.write(&format!("{tag} BAD Unknown command or not logged in\r\n"))?,
