@@ -86,7 +86,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The protocol a URL scheme speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Proto {
+pub(crate) enum Proto {
     Smtp,
     Imap,
     Pop3,
@@ -94,15 +94,15 @@ enum Proto {
 
 /// What a URL says.
 #[derive(Debug, PartialEq, Eq)]
-struct Target {
-    scheme: String,
-    proto: Proto,
-    implicit: bool,
+pub(crate) struct Target {
+    pub(crate) scheme: String,
+    pub(crate) proto: Proto,
+    pub(crate) implicit: bool,
     /// Without brackets for IPv6.
-    host: String,
-    port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// `user[:password]@` from the URL, percent-decoded.
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     password: Option<String>,
 }
 
@@ -127,7 +127,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Parses `scheme://[user[:password]@]host[:port][/path][?query][#fragment]`;
 /// the path, query and fragment are ignored.
-fn parse_url(url: &str) -> Result<Target, String> {
+pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or("expected SCHEME://HOST[:PORT], e.g. imap://127.0.0.1:1143")?;

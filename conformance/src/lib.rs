@@ -7,6 +7,7 @@ pub mod live;
 pub mod mailbox;
 pub mod pki;
 pub mod policy;
+pub mod probe;
 pub mod reference;
 pub mod serve;
 pub mod transcript;

@@ -9,7 +9,9 @@
 //! and real TLS, and attack probes written on raw sockets. It prints one line
 //! per check and a total, and exits non-zero if any check fails.
 
-use starttls_conformance::{connect, live, mailbox, pki, policy, reference, serve, transcript};
+use starttls_conformance::{
+    connect, live, mailbox, pki, policy, probe, reference, serve, transcript,
+};
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -46,6 +48,8 @@ enum Cmd {
     Serve(Box<serve::ServeArgs>),
     /// Connect to a server as the reference client and show the upgrade.
     Connect(Box<connect::ConnectArgs>),
+    /// Probe a server for STARTTLS bugs: upgrade, certificate, command injection, state reset, credentials before TLS (exit 0 pass, 1 finding, 2 inconclusive, 3 usage error).
+    Probe(Box<probe::ProbeArgs>),
 }
 struct Outcome {
     protocol: &'static str,
@@ -58,7 +62,20 @@ struct Outcome {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // `probe` keeps 2 for "inconclusive": its usage errors are 3.
+            let probe = std::env::args().nth(1).as_deref() == Some("probe");
+            let code = if probe && e.use_stderr() {
+                3
+            } else {
+                e.exit_code()
+            };
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+    };
     let (json, no_live, cases) = match cli.command {
         None => (
             false,
@@ -72,6 +89,7 @@ fn main() -> ExitCode {
         }) => (json, no_live, cases),
         Some(Cmd::Serve(args)) => return serve::run(*args),
         Some(Cmd::Connect(args)) => return connect::run(*args),
+        Some(Cmd::Probe(args)) => return probe::run(*args),
     };
     let pki = match pki::Pki::generate() {
         Ok(p) => p,

@@ -11,6 +11,7 @@
 //! follow along: `listening <kind> <addr>` once per listener at start, then
 //! `[<kind> <peer>] ...` per connection.
 
+pub mod broken;
 mod imap;
 mod pop3;
 pub(crate) mod sasl;
@@ -84,6 +85,9 @@ pub struct ServeArgs {
     /// Exit after this many connections in total (for tests).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// DELIBERATELY BROKEN server for testing checkers such as `starttls probe` (repeatable; see serve/broken.rs). Loopback only.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub broken: Vec<broken::Broken>,
 }
 
 /// What a listener serves.
@@ -229,6 +233,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
             );
             return ExitCode::from(2);
         }
+    }
+    if !args.broken.is_empty() {
+        return broken::run(&args, listeners);
     }
     let tls = match tls_config(&args) {
         Ok(t) => t,

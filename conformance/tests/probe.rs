@@ -1,0 +1,471 @@
+//! `starttls probe` against `starttls serve` (sound) and `starttls serve
+//! --broken MODE` (deliberately broken), as processes, on 127.0.0.1 only:
+//! every check's verdicts, the JSON document and the exit codes.
+//!
+//! Every test starts its own server on free ports and kills it on drop.
+//! Probes run with a short banner wait and timeout (`--banner-wait 2
+//! --timeout 3`): loopback answers at once.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_starttls");
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "starttls-probe-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `serve` (killed on drop) and what the probe needs of it.
+struct Server {
+    child: Child,
+    ports: BTreeMap<&'static str, u16>,
+    ca: PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const KINDS: [&str; 7] = [
+    "smtp",
+    "submission",
+    "imap",
+    "pop3",
+    "smtps",
+    "imaps",
+    "pop3s",
+];
+
+/// `starttls serve` on every kind, with `extra` arguments (`--broken ...`).
+fn serve(extra: &[&str]) -> Server {
+    let dir = TempDir::new("serve");
+    let ca = dir.0.join("ca.pem");
+    let held: Vec<TcpListener> = KINDS
+        .iter()
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let mut ports = BTreeMap::new();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").arg("--ca-out").arg(&ca);
+    for (kind, l) in KINDS.iter().zip(&held) {
+        let port = l.local_addr().expect("addr").port();
+        ports.insert(*kind, port);
+        cmd.arg(format!("--{kind}"))
+            .arg(format!("127.0.0.1:{port}"));
+    }
+    drop(held);
+    cmd.args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("spawn serve");
+    let server = Server {
+        child,
+        ports,
+        ca,
+        _dir: dir,
+    };
+    // Up when every port answers and the CA is written.
+    let start = Instant::now();
+    loop {
+        let up = server.ca.exists()
+            && server
+                .ports
+                .values()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+        if up {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+/// What a probe run gave.
+struct Probe {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Probe {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// id -> verdict.
+    fn verdicts(&self) -> BTreeMap<String, String> {
+        self.json()["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().expect("id").to_string(),
+                    c["verdict"].as_str().expect("verdict").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn check(&self, id: &str) -> Value {
+        self.json()["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no check {id} in\n{}", self.stdout))
+    }
+}
+
+fn run(args: &[&str]) -> Probe {
+    let out: Output = Command::new(BIN)
+        .arg("probe")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run probe");
+    Probe {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Probes `kind` on `server` (JSON), with the implicit counterpart's port.
+fn probe(server: &Server, kind: &str, extra: &[&str]) -> Probe {
+    let url = format!("{kind}://127.0.0.1:{}", server.ports[kind]);
+    let implicit = match kind {
+        "submission" => Some(server.ports["smtps"]),
+        "imap" => Some(server.ports["imaps"]),
+        "pop3" => Some(server.ports["pop3s"]),
+        _ => None,
+    };
+    let ca = server.ca.to_string_lossy().into_owned();
+    let mut args = vec![
+        url.as_str(),
+        "--ca",
+        ca.as_str(),
+        "--banner-wait",
+        "2",
+        "--timeout",
+        "3",
+        "--json",
+    ];
+    let port;
+    if let Some(p) = implicit {
+        port = p.to_string();
+        args.push("--implicit-port");
+        args.push(&port);
+    }
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn assert_verdict(p: &Probe, id: &str, want: &str) {
+    let v = p.verdicts();
+    assert_eq!(
+        v.get(id).map(String::as_str),
+        Some(want),
+        "{id}: expected {want}\n{}",
+        p.stdout
+    );
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn sound_server_passes_every_check_in_every_protocol() {
+    let s = serve(&[]);
+    for kind in KINDS {
+        let p = probe(&s, kind, &[]);
+        assert_eq!(p.code, 0, "{kind}: exit code\n{}\n{}", p.stdout, p.stderr);
+        let doc = p.json();
+        assert_eq!(doc["schema"], "starttls-probe/1");
+        assert_eq!(doc["exit_code"], 0);
+        for (id, v) in p.verdicts() {
+            assert!(
+                v == "pass"
+                    || (v == "skipped"
+                        && (id.starts_with("robust.")
+                            || kind.ends_with('s')
+                            || id == "implicit.reachable")),
+                "{kind}: {id} is {v}\n{}",
+                p.stdout
+            );
+        }
+        if !kind.ends_with('s') {
+            for id in [
+                "upgrade.offered",
+                "upgrade.works",
+                "cert.chain",
+                "cert.name",
+                "cert.expiry",
+                "injection.same-write",
+                "injection.two-writes",
+                "injection.partial-line",
+                "state.capabilities",
+                "state.no-starttls-after",
+                "state.second-starttls",
+                "auth.before-tls",
+            ] {
+                assert_verdict(&p, id, "pass");
+            }
+        }
+        if kind == "imap" {
+            assert_verdict(&p, "injection.literal", "pass");
+        }
+        if kind == "smtp" {
+            assert_verdict(&p, "state.envelope", "pass");
+        }
+        if ["submission", "imap", "pop3"].contains(&kind) {
+            assert_verdict(&p, "implicit.reachable", "pass");
+        }
+    }
+}
+
+#[test]
+fn injection_is_flagged_in_every_style_and_protocol() {
+    let s = serve(&["--broken", "inject"]);
+    for kind in ["smtp", "imap", "pop3"] {
+        let p = probe(&s, kind, &[]);
+        assert_eq!(p.code, 1, "{kind}\n{}", p.stdout);
+        for id in [
+            "injection.same-write",
+            "injection.two-writes",
+            "injection.partial-line",
+        ] {
+            assert_verdict(&p, id, "fail");
+        }
+        if kind == "imap" {
+            assert_verdict(&p, "injection.literal", "fail");
+        }
+        // The evidence shows the server's own line, answering the random
+        // marker inside TLS.
+        let marker = p.json()["marker"].as_str().expect("marker").to_string();
+        let same = p.check("injection.same-write");
+        let ev = same["evidence"].to_string();
+        assert!(ev.contains(&marker), "{kind}: marker not in evidence {ev}");
+        assert!(
+            ev.contains("S[tls]:"),
+            "{kind}: no TLS reply in evidence {ev}"
+        );
+        // Everything else still passes: the finding is precise.
+        assert_verdict(&p, "state.no-starttls-after", "pass");
+        assert_verdict(&p, "auth.before-tls", "pass");
+    }
+}
+
+#[test]
+fn kept_state_is_flagged() {
+    let s = serve(&["--broken", "keep-state"]);
+    for kind in ["smtp", "imap", "pop3"] {
+        let p = probe(&s, kind, &[]);
+        assert_eq!(p.code, 1, "{kind}\n{}", p.stdout);
+        assert_verdict(&p, "state.capabilities", "warn");
+        assert_verdict(&p, "state.no-starttls-after", "fail");
+        assert_verdict(&p, "state.second-starttls", "fail");
+        assert_verdict(&p, "injection.same-write", "pass");
+        if kind == "smtp" {
+            assert_verdict(&p, "state.envelope", "fail");
+        }
+    }
+}
+
+#[test]
+fn credentials_before_tls_fail_on_submission_imap_pop3_and_warn_on_port_25() {
+    let s = serve(&["--broken", "auth-before-tls"]);
+    for kind in ["submission", "imap", "pop3"] {
+        let p = probe(&s, kind, &[]);
+        assert_eq!(p.code, 1, "{kind}\n{}", p.stdout);
+        assert_verdict(&p, "auth.before-tls", "fail");
+    }
+    let p = probe(&s, "smtp", &[]);
+    assert_verdict(&p, "auth.before-tls", "warn");
+    assert_eq!(
+        p.code, 0,
+        "a warn is below the default --fail-on fail\n{}",
+        p.stdout
+    );
+    let p = probe(&s, "smtp", &["--fail-on", "warn"]);
+    assert_eq!(p.code, 1, "--fail-on warn\n{}", p.stdout);
+    assert!(p.check("auth.before-tls")["evidence"]
+        .to_string()
+        .contains("334"));
+}
+
+#[test]
+fn certificate_failures_are_certificate_failures() {
+    for (mode, id, want) in [
+        ("untrusted-cert", "cert.chain", "fail"),
+        ("wrong-name-cert", "cert.name", "fail"),
+        ("expired-cert", "cert.expiry", "fail"),
+        ("expiring-cert", "cert.expiry", "warn"),
+    ] {
+        let s = serve(&["--broken", mode]);
+        for kind in ["imap", "submission", "pop3s"] {
+            let p = probe(&s, kind, &[]);
+            assert_verdict(&p, id, want);
+            if !kind.ends_with('s') {
+                // Never "no STARTTLS": the upgrade itself worked.
+                assert_verdict(&p, "upgrade.offered", "pass");
+                assert_verdict(&p, "upgrade.works", "pass");
+            }
+            assert_eq!(
+                p.code,
+                if want == "fail" { 1 } else { 0 },
+                "{mode} {kind}\n{}",
+                p.stdout
+            );
+        }
+    }
+    let s = serve(&["--broken", "expiring-cert"]);
+    let p = probe(&s, "imap", &["--fail-on", "warn"]);
+    assert_eq!(p.code, 1);
+    let p = probe(&s, "imap", &["--expiry-warn", "2"]);
+    assert_verdict(&p, "cert.expiry", "pass");
+}
+
+#[test]
+fn no_starttls_is_a_failure_and_injection_is_not_tested() {
+    let s = serve(&["--broken", "no-starttls"]);
+    for kind in ["smtp", "imap", "pop3"] {
+        let p = probe(&s, kind, &[]);
+        assert_eq!(p.code, 1);
+        assert_verdict(&p, "upgrade.offered", "fail");
+        for id in [
+            "injection.same-write",
+            "injection.two-writes",
+            "injection.partial-line",
+        ] {
+            assert_verdict(&p, id, "skipped");
+        }
+    }
+}
+
+#[test]
+fn turned_away_or_silent_is_inconclusive_with_the_reply_text() {
+    let s = serve(&["--broken", "greeting-421"]);
+    for kind in ["smtp", "imap", "pop3"] {
+        let p = probe(&s, kind, &[]);
+        assert_eq!(p.code, 2, "{kind}\n{}", p.stdout);
+        let doc = p.json();
+        assert_eq!(doc["connections"], 1, "no more connections after a 421");
+        for (id, v) in p.verdicts() {
+            assert!(v == "inconclusive" || id.starts_with("robust."), "{id} {v}");
+        }
+        let ev = p.check("upgrade.offered");
+        let shown = ev.to_string();
+        assert!(
+            shown.contains("421") || shown.contains("BYE") || shown.contains("-ERR"),
+            "{shown}"
+        );
+    }
+    let s = serve(&["--broken", "silent"]);
+    let start = Instant::now();
+    let p = probe(&s, "smtp", &[]);
+    assert_eq!(p.code, 2);
+    assert!(p.check("upgrade.offered")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("no greeting"));
+    assert!(start.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn usage_errors_exit_3_with_nothing_on_stdout() {
+    for args in [
+        vec!["foo://127.0.0.1"],
+        vec!["--no-such-flag", "smtp://127.0.0.1"],
+        vec!["smtp://127.0.0.1:1", "--fail-on", "sometimes"],
+        vec!["imap://alice:secret@127.0.0.1:1"],
+        vec!["smtp://127.0.0.1:1", "--ca", "/nonexistent/ca.pem"],
+        vec!["smtp://127.0.0.1:1", "--resolve", "nonsense"],
+    ] {
+        let p = run(&args);
+        assert_eq!(p.code, 3, "{args:?}\n{}", p.stderr);
+        assert!(p.stdout.is_empty(), "{args:?}: {}", p.stdout);
+    }
+    // Nothing listening: not a usage error, inconclusive.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let p = run(&[
+        &format!("smtp://127.0.0.1:{port}"),
+        "--json",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(p.code, 2, "{}", p.stdout);
+}
+
+#[test]
+fn resolve_and_table_output() {
+    let s = serve(&[]);
+    let ca = s.ca.to_string_lossy().into_owned();
+    let port = s.ports["imap"];
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let p = run(&[
+        &format!("imap://localhost:{port}"),
+        "--resolve",
+        &resolve,
+        "--ca",
+        &ca,
+        "--banner-wait",
+        "2",
+        "--timeout",
+        "3",
+        "--implicit-port",
+        &s.ports["imaps"].to_string(),
+    ]);
+    assert_eq!(p.code, 0, "{}\n{}", p.stdout, p.stderr);
+    assert!(!p.stdout.contains('\x1b'), "colour only on a terminal");
+    assert!(p.stdout.contains("cert.name"));
+    assert!(p.stdout.contains("DNS-ID localhost"), "{}", p.stdout);
+    assert!(p
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .contains("exit 0"));
+}
