@@ -6,6 +6,14 @@
 //! cargo bench -p starttls-bench --bench session
 //! ```
 //!
+//! Instruction counts of one kind, which a loaded machine does not distort
+//! (compare a kind with `rustls_handshake`, each run the same number of times):
+//!
+//! ```text
+//! cargo bench -p starttls-bench --bench session --no-run   # prints the binary
+//! SESSION_RUN=smtp_starttls:200 valgrind --tool=callgrind target/release/deps/session-<hash>
+//! ```
+//!
 //! Before criterion runs, it prints:
 //! * `heap ...`: heap bytes held per idle session (cleartext, after TLS) and
 //!   `size_of` the session, beside a bare rustls connection after its
@@ -134,6 +142,19 @@ fn sessions(c: &mut Criterion) {
 criterion_group!(benches, sessions);
 
 fn main() {
+    // `SESSION_RUN=smtp_starttls:200`: only run that kind that many times,
+    // nothing else (for `valgrind --tool=callgrind`, whose instruction
+    // counts a loaded machine does not distort).
+    if let Ok(run) = std::env::var("SESSION_RUN") {
+        let (name, n) = run.split_once(':').unwrap_or((&run, "100"));
+        let n: usize = n.parse().expect("SESSION_RUN=kind:count");
+        let (_, kind) = KINDS.iter().find(|(k, _)| *k == name).expect(
+            "SESSION_RUN kind: rustls_handshake, smtp_starttls, imap_starttls, pop3_starttls",
+        );
+        let t = setup();
+        (0..n).for_each(|_| kind(t));
+        return;
+    }
     heap_report(setup());
     // Not in `cargo test --benches` runs, which only check that each runs.
     if std::env::args().any(|a| a == "--bench") {
