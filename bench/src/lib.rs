@@ -2,6 +2,7 @@
 //! and a counting allocator ([`alloc`]).
 
 pub mod alloc;
+pub mod sessions;
 
 use bytes::Bytes;
 

@@ -228,7 +228,7 @@ pub trait Session: sealed::Sealed {
     /// `true` once the session has ended.
     fn is_closed(&self) -> bool;
     /// What TLS negotiated, once established.
-    fn tls_info(&self) -> Option<&TlsInfo>;
+    fn tls_info(&self) -> Option<TlsInfo>;
     /// What the session waits for now.
     fn waiting_for(&self) -> Waiting;
     /// The default timeout for what it waits for now.
@@ -280,7 +280,7 @@ macro_rules! impl_session {
             fn is_closed(&self) -> bool {
                 Self::is_closed(self)
             }
-            fn tls_info(&self) -> Option<&TlsInfo> {
+            fn tls_info(&self) -> Option<TlsInfo> {
                 Self::tls_info(self)
             }
             fn waiting_for(&self) -> Waiting {

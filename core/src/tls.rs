@@ -190,6 +190,19 @@ impl TlsInfo {
         self.own_certificate = own;
         self
     }
+
+    /// What a session keeps while rustls runs in memory: the fields the
+    /// protocols act on (version, the client identity, the own-certificate
+    /// flag). The rest, the peer's chain above all, rustls holds already;
+    /// `tls_info()` reads it from there (see `Engine::tls_info`).
+    pub(crate) fn slim(&self) -> TlsInfo {
+        TlsInfo {
+            version: self.version,
+            client_identity: self.client_identity.clone(),
+            own_certificate: self.own_certificate,
+            ..TlsInfo::unknown()
+        }
+    }
 }
 
 /// The identity a verified TLS client certificate names: what a server
@@ -416,35 +429,77 @@ pub(crate) trait TlsLink: Send {
     }
 }
 
-/// The rustls implementation of [`TlsLink`].
-pub(crate) struct RustlsLink {
-    conn: rustls::Connection,
+/// The rustls implementation of [`TlsLink`], one type per role: a
+/// `rustls::Connection` would be as large as the larger of the two
+/// connections (the server's) on both sides.
+pub(crate) struct RustlsLink<C> {
+    conn: C,
     /// Client role: the configuration holds a client certificate.
     own_certificate: bool,
 }
 
-impl RustlsLink {
+impl RustlsLink<rustls::ServerConnection> {
     pub(crate) fn server(config: &Arc<rustls::ServerConfig>) -> Result<Self, TlsError> {
-        let conn = rustls::ServerConnection::new(Arc::clone(config))?;
         Ok(RustlsLink {
-            conn: conn.into(),
+            conn: rustls::ServerConnection::new(Arc::clone(config))?,
             own_certificate: false,
         })
     }
+}
 
+impl RustlsLink<rustls::ClientConnection> {
     pub(crate) fn client(
         config: &Arc<rustls::ClientConfig>,
         name: &ServerName<'static>,
     ) -> Result<Self, TlsError> {
-        let conn = rustls::ClientConnection::new(Arc::clone(config), name.clone())?;
         Ok(RustlsLink {
-            conn: conn.into(),
+            conn: rustls::ClientConnection::new(Arc::clone(config), name.clone())?,
             own_certificate: config.client_auth_cert_resolver.has_certs(),
         })
     }
 }
 
-impl TlsLink for RustlsLink {
+/// What [`RustlsLink`] needs of a rustls connection beyond its common part.
+pub(crate) trait RustlsRole:
+    std::ops::DerefMut<Target = rustls::ConnectionCommon<Self::Data>>
+    + Into<rustls::Connection>
+    + Send
+    + 'static
+{
+    /// The role's connection data.
+    type Data;
+    /// Server role: the SNI name the client sent.
+    fn sni(&self) -> Option<String>;
+    /// Server role: who the verified client certificate names.
+    fn client_identity(&self) -> Option<Box<ClientIdentity>>;
+}
+
+impl RustlsRole for rustls::ServerConnection {
+    type Data = rustls::server::ServerConnectionData;
+    fn sni(&self) -> Option<String> {
+        self.server_name().map(str::to_owned)
+    }
+    fn client_identity(&self) -> Option<Box<ClientIdentity>> {
+        // rustls keeps a client's certificates only once the configuration's
+        // client verifier accepted them.
+        self.peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|ee| ClientIdentity::from_certificate(ee.clone()))
+            .map(Box::new)
+    }
+}
+
+impl RustlsRole for rustls::ClientConnection {
+    type Data = rustls::client::ClientConnectionData;
+    fn sni(&self) -> Option<String> {
+        None
+    }
+    fn client_identity(&self) -> Option<Box<ClientIdentity>> {
+        None
+    }
+}
+
+impl<C: RustlsRole> TlsLink for RustlsLink<C> {
     fn receive(&mut self, mut ciphertext: &[u8], plaintext: &mut BytesMut) -> Result<(), TlsError> {
         use std::io::Read;
         while !ciphertext.is_empty() {
@@ -516,31 +571,17 @@ impl TlsLink for RustlsLink {
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("{suite:?}"))
         });
-        let sni = match &self.conn {
-            rustls::Connection::Server(s) => s.server_name().map(str::to_owned),
-            rustls::Connection::Client(_) => None,
-        };
-        let peer_certificates = self
-            .conn
-            .peer_certificates()
-            .map(<[CertificateDer<'static>]>::to_vec)
-            .unwrap_or_default();
-        // Server role: rustls keeps a client's certificates only once the
-        // configuration's client verifier accepted them.
-        let client_identity = match &self.conn {
-            rustls::Connection::Server(_) => peer_certificates
-                .first()
-                .and_then(|ee| ClientIdentity::from_certificate(ee.clone()))
-                .map(Box::new),
-            rustls::Connection::Client(_) => None,
-        };
         TlsInfo {
             version,
             cipher_suite,
             alpn: self.conn.alpn_protocol().map(<[u8]>::to_vec),
-            sni,
-            peer_certificates,
-            client_identity,
+            sni: self.conn.sni(),
+            peer_certificates: self
+                .conn
+                .peer_certificates()
+                .map(<[CertificateDer<'static>]>::to_vec)
+                .unwrap_or_default(),
+            client_identity: self.conn.client_identity(),
             own_certificate: self.own_certificate,
         }
     }
@@ -550,7 +591,7 @@ impl TlsLink for RustlsLink {
     }
 
     fn into_rustls(self: Box<Self>) -> Option<rustls::Connection> {
-        Some(self.conn)
+        Some(self.conn.into())
     }
 }
 

@@ -642,8 +642,16 @@ impl<M: Machine> Engine<M> {
         self.core.phase == Phase::Closed
     }
 
-    pub(crate) fn tls_info(&self) -> Option<&TlsInfo> {
-        self.core.tls_info.as_ref()
+    /// What TLS negotiated, once established: with rustls in memory read
+    /// from the connection (which holds the peer's chain already; the
+    /// session keeps only [`TlsInfo::slim`]), with bring-your-own TLS what
+    /// the caller gave.
+    pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
+        let kept = self.core.tls_info.as_ref()?;
+        match &self.core.link {
+            Some(link) if !self.core.external => Some(link.info()),
+            _ => Some(kept.clone()),
+        }
     }
 
     /// [`Engine::run`] on new input, holding the session's own answers to
@@ -748,11 +756,16 @@ impl<E: From<UpgradeEvent>> Core<E> {
     /// Gives back the buffers an idle session does not need: an empty input
     /// or staging buffer keeps no allocation between reads (the design target
     /// is under 1 KiB of state per idle session on top of rustls).
+    ///
+    /// An empty buffer may still hold its allocation with no capacity left
+    /// (the staging buffer after TLS took every octet with `advance`, the
+    /// input after its last line was split off): it is replaced whatever
+    /// its capacity says.
     fn trim_idle(&mut self) {
-        if self.input.is_empty() && self.input.capacity() > 0 {
+        if self.input.is_empty() {
             self.input = BytesMut::new();
         }
-        if self.staged.is_empty() && self.staged.capacity() > 0 {
+        if self.staged.is_empty() {
             self.staged = BytesMut::new();
         }
     }
@@ -962,7 +975,13 @@ impl<E: From<UpgradeEvent>> Core<E> {
     fn tls_up(&mut self, info: TlsInfo) {
         self.report_discarded();
         self.phase = Phase::Tls;
-        self.tls_info = Some(info.clone());
+        // With rustls in memory the connection keeps the chain and the rest:
+        // no second copy per session (`Engine::tls_info` reads them there).
+        self.tls_info = Some(if self.external {
+            info.clone()
+        } else {
+            info.slim()
+        });
         self.events
             .push_back(UpgradeEvent::TlsEstablished(info).into());
         // Output the protocol wrote while waiting goes out encrypted now.
@@ -1086,8 +1105,12 @@ macro_rules! session_io {
                 self.engine.is_closed()
             }
 
-            /// What TLS negotiated, once established.
-            pub fn tls_info(&self) -> Option<&$crate::TlsInfo> {
+            /// What TLS negotiated, once established. With rustls in memory
+            /// it is read from the connection at each call (the session
+            /// keeps no second copy of the peer's certificate chain); with
+            /// bring-your-own TLS it is what
+            /// [`tls_established`](Self::tls_established) was given.
+            pub fn tls_info(&self) -> Option<$crate::TlsInfo> {
                 self.engine.tls_info()
             }
 
@@ -1165,6 +1188,10 @@ impl<M: Machine> Engine<M> {
             return Err(UsageError::WrongState(
                 "the hand-off needs every transmit byte taken first",
             ));
+        }
+        // From now on `tls_info()` cannot read the connection: keep it all.
+        if let Some(link) = &self.core.link {
+            self.core.tls_info = Some(link.info());
         }
         let connection = self.core.link.take().and_then(|l| l.into_rustls());
         let unconsumed = std::mem::take(&mut self.core.input).freeze();

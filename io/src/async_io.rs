@@ -464,7 +464,7 @@ macro_rules! async_driver {
                 if let Err(e) = self.flush().await {
                     return Err((self, e));
                 }
-                let info = self.pump.session.tls_info().cloned();
+                let info = self.pump.session.tls_info();
                 match self.pump.session.take_tls() {
                     Ok(h) => Ok(crate::Handoff::new(self.io.io.0, h, info)),
                     Err(e) => Err((self, crate::Error::Usage(e))),

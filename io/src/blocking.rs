@@ -381,7 +381,7 @@ impl<S: Session, T: Socket> Driver<S, T> {
         if let Err(e) = self.flush() {
             return Err((self, e));
         }
-        let info = self.pump.session.tls_info().cloned();
+        let info = self.pump.session.tls_info();
         match self.pump.session.take_tls() {
             Ok(h) => Ok(Handoff::new(self.io.io, h, info)),
             Err(e) => Err((self, Error::Usage(e))),

@@ -265,6 +265,14 @@ enum Kind {
     Other,
 }
 
+/// The list as the session keeps it: its octets copied into an allocation
+/// of their own size. The received list is a slice of the input buffer the
+/// response arrived in, which it would otherwise keep alive whole for as long
+/// as the session keeps the list.
+fn detached(caps: &Capabilities) -> Capabilities {
+    Capabilities::parse(&Bytes::copy_from_slice(caps.as_bytes())).unwrap_or_default()
+}
+
 pub(crate) struct ClientMachine {
     config: Arc<ClientConfig>,
     after_tls: bool,
@@ -418,7 +426,7 @@ impl ClientMachine {
                             });
                         }
                         self.authenticated = true;
-                        self.caps = caps;
+                        self.caps = caps.as_ref().map(detached);
                         self.ready(io);
                         return Ok(());
                     }
@@ -436,8 +444,8 @@ impl ClientMachine {
                 }
                 match caps {
                     Some(c) => {
-                        io.emit(ClientEvent::Capabilities(Received::new(c.clone(), trust)));
-                        self.caps = Some(c);
+                        self.caps = Some(detached(&c));
+                        io.emit(ClientEvent::Capabilities(Received::new(c, trust)));
                         self.decide(io)
                     }
                     None => {
@@ -456,8 +464,8 @@ impl ClientMachine {
                     _ => false,
                 };
                 if asked {
-                    io.emit(ClientEvent::Capabilities(Received::new(c.clone(), trust)));
-                    self.caps = Some(c);
+                    self.caps = Some(detached(&c));
+                    io.emit(ClientEvent::Capabilities(Received::new(c, trust)));
                 } else {
                     // Not asked for: reported, never kept.
                     io.emit(ClientEvent::Untagged(Received::new(

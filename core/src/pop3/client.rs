@@ -190,9 +190,10 @@ impl ClientSession {
     }
 
     /// The capabilities in force: after an upgrade, only those received over
-    /// TLS.
-    pub fn capabilities(&self) -> Option<&Capabilities> {
-        self.engine.machine().caps.as_ref()
+    /// TLS. Read again at each call from the listing the session keeps (an
+    /// idle session holds the listing's octets, not the parsed list).
+    pub fn capabilities(&self) -> Option<Capabilities> {
+        self.engine.machine().caps.as_ref().map(Kept::expand)
     }
 
     /// `true` after [`ClientEvent::Ready`].
@@ -222,6 +223,27 @@ enum Mode {
     },
 }
 
+/// A `CAPA` listing as the session keeps it between commands: its octets in
+/// one allocation of their own size and the two offers checked on every
+/// command, rather than the parsed [`Capabilities`] (a [`Capability`] per
+/// line); [expanded](Kept::expand) when asked.
+///
+/// [`Capability`]: super::capability::Capability
+#[derive(Clone, Debug)]
+struct Kept {
+    /// The listing as [`Capabilities::from_listing`] read it.
+    listing: Box<[u8]>,
+    stls: bool,
+    pipelining: bool,
+}
+
+impl Kept {
+    /// The list again: the same octets read the same way.
+    fn expand(&self) -> Capabilities {
+        Capabilities::from_listing(&Bytes::copy_from_slice(&self.listing))
+    }
+}
+
 pub(crate) struct ClientMachine {
     config: Arc<ClientConfig>,
     after_tls: bool,
@@ -229,7 +251,8 @@ pub(crate) struct ClientMachine {
     /// Replies we wait for, with the write position of their command.
     expect: VecDeque<(Expect, u64)>,
     mode: Mode,
-    caps: Option<Capabilities>,
+    /// The capabilities in force, kept compact.
+    caps: Option<Kept>,
     ready: bool,
     quitting: bool,
     challenged: bool,
@@ -297,7 +320,7 @@ impl ClientMachine {
             self.ready(io);
             return Ok(());
         }
-        if self.caps.as_ref().is_some_and(|c| c.has_stls()) && self.config.policy.attempts_tls() {
+        if self.caps.as_ref().is_some_and(|c| c.stls) && self.config.policy.attempts_tls() {
             self.write(&Command::Stls, Expect::Stls, io);
             return Ok(());
         }
@@ -328,6 +351,10 @@ impl ClientMachine {
                 detail: "a response with no command outstanding".into(),
             });
         };
+        if self.expect.is_empty() {
+            // Nothing outstanding: an idle session keeps no slots.
+            self.expect = VecDeque::new();
+        }
         if io.sent() < sent_at {
             // No honest server answers a command it has not received: this
             // is a planted response (threat class 5).
@@ -444,13 +471,15 @@ impl ClientMachine {
     fn capa_done(&mut self, listing: BytesMut, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
         // Informational: an odd line (empty, a bad name) is skipped, never
         // fatal (docs/design.md, "Tolerant listings, strict boundary").
-        let caps = Capabilities::from_listing(&listing.freeze());
+        let listing = listing.freeze();
+        let caps = Capabilities::from_listing(&listing);
+        self.caps = Some(Kept {
+            listing: listing.as_ref().into(),
+            stls: caps.has_stls(),
+            pipelining: caps.pipelining(),
+        });
         let trust = io.trust();
-        io.emit(ClientEvent::Capabilities(Received::new(
-            caps.clone(),
-            trust,
-        )));
-        self.caps = Some(caps);
+        io.emit(ClientEvent::Capabilities(Received::new(caps, trust)));
         self.decide(io, false)
     }
 
@@ -471,7 +500,7 @@ impl ClientMachine {
                 let advertised = self
                     .caps
                     .as_ref()
-                    .is_some_and(|c| c.sasl_mechanisms().any(|m| sasl::is_external(&m)));
+                    .is_some_and(|c| c.expand().sasl_mechanisms().any(|m| sasl::is_external(&m)));
                 sasl::client_check(io.trust(), io.tls_info(), advertised)?;
             }
             Command::User { .. }
@@ -485,7 +514,7 @@ impl ClientMachine {
             Command::Quit => self.quitting = true,
             _ => {}
         }
-        if !self.expect.is_empty() && !self.caps.as_ref().is_some_and(|c| c.pipelining()) {
+        if !self.expect.is_empty() && !self.caps.as_ref().is_some_and(|c| c.pipelining) {
             return Err(UsageError::WouldPipeline);
         }
         let expect = Expect::App {

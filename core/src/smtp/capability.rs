@@ -345,6 +345,56 @@ impl Capabilities {
     }
 }
 
+/// A capability list as a client session keeps it between commands: the
+/// EHLO reply as received, in one allocation of its own size, and the three
+/// offers the session checks on every command. [`Capabilities`] holds a
+/// 72-octet [`Capability`] per line plus, through its `Bytes`, the whole
+/// input buffer the reply arrived in; an idle session holds this instead
+/// and [expands](Kept::expand) it when asked.
+#[derive(Clone, Debug)]
+pub(crate) struct Kept {
+    /// The reply's octets, as [`Reply::raw`] gave them.
+    raw: Box<[u8]>,
+    pipelining: bool,
+    chunking: bool,
+    require_tls: bool,
+}
+
+impl Kept {
+    /// Keeps `caps`, read from `reply`.
+    pub(crate) fn new(reply: &Reply, caps: &Capabilities) -> Kept {
+        Kept {
+            raw: reply.raw().as_ref().into(),
+            pipelining: caps.pipelining(),
+            chunking: caps.contains("CHUNKING"),
+            require_tls: caps.has_require_tls(),
+        }
+    }
+
+    /// The list again, as [`Capabilities::from_ehlo_reply`] read it.
+    pub(crate) fn expand(&self) -> Capabilities {
+        // The same octets parsed the same way as when they were kept.
+        Reply::parse(Bytes::copy_from_slice(&self.raw))
+            .and_then(|reply| Capabilities::from_ehlo_reply(&reply))
+            .unwrap_or_else(|_| Capabilities::new(Bytes::new(), Vec::new()))
+    }
+
+    /// `PIPELINING` was announced.
+    pub(crate) fn pipelining(&self) -> bool {
+        self.pipelining
+    }
+
+    /// A `CHUNKING` line was announced.
+    pub(crate) fn chunking(&self) -> bool {
+        self.chunking
+    }
+
+    /// `REQUIRETLS` was announced.
+    pub(crate) fn require_tls(&self) -> bool {
+        self.require_tls
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,6 +637,30 @@ mod tests {
                 })
             );
         }
+    }
+
+    /// What a client keeps is the same list, read again on demand.
+    #[test]
+    fn kept_expands_to_the_same_list() {
+        for raw in [
+            "250-mx.example.com greets you\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-CHUNKING\r\n250-AUTH PLAIN LOGIN\r\n250-X-ODD  a  b\r\n250-FOO_BAR\r\n250 REQUIRETLS\r\n",
+            "250 mx\r\n",
+            "250-\r\n250 DSN\r\n",
+        ] {
+            let r = reply(raw);
+            let c = Capabilities::from_ehlo_reply(&r).unwrap();
+            let kept = Kept::new(&r, &c);
+            assert_eq!(kept.expand(), c, "{raw:?}");
+            assert_eq!(kept.pipelining(), c.pipelining());
+            assert_eq!(kept.chunking(), c.contains("CHUNKING"));
+            assert_eq!(kept.require_tls(), c.has_require_tls());
+            // One allocation of the reply's size, nothing shared with the
+            // buffer it came in.
+            assert_eq!(kept.raw.len(), raw.len());
+        }
+        let r = reply("250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+        let kept = Kept::new(&r, &Capabilities::from_ehlo_reply(&r).unwrap());
+        assert!(kept.pipelining() && kept.chunking() && !kept.require_tls());
     }
 
     #[test]

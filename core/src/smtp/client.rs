@@ -16,7 +16,7 @@ use crate::upgrade::{
     session_io, Engine, EngineConfig, InjectionPolicy, InputBudget, Io, Machine, UpgradeEvent,
 };
 
-use super::capability::Capabilities;
+use super::capability::{Capabilities, Kept};
 use super::command::{Command, Host, Parameter, Parameters, ReversePath};
 use super::policy::{has_require_tls, RequireTlsRefusal};
 use super::reply::{parse_reply_line, Reply};
@@ -241,9 +241,10 @@ impl ClientSession {
     }
 
     /// The capabilities in force: after an upgrade, only those received over
-    /// TLS.
-    pub fn capabilities(&self) -> Option<&Capabilities> {
-        self.engine.machine().caps.as_ref()
+    /// TLS. Read again at each call from the reply the session keeps (an
+    /// idle session holds the reply's octets, not the parsed list).
+    pub fn capabilities(&self) -> Option<Capabilities> {
+        self.engine.machine().caps.as_ref().map(Kept::expand)
     }
 
     /// `true` after [`ClientEvent::Ready`].
@@ -254,11 +255,11 @@ impl ClientSession {
 
 /// RFC 8689 §4.2.1 steps 4 and 5: TLS, and `REQUIRETLS` in the capabilities
 /// (which, over TLS, are only those received over TLS).
-fn require_tls_allowed(trust: Trust, caps: Option<&Capabilities>) -> Result<(), RequireTlsRefusal> {
+fn require_tls_allowed(trust: Trust, caps: Option<&Kept>) -> Result<(), RequireTlsRefusal> {
     if trust != Trust::Tls {
         return Err(RequireTlsRefusal::NoTls);
     }
-    if !caps.is_some_and(Capabilities::has_require_tls) {
+    if !caps.is_some_and(Kept::require_tls) {
         return Err(RequireTlsRefusal::NotAdvertised);
     }
     Ok(())
@@ -291,7 +292,8 @@ pub(crate) struct ClientMachine {
     started: bool,
     /// Replies we wait for, each with the write position of its command.
     expect: VecDeque<(Expect, u64)>,
-    caps: Option<Capabilities>,
+    /// The capabilities in force, kept compact.
+    caps: Option<Kept>,
     ready: bool,
     quitting: bool,
     /// Multi-line reply framing: offset of the next line, lines so far, the
@@ -490,12 +492,9 @@ impl ClientMachine {
                             step,
                             reason: e.to_string(),
                         })?;
-                    io.emit(ClientEvent::Capabilities(Received::new(
-                        caps.clone(),
-                        trust,
-                    )));
                     let starttls = caps.has_starttls();
-                    self.caps = Some(caps);
+                    self.caps = Some(Kept::new(&reply, &caps));
+                    io.emit(ClientEvent::Capabilities(Received::new(caps, trust)));
                     if trust == Trust::Tls {
                         self.ready(io);
                     } else if starttls && policy.attempts_tls() {
@@ -618,7 +617,7 @@ impl ClientMachine {
                 "a message is in progress: wait for the 354 reply, send the data, then finish_data",
             ));
         }
-        if !self.expect.is_empty() && !self.caps.as_ref().is_some_and(|c| c.pipelining()) {
+        if !self.expect.is_empty() && !self.caps.as_ref().is_some_and(Kept::pipelining) {
             return Err(UsageError::WouldPipeline);
         }
         Ok(())
@@ -637,7 +636,7 @@ impl ClientMachine {
                 let advertised = self
                     .caps
                     .as_ref()
-                    .is_some_and(|c| c.auth_mechanisms().any(|m| sasl::is_external(&m)));
+                    .is_some_and(|c| c.expand().auth_mechanisms().any(|m| sasl::is_external(&m)));
                 sasl::client_check(io.trust(), io.tls_info(), advertised)?;
             }
             Command::Auth { .. }
@@ -686,7 +685,7 @@ impl ClientMachine {
         io: &mut Io<'_, ClientEvent>,
     ) -> Result<(), UsageError> {
         self.check_can_send()?;
-        if !self.caps.as_ref().is_some_and(|c| c.contains("CHUNKING")) {
+        if !self.caps.as_ref().is_some_and(Kept::chunking) {
             return Err(UsageError::WrongState("the server does not offer CHUNKING"));
         }
         let cmd = Command::Bdat {
@@ -755,6 +754,10 @@ impl Machine for ClientMachine {
                     detail: format!("reply {} with no command outstanding", reply.code().get()),
                 });
             };
+            if self.expect.is_empty() {
+                // Nothing outstanding: an idle session keeps no slots.
+                self.expect = VecDeque::new();
+            }
             if io.sent() < sent_at {
                 // No honest server answers a command it has not received.
                 return Err(Error::UnexpectedReply {

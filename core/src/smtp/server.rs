@@ -1,6 +1,8 @@
 //! The SMTP / submission / LMTP server session.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -124,6 +126,159 @@ pub struct ServerConfig {
     /// affected: in `DATA` a bare LF always rejects the message and only
     /// `CRLF.CRLF` ends it (RFC 5321 §4.1.1.4, the "SMTP smuggling" defence).
     pub insecure_bare_lf_line_ends: bool,
+    /// The `EHLO`/`LHLO` reply octets, built at the first `EHLO` and shared
+    /// by every session of this configuration.
+    ehlo: EhloCache,
+}
+
+/// What the `EHLO`/`LHLO` reply depends on in a [`ServerConfig`]: the cache
+/// is used only while the configuration still says the same (its fields are
+/// public, and a configuration may be changed after sessions used it, through
+/// `Arc::get_mut` or a clone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EhloKey {
+    hostname: String,
+    extensions: Extensions,
+    auth_mechanisms: Vec<String>,
+    insecure_auth_in_cleartext: bool,
+    implicit_tls: bool,
+    tls_available: bool,
+}
+
+impl EhloKey {
+    fn of(c: &ServerConfig) -> EhloKey {
+        EhloKey {
+            hostname: c.hostname.clone(),
+            extensions: c.extensions,
+            auth_mechanisms: c.auth_mechanisms.clone(),
+            insecure_auth_in_cleartext: c.insecure_auth_in_cleartext,
+            implicit_tls: c.implicit_tls,
+            tls_available: c.tls.is_available(),
+        }
+    }
+
+    fn matches(&self, c: &ServerConfig) -> bool {
+        self.hostname == c.hostname
+            && self.extensions == c.extensions
+            && self.auth_mechanisms == c.auth_mechanisms
+            && self.insecure_auth_in_cleartext == c.insecure_auth_in_cleartext
+            && self.implicit_tls == c.implicit_tls
+            && self.tls_available == c.tls.is_available()
+    }
+}
+
+/// The two `EHLO`/`LHLO` replies of a configuration, as sent: before TLS
+/// and over TLS (without a client certificate).
+#[derive(Debug)]
+struct EhloReplies {
+    key: EhloKey,
+    cleartext: Box<[u8]>,
+    tls: Box<[u8]>,
+}
+
+/// Built once per configuration, at the first `EHLO`: a session sends the
+/// octets from here instead of building the capability list, its lines and
+/// the reply (some 30 allocations) each time.
+#[derive(Default)]
+struct EhloCache(OnceLock<EhloReplies>);
+
+impl Clone for EhloCache {
+    /// Empty: a clone is a new configuration, maybe changed before use.
+    fn clone(&self) -> Self {
+        EhloCache::default()
+    }
+}
+
+impl fmt::Debug for EhloCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "EhloCache(built)"
+        } else {
+            "EhloCache(empty)"
+        })
+    }
+}
+
+impl ServerConfig {
+    /// The `EHLO`/`LHLO` reply for a session at `trust` with `tls`: from the
+    /// cache, unless the reply depends on the session (`EXTERNAL` offered to
+    /// a verified client certificate) or the configuration changed since
+    /// the cache was built.
+    fn ehlo_reply(&self, trust: Trust, tls: Option<&TlsInfo>) -> Cow<'_, [u8]> {
+        if sasl::server_identity(trust, tls).is_none() {
+            let built = self.ehlo.0.get_or_init(|| EhloReplies {
+                key: EhloKey::of(self),
+                cleartext: self.build_ehlo_reply(Trust::Cleartext, None).into(),
+                tls: self.build_ehlo_reply(Trust::Tls, None).into(),
+            });
+            if built.key.matches(self) {
+                return Cow::Borrowed(match trust {
+                    Trust::Cleartext => &built.cleartext,
+                    Trust::Tls => &built.tls,
+                });
+            }
+        }
+        Cow::Owned(self.build_ehlo_reply(trust, tls))
+    }
+
+    fn build_ehlo_reply(&self, trust: Trust, tls: Option<&TlsInfo>) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.capabilities(trust, tls).to_reply(b"").write_to(&mut v);
+        v
+    }
+
+    fn capabilities(&self, trust: Trust, tls: Option<&TlsInfo>) -> Capabilities {
+        let x = &self.extensions;
+        let mut caps = Vec::new();
+        if let Some(size) = x.size {
+            caps.push(Capability::Size(Some(size)));
+        }
+        if x.pipelining {
+            caps.push(Capability::Pipelining);
+        }
+        if x.eight_bit_mime {
+            caps.push(Capability::EightBitMime);
+        }
+        if x.smtputf8 {
+            caps.push(Capability::SmtpUtf8);
+        }
+        if x.chunking {
+            caps.push(Capability::Chunking);
+            if x.binarymime {
+                caps.push(Capability::BinaryMime);
+            }
+        }
+        if x.dsn {
+            caps.push(Capability::Dsn);
+        }
+        if x.enhanced_status_codes {
+            caps.push(Capability::EnhancedStatusCodes);
+        }
+        // RFC 8689 §4.2.1 step 5: looked for after the upgrade, used only over TLS.
+        if x.requiretls && trust == Trust::Tls {
+            caps.push(Capability::RequireTls);
+        }
+        if self.offers_starttls(trust) {
+            caps.push(Capability::StartTls);
+        }
+        if self.offers_auth(trust) {
+            let mechs: Vec<&str> = sasl::advertised(&self.auth_mechanisms, trust, tls)
+                .map(String::as_str)
+                .collect();
+            if !mechs.is_empty() {
+                caps.push(Capability::Auth(Bytes::from(mechs.join(" "))));
+            }
+        }
+        Capabilities::new(Bytes::from(self.hostname.clone()), caps)
+    }
+
+    fn offers_starttls(&self, trust: Trust) -> bool {
+        trust == Trust::Cleartext && !self.implicit_tls && self.tls.is_available()
+    }
+
+    fn offers_auth(&self, trust: Trust) -> bool {
+        !self.auth_mechanisms.is_empty() && (trust == Trust::Tls || self.insecure_auth_in_cleartext)
+    }
 }
 
 impl ServerConfig {
@@ -144,6 +299,7 @@ impl ServerConfig {
             injection: InjectionPolicy::Discard,
             limits: Limits::default(),
             insecure_bare_lf_line_ends: false,
+            ehlo: EhloCache::default(),
         }
     }
 
@@ -502,52 +658,6 @@ impl ServerMachine {
         self.require_tls = false;
     }
 
-    fn capabilities(&self, trust: Trust, tls: Option<&TlsInfo>) -> Capabilities {
-        let c = &self.config;
-        let x = &c.extensions;
-        let mut caps = Vec::new();
-        if let Some(size) = x.size {
-            caps.push(Capability::Size(Some(size)));
-        }
-        if x.pipelining {
-            caps.push(Capability::Pipelining);
-        }
-        if x.eight_bit_mime {
-            caps.push(Capability::EightBitMime);
-        }
-        if x.smtputf8 {
-            caps.push(Capability::SmtpUtf8);
-        }
-        if x.chunking {
-            caps.push(Capability::Chunking);
-            if x.binarymime {
-                caps.push(Capability::BinaryMime);
-            }
-        }
-        if x.dsn {
-            caps.push(Capability::Dsn);
-        }
-        if x.enhanced_status_codes {
-            caps.push(Capability::EnhancedStatusCodes);
-        }
-        // RFC 8689 §4.2.1 step 5: looked for after the upgrade, used only over TLS.
-        if x.requiretls && trust == Trust::Tls {
-            caps.push(Capability::RequireTls);
-        }
-        if self.offers_starttls(trust) {
-            caps.push(Capability::StartTls);
-        }
-        if self.offers_auth(trust) {
-            let mechs: Vec<&str> = sasl::advertised(&c.auth_mechanisms, trust, tls)
-                .map(String::as_str)
-                .collect();
-            if !mechs.is_empty() {
-                caps.push(Capability::Auth(Bytes::from(mechs.join(" "))));
-            }
-        }
-        Capabilities::new(Bytes::from(c.hostname.clone()), caps)
-    }
-
     /// The line limit for the next line, raised by the extensions offered
     /// as their RFCs allow. The choice depends only on the first octets of
     /// the line, so it is the same however the line was split.
@@ -575,12 +685,11 @@ impl ServerMachine {
     }
 
     fn offers_starttls(&self, trust: Trust) -> bool {
-        trust == Trust::Cleartext && !self.config.implicit_tls && self.config.tls.is_available()
+        self.config.offers_starttls(trust)
     }
 
     fn offers_auth(&self, trust: Trust) -> bool {
-        !self.config.auth_mechanisms.is_empty()
-            && (trust == Trust::Tls || self.config.insecure_auth_in_cleartext)
+        self.config.offers_auth(trust)
     }
 
     fn command(&mut self, line: Bytes, io: &mut Io<'_, ServerEvent>) {
@@ -606,8 +715,8 @@ impl ServerMachine {
                 self.reset_transaction(io);
                 self.hello = true;
                 self.extended = true;
-                let r = self.capabilities(trust, io.tls_info()).to_reply(b"");
-                self.send(io, &r);
+                let reply = self.config.ehlo_reply(trust, io.tls_info());
+                io.send(&reply);
                 io.emit(ServerEvent::Hello(cmd));
                 return;
             }
@@ -1095,5 +1204,152 @@ impl crate::session::Timed for ServerMachine {
         )
         .write_to(&mut v);
         Some(v)
+    }
+}
+
+#[cfg(test)]
+mod ehlo_cache_tests {
+    use super::*;
+    use crate::tls::ClientIdentity;
+
+    fn config(f: impl FnOnce(&mut ServerConfig)) -> Arc<ServerConfig> {
+        let mut c = ServerConfig::new("mx.test", ServerTls::External);
+        c.auth_mechanisms = vec!["PLAIN".into(), "EXTERNAL".into()];
+        c.extensions.requiretls = true;
+        f(&mut c);
+        Arc::new(c)
+    }
+
+    fn out(s: &mut ServerSession) -> String {
+        let mut v = Vec::new();
+        while let Some(b) = s.poll_transmit() {
+            v.extend_from_slice(&b);
+        }
+        String::from_utf8(v).unwrap()
+    }
+
+    /// The session's reply to `EHLO`, in cleartext or (bring-your-own TLS)
+    /// after STARTTLS with `info`.
+    fn ehlo(config: &Arc<ServerConfig>, tls: Option<TlsInfo>) -> String {
+        let mut s = ServerSession::new(Arc::clone(config)).unwrap();
+        out(&mut s);
+        if let Some(info) = tls {
+            s.handle_input(b"EHLO c.test\r\nSTARTTLS\r\n");
+            assert!(out(&mut s).ends_with("220 2.0.0 Ready to start TLS\r\n"));
+            s.tls_established(info).unwrap();
+            while let Some(e) = s.poll_event().unwrap() {
+                assert!(
+                    matches!(e, ServerEvent::Hello(_) | ServerEvent::Upgrade(_)),
+                    "{e:?}"
+                );
+            }
+            assert_eq!(s.trust(), Trust::Tls);
+        }
+        s.handle_input(b"EHLO c.test\r\n");
+        out(&mut s)
+    }
+
+    fn identity() -> ClientIdentity {
+        ClientIdentity {
+            subject: "CN=alice".into(),
+            common_names: vec!["alice".into()],
+            dns_names: Vec::new(),
+            emails: Vec::new(),
+            certificate: Vec::new().into(),
+        }
+    }
+
+    #[test]
+    fn built_once_per_configuration_and_shared_by_its_sessions() {
+        let c = config(|_| {});
+        assert!(c.ehlo.0.get().is_none(), "built only at the first EHLO");
+        let first = ehlo(&c, None);
+        let built = c.ehlo.0.get().expect("built at the first EHLO");
+        let at = (built.cleartext.as_ptr(), built.tls.as_ptr());
+        let second = ehlo(&c, None);
+        let tls = ehlo(&c, Some(TlsInfo::unknown()));
+        let built = c.ehlo.0.get().unwrap();
+        assert_eq!((built.cleartext.as_ptr(), built.tls.as_ptr()), at);
+        assert_eq!(first, second);
+        // The cached octets are the reply built from the configuration.
+        assert_eq!(
+            first.as_bytes(),
+            &c.build_ehlo_reply(Trust::Cleartext, None)[..]
+        );
+        assert_eq!(
+            tls.as_bytes(),
+            &c.build_ehlo_reply(Trust::Tls, Some(&TlsInfo::unknown()))[..]
+        );
+    }
+
+    #[test]
+    fn cleartext_and_tls_variants() {
+        let c = config(|_| {});
+        let clear = ehlo(&c, None);
+        assert_eq!(
+            clear,
+            "250-mx.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n\
+             250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n"
+        );
+        // Over TLS: AUTH and REQUIRETLS, no STARTTLS; EXTERNAL only with a
+        // verified client certificate, never from the cache.
+        let tls = ehlo(&c, Some(TlsInfo::unknown()));
+        assert_eq!(
+            tls,
+            "250-mx.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n\
+             250-ENHANCEDSTATUSCODES\r\n250-REQUIRETLS\r\n250 AUTH PLAIN\r\n"
+        );
+        let with_cert = ehlo(
+            &c,
+            Some(TlsInfo::unknown().with_client_identity(identity())),
+        );
+        assert!(
+            with_cert.ends_with("250 AUTH PLAIN EXTERNAL\r\n"),
+            "{with_cert}"
+        );
+        // ... and that reply did not go into the cache.
+        assert_eq!(ehlo(&c, Some(TlsInfo::unknown())), tls);
+        assert_eq!(ehlo(&c, None), clear);
+    }
+
+    #[test]
+    fn a_changed_configuration_gets_its_own_reply() {
+        let c = config(|_| {});
+        let before = ehlo(&c, None);
+        // Different configurations, different replies.
+        let other = config(|c| {
+            c.hostname = "other.test".into();
+            c.extensions.size = Some(1000);
+        });
+        let reply = ehlo(&other, None);
+        assert!(
+            reply.starts_with("250-other.test\r\n250-SIZE 1000\r\n"),
+            "{reply}"
+        );
+        assert_eq!(ehlo(&c, None), before);
+        // A clone changed after the original was used.
+        let mut clone = (*c).clone();
+        clone.extensions.pipelining = false;
+        let clone = Arc::new(clone);
+        assert!(!ehlo(&clone, None).contains("PIPELINING"));
+        // The same configuration changed in place once its sessions are gone.
+        let mut c = c;
+        let m = Arc::get_mut(&mut c).expect("no session left");
+        m.insecure_auth_in_cleartext = true;
+        m.auth_mechanisms = vec!["LOGIN".into()];
+        m.implicit_tls = false;
+        let after = ehlo(&c, None);
+        assert!(
+            after.ends_with("250-STARTTLS\r\n250 AUTH LOGIN\r\n"),
+            "{after}"
+        );
+        assert_eq!(
+            after.as_bytes(),
+            &c.build_ehlo_reply(Trust::Cleartext, None)[..]
+        );
+        let m = Arc::get_mut(&mut c).unwrap();
+        m.tls = ServerTls::None;
+        m.extensions.requiretls = false;
+        assert!(!ehlo(&c, None).contains("STARTTLS"));
     }
 }
