@@ -9,7 +9,7 @@
 //! and real TLS, and attack probes written on raw sockets. It prints one line
 //! per check and a total, and exits non-zero if any check fails.
 
-use starttls_conformance::{connect, live, mailbox, pki, policy, reference, serve, transcript};
+use starttls_conformance::{connect, hostile, live, mailbox, pki, policy, reference, serve, transcript};
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -46,6 +46,8 @@ enum Cmd {
     Serve(Box<serve::ServeArgs>),
     /// Connect to a server as the reference client and show the upgrade.
     Connect(Box<connect::ConnectArgs>),
+    /// Play a catalog of hostile-server cases against a mail client and judge it.
+    Hostile(Box<hostile::HostileArgs>),
 }
 struct Outcome {
     protocol: &'static str,
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         }) => (json, no_live, cases),
         Some(Cmd::Serve(args)) => return serve::run(*args),
         Some(Cmd::Connect(args)) => return connect::run(*args),
+        Some(Cmd::Hostile(args)) => return hostile::run(*args),
     };
     let pki = match pki::Pki::generate() {
         Ok(p) => p,
