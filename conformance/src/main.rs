@@ -9,7 +9,9 @@
 //! and real TLS, and attack probes written on raw sockets. It prints one line
 //! per check and a total, and exits non-zero if any check fails.
 
-use starttls_conformance::{connect, hostile, live, mailbox, pki, policy, reference, serve, transcript};
+use starttls_conformance::{
+    connect, hostile, live, mailbox, pki, policy, reference, serve, transcript,
+};
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

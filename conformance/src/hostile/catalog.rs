@@ -180,6 +180,21 @@ pub fn all() -> Vec<Case> {
     v.extend(imap());
     v.extend(pop3());
     v.extend(shared());
+    for case in &mut v {
+        // Where the upgrade is hidden or PREAUTH was sent, a client that
+        // asks anyway is refused, as by the man in the middle who hid it.
+        let default = case.play.upgrade == Play::default().upgrade;
+        if default && matches!(case.class, Class::Stripping | Class::Preauth) {
+            case.play.upgrade = Upgrade::Refuse(
+                match case.proto {
+                    Proto::Smtp => "502 5.5.1 command not implemented\r\n",
+                    Proto::Imap => "{tag} BAD command unknown or not allowed now\r\n",
+                    Proto::Pop3 => "-ERR unknown command\r\n",
+                }
+                .into(),
+            );
+        }
+    }
     v
 }
 
@@ -190,34 +205,126 @@ fn shared() -> Vec<Case> {
     for p in [Proto::Smtp, Proto::Imap, Proto::Pop3] {
         for kind in CertKind::ALL.into_iter().filter(|k| *k != CertKind::Good) {
             let name = format!("{kind:?}").to_ascii_lowercase();
-            v.push(c(p, Certificate, &name, &format!("presents a {kind:?} certificate after the upgrade (made at run time)"), cert(kind)));
+            v.push(c(
+                p,
+                Certificate,
+                &name,
+                &format!("presents a {kind:?} certificate after the upgrade (made at run time)"),
+                cert(kind),
+            ));
         }
         let (greeting, upgrade_ok): (&str, &str) = match p {
-            Proto::Smtp => ("220 hostile.localhost ESMTP ready\r\n", "220 2.0.0 Ready to start TLS\r\n"),
-            Proto::Imap => ("* OK hostile IMAP4rev1 server ready\r\n", "{tag} OK begin TLS now\r\n"),
+            Proto::Smtp => (
+                "220 hostile.localhost ESMTP ready\r\n",
+                "220 2.0.0 Ready to start TLS\r\n",
+            ),
+            Proto::Imap => (
+                "* OK hostile IMAP4rev1 server ready\r\n",
+                "{tag} OK begin TLS now\r\n",
+            ),
             Proto::Pop3 => ("+OK hostile POP3 server ready\r\n", "+OK begin TLS\r\n"),
         };
-        v.push(c(p, Control, "plain", "a plain, correct server", Play::default()));
-        v.push(c(p, Control, "slow-greeting", "writes the greeting one byte at a time, 20 ms apart", Play {
-            greeting: Some(Out::Slow(greeting.into(), 20)),
-            ..Play::default()
-        }));
-        v.push(c(p, Control, "slow-replies", "writes every cleartext reply one byte at a time, 2 ms apart", Play {
-            slow: Some(2),
-            ..Play::default()
-        }));
+        v.push(c(
+            p,
+            Control,
+            "plain",
+            "a plain, correct server",
+            Play::default(),
+        ));
+        v.push(c(
+            p,
+            Control,
+            "slow-greeting",
+            "writes the greeting one byte at a time, 20 ms apart",
+            Play {
+                greeting: Some(Out::Slow(greeting.into(), 20)),
+                ..Play::default()
+            },
+        ));
+        v.push(c(
+            p,
+            Control,
+            "slow-replies",
+            "writes every cleartext reply one byte at a time, 2 ms apart",
+            Play {
+                slow: Some(2),
+                ..Play::default()
+            },
+        ));
         let robust: Vec<(&str, &str, Play)> = vec![
-            ("endless-greeting", "sends a greeting line that never ends (256 MiB cap)", Play { greeting: Some(Out::Endless(String::new())), ..Play::default() }),
-            ("close-after-greeting", "closes right after the greeting", Play { greeting: Some(Out::ThenClose(greeting.into())), ..Play::default() }),
-            ("close-mid-greeting", "closes in the middle of the greeting line", Play { greeting: Some(Out::ThenClose(greeting[..8].into())), ..Play::default() }),
-            ("close-after-upgrade", "closes right after the positive upgrade reply", raw(Out::ThenClose(upgrade_ok.into()))),
-            ("close-mid-upgrade-reply", "closes in the middle of the upgrade reply", raw(Out::ThenClose(upgrade_ok[..3].into()))),
-            ("garbage-instead-of-tls", "answers the upgrade positively, then sends text where the ServerHello belongs", Play { upgrade: Upgrade::Garbage("HTTP/1.1 400 Bad Request\r\n\r\n".into()), ..Play::default() }),
-            ("nul-greeting", "puts NUL bytes in the greeting", greet(&greeting.replace("ready", "re\0\0dy"))),
-            ("bare-lf-greeting", "ends the greeting with a bare LF", greet(&greeting.replace("\r\n", "\n"))),
-            ("8bit-greeting", "puts 8-bit bytes in the greeting", greet(&greeting.replace("ready", "r\u{e9}ady \u{fffd}"))),
-            ("endless-after-tls", "after the handshake, sends a line that never ends", Play { after_tls: Some(Out::Endless(String::new())), ..Play::default() }),
-            ("close-after-tls", "closes the connection right after the handshake", Play { after_tls: Some(Out::ThenClose(String::new())), ..Play::default() }),
+            (
+                "endless-greeting",
+                "sends a greeting line that never ends (256 MiB cap)",
+                Play {
+                    greeting: Some(Out::Endless(String::new())),
+                    ..Play::default()
+                },
+            ),
+            (
+                "close-after-greeting",
+                "closes right after the greeting",
+                Play {
+                    greeting: Some(Out::ThenClose(greeting.into())),
+                    ..Play::default()
+                },
+            ),
+            (
+                "close-mid-greeting",
+                "closes in the middle of the greeting line",
+                Play {
+                    greeting: Some(Out::ThenClose(greeting[..8].into())),
+                    ..Play::default()
+                },
+            ),
+            (
+                "close-after-upgrade",
+                "closes right after the positive upgrade reply",
+                raw(Out::ThenClose(upgrade_ok.into())),
+            ),
+            (
+                "close-mid-upgrade-reply",
+                "closes in the middle of the upgrade reply",
+                raw(Out::ThenClose(upgrade_ok[..3].into())),
+            ),
+            (
+                "garbage-instead-of-tls",
+                "answers the upgrade positively, then sends text where the ServerHello belongs",
+                Play {
+                    upgrade: Upgrade::Garbage("HTTP/1.1 400 Bad Request\r\n\r\n".into()),
+                    ..Play::default()
+                },
+            ),
+            (
+                "nul-greeting",
+                "puts NUL bytes in the greeting",
+                greet(&greeting.replace("ready", "re\0\0dy")),
+            ),
+            (
+                "bare-lf-greeting",
+                "ends the greeting with a bare LF",
+                greet(&greeting.replace("\r\n", "\n")),
+            ),
+            (
+                "8bit-greeting",
+                "puts 8-bit bytes in the greeting",
+                greet(&greeting.replace("ready", "r\u{e9}ady \u{fffd}")),
+            ),
+            (
+                "endless-after-tls",
+                "after the handshake, sends a line that never ends",
+                Play {
+                    after_tls: Some(Out::Endless(String::new())),
+                    ..Play::default()
+                },
+            ),
+            (
+                "close-after-tls",
+                "closes the connection right after the handshake",
+                Play {
+                    after_tls: Some(Out::ThenClose(String::new())),
+                    ..Play::default()
+                },
+            ),
         ];
         for (what, does, play) in robust {
             v.push(c(p, Robustness, what, does, play));
@@ -237,21 +344,96 @@ fn smtp() -> Vec<Case> {
     let p = Proto::Smtp;
     let ehlo = |lines: &str| Out::Bytes(format!("250-hostile.localhost\r\n{lines}"));
     let mut v = vec![
-        c(p, Control, "auth-only-after-tls", "offers AUTH only after TLS (as Postfix with smtpd_tls_auth_only)", Play {
-            caps: Some(ehlo("250-PIPELINING\r\n250 STARTTLS\r\n")),
-            ..Play::default()
-        }),
+        c(
+            p,
+            Control,
+            "auth-only-after-tls",
+            "offers AUTH only after TLS (as Postfix with smtpd_tls_auth_only)",
+            Play {
+                caps: Some(ehlo("250-PIPELINING\r\n250 STARTTLS\r\n")),
+                ..Play::default()
+            },
+        ),
         // Stripping.
-        c(p, Stripping, "not-offered", "EHLO answer without STARTTLS", Play { caps: Some(ehlo("250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n")), ..Play::default() }),
-        c(p, Stripping, "in-domain-text", "STARTTLS only as the EHLO answer's domain text", Play { caps: Some(Out::b("250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n")), ..Play::default() }),
-        c(p, Stripping, "as-parameter", "STARTTLS only as a parameter of another keyword (250-AUTH PLAIN STARTTLS)", Play { caps: Some(ehlo("250-AUTH PLAIN STARTTLS\r\n250 8BITMIME\r\n")), ..Play::default() }),
-        c(p, Stripping, "lookalike", "X-STARTTLS and STARTTLSX instead of STARTTLS", Play { caps: Some(ehlo("250-X-STARTTLS\r\n250-STARTTLSX\r\n250 AUTH PLAIN LOGIN\r\n")), ..Play::default() }),
-        c(p, Stripping, "ehlo-refused", "refuses EHLO (500), accepts HELO: a non-ESMTP server", Play { caps: Some(Out::b("500 5.5.1 command unrecognized\r\n")), ..Play::default() }),
-        c(p, Stripping, "ehlo-and-helo-refused", "refuses EHLO and HELO", Play { caps: Some(Out::b("502 5.5.1 no\r\n")), helo: Some(Out::b("502 5.5.1 no\r\n")), ..Play::default() }),
-        c(p, Stripping, "in-last-line-only", "STARTTLS on a line after the last one (after the final 250 SP line)", Play { caps: Some(ehlo("250 AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n")), ..Play::default() }),
+        c(
+            p,
+            Stripping,
+            "not-offered",
+            "EHLO answer without STARTTLS",
+            Play {
+                caps: Some(ehlo("250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "in-domain-text",
+            "STARTTLS only as the EHLO answer's domain text",
+            Play {
+                caps: Some(Out::b("250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "as-parameter",
+            "STARTTLS only as a parameter of another keyword (250-AUTH PLAIN STARTTLS)",
+            Play {
+                caps: Some(ehlo("250-AUTH PLAIN STARTTLS\r\n250 8BITMIME\r\n")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "lookalike",
+            "X-STARTTLS and STARTTLSX instead of STARTTLS",
+            Play {
+                caps: Some(ehlo(
+                    "250-X-STARTTLS\r\n250-STARTTLSX\r\n250 AUTH PLAIN LOGIN\r\n",
+                )),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "ehlo-refused",
+            "refuses EHLO (500), accepts HELO: a non-ESMTP server",
+            Play {
+                caps: Some(Out::b("500 5.5.1 command unrecognized\r\n")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "ehlo-and-helo-refused",
+            "refuses EHLO and HELO",
+            Play {
+                caps: Some(Out::b("502 5.5.1 no\r\n")),
+                helo: Some(Out::b("502 5.5.1 no\r\n")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "in-last-line-only",
+            "STARTTLS on a line after the last one (after the final 250 SP line)",
+            Play {
+                caps: Some(ehlo("250 AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n")),
+                ..Play::default()
+            },
+        ),
     ];
     for (code, text) in [
-        ("454", "454 4.7.0 TLS not available due to temporary reason\r\n"),
+        (
+            "454",
+            "454 4.7.0 TLS not available due to temporary reason\r\n",
+        ),
         ("502", "502 5.5.1 command not implemented\r\n"),
         ("500", "500 5.5.2 syntax error\r\n"),
         ("501", "501 5.5.4 syntax error in parameters\r\n"),
@@ -271,9 +453,18 @@ fn smtp() -> Vec<Case> {
         let does = if code == "220-no-tls" {
             "answers 220 but never starts TLS: the session goes on in cleartext".to_string()
         } else {
-            format!("answers STARTTLS with {:?}, then goes on in cleartext", text.trim_end())
+            format!(
+                "answers STARTTLS with {:?}, then goes on in cleartext",
+                text.trim_end()
+            )
         };
-        v.push(c(p, Stripping, &format!("reply-{code}"), &does, refuse(text)));
+        v.push(c(
+            p,
+            Stripping,
+            &format!("reply-{code}"),
+            &does,
+            refuse(text),
+        ));
     }
     v.extend([
         // Injection.
@@ -311,33 +502,107 @@ fn imap() -> Vec<Case> {
     let p = Proto::Imap;
     let capa = |caps: &str| Out::Bytes(format!("* CAPABILITY {caps}\r\n{{tag}} OK done\r\n"));
     let mut v = vec![
-        c(p, Control, "logindisabled", "advertises LOGINDISABLED until TLS (as a careful server does)", Play { caps: Some(capa("IMAP4rev1 STARTTLS LOGINDISABLED")), ..Play::default() }),
-        c(p, Control, "caps-in-greeting", "puts STARTTLS in a CAPABILITY code in the greeting", greet("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hostile ready\r\n")),
+        c(
+            p,
+            Control,
+            "logindisabled",
+            "advertises LOGINDISABLED until TLS (as a careful server does)",
+            Play {
+                caps: Some(capa("IMAP4rev1 STARTTLS LOGINDISABLED")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Control,
+            "caps-in-greeting",
+            "puts STARTTLS in a CAPABILITY code in the greeting",
+            greet("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hostile ready\r\n"),
+        ),
         // Stripping.
-        c(p, Stripping, "not-offered", "CAPABILITY without STARTTLS", Play { caps: Some(capa("IMAP4rev1 AUTH=PLAIN")), ..Play::default() }),
-        c(p, Stripping, "greeting-caps-without", "greets with a CAPABILITY code without STARTTLS", greet("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hostile ready\r\n")).stripping_caps(capa("IMAP4rev1 AUTH=PLAIN")),
-        c(p, Stripping, "in-greeting-text", "STARTTLS only in the greeting text; not in CAPABILITY", greet("* OK STARTTLS ready\r\n")).stripping_caps(capa("IMAP4rev1 AUTH=PLAIN")),
-        c(p, Stripping, "lookalike", "X-STARTTLS and STARTTLSX instead of STARTTLS", Play { caps: Some(capa("IMAP4rev1 X-STARTTLS STARTTLSX AUTH=PLAIN")), ..Play::default() }),
-        c(p, Stripping, "capability-refused", "answers CAPABILITY with BAD", Play { caps: Some(Out::b("{tag} BAD unknown command\r\n")), ..Play::default() }),
+        c(
+            p,
+            Stripping,
+            "not-offered",
+            "CAPABILITY without STARTTLS",
+            Play {
+                caps: Some(capa("IMAP4rev1 AUTH=PLAIN")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "greeting-caps-without",
+            "greets with a CAPABILITY code without STARTTLS",
+            greet("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hostile ready\r\n"),
+        )
+        .stripping_caps(capa("IMAP4rev1 AUTH=PLAIN")),
+        c(
+            p,
+            Stripping,
+            "in-greeting-text",
+            "STARTTLS only in the greeting text; not in CAPABILITY",
+            greet("* OK STARTTLS ready\r\n"),
+        )
+        .stripping_caps(capa("IMAP4rev1 AUTH=PLAIN")),
+        c(
+            p,
+            Stripping,
+            "lookalike",
+            "X-STARTTLS and STARTTLSX instead of STARTTLS",
+            Play {
+                caps: Some(capa("IMAP4rev1 X-STARTTLS STARTTLSX AUTH=PLAIN")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "capability-refused",
+            "answers CAPABILITY with BAD",
+            Play {
+                caps: Some(Out::b("{tag} BAD unknown command\r\n")),
+                ..Play::default()
+            },
+        ),
     ];
     for (what, text) in [
         ("no", "{tag} NO TLS not available\r\n"),
         ("bad", "{tag} BAD command unknown\r\n"),
         ("privacy-required", "{tag} NO [PRIVACYREQUIRED] not now\r\n"),
         ("bye", "* BYE going away\r\n"),
-        ("untagged-ok", "* OK begin TLS now\r\n"),
-        ("wrong-tag", "X999 OK begin TLS now\r\n"),
-        ("continuation", "+ begin TLS now\r\n"),
-        ("no-space", "{tag}OK begin TLS now\r\n"),
+        (
+            "untagged-ok",
+            "* OK begin TLS now\r\n{tag} NO not really\r\n",
+        ),
+        (
+            "wrong-tag",
+            "X999 OK begin TLS now\r\n{tag} NO not really\r\n",
+        ),
+        ("continuation", "+ begin TLS now\r\n{tag} NO not really\r\n"),
+        (
+            "no-space",
+            "{tag}OK begin TLS now\r\n{tag} NO not really\r\n",
+        ),
         ("ok-no-tls", "{tag} OK begin TLS now\r\n"),
         ("empty-line", "\r\n"),
     ] {
         let does = if what == "ok-no-tls" {
             "answers OK but never starts TLS: the session goes on in cleartext".to_string()
         } else {
-            format!("answers STARTTLS with {:?}, then goes on in cleartext", text.trim_end())
+            format!(
+                "answers STARTTLS with {:?}, then goes on in cleartext",
+                text.trim_end()
+            )
         };
-        v.push(c(p, Stripping, &format!("reply-{what}"), &does, refuse(text)));
+        v.push(c(
+            p,
+            Stripping,
+            &format!("reply-{what}"),
+            &does,
+            refuse(text),
+        ));
     }
     v.extend([
         // PREAUTH.
@@ -394,13 +659,65 @@ fn pop3() -> Vec<Case> {
     let p = Proto::Pop3;
     let capa = |lines: &str| Out::Bytes(format!("+OK\r\n{lines}.\r\n"));
     let mut v = vec![
-        c(p, Control, "user-only-after-tls", "offers USER and SASL only after TLS", Play { caps: Some(capa("TOP\r\nUIDL\r\nSTLS\r\n")), ..Play::default() }),
+        c(
+            p,
+            Control,
+            "user-only-after-tls",
+            "offers USER and SASL only after TLS",
+            Play {
+                caps: Some(capa("TOP\r\nUIDL\r\nSTLS\r\n")),
+                ..Play::default()
+            },
+        ),
         // Stripping.
-        c(p, Stripping, "not-offered", "CAPA without STLS", Play { caps: Some(capa("TOP\r\nUSER\r\nSASL PLAIN\r\n")), ..Play::default() }),
-        c(p, Stripping, "capa-refused", "answers CAPA with -ERR", Play { caps: Some(Out::b("-ERR unknown command\r\n")), ..Play::default() }),
-        c(p, Stripping, "in-greeting-text", "STLS only in the greeting text; not in CAPA", greet("+OK STLS ready\r\n")).stripping_caps(capa("USER\r\n")),
-        c(p, Stripping, "as-parameter", "STLS only as a SASL mechanism name", Play { caps: Some(capa("USER\r\nSASL PLAIN STLS\r\n")), ..Play::default() }),
-        c(p, Stripping, "lookalike", "X-STLS and STLSX instead of STLS", Play { caps: Some(capa("X-STLS\r\nSTLSX\r\nUSER\r\n")), ..Play::default() }),
+        c(
+            p,
+            Stripping,
+            "not-offered",
+            "CAPA without STLS",
+            Play {
+                caps: Some(capa("TOP\r\nUSER\r\nSASL PLAIN\r\n")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "capa-refused",
+            "answers CAPA with -ERR",
+            Play {
+                caps: Some(Out::b("-ERR unknown command\r\n")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "in-greeting-text",
+            "STLS only in the greeting text; not in CAPA",
+            greet("+OK STLS ready\r\n"),
+        )
+        .stripping_caps(capa("USER\r\n")),
+        c(
+            p,
+            Stripping,
+            "as-parameter",
+            "STLS only as a SASL mechanism name",
+            Play {
+                caps: Some(capa("USER\r\nSASL PLAIN STLS\r\n")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Stripping,
+            "lookalike",
+            "X-STLS and STLSX instead of STLS",
+            Play {
+                caps: Some(capa("X-STLS\r\nSTLSX\r\nUSER\r\n")),
+                ..Play::default()
+            },
+        ),
     ];
     for (what, text) in [
         ("err", "-ERR not available\r\n"),
@@ -414,34 +731,177 @@ fn pop3() -> Vec<Case> {
         let does = if what == "ok-no-tls" {
             "answers +OK but never starts TLS: the session goes on in cleartext".to_string()
         } else {
-            format!("answers STLS with {:?}, then goes on in cleartext", text.trim_end())
+            format!(
+                "answers STLS with {:?}, then goes on in cleartext",
+                text.trim_end()
+            )
         };
-        v.push(c(p, Stripping, &format!("reply-{what}"), &does, refuse(text)));
+        v.push(c(
+            p,
+            Stripping,
+            &format!("reply-{what}"),
+            &does,
+            refuse(text),
+        ));
     }
     v.extend([
         // Injection.
-        c(p, Injection, "capa-answer", "appends a CAPA answer offering SASL XHOSTILE after +OK, in the same write", inject("+OK\r\nSASL XHOSTILE\r\nUSER\r\n.\r\n")),
-        c(p, Injection, "ok-held", "appends +OK lines after +OK and holds the real answer to the first command over TLS", Play { hold_first: true, ..inject("+OK\r\nUSER\r\n.\r\n+OK\r\n") }),
-        c(p, Injection, "err-text", "appends -ERR [SYS/PERM] {marker} after +OK", inject("-ERR [SYS/PERM] {marker} account locked\r\n")),
-        c(p, Injection, "partial-line", "appends a partial line (no CRLF) after +OK", inject("+OK\r\nUS")),
-        c(p, Injection, "empty-line", "appends a lone CRLF after +OK", inject("\r\n")),
+        c(
+            p,
+            Injection,
+            "capa-answer",
+            "appends a CAPA answer offering SASL XHOSTILE after +OK, in the same write",
+            inject("+OK\r\nSASL XHOSTILE\r\nUSER\r\n.\r\n"),
+        ),
+        c(
+            p,
+            Injection,
+            "ok-held",
+            "appends +OK lines after +OK and holds the real answer to the first command over TLS",
+            Play {
+                hold_first: true,
+                ..inject("+OK\r\nUSER\r\n.\r\n+OK\r\n")
+            },
+        ),
+        c(
+            p,
+            Injection,
+            "err-text",
+            "appends -ERR [SYS/PERM] {marker} after +OK",
+            inject("-ERR [SYS/PERM] {marker} account locked\r\n"),
+        ),
+        c(
+            p,
+            Injection,
+            "partial-line",
+            "appends a partial line (no CRLF) after +OK",
+            inject("+OK\r\nUS"),
+        ),
+        c(
+            p,
+            Injection,
+            "empty-line",
+            "appends a lone CRLF after +OK",
+            inject("\r\n"),
+        ),
         // Tampering.
-        c(p, Tampering, "listing-after-greeting", "sends an unsolicited multi-line listing after the greeting", greet("+OK hostile ready\r\n1 100\r\n2 {marker}\r\n.\r\n")),
-        c(p, Tampering, "cleartext-only-sasl", "offers SASL XHOSTILE in cleartext CAPA only", Play { caps: Some(capa("STLS\r\nSASL XHOSTILE\r\n")), ..Play::default() }),
-        c(p, Tampering, "extra-ok-after-greeting", "sends an extra +OK after the greeting", greet("+OK hostile ready\r\n+OK XHOSTILE\r\n")),
-        c(p, Tampering, "unsolicited-after-tls", "sends an unsolicited +OK right after the handshake", Play { after_tls: Some(Out::b("+OK XHOSTILE\r\n")), ..Play::default() }),
+        c(
+            p,
+            Tampering,
+            "listing-after-greeting",
+            "sends an unsolicited multi-line listing after the greeting",
+            greet("+OK hostile ready\r\n1 100\r\n2 {marker}\r\n.\r\n"),
+        ),
+        c(
+            p,
+            Tampering,
+            "cleartext-only-sasl",
+            "offers SASL XHOSTILE in cleartext CAPA only",
+            Play {
+                caps: Some(capa("STLS\r\nSASL XHOSTILE\r\n")),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Tampering,
+            "extra-ok-after-greeting",
+            "sends an extra +OK after the greeting",
+            greet("+OK hostile ready\r\n+OK XHOSTILE\r\n"),
+        ),
+        c(
+            p,
+            Tampering,
+            "unsolicited-after-tls",
+            "sends an unsolicited +OK right after the handshake",
+            Play {
+                after_tls: Some(Out::b("+OK XHOSTILE\r\n")),
+                ..Play::default()
+            },
+        ),
         // UI spoofing.
-        c(p, UiSpoofing, "greeting-text", "puts a message for the user in the greeting", greet("+OK {marker} your password expired, call +1-555-0100\r\n")),
-        c(p, UiSpoofing, "refusal-text", "refuses STLS with -ERR [SYS/PERM] and a message", refuse("-ERR [SYS/PERM] {marker} TLS disabled\r\n")),
-        c(p, UiSpoofing, "escapes-greeting", "puts terminal escape sequences in the greeting", greet(&format!("+OK {ESC} ready\r\n"))),
-        c(p, UiSpoofing, "escapes-refusal", "refuses STLS with terminal escape sequences", refuse(&format!("-ERR {ESC} no TLS\r\n"))),
+        c(
+            p,
+            UiSpoofing,
+            "greeting-text",
+            "puts a message for the user in the greeting",
+            greet("+OK {marker} your password expired, call +1-555-0100\r\n"),
+        ),
+        c(
+            p,
+            UiSpoofing,
+            "refusal-text",
+            "refuses STLS with -ERR [SYS/PERM] and a message",
+            refuse("-ERR [SYS/PERM] {marker} TLS disabled\r\n"),
+        ),
+        c(
+            p,
+            UiSpoofing,
+            "escapes-greeting",
+            "puts terminal escape sequences in the greeting",
+            greet(&format!("+OK {ESC} ready\r\n")),
+        ),
+        c(
+            p,
+            UiSpoofing,
+            "escapes-refusal",
+            "refuses STLS with terminal escape sequences",
+            refuse(&format!("-ERR {ESC} no TLS\r\n")),
+        ),
         // Referrals.
-        c(p, Referral, "greeting-err", "greets with -ERR pointing to another server", Play { greeting: Some(Out::ThenClose("-ERR [SYS/TEMP] moved to {referral}\r\n".into())), ..Play::default() }),
-        c(p, Referral, "refusal", "refuses STLS pointing to another server", refuse("-ERR [SYS/TEMP] TLS is at {referral}\r\n")),
+        c(
+            p,
+            Referral,
+            "greeting-err",
+            "greets with -ERR pointing to another server",
+            Play {
+                greeting: Some(Out::ThenClose(
+                    "-ERR [SYS/TEMP] moved to {referral}\r\n".into(),
+                )),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Referral,
+            "refusal",
+            "refuses STLS pointing to another server",
+            refuse("-ERR [SYS/TEMP] TLS is at {referral}\r\n"),
+        ),
         // Robustness.
-        c(p, Robustness, "endless-capa", "answers CAPA with a listing that never ends", Play { caps: Some(Out::Repeat("+OK\r\n".into(), "X-FILLER\r\n".into())), ..Play::default() }),
-        c(p, Robustness, "many-capabilities", "answers CAPA with 5000 lines (and STLS)", Play { caps: Some(Out::Bytes(format!("+OK\r\n{}STLS\r\n.\r\n", "X-FILLER\r\n".repeat(5000)))), ..Play::default() }),
-        c(p, Robustness, "capa-no-end", "answers CAPA with a listing without its final dot and closes", Play { caps: Some(Out::ThenClose("+OK\r\nSTLS\r\nUSER\r\n".into())), ..Play::default() }),
+        c(
+            p,
+            Robustness,
+            "endless-capa",
+            "answers CAPA with a listing that never ends",
+            Play {
+                caps: Some(Out::Repeat("+OK\r\n".into(), "X-FILLER\r\n".into())),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Robustness,
+            "many-capabilities",
+            "answers CAPA with 5000 lines (and STLS)",
+            Play {
+                caps: Some(Out::Bytes(format!(
+                    "+OK\r\n{}STLS\r\n.\r\n",
+                    "X-FILLER\r\n".repeat(5000)
+                ))),
+                ..Play::default()
+            },
+        ),
+        c(
+            p,
+            Robustness,
+            "capa-no-end",
+            "answers CAPA with a listing without its final dot and closes",
+            Play {
+                caps: Some(Out::ThenClose("+OK\r\nSTLS\r\nUSER\r\n".into())),
+                ..Play::default()
+            },
+        ),
     ]);
     v
 }
@@ -452,4 +912,3 @@ impl Case {
         self
     }
 }
-

@@ -56,7 +56,10 @@ pub struct Verdict {
 /// negotiation itself, and giving up.
 pub fn negotiation(proto: Proto, verb: &str) -> bool {
     match proto {
-        Proto::Smtp => matches!(verb, "EHLO" | "HELO" | "LHLO" | "STARTTLS" | "QUIT" | "RSET" | "NOOP"),
+        Proto::Smtp => matches!(
+            verb,
+            "EHLO" | "HELO" | "LHLO" | "STARTTLS" | "QUIT" | "RSET" | "NOOP"
+        ),
         Proto::Imap => matches!(verb, "CAPABILITY" | "STARTTLS" | "LOGOUT" | "NOOP"),
         Proto::Pop3 => matches!(verb, "CAPA" | "STLS" | "QUIT"),
     }
@@ -81,7 +84,13 @@ pub fn capability_query(proto: Proto, verb: &str) -> bool {
 }
 
 /// Words in an output line that say the text came in cleartext.
-const LABELS: [&str; 5] = ["cleartext", "plaintext", "unencrypted", "insecure", "untrusted"];
+const LABELS: [&str; 5] = [
+    "cleartext",
+    "plaintext",
+    "unencrypted",
+    "insecure",
+    "untrusted",
+];
 
 /// Whether an output line is labelled as cleartext.
 pub fn labelled(line: &str) -> bool {
@@ -107,7 +116,8 @@ pub fn judge(case: &Case, obs: &Observed) -> Verdict {
         let mut bad = Vec::new();
         let mut creds = false;
         for line in &conn.clear {
-            if line.is_empty() {
+            // Empty lines, and a ClientHello after a fake positive reply.
+            if line.is_empty() || line.first() == Some(&0x16) {
                 continue;
             }
             let (_, verb, _) = split(proto, line);
@@ -132,9 +142,10 @@ pub fn judge(case: &Case, obs: &Observed) -> Verdict {
     match obs.exit {
         Exit::Timeout => findings.push("hung: still running at the timeout (killed)".into()),
         Exit::Signal(s) => findings.push(format!("crashed: killed by signal {s}")),
-        Exit::Code(c) if c > 128 && CRASH_SIGNALS.contains(&(c - 128)) => {
-            findings.push(format!("crashed: exit status {c} (signal {} through a shell)", c - 128))
-        }
+        Exit::Code(c) if c > 128 && CRASH_SIGNALS.contains(&(c - 128)) => findings.push(format!(
+            "crashed: exit status {c} (signal {} through a shell)",
+            c - 128
+        )),
         _ => {}
     }
 
@@ -188,7 +199,11 @@ pub fn judge(case: &Case, obs: &Observed) -> Verdict {
         .conns
         .iter()
         .flat_map(|c| c.clear.iter().chain(c.tls.iter()))
-        .any(|l| String::from_utf8_lossy(l).to_ascii_uppercase().contains(BAIT));
+        .any(|l| {
+            String::from_utf8_lossy(l)
+                .to_ascii_uppercase()
+                .contains(BAIT)
+        });
     if bait {
         findings.push(format!(
             "used {BAIT}, a capability offered only in cleartext or in injected bytes"
@@ -198,10 +213,7 @@ pub fn judge(case: &Case, obs: &Observed) -> Verdict {
     if let Some(out) = &obs.output {
         let text = String::from_utf8_lossy(out);
         let marker = case.marker();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains(&marker) && !labelled(l))
-        {
+        if let Some(line) = text.lines().find(|l| l.contains(&marker) && !labelled(l)) {
             findings.push(format!(
                 "showed cleartext server text without marking it as such: {}",
                 printable(line.trim(), 100)

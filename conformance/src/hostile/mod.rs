@@ -86,7 +86,14 @@ pub fn run(args: HostileArgs) -> ExitCode {
         .collect();
     if args.list {
         for c in &selected {
-            println!("{:<44} {:<12} {}\n{:<57} secure: {}", c.id, c.class.name(), c.does, "", c.secure());
+            println!(
+                "{:<44} {:<12} {}\n{:<57} secure: {}",
+                c.id,
+                c.class.name(),
+                c.does,
+                "",
+                c.secure()
+            );
         }
         println!("{} cases", selected.len());
         return ExitCode::SUCCESS;
@@ -110,7 +117,9 @@ pub fn run(args: HostileArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let dir = std::env::temp_dir().join(format!("starttls-hostile-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join("ca.pem"), &certs.ca_pem)) {
+    if let Err(e) = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(dir.join("ca.pem"), &certs.ca_pem))
+    {
         eprintln!("starttls hostile: {}: {e}", dir.display());
         return ExitCode::from(2);
     }
@@ -169,9 +178,16 @@ pub struct CaseResult {
 }
 
 /// Runs `cases` with `jobs` at a time; prints a line per case if `print`.
-pub fn run_all(cases: &[Case], certs: &Arc<Certs>, opts: &RunOpts, jobs: usize, print: bool) -> Vec<CaseResult> {
+pub fn run_all(
+    cases: &[Case],
+    certs: &Arc<Certs>,
+    opts: &RunOpts,
+    jobs: usize,
+    print: bool,
+) -> Vec<CaseResult> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new((0..cases.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<CaseResult>>> =
+        Mutex::new((0..cases.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..jobs.min(cases.len()) {
             s.spawn(|| loop {
@@ -184,7 +200,11 @@ pub fn run_all(cases: &[Case], certs: &Arc<Certs>, opts: &RunOpts, jobs: usize, 
                         if r.verdict.pass { "PASS" } else { "FAIL" },
                         r.case.id,
                         r.case.class.name(),
-                        if r.verdict.pass { r.verdict.notes.join("; ") } else { r.verdict.findings.join("; ") }
+                        if r.verdict.pass {
+                            r.verdict.notes.join("; ")
+                        } else {
+                            r.verdict.findings.join("; ")
+                        }
                     );
                 }
                 if let Ok(mut all) = results.lock() {
@@ -193,7 +213,12 @@ pub fn run_all(cases: &[Case], certs: &Arc<Certs>, opts: &RunOpts, jobs: usize, 
             });
         }
     });
-    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Shell-quotes `s` for `sh -c`.
@@ -206,11 +231,23 @@ pub fn run_case(case: &Case, certs: &Certs, opts: &RunOpts) -> CaseResult {
     let start = Instant::now();
     let fail = |why: String| CaseResult {
         case: case.clone(),
-        observed: Observed { conns: vec![], referrals: 0, exit: Exit::Unknown, output: None },
-        verdict: Verdict { pass: false, findings: vec![why], notes: vec![] },
+        observed: Observed {
+            conns: vec![],
+            referrals: 0,
+            exit: Exit::Unknown,
+            output: None,
+        },
+        verdict: Verdict {
+            pass: false,
+            findings: vec![why],
+            notes: vec![],
+        },
         elapsed: start.elapsed(),
     };
-    let (listener, referral) = match (TcpListener::bind("127.0.0.1:0"), TcpListener::bind("127.0.0.1:0")) {
+    let (listener, referral) = match (
+        TcpListener::bind("127.0.0.1:0"),
+        TcpListener::bind("127.0.0.1:0"),
+    ) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return fail(format!("runner: cannot listen: {e}")),
     };
@@ -290,7 +327,11 @@ pub fn run_case(case: &Case, certs: &Certs, opts: &RunOpts) -> CaseResult {
     };
     // Give the server threads a moment to read what the client sent last.
     let grace = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < grace && handles.iter().any(|h: &std::thread::JoinHandle<()>| !h.is_finished()) {
+    while Instant::now() < grace
+        && handles
+            .iter()
+            .any(|h: &std::thread::JoinHandle<()>| !h.is_finished())
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     ctx.stop.store(true, Ordering::Relaxed);
@@ -315,7 +356,12 @@ pub fn run_case(case: &Case, certs: &Certs, opts: &RunOpts) -> CaseResult {
         output,
     };
     let verdict = judge::judge(case, &observed);
-    CaseResult { case: case.clone(), observed, verdict, elapsed: start.elapsed() }
+    CaseResult {
+        case: case.clone(),
+        observed,
+        verdict,
+        elapsed: start.elapsed(),
+    }
 }
 
 fn accept_all(
@@ -415,24 +461,28 @@ fn summary(results: &[CaseResult]) {
     println!("{passed} passed, {} failed", results.len() - passed);
 }
 
-fn lines_json(proto: Proto, lines: &[Vec<u8>]) -> Vec<String> {
-    let mut out = Vec::new();
-    // SASL continuation lines follow a credential command: base64 only.
-    let mut in_sasl = false;
-    for l in lines {
-        let (_, verb, _) = server::split(proto, l);
-        let base64 = l.iter().all(|b| b.is_ascii_alphanumeric() || b"+/=*".contains(b));
-        if judge::credential(proto, &verb) {
-            in_sasl = true;
-            out.push(format!("{} ****", judge::printable(&verb, 20)));
-        } else if in_sasl && base64 {
-            out.push("****".into());
-        } else {
-            in_sasl = false;
-            out.push(judge::printable(&String::from_utf8_lossy(l), 200));
-        }
-    }
-    out
+/// The lines of one direction, credentials masked.
+fn lines_json(proto: Proto, conn: &ConnLog, tls: bool) -> Vec<String> {
+    let lines = if tls { &conn.tls } else { &conn.clear };
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (tag, verb, _) = server::split(proto, l);
+            if conn.sasl_lines.contains(&(tls, i)) {
+                "****".to_string()
+            } else if judge::credential(proto, &verb) {
+                let tag = if tag.is_empty() { tag } else { tag + " " };
+                format!(
+                    "{}{} ****",
+                    judge::printable(&tag, 20),
+                    judge::printable(&verb, 20)
+                )
+            } else {
+                judge::printable(&String::from_utf8_lossy(l), 200)
+            }
+        })
+        .collect()
 }
 
 /// The JSON report.
@@ -455,8 +505,8 @@ pub fn report_json(opts: &RunOpts, results: &[CaseResult]) -> serde_json::Value 
                 "referrals": r.observed.referrals,
                 "ms": r.elapsed.as_millis() as u64,
                 "connections": r.observed.conns.iter().map(|c| json!({
-                    "cleartext": lines_json(r.case.proto, &c.clear),
-                    "tls": lines_json(r.case.proto, &c.tls),
+                    "cleartext": lines_json(r.case.proto, c, false),
+                    "tls": lines_json(r.case.proto, c, true),
                     "handshake": match &c.handshake {
                         None => serde_json::Value::Null,
                         Some(Ok(())) => json!("ok"),
@@ -502,7 +552,11 @@ fn listen(args: &HostileArgs, all: &[Case], certs: Arc<Certs>) -> ExitCode {
         }
     };
     let mut threads = Vec::new();
-    for (proto, addr) in [(Proto::Smtp, &args.smtp), (Proto::Imap, &args.imap), (Proto::Pop3, &args.pop3)] {
+    for (proto, addr) in [
+        (Proto::Smtp, &args.smtp),
+        (Proto::Imap, &args.imap),
+        (Proto::Pop3, &args.pop3),
+    ] {
         let Some(addr) = addr else { continue };
         let listener = match TcpListener::bind(addr.as_str()) {
             Ok(l) => l,
@@ -513,13 +567,31 @@ fn listen(args: &HostileArgs, all: &[Case], certs: Arc<Certs>) -> ExitCode {
         };
         let cases: Vec<Case> = match &fixed {
             Some(c) if c.proto == proto => vec![c.clone()],
-            Some(_) => all.iter().filter(|c| c.proto == proto && c.id.ends_with("control-plain")).cloned().collect(),
-            None => all.iter().filter(|c| c.proto == proto && args.cases.split(',').any(|g| glob(g.trim(), &c.id))).cloned().collect(),
+            Some(_) => all
+                .iter()
+                .filter(|c| c.proto == proto && c.id.ends_with("control-plain"))
+                .cloned()
+                .collect(),
+            None => all
+                .iter()
+                .filter(|c| {
+                    c.proto == proto && args.cases.split(',').any(|g| glob(g.trim(), &c.id))
+                })
+                .cloned()
+                .collect(),
         };
         if cases.is_empty() {
             continue;
         }
-        println!("# {} on {addr}: {}", proto.name(), if cases.len() == 1 { cases[0].id.clone() } else { format!("{} cases in turn", cases.len()) });
+        println!(
+            "# {} on {addr}: {}",
+            proto.name(),
+            if cases.len() == 1 {
+                cases[0].id.clone()
+            } else {
+                format!("{} cases in turn", cases.len())
+            }
+        );
         let certs = certs.clone();
         let timeout = Duration::from_secs(args.timeout.max(1));
         threads.push(std::thread::spawn(move || {
@@ -545,7 +617,14 @@ fn listen(args: &HostileArgs, all: &[Case], certs: Arc<Certs>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve_one(case: &Case, certs: &Certs, sock: TcpStream, timeout: Duration, rl: &TcpListener, rport: u16) {
+fn serve_one(
+    case: &Case,
+    certs: &Certs,
+    sock: TcpStream,
+    timeout: Duration,
+    rl: &TcpListener,
+    rport: u16,
+) {
     let ctx = Ctx {
         marker: case.marker(),
         referral: format!("{}://127.0.0.1:{rport}/", case.proto.name()),
@@ -559,15 +638,30 @@ fn serve_one(case: &Case, certs: &Certs, sock: TcpStream, timeout: Duration, rl:
     while rl.accept().is_ok() {
         referrals += 1;
     }
-    let obs = Observed { conns: vec![log], referrals, exit: Exit::Unknown, output: None };
+    let obs = Observed {
+        conns: vec![log],
+        referrals,
+        exit: Exit::Unknown,
+        output: None,
+    };
     let v = judge::judge(case, &obs);
     let c = &obs.conns[0];
-    println!("  cleartext: {}", lines_json(case.proto, &c.clear).join(" | "));
-    println!("  tls:       {}", lines_json(case.proto, &c.tls).join(" | "));
+    println!(
+        "  cleartext: {}",
+        lines_json(case.proto, c, false).join(" | ")
+    );
+    println!(
+        "  tls:       {}",
+        lines_json(case.proto, c, true).join(" | ")
+    );
     println!(
         "  {} {}  (secure: {}; the client's screen is yours to judge)",
         if v.pass { "PASS" } else { "FAIL" },
-        if v.pass { v.notes.join("; ") } else { v.findings.join("; ") },
+        if v.pass {
+            v.notes.join("; ")
+        } else {
+            v.findings.join("; ")
+        },
         case.secure()
     );
     let _ = std::io::stdout().flush();

@@ -144,6 +144,10 @@ pub struct ConnLog {
     /// With `hold_first`: the client sent another command before the
     /// held answer.
     pub went_on_without_answer: bool,
+    /// The client started a TLS handshake the server never agreed to.
+    pub hello_in_clear: bool,
+    /// Indexes in `clear` and `tls` of SASL continuation lines (secrets).
+    pub sasl_lines: Vec<(bool, usize)>,
     /// Notes (how the connection ended, limits hit).
     pub notes: Vec<String>,
 }
@@ -270,6 +274,10 @@ impl<'a> Conn<'a> {
     fn line(&mut self, wait: Option<Duration>) -> Result<Option<Vec<u8>>, Stop> {
         let start = Instant::now();
         loop {
+            if matches!(self.chan, Chan::Clear) && self.buf.first() == Some(&0x16) {
+                // Not a line: a TLS record (the caller tells it apart).
+                return Ok(Some(std::mem::take(&mut self.buf)));
+            }
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.buf.drain(..=i).collect();
                 line.pop();
@@ -327,7 +335,9 @@ impl<'a> Conn<'a> {
                         Err(e)
                             if matches!(
                                 e.kind(),
-                                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                                ErrorKind::WouldBlock
+                                    | ErrorKind::TimedOut
+                                    | ErrorKind::Interrupted
                             ) => {}
                         Err(e) => return Err(Stop::Io(e.to_string())),
                     }
@@ -414,7 +424,8 @@ impl<'a> Conn<'a> {
 
     /// The TLS handshake as a server.
     fn handshake(&mut self) -> Result<(), String> {
-        let mut tls = rustls::ServerConnection::new(self.ctx.tls.clone()).map_err(|e| e.to_string())?;
+        let mut tls =
+            rustls::ServerConnection::new(self.ctx.tls.clone()).map_err(|e| e.to_string())?;
         // Bytes the client sent early (a ClientHello in the same write as
         // STARTTLS) belong to TLS.
         let early = std::mem::take(&mut self.buf);
@@ -529,6 +540,25 @@ fn run(proto: Proto, play: &Play, conn: &mut Conn<'_>, log: &mut ConnLog) -> Res
             Some(l) => l,
             None => continue,
         };
+        if !tls && line.first() == Some(&0x16) {
+            // A TLS ClientHello where this script kept cleartext: answer it
+            // as the plain server it pretends to be would, once.
+            log.notes
+                .push("the client sent a TLS ClientHello in cleartext".into());
+            log.hello_in_clear = true;
+            let reply: &[u8] = match proto {
+                Proto::Smtp => b"500 5.5.2 command unrecognized\r\n",
+                Proto::Imap => b"* BAD command unrecognized\r\n",
+                Proto::Pop3 => b"-ERR command unrecognized\r\n",
+            };
+            conn.write_raw(reply)?;
+            let until = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < until {
+                conn.fill()?;
+                conn.buf.clear();
+            }
+            continue;
+        }
         let line = read_literals(proto, conn, line)?;
         if tls {
             log.tls.push(line.clone());
@@ -590,8 +620,10 @@ fn sasl(conn: &mut Conn<'_>, log: &mut ConnLog, prompts: &[&str]) -> Result<(), 
         conn.write_raw(p.as_bytes())?;
         let l = conn.line(None)?.unwrap_or_default();
         if matches!(conn.chan, Chan::Tls(_)) {
+            log.sasl_lines.push((true, log.tls.len()));
             log.tls.push(l);
         } else {
+            log.sasl_lines.push((false, log.clear.len()));
             log.clear.push(l);
         }
     }
