@@ -276,3 +276,266 @@ pub fn printable(s: &str, max: usize) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostile::catalog;
+
+    fn lines(v: &[&str]) -> Vec<Vec<u8>> {
+        v.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    /// The negotiation a correct client sends before the upgrade.
+    fn negotiation_lines(proto: Proto) -> Vec<Vec<u8>> {
+        match proto {
+            Proto::Smtp => lines(&["EHLO c", "STARTTLS"]),
+            Proto::Imap => lines(&["A1 CAPABILITY", "A2 STARTTLS"]),
+            Proto::Pop3 => lines(&["CAPA", "STLS"]),
+        }
+    }
+
+    /// A correct client's session over TLS: capabilities again, log in, quit.
+    fn tls_session(proto: Proto) -> Vec<Vec<u8>> {
+        match proto {
+            Proto::Smtp => lines(&["EHLO c", "AUTH PLAIN AGFsaWNlAHMzY3JldA==", "QUIT"]),
+            Proto::Imap => lines(&["A3 CAPABILITY", "A4 LOGIN alice s3cret", "A5 LOGOUT"]),
+            Proto::Pop3 => lines(&["CAPA", "USER alice", "PASS s3cret", "QUIT"]),
+        }
+    }
+
+    fn login(proto: Proto) -> Vec<Vec<u8>> {
+        match proto {
+            Proto::Smtp => lines(&["AUTH PLAIN AGFsaWNlAHMzY3JldA=="]),
+            Proto::Imap => lines(&["A3 LOGIN alice s3cret"]),
+            Proto::Pop3 => lines(&["USER alice", "PASS s3cret"]),
+        }
+    }
+
+    /// What a secure client leaves behind in `case`.
+    fn secure(case: &Case) -> Observed {
+        let mut conn = ConnLog {
+            clear: negotiation_lines(case.proto),
+            ..ConnLog::default()
+        };
+        let good = matches!(case.class, Class::Control) || case.complete;
+        if good {
+            conn.handshake_started = true;
+            conn.handshake = Some(Ok(()));
+            conn.tls = tls_session(case.proto);
+        } else if case.class == Class::Certificate {
+            conn.handshake_started = true;
+            conn.handshake = Some(Err("received fatal alert: BadCertificate".into()));
+        }
+        Observed {
+            conns: vec![conn],
+            referrals: 0,
+            exit: Exit::Code(if good { 0 } else { 1 }),
+            output: Some(
+                format!(
+                    "S: [cleartext] 220 {} hello\nERROR: refused\n",
+                    case.marker()
+                )
+                .into_bytes(),
+            ),
+        }
+    }
+
+    /// What a client with the class's typical flaw leaves behind.
+    fn insecure(case: &Case) -> Observed {
+        let mut obs = secure(case);
+        let conn = &mut obs.conns[0];
+        match case.class {
+            Class::Control => {
+                obs.exit = Exit::Code(1);
+                conn.handshake = None;
+                conn.tls.clear();
+            }
+            Class::Stripping | Class::Preauth => conn.clear.extend(login(case.proto)),
+            Class::Injection | Class::Tampering => {
+                conn.handshake = Some(Ok(()));
+                conn.tls = login(case.proto);
+            }
+            Class::UiSpoofing => {
+                let mut out = format!("220 {} \x1b]0;x\x07 hello\n", case.marker()).into_bytes();
+                out.extend_from_slice(b"done\n");
+                obs.output = Some(out);
+            }
+            Class::Referral => obs.referrals = 1,
+            Class::Certificate => {
+                conn.handshake = Some(Ok(()));
+                conn.tls = login(case.proto);
+            }
+            Class::Robustness => obs.exit = Exit::Timeout,
+        }
+        obs
+    }
+
+    #[test]
+    fn every_case_passes_a_secure_client_and_fails_a_flawed_one() {
+        let all = catalog::all();
+        assert!(all.len() >= 120, "{} cases", all.len());
+        for case in &all {
+            let v = judge(case, &secure(case));
+            assert!(v.pass, "{}: secure client judged {:?}", case.id, v.findings);
+            let v = judge(case, &insecure(case));
+            assert!(!v.pass, "{}: flawed client passed", case.id);
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_every_class_has_cases_in_every_protocol_it_applies_to() {
+        let all = catalog::all();
+        let mut ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len());
+        for class in Class::ALL {
+            for proto in [Proto::Smtp, Proto::Imap, Proto::Pop3] {
+                if class == Class::Preauth && proto != Proto::Imap {
+                    continue;
+                }
+                assert!(
+                    all.iter().any(|c| c.class == class && c.proto == proto),
+                    "{class:?} {proto:?}"
+                );
+            }
+        }
+    }
+
+    fn case(id: &str) -> Case {
+        catalog::all()
+            .into_iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no case {id}"))
+    }
+
+    #[test]
+    fn cleartext_credentials_are_named() {
+        let c = case("smtp-stripping-not-offered");
+        let mut obs = secure(&c);
+        obs.conns[0].clear.push(b"MAIL FROM:<a@b>".to_vec());
+        let v = judge(&c, &obs);
+        assert!(!v.pass);
+        assert!(v.findings[0].contains("MAIL in cleartext"), "{v:?}");
+        assert!(!v.findings[0].contains("credentials"), "{v:?}");
+        obs.conns[0].clear.push(b"AUTH PLAIN x".to_vec());
+        let v = judge(&c, &obs);
+        assert!(v.findings[0].contains("(credentials)"), "{v:?}");
+        // A second connection (a fallback) is judged too.
+        let mut obs = secure(&c);
+        obs.conns.push(ConnLog {
+            clear: lines(&["EHLO c", "AUTH LOGIN"]),
+            ..ConnLog::default()
+        });
+        let v = judge(&c, &obs);
+        assert!(v.findings[0].starts_with("connection 2:"), "{v:?}");
+    }
+
+    #[test]
+    fn a_client_hello_after_a_fake_positive_reply_is_not_a_command() {
+        let c = case("smtp-stripping-reply-220-no-tls");
+        let mut obs = secure(&c);
+        obs.conns[0].clear.push(vec![0x16, 0x03, 0x01, 0x00, b'\n']);
+        assert!(judge(&c, &obs).pass);
+    }
+
+    #[test]
+    fn hangs_and_crashes() {
+        let c = case("imap-robustness-literal-4g");
+        for (exit, pass) in [
+            (Exit::Code(0), true),
+            (Exit::Code(1), true),
+            (Exit::Code(139), false),
+            (Exit::Code(134), false),
+            (Exit::Code(130), true),
+            (Exit::Signal(11), false),
+            (Exit::Timeout, false),
+        ] {
+            let mut obs = secure(&c);
+            obs.exit = exit;
+            assert_eq!(judge(&c, &obs).pass, pass, "{exit:?}");
+        }
+    }
+
+    #[test]
+    fn capabilities_must_be_asked_again_after_tls() {
+        let c = case("imap-injection-capability");
+        let mut obs = secure(&c);
+        obs.conns[0].handshake = Some(Ok(()));
+        obs.conns[0].tls = lines(&["A3 CAPABILITY", "A4 LOGIN a b"]);
+        assert!(judge(&c, &obs).pass);
+        obs.conns[0].tls = lines(&["A3 LOGIN a b"]);
+        let v = judge(&c, &obs);
+        assert!(v.findings[0].contains("first command: LOGIN"), "{v:?}");
+        obs.conns[0].tls = lines(&["A3 CAPABILITY", "A4 AUTHENTICATE XHOSTILE"]);
+        let v = judge(&c, &obs);
+        assert!(v.findings[0].contains("XHOSTILE"), "{v:?}");
+        obs.conns[0].tls = lines(&["A3 CAPABILITY", "A4 LOGOUT"]);
+        obs.conns[0].went_on_without_answer = true;
+        let v = judge(&c, &obs);
+        assert!(v.findings[0].contains("injected"), "{v:?}");
+    }
+
+    #[test]
+    fn markers_count_only_where_not_labelled_and_escapes_only_where_sent() {
+        let c = case("imap-ui-spoofing-alert-greeting");
+        let m = c.marker();
+        for (out, pass) in [
+            (format!("S: [cleartext] * OK [ALERT] {m}\n"), true),
+            (format!("warning: untrusted server text: {m}\n"), true),
+            (format!("* OK [ALERT] {m}\n"), false),
+            (format!("S: [tls] * OK [ALERT] {m}\n"), false),
+            ("nothing\n".to_string(), true),
+        ] {
+            let mut obs = secure(&c);
+            obs.output = Some(out.clone().into_bytes());
+            assert_eq!(judge(&c, &obs).pass, pass, "{out:?}");
+        }
+        // A client's own colours are not judged in a case that sent none.
+        let mut obs = secure(&c);
+        obs.output = Some(b"\x1b[32mOK\x1b[0m\n".to_vec());
+        assert!(judge(&c, &obs).pass);
+        let c = case("imap-ui-spoofing-escapes-greeting");
+        assert!(c.escapes());
+        let mut obs = secure(&c);
+        obs.output = Some(b"\x1b[32mOK\x1b[0m\n".to_vec());
+        assert!(!judge(&c, &obs).pass);
+    }
+
+    #[test]
+    fn certificates_fail_on_a_finished_handshake_even_without_data() {
+        let c = case("pop3-certificate-wrongname");
+        let mut obs = secure(&c);
+        obs.conns[0].handshake = Some(Ok(()));
+        let v = judge(&c, &obs);
+        assert!(
+            v.findings[0].contains("finished the TLS handshake"),
+            "{v:?}"
+        );
+        assert!(!v.findings[0].contains("command"), "{v:?}");
+    }
+
+    #[test]
+    fn controls_need_tls_commands_and_success() {
+        let c = case("pop3-control-plain");
+        let mut obs = secure(&c);
+        assert!(judge(&c, &obs).pass);
+        obs.exit = Exit::Code(2);
+        assert!(!judge(&c, &obs).pass);
+        let mut obs = secure(&c);
+        obs.conns[0].tls.clear();
+        assert!(!judge(&c, &obs).pass);
+        // Listen mode: the exit is not seen.
+        let mut obs = secure(&c);
+        obs.exit = Exit::Unknown;
+        assert!(judge(&c, &obs).pass);
+    }
+
+    #[test]
+    fn labels() {
+        assert!(labelled("S: [cleartext] 220 x"));
+        assert!(labelled("WARNING: Insecure connection"));
+        assert!(!labelled("S: [tls] 220 x"));
+    }
+}

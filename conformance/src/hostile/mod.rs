@@ -673,3 +673,40 @@ pub fn write_ca(certs: &Certs, dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::write(&p, &certs.ca_pem)?;
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", "smtp-control-plain"));
+        assert!(glob("smtp-*", "smtp-control-plain"));
+        assert!(glob("*-control-*", "imap-control-plain"));
+        assert!(glob("imap-?ontrol-plain", "imap-control-plain"));
+        assert!(!glob("smtp-*", "imap-control-plain"));
+        assert!(!glob("*-plain-x", "imap-control-plain"));
+    }
+
+    #[test]
+    fn credentials_are_masked_in_reports() {
+        let conn = ConnLog {
+            clear: vec![
+                b"EHLO x".to_vec(),
+                b"AUTH LOGIN".to_vec(),
+                b"YWxpY2U=".to_vec(),
+            ],
+            tls: vec![b"A4 LOGIN alice s3cret".to_vec(), b"QUIT".to_vec()],
+            sasl_lines: vec![(false, 2)],
+            ..ConnLog::default()
+        };
+        assert_eq!(
+            lines_json(Proto::Smtp, &conn, false),
+            ["EHLO x", "AUTH ****", "****"]
+        );
+        assert_eq!(
+            lines_json(Proto::Imap, &conn, true),
+            ["A4 LOGIN ****", "QUIT"]
+        );
+    }
+}

@@ -803,3 +803,30 @@ fn upgrade(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        assert_eq!(next_tag("A002"), "A003");
+        assert_eq!(next_tag("a9"), "a10");
+        assert_eq!(next_tag("A099"), "A100");
+        assert_eq!(next_tag("x"), "x1");
+        assert_eq!(next_tag(""), "1");
+    }
+
+    #[test]
+    fn splits() {
+        assert_eq!(
+            split(Proto::Imap, b"a1 login alice pw"),
+            ("a1".into(), "LOGIN".into(), "alice pw".into())
+        );
+        assert_eq!(
+            split(Proto::Smtp, b"ehlo x"),
+            (String::new(), "EHLO".into(), "x".into())
+        );
+        assert_eq!(split(Proto::Pop3, b"QUIT").1, "QUIT");
+    }
+}
