@@ -503,6 +503,9 @@ pub fn report_json(opts: &RunOpts, results: &[CaseResult]) -> serde_json::Value 
                 "notes": r.verdict.notes,
                 "exit": r.observed.exit.to_string(),
                 "referrals": r.observed.referrals,
+                "output": r.observed.output.as_ref().map(|o| {
+                    judge::printable(&String::from_utf8_lossy(o), 3000)
+                }),
                 "ms": r.elapsed.as_millis() as u64,
                 "connections": r.observed.conns.iter().map(|c| json!({
                     "cleartext": lines_json(r.case.proto, c, false),
