@@ -27,16 +27,16 @@ cmd() {
     weak:*) echo "python3 $HERE/weak_client.py {url}" ;;
     curl:smtp) echo "printf 'Subject: t\\r\\n\\r\\nhi\\r\\n' | curl -sS --max-time 9 --ssl-reqd --cacert {ca} --user alice:s3cret --mail-from a@example.org --mail-rcpt b@example.org -T - {url}" ;;
     curl:*) echo "curl -sS --max-time 9 --ssl-reqd --cacert {ca} --user alice:s3cret {url}/" ;;
-    openssl:smtp) echo "printf 'QUIT\\r\\n' | openssl s_client -brief -ign_eof -starttls smtp -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -verify_ip 127.0.0.1" ;;
-    openssl:imap) echo "printf 'a LOGOUT\\r\\n' | openssl s_client -brief -ign_eof -starttls imap -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -verify_ip 127.0.0.1" ;;
-    openssl:pop3) echo "printf 'QUIT\\r\\n' | openssl s_client -brief -ign_eof -starttls pop3 -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -verify_ip 127.0.0.1" ;;
+    openssl:smtp) echo "printf 'EHLO c\\r\\nQUIT\\r\\n' | openssl s_client -brief -ign_eof -starttls smtp -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -verify_ip 127.0.0.1" ;;
+    openssl:imap) echo "printf 'a CAPABILITY\\r\\nb LOGOUT\\r\\n' | openssl s_client -brief -ign_eof -starttls imap -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -verify_ip 127.0.0.1" ;;
+    openssl:pop3) echo "printf 'CAPA\\r\\nQUIT\\r\\n' | openssl s_client -brief -ign_eof -starttls pop3 -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -verify_ip 127.0.0.1" ;;
     swaks:smtp) echo "swaks --server 127.0.0.1:{port} --tls --tls-verify --tls-ca-path {ca} --auth PLAIN --auth-user alice --auth-password s3cret --from a@example.org --to b@example.org --timeout 9" ;;
     msmtp:smtp) echo "printf 'Subject: t\\n\\nhi\\n' | msmtp --host=127.0.0.1 --port={port} --tls=on --tls-starttls=on --tls-trust-file={ca} --auth=plain --user=alice --passwordeval='echo s3cret' --from=a@example.org --timeout=9 b@example.org" ;;
     fetchmail:imap|fetchmail:pop3)
       local P; P=$(echo "$proto" | tr a-z A-Z)
-      echo "printf 'poll localhost port %s proto $P timeout 9 user alice password s3cret sslproto \"tls1.2+\" sslcertck sslcertfile %s\\n' {port} {ca} > rc && chmod 600 rc && HOME=\$PWD fetchmail -f rc --nosyslog --nokeep; rc=\$?; [ \$rc -le 1 ] && exit 0; exit \$rc" ;;
+      echo "printf 'poll localhost port %s proto $P timeout 9 user alice password s3cret sslproto \"tls1.2+\" sslcertck sslcertfile %s\\n' {port} {ca} > rc && chmod 600 rc && HOME=\$PWD fetchmail -f rc --pidfile \$PWD/pid --nosyslog --nokeep; rc=\$?; [ \$rc -le 1 ] && exit 0; exit \$rc" ;;
     mbsync:imap)
-      echo "printf 'IMAPAccount a\\nHost localhost\\nPort %s\\nUser alice\\nPass s3cret\\nSSLType STARTTLS\\nCertificateFile %s\\nTimeout 9\\n\\nIMAPStore r\\nAccount a\\n\\nMaildirStore l\\nPath %s/m/\\nInbox %s/m/INBOX\\n\\nChannel c\\nFar :r:\\nNear :l:\\nPatterns INBOX\\nCreate Near\\n' {port} {ca} \$PWD \$PWD > rc && mkdir -p m && mbsync -c rc c" ;;
+      echo "printf 'IMAPAccount a\\nHost localhost\\nPort %s\\nUser alice\\nPass s3cret\\nSSLType STARTTLS\\nCertificateFile %s\\nTimeout 9\\n\\nIMAPStore r\\nAccount a\\n\\nMaildirStore l\\nPath %s/m/\\nInbox %s/m/INBOX\\n\\nChannel c\\nFar :r:\\nNear :l:\\nPatterns INBOX\\nCreate Near\\n' {port} {ca} \$PWD \$PWD > rc && mkdir -p m && HOME=\$PWD mbsync -c rc c" ;;
     *) return 1 ;;
   esac
 }

@@ -469,7 +469,7 @@ fn smtp() -> Vec<Case> {
     v.extend([
         // Injection.
         c(p, Injection, "ehlo-answer", "appends a whole EHLO answer offering AUTH XHOSTILE after 220, in the same write", inject("250-hostile.localhost\r\n250 AUTH XHOSTILE\r\n")),
-        c(p, Injection, "ehlo-answer-held", "appends an EHLO answer after 220 and holds the real answer to the first command over TLS for 1.5 s", Play { hold_first: true, ..inject("250-hostile.localhost\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n") }),
+        c(p, Injection, "ehlo-answer-held", "appends an EHLO answer (AUTH XHOSTILE) after 220 and holds the real answer to the first command over TLS for 1.5 s", Play { hold_first: true, ..inject("250-hostile.localhost\r\n250-PIPELINING\r\n250 AUTH XHOSTILE\r\n") }),
         c(p, Injection, "auth-success-held", "appends 250 and 235 answers after 220 and holds the first answer over TLS", Play { hold_first: true, ..inject("250 hostile.localhost\r\n235 2.7.0 accepted\r\n") }),
         c(p, Injection, "partial-line", "appends a partial line (no CRLF) after 220", inject("250-hostile.local")),
         c(p, Injection, "empty-line", "appends a lone CRLF after 220", inject("\r\n")),
@@ -614,8 +614,8 @@ fn imap() -> Vec<Case> {
         c(p, Preauth, "after-untagged", "greets with OK, then sends an untagged PREAUTH", greet("* OK hostile\r\n* PREAUTH now you are in\r\n")),
         // Injection.
         c(p, Injection, "capability", "appends * CAPABILITY ... AUTH=XHOSTILE after the OK, in the same write", inject("* CAPABILITY IMAP4rev1 AUTH=XHOSTILE\r\n")),
-        c(p, Injection, "next-tag-held", "appends a CAPABILITY answer tagged with the client's next tag and holds the real answer to the first command over TLS", Play { hold_first: true, ..inject("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{next} OK done\r\n") }),
-        c(p, Injection, "login-ok-held", "appends a tagged OK for the next tag (as if LOGIN succeeded) and holds the first answer over TLS", Play { hold_first: true, ..inject("{next} OK [CAPABILITY IMAP4rev1] logged in\r\n") }),
+        c(p, Injection, "next-tag-held", "appends a CAPABILITY answer (AUTH=XHOSTILE LOGINDISABLED) tagged with the client's next tag and holds the real answer to the first command over TLS", Play { hold_first: true, ..inject("* CAPABILITY IMAP4rev1 AUTH=XHOSTILE LOGINDISABLED\r\n{next} OK done\r\n") }),
+        c(p, Injection, "ok-code-held", "appends a tagged OK with a CAPABILITY code (AUTH=XHOSTILE LOGINDISABLED) for the next tag and holds the first answer over TLS", Play { hold_first: true, ..inject("{next} OK [CAPABILITY IMAP4rev1 AUTH=XHOSTILE LOGINDISABLED] done\r\n") }),
         c(p, Injection, "alert", "appends * OK [ALERT] {marker} after the OK", inject("* OK [ALERT] {marker} mailbox will be deleted\r\n")),
         c(p, Injection, "bye", "appends * BYE after the OK", inject("* BYE {marker}\r\n")),
         c(p, Injection, "partial-line", "appends a partial line (no CRLF) after the OK", inject("* CAPABILITY IMAP4re")),
