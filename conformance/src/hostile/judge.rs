@@ -193,8 +193,8 @@ pub fn judge(case: &Case, obs: &Observed) -> Verdict {
             // IMAP allows pipelining any command (RFC 9051 §5.5), so going on
             // proves nothing there; SMTP and POP3 (without PIPELINING
             // offered) must wait for the answer to EHLO, CAPA or USER.
-            if conn.went_on_without_answer && proto == Proto::Imap {
-                notes.push("sent its next command before the held answer (IMAP pipelining)".into());
+            if conn.went_on_without_answer && (proto == Proto::Imap || conn.pipelined) {
+                notes.push("sent its next command before the held answer, pipelined".into());
             } else if conn.went_on_without_answer {
                 findings.push(
                     "took injected cleartext bytes as the answer to its first command over TLS (sent the next command before the server answered)"
@@ -491,6 +491,9 @@ mod tests {
         obs.conns[0].tls = lines(&["EHLO c", "AUTH PLAIN x"]);
         let v = judge(&c, &obs);
         assert!(v.findings[0].contains("injected"), "{v:?}");
+        // Written together with the first command: pipelining.
+        obs.conns[0].pipelined = true;
+        assert!(judge(&c, &obs).pass);
     }
 
     #[test]

@@ -144,6 +144,9 @@ pub struct ConnLog {
     /// With `hold_first`: the client sent another command before the
     /// held answer.
     pub went_on_without_answer: bool,
+    /// With `hold_first`: the next command came in the same TLS record as
+    /// the first (written together: pipelining).
+    pub pipelined: bool,
     /// The client started a TLS handshake the server never agreed to.
     pub hello_in_clear: bool,
     /// Indexes in `clear` and `tls` of SASL continuation lines (secrets).
@@ -182,6 +185,13 @@ struct Conn<'a> {
     sock: TcpStream,
     chan: Chan,
     buf: Vec<u8>,
+    /// For each byte of `buf`, the TLS record it came in (0 in cleartext).
+    rec: Vec<u32>,
+    /// TLS bytes not yet a whole record.
+    raw: Vec<u8>,
+    rec_no: u32,
+    /// The record of the end of the last line taken.
+    line_rec: u32,
     ctx: &'a Ctx,
     eof: bool,
     slow: Option<u64>,
@@ -230,12 +240,25 @@ impl<'a> Conn<'a> {
             Err(e) => return Err(Stop::Io(e.to_string())),
         };
         match &mut self.chan {
-            Chan::Clear => self.buf.extend_from_slice(&tmp[..n]),
+            Chan::Clear => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                self.rec.resize(self.buf.len(), 0);
+            }
             Chan::Tls(tls) => {
-                let mut input = &tmp[..n];
-                while !input.is_empty() {
-                    tls.read_tls(&mut input)
-                        .map_err(|e| Stop::Io(e.to_string()))?;
+                // One record at a time, so that each plaintext byte knows
+                // the record it came in (pipelining shows as one record).
+                self.raw.extend_from_slice(&tmp[..n]);
+                while self.raw.len() >= 5 {
+                    let len = 5 + usize::from(u16::from_be_bytes([self.raw[3], self.raw[4]]));
+                    if self.raw.len() < len {
+                        break;
+                    }
+                    let record: Vec<u8> = self.raw.drain(..len).collect();
+                    let mut input = &record[..];
+                    while !input.is_empty() {
+                        tls.read_tls(&mut input)
+                            .map_err(|e| Stop::Io(e.to_string()))?;
+                    }
                     let state = tls
                         .process_new_packets()
                         .map_err(|e| Stop::Io(format!("TLS: {e}")))?;
@@ -248,9 +271,8 @@ impl<'a> Conn<'a> {
                             .read(&mut self.buf[start..])
                             .map_err(|e| Stop::Io(e.to_string()))?;
                         self.buf.truncate(start + got);
-                    }
-                    if state.peer_has_closed() && want == 0 && input.is_empty() {
-                        break;
+                        self.rec_no += 1;
+                        self.rec.resize(self.buf.len(), self.rec_no);
                     }
                 }
                 self.flush_tls()?;
@@ -276,10 +298,12 @@ impl<'a> Conn<'a> {
         loop {
             if matches!(self.chan, Chan::Clear) && self.buf.first() == Some(&0x16) {
                 // Not a line: a TLS record (the caller tells it apart).
+                self.rec.clear();
                 return Ok(Some(std::mem::take(&mut self.buf)));
             }
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                self.line_rec = self.rec.drain(..=i).last().unwrap_or(0);
                 line.pop();
                 if line.last() == Some(&b'\r') {
                     line.pop();
@@ -307,6 +331,7 @@ impl<'a> Conn<'a> {
             }
             self.fill()?;
         }
+        self.rec.drain(..n);
         Ok(self.buf.drain(..n).collect())
     }
 
@@ -414,7 +439,10 @@ impl<'a> Conn<'a> {
                 let _ = self.sock.set_nonblocking(false);
                 match r {
                     Ok(0) => return Err(Stop::Eof),
-                    Ok(n) => self.buf.extend_from_slice(&probe[..n]),
+                    Ok(n) => {
+                        self.buf.extend_from_slice(&probe[..n]);
+                        self.rec.resize(self.buf.len(), 0);
+                    }
                     Err(_) => {}
                 }
             }
@@ -429,6 +457,7 @@ impl<'a> Conn<'a> {
         // Bytes the client sent early (a ClientHello in the same write as
         // STARTTLS) belong to TLS.
         let early = std::mem::take(&mut self.buf);
+        self.rec.clear();
         let mut input = &early[..];
         while !input.is_empty() {
             tls.read_tls(&mut input).map_err(|e| e.to_string())?;
@@ -469,6 +498,7 @@ impl<'a> Conn<'a> {
         // Plaintext that came with the client's Finished.
         let mut rest = Vec::new();
         let _ = tls.reader().read_to_end(&mut rest);
+        self.rec = vec![0; rest.len()];
         self.buf = rest;
         self.chan = Chan::Tls(Box::new(tls));
         Ok(())
@@ -513,6 +543,10 @@ pub fn play(proto: Proto, play: &Play, sock: TcpStream, ctx: &Ctx) -> ConnLog {
         sock,
         chan: Chan::Clear,
         buf: Vec::new(),
+        rec: Vec::new(),
+        raw: Vec::new(),
+        rec_no: 0,
+        line_rec: 0,
         ctx,
         eof: false,
         slow: play.slow,
@@ -556,6 +590,7 @@ fn run(proto: Proto, play: &Play, conn: &mut Conn<'_>, log: &mut ConnLog) -> Res
             while Instant::now() < until {
                 conn.fill()?;
                 conn.buf.clear();
+                conn.rec.clear();
             }
             continue;
         }
@@ -567,9 +602,15 @@ fn run(proto: Proto, play: &Play, conn: &mut Conn<'_>, log: &mut ConnLog) -> Res
         }
         if tls && play.hold_first && !held {
             held = true;
+            // A next line that came with this one was pipelined (written
+            // together), not sent in answer to anything.
+            log.pipelined = conn.buf.contains(&b'\n') && conn.rec.first() == Some(&conn.line_rec);
             if let Some(next) = conn.line(Some(HOLD))? {
                 log.went_on_without_answer = true;
                 conn.buf.splice(0..0, next.iter().copied().chain(*b"\r\n"));
+                let r = conn.line_rec;
+                conn.rec
+                    .splice(0..0, std::iter::repeat_n(r, next.len() + 2));
             }
         }
         if line.is_empty() {
