@@ -303,7 +303,7 @@ impl<'a> Conn<'a> {
             }
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                self.line_rec = self.rec.drain(..=i).last().unwrap_or(0);
+                self.line_rec = self.rec.drain(..=i).next_back().unwrap_or(0);
                 line.pop();
                 if line.last() == Some(&b'\r') {
                     line.pop();
