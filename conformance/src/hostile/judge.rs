@@ -263,7 +263,9 @@ pub fn judge(case: &Case, obs: &Observed) -> Verdict {
             notes.push(format!("handshake failed: {}", printable(e, 100)));
         }
     }
-    notes.push(obs.exit.to_string());
+    if obs.exit != Exit::Unknown {
+        notes.push(obs.exit.to_string());
+    }
     Verdict {
         pass: findings.is_empty(),
         findings,

@@ -606,10 +606,13 @@ fn listen(args: &HostileArgs, all: &[Case], certs: Arc<Certs>) -> ExitCode {
                 Err(_) => return,
             };
             let _ = rl.set_nonblocking(true);
+            let rl = Arc::new(rl);
+            // Desktop clients open several connections at once.
             for (n, sock) in listener.incoming().enumerate() {
                 let Ok(sock) = sock else { continue };
-                let case = &cases[n % cases.len()];
-                serve_one(case, &certs, sock, timeout, &rl, rport);
+                let case = cases[n % cases.len()].clone();
+                let (certs, rl) = (certs.clone(), rl.clone());
+                std::thread::spawn(move || serve_one(&case, &certs, sock, timeout, &rl, rport));
             }
         }));
     }
@@ -635,7 +638,7 @@ fn serve_one(
         deadline: Instant::now() + timeout,
         stop: Arc::new(AtomicBool::new(false)),
     };
-    println!("{} playing {}: {}", case.proto.name(), case.id, case.does);
+    println!("{} connection: playing {}", case.proto.name(), case.id);
     let log = server::play(case.proto, &case.play, sock, &ctx);
     let mut referrals = 0;
     while rl.accept().is_ok() {
@@ -649,16 +652,14 @@ fn serve_one(
     };
     let v = judge::judge(case, &obs);
     let c = &obs.conns[0];
+    // One print per connection: connections run at the same time.
     println!(
-        "  cleartext: {}",
-        lines_json(case.proto, c, false).join(" | ")
-    );
-    println!(
-        "  tls:       {}",
-        lines_json(case.proto, c, true).join(" | ")
-    );
-    println!(
-        "  {} {}  (secure: {}; the client's screen is yours to judge)",
+        "{} {}: {}\n  cleartext: {}\n  tls:       {}\n  {} {}  (secure: {}; the client's screen is yours to judge)",
+        case.proto.name(),
+        case.id,
+        case.does,
+        lines_json(case.proto, c, false).join(" | "),
+        lines_json(case.proto, c, true).join(" | "),
         if v.pass { "PASS" } else { "FAIL" },
         if v.pass {
             v.notes.join("; ")
