@@ -32,7 +32,7 @@ use std::net::{Ipv6Addr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use starttls::rustls;
@@ -72,6 +72,10 @@ pub struct ConnectArgs {
     /// With --sasl external: the authorization identity to ask for (default: the one the certificate names).
     #[arg(long, requires = "sasl", value_name = "NAME")]
     pub authzid: Option<String>,
+    /// Seconds the whole session may take, connecting included; a server
+    /// that keeps talking without ever finishing a step is cut off too.
+    #[arg(long, default_value_t = 30, value_name = "S")]
+    pub timeout: u64,
 }
 
 /// `--sasl external`: log in with the TLS client certificate, asking to act
@@ -301,6 +305,7 @@ struct Setup {
     login: Option<(String, String)>,
     client_cert: Option<PathBuf>,
     external: Option<External>,
+    timeout: Duration,
 }
 
 fn prepare(args: ConnectArgs) -> Result<(Target, Setup), String> {
@@ -386,6 +391,7 @@ fn prepare(args: ConnectArgs) -> Result<(Target, Setup), String> {
             login,
             client_cert: args.client_cert,
             external,
+            timeout: Duration::from_secs(args.timeout.max(1)),
         },
     ))
 }
@@ -436,7 +442,8 @@ fn connect_and_drive(target: Target, setup: Setup) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut sock = match connect(&target.host, target.port) {
+    let deadline = Instant::now() + setup.timeout;
+    let mut sock = match connect(&target.host, target.port, setup.timeout) {
         Ok(s) => s,
         Err(e) => {
             println!("ERROR: cannot connect to {display}: {e}");
@@ -445,14 +452,14 @@ fn connect_and_drive(target: Target, setup: Setup) -> ExitCode {
     };
     println!("# connected to {display}");
     let no_ca = setup.ca.is_none();
-    drive(&mut sock, client.as_mut(), no_ca)
+    drive(&mut sock, client.as_mut(), no_ca, deadline)
 }
 
 /// Connects to the first address of `host` that accepts.
-fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
     let mut last = None;
     for addr in (host, port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, TIMEOUT) {
+        match TcpStream::connect_timeout(&addr, timeout.min(TIMEOUT)) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -461,11 +468,12 @@ fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
 }
 
 /// The caller's contract (docs/design.md), with the transcript.
-fn drive(sock: &mut TcpStream, client: &mut dyn Client, no_ca: bool) -> ExitCode {
-    if let Err(e) = sock.set_read_timeout(Some(TIMEOUT)) {
-        println!("ERROR: socket: {e}");
-        return ExitCode::FAILURE;
-    }
+fn drive(
+    sock: &mut TcpStream,
+    client: &mut dyn Client,
+    no_ca: bool,
+    deadline: Instant,
+) -> ExitCode {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let result = client.events();
@@ -514,13 +522,24 @@ fn drive(sock: &mut TcpStream, client: &mut dyn Client, no_ca: bool) -> ExitCode
                 }
             };
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            println!(
+                "ERROR: the session did not finish within --timeout; the server keeps it going"
+            );
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) = sock.set_read_timeout(Some(left.min(TIMEOUT))) {
+            println!("ERROR: socket: {e}");
+            return ExitCode::FAILURE;
+        }
         match sock.read(&mut buf) {
             Ok(0) => client.eof(),
             Ok(n) => client.input(&buf[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 println!(
                     "ERROR: no answer from the server within {} s",
-                    TIMEOUT.as_secs()
+                    left.min(TIMEOUT).as_secs()
                 );
                 return ExitCode::FAILURE;
             }

@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod drive;
+pub mod hostile;
 pub mod live;
 pub mod mailbox;
 pub mod pki;

@@ -10,7 +10,7 @@
 //! per check and a total, and exits non-zero if any check fails.
 
 use starttls_conformance::{
-    connect, live, mailbox, pki, policy, probe, reference, serve, transcript,
+    connect, hostile, live, mailbox, pki, policy, probe, reference, serve, transcript,
 };
 
 use std::io::{IsTerminal, Write};
@@ -50,6 +50,8 @@ enum Cmd {
     Connect(Box<connect::ConnectArgs>),
     /// Probe a server for STARTTLS bugs: upgrade, certificate, command injection, state reset, credentials before TLS (exit 0 pass, 1 finding, 2 inconclusive, 3 usage error).
     Probe(Box<probe::ProbeArgs>),
+    /// Play a catalog of hostile-server cases against a mail client and judge it.
+    Hostile(Box<hostile::HostileArgs>),
 }
 struct Outcome {
     protocol: &'static str,
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Some(Cmd::Serve(args)) => return serve::run(*args),
         Some(Cmd::Connect(args)) => return connect::run(*args),
         Some(Cmd::Probe(args)) => return probe::run(*args),
+        Some(Cmd::Hostile(args)) => return hostile::run(*args),
     };
     let pki = match pki::Pki::generate() {
         Ok(p) => p,
