@@ -107,6 +107,23 @@ pub(crate) enum Scan {
 /// was a CR.
 #[inline]
 pub(crate) fn scan_line(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
+    scan_line_as(buf, scanned, limit, false)
+}
+
+/// [`scan_line`] for a client, for which every framing fault is fatal: a
+/// bare LF is reported as soon as it arrives ([`Scan::Invalid`] with the
+/// first fault of the line up to it; `len` reaches only that LF), rather
+/// than once the line's CRLF comes, so a client does not wait on a broken
+/// line (a hostile server could send it and nothing more). The verdict
+/// still depends only on the bytes: the first fault up to the first bare LF
+/// is the line's first fault.
+#[inline]
+pub(crate) fn scan_line_fail_fast(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
+    scan_line_as(buf, scanned, limit, true)
+}
+
+#[inline]
+fn scan_line_as(buf: &[u8], scanned: &mut usize, limit: usize, fail_fast: bool) -> Scan {
     let window = buf.len().min(limit);
     let mut from = (*scanned).min(window);
     while let Some(i) = buf.get(from..window).and_then(|w| memchr::memchr(b'\n', w)) {
@@ -122,6 +139,15 @@ pub(crate) fn scan_line(buf: &[u8], scanned: &mut usize, limit: usize) -> Scan {
                     None => Scan::Line(len),
                     Some(error) => Scan::Invalid { len, error },
                 };
+            }
+            _ if fail_fast => {
+                *scanned = 0;
+                let len = lf + 1;
+                let error = buf
+                    .get(..len)
+                    .and_then(first_fault)
+                    .unwrap_or(FramingError::BareLf);
+                return Scan::Invalid { len, error };
             }
             // A bare LF: part of the line, which goes on.
             _ => from = lf + 1,

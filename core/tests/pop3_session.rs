@@ -833,6 +833,13 @@ fn client_refuses_broken_responses() {
         error_of(&mut c),
         Some(Error::Framing(starttls::FramingError::BareLf))
     );
+    // At the bare LF itself: a client never waits on a broken line.
+    let mut c = ClientSession::new(client_config(TlsPolicy::StartTlsRequired)).unwrap();
+    c.handle_input(b"+OK hi\n");
+    assert_eq!(
+        error_of(&mut c),
+        Some(Error::Framing(starttls::FramingError::BareLf))
+    );
     // A body with a bare LF could hide a forged terminator: fatal.
     let (mut c, _, _) = client_after_capa(TlsPolicy::Opportunistic, "+OK\r\nTOP\r\n.\r\n");
     c.send(Command::Retr { msg: 1 }).unwrap();

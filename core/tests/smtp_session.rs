@@ -1212,6 +1212,9 @@ fn unanswered_pipelining_is_bounded() {
 fn client_refuses_broken_replies() {
     for (input, want) in [
         ("220 a\nb\r\n", Error::Framing(FramingError::BareLf)),
+        // A client fails at the bare LF itself: it never waits on a broken line.
+        ("220 a\n", Error::Framing(FramingError::BareLf)),
+        ("220 a\rb\n", Error::Framing(FramingError::BareCr)),
         (
             &*format!("220 {}\r\n", "a".repeat(2000)),
             Error::Framing(FramingError::TooLong { limit: 1000 }),

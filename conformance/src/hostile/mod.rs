@@ -16,6 +16,23 @@ pub mod certs;
 pub mod judge;
 pub mod server;
 
+/// `println!` that ignores a closed stdout (`starttls hostile | head`): the
+/// run goes on and the JSON report is still written.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout, like [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -86,7 +103,7 @@ pub fn run(args: HostileArgs) -> ExitCode {
         .collect();
     if args.list {
         for c in &selected {
-            println!(
+            outln!(
                 "{:<44} {:<12} {}\n{:<57} secure: {}",
                 c.id,
                 c.class.name(),
@@ -95,7 +112,7 @@ pub fn run(args: HostileArgs) -> ExitCode {
                 c.secure()
             );
         }
-        println!("{} cases", selected.len());
+        outln!("{} cases", selected.len());
         return ExitCode::SUCCESS;
     }
     let certs = match Certs::generate() {
@@ -195,7 +212,7 @@ pub fn run_all(
                 let Some(case) = cases.get(i) else { break };
                 let r = run_case(case, certs, opts);
                 if print {
-                    println!(
+                    outln!(
                         "{:<4} {:<46} {:<12} {}",
                         if r.verdict.pass { "PASS" } else { "FAIL" },
                         r.case.id,
@@ -441,24 +458,24 @@ fn summary(results: &[CaseResult]) {
             e.1 += 1;
         }
     }
-    println!();
-    print!("{:<13}", "class");
+    outln!();
+    out!("{:<13}", "class");
     for p in [Proto::Smtp, Proto::Imap, Proto::Pop3] {
-        print!(" {:>10}", p.name());
+        out!(" {:>10}", p.name());
     }
-    println!();
+    outln!();
     for class in Class::ALL {
-        print!("{:<13}", class.name());
+        out!("{:<13}", class.name());
         for p in [Proto::Smtp, Proto::Imap, Proto::Pop3] {
             match by.get(&(p, class)) {
-                Some((pass, fail)) => print!(" {:>10}", format!("{pass}/{}", pass + fail)),
-                None => print!(" {:>10}", "-"),
+                Some((pass, fail)) => out!(" {:>10}", format!("{pass}/{}", pass + fail)),
+                None => out!(" {:>10}", "-"),
             }
         }
-        println!();
+        outln!();
     }
     let passed = results.iter().filter(|r| r.verdict.pass).count();
-    println!("{passed} passed, {} failed", results.len() - passed);
+    outln!("{passed} passed, {} failed", results.len() - passed);
 }
 
 /// The lines of one direction, credentials masked.
@@ -539,7 +556,7 @@ fn listen(args: &HostileArgs, all: &[Case], certs: Arc<Certs>) -> ExitCode {
         eprintln!("starttls hostile: {}: {e}", ca_path.display());
         return ExitCode::from(2);
     }
-    println!("# trust this CA: {}", ca_path.display());
+    outln!("# trust this CA: {}", ca_path.display());
     let fixed = match &args.case {
         Some(id) => match all.iter().find(|c| &c.id == id) {
             Some(c) => Some(c.clone()),
@@ -586,7 +603,7 @@ fn listen(args: &HostileArgs, all: &[Case], certs: Arc<Certs>) -> ExitCode {
         if cases.is_empty() {
             continue;
         }
-        println!(
+        outln!(
             "# {} on {addr}: {}",
             proto.name(),
             if cases.len() == 1 {
@@ -638,7 +655,7 @@ fn serve_one(
         deadline: Instant::now() + timeout,
         stop: Arc::new(AtomicBool::new(false)),
     };
-    println!("{} connection: playing {}", case.proto.name(), case.id);
+    outln!("{} connection: playing {}", case.proto.name(), case.id);
     let log = server::play(case.proto, &case.play, sock, &ctx);
     let mut referrals = 0;
     while rl.accept().is_ok() {
@@ -653,7 +670,7 @@ fn serve_one(
     let v = judge::judge(case, &obs);
     let c = &obs.conns[0];
     // One print per connection: connections run at the same time.
-    println!(
+    outln!(
         "{} {}: {}\n  cleartext: {}\n  tls:       {}\n  {} {}  (secure: {}; the client's screen is yours to judge)",
         case.proto.name(),
         case.id,

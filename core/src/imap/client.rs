@@ -314,7 +314,7 @@ impl ClientMachine {
             continuation_after: 0,
             sasl: None,
             idle: None,
-            framer: MessageFramer::default(),
+            framer: MessageFramer::for_client(),
         }
     }
 

@@ -10,7 +10,7 @@
 //! contiguous slice (lines, literal data, lines), handed to the grammar
 //! without copying.
 
-use crate::framing::{after_cr, scan_line, FramingError, LineSkipper, Scan};
+use crate::framing::{after_cr, scan_line, scan_line_fail_fast, FramingError, LineSkipper, Scan};
 
 use super::syntax::{trailing_literal, LiteralHeader};
 
@@ -67,9 +67,19 @@ pub(crate) struct MessageFramer {
     /// Literal octets still to come.
     literal: u64,
     skipper: LineSkipper,
+    /// Client role: a bare LF fails at once ([`scan_line_fail_fast`]).
+    fail_fast: bool,
 }
 
 impl MessageFramer {
+    /// The framer for a client, for which every framing fault is fatal.
+    pub(crate) fn for_client() -> Self {
+        MessageFramer {
+            fail_fast: true,
+            ..MessageFramer::default()
+        }
+    }
+
     /// Frames the message at the start of `input`.
     pub(crate) fn next(&mut self, input: &[u8], limits: FrameLimits) -> Frame {
         if self.skipper.is_active() {
@@ -88,7 +98,12 @@ impl MessageFramer {
             self.literal = 0;
         }
         let rest = input.get(self.pos..).unwrap_or_default();
-        let len = match scan_line(rest, &mut self.scanned, limits.line) {
+        let scan = if self.fail_fast {
+            scan_line_fail_fast(rest, &mut self.scanned, limits.line)
+        } else {
+            scan_line(rest, &mut self.scanned, limits.line)
+        };
+        let len = match scan {
             Scan::Incomplete => return Frame::NeedInput,
             Scan::Line(len) => len,
             Scan::Invalid { len, error } => {

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::dot::{DataReader, DataStep};
 use crate::error::{ConfigError, Error, Step, TlsRefusal, UsageError};
-use crate::framing::{scan_line, without_crlf, FramingError, Scan};
+use crate::framing::{scan_line_fail_fast, without_crlf, FramingError, Scan};
 use crate::policy::TlsPolicy;
 use crate::sasl;
 use crate::secret::Secret;
@@ -544,8 +544,11 @@ impl Machine for ClientMachine {
         loop {
             match &mut self.mode {
                 Mode::Status => {
-                    let line = match scan_line(io.input(), &mut self.scanned, limits.response_line)
-                    {
+                    let line = match scan_line_fail_fast(
+                        io.input(),
+                        &mut self.scanned,
+                        limits.response_line,
+                    ) {
                         Scan::Incomplete => return Ok(()),
                         Scan::Line(len) => without_crlf(&io.take(len)),
                         Scan::Invalid { error, .. } => return Err(Error::Framing(error)),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{ConfigError, Error, Step, TlsRefusal, UsageError};
-use crate::framing::{scan_line, Scan};
+use crate::framing::{scan_line_fail_fast, Scan};
 use crate::policy::TlsPolicy;
 use crate::sasl;
 use crate::secret::Secret;
@@ -388,7 +388,7 @@ impl ClientMachine {
         let limits = self.config.limits;
         loop {
             let rest = io.input().get(self.rpos..).unwrap_or_default();
-            let len = match scan_line(rest, &mut self.scanned, limits.reply_line) {
+            let len = match scan_line_fail_fast(rest, &mut self.scanned, limits.reply_line) {
                 Scan::Incomplete => return Ok(None),
                 Scan::TooLong => {
                     return Err(Error::Framing(crate::FramingError::TooLong {
