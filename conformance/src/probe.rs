@@ -63,9 +63,9 @@ pub struct ProbeArgs {
     /// Seconds to wait between connections.
     #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     pub delay: f64,
-    /// Most connections to open in total.
-    #[arg(long, default_value_t = 12, value_name = "N")]
-    pub max_connections: usize,
+    /// Most connections to open in total (default 12; 20 with --aggressive, whose probes take two each).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Warn when the certificate expires within this many days.
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     pub expiry_warn: i64,
@@ -211,7 +211,10 @@ impl Ctx {
             .unwrap_or_else(|| target.host.clone());
         let server_name = ServerName::try_from(name.clone())
             .map_err(|e| format!("--server-name {name:?}: {e}"))?;
-        if args.max_connections == 0 {
+        let cap = args
+            .max_connections
+            .unwrap_or(if args.aggressive { 20 } else { 12 });
+        if cap == 0 {
             return Err("--max-connections must be at least 1".into());
         }
         Ok(Ctx {
@@ -223,7 +226,7 @@ impl Ctx {
             banner: seconds("--banner-wait", args.banner_wait)?,
             wait: seconds("--timeout", args.timeout)?,
             delay: seconds("--delay", args.delay)?,
-            cap: args.max_connections,
+            cap,
             used: 0,
             expiry_warn: args.expiry_warn,
             aggressive: args.aggressive,

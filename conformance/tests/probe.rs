@@ -469,3 +469,70 @@ fn resolve_and_table_output() {
         .unwrap_or_default()
         .contains("exit 0"));
 }
+
+#[test]
+fn robustness_probes_pass_on_the_sound_server_with_short_evidence() {
+    let s = serve(&[]);
+    for kind in ["smtp", "imap", "pop3", "imaps"] {
+        let p = probe(&s, kind, &["--aggressive"]);
+        assert_eq!(p.code, 0, "{kind}\n{}\n{}", p.stdout, p.stderr);
+        assert_verdict(&p, "robust.long-line", "pass");
+        assert_verdict(&p, "robust.nul", "pass");
+        if kind.starts_with("imap") {
+            assert_verdict(&p, "robust.huge-literal", "pass");
+        }
+        // The 100 000-octet line is clipped in the evidence, saying so.
+        let ev = p.check("robust.long-line")["evidence"].clone();
+        let lines: Vec<&str> = ev
+            .as_array()
+            .expect("evidence")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(lines.iter().all(|l| l.len() < 400), "{kind}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("more characters)")),
+            "{kind}: {lines:?}"
+        );
+    }
+}
+
+#[test]
+fn robustness_failures_are_found_on_a_crashing_or_inviting_server() {
+    // Crashes on the long line: no later connection is served.
+    let s = serve(&["--broken", "crash-long-line"]);
+    let p = probe(&s, "imap", &["--aggressive"]);
+    assert_eq!(p.code, 1, "{}", p.stdout);
+    assert_verdict(&p, "robust.long-line", "fail");
+    let detail = p.check("robust.long-line")["detail"].to_string();
+    assert!(detail.contains("a new connection failed"), "{detail}");
+    // What comes after cannot be judged: the server is gone.
+    assert_verdict(&p, "robust.nul", "inconclusive");
+    assert_verdict(&p, "robust.huge-literal", "inconclusive");
+    // Everything before it passed.
+    assert_verdict(&p, "injection.same-write", "pass");
+
+    // Crashes on NUL, survives the long line.
+    for kind in ["smtp", "pop3"] {
+        let s = serve(&["--broken", "crash-nul"]);
+        // Without --aggressive the server passes: nothing crashes it.
+        let p = probe(&s, kind, &[]);
+        assert_eq!(p.code, 0, "{kind}\n{}", p.stdout);
+        assert_verdict(&p, "robust.nul", "skipped");
+        let p = probe(&s, kind, &["--aggressive"]);
+        assert_eq!(p.code, 1, "{kind}\n{}", p.stdout);
+        assert_verdict(&p, "robust.long-line", "pass");
+        assert_verdict(&p, "robust.nul", "fail");
+    }
+
+    // Invites a 4 GiB literal before login.
+    let s = serve(&["--broken", "huge-literal"]);
+    let p = probe(&s, "imap", &["--aggressive"]);
+    assert_eq!(p.code, 1, "{}", p.stdout);
+    assert_verdict(&p, "robust.huge-literal", "fail");
+    assert_verdict(&p, "robust.long-line", "pass");
+    assert_verdict(&p, "robust.nul", "pass");
+    assert!(p.check("robust.huge-literal")["evidence"]
+        .to_string()
+        .contains("S: + go ahead"));
+}
