@@ -536,3 +536,108 @@ fn robustness_failures_are_found_on_a_crashing_or_inviting_server() {
         .to_string()
         .contains("S: + go ahead"));
 }
+
+/// The object keys of a JSON text in the order they appear (a key is a
+/// string followed by `:`), nested objects included.
+fn keys_in_order(text: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut s = String::new();
+        while let Some((_, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, e)) = chars.next() {
+                        s.push(e);
+                    }
+                }
+                '"' => break,
+                _ => s.push(c),
+            }
+        }
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_some_and(|(_, c)| *c == ':') {
+            keys.push(s);
+        }
+    }
+    keys
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[test]
+fn json_matches_the_documented_schema_keys_order_and_types() {
+    let doc_md = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/probe.md"),
+    )
+    .expect("read docs/probe.md");
+    let section = doc_md
+        .split("## JSON (schema `starttls-probe/1`)")
+        .nth(1)
+        .expect("docs/probe.md has the JSON section");
+    let example = section
+        .split("```json\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a ```json example");
+    let documented: Value = serde_json::from_str(example).expect("the documented example parses");
+    let doc_keys = keys_in_order(example);
+
+    let s = serve(&[]);
+    let p = probe(&s, "imap", &[]);
+    let real = p.json();
+    let real_keys = keys_in_order(&p.stdout);
+
+    // The document up to the end of the first check has exactly the
+    // documented keys in the documented order...
+    assert_eq!(
+        real_keys.get(..doc_keys.len()),
+        Some(&doc_keys[..]),
+        "key order differs from docs/probe.md\n{}",
+        p.stdout
+    );
+    // ... and every further check repeats the documented check keys.
+    let first_check = doc_keys
+        .iter()
+        .position(|k| k == "id")
+        .expect("the example has a check");
+    let check_keys = &doc_keys[first_check..];
+    for (i, chunk) in real_keys[doc_keys.len()..]
+        .chunks(check_keys.len())
+        .enumerate()
+    {
+        assert_eq!(chunk, check_keys, "check {} keys", i + 1);
+    }
+    // Same types, field by field.
+    for (k, v) in documented.as_object().expect("object") {
+        assert_eq!(kind_of(&real[k]), kind_of(v), "{k}");
+        if let Some(o) = v.as_object() {
+            for (k2, v2) in o {
+                assert_eq!(kind_of(&real[k][k2]), kind_of(v2), "{k}.{k2}");
+            }
+        }
+    }
+    let doc_check = &documented["checks"][0];
+    for c in real["checks"].as_array().expect("checks") {
+        for (k, v) in doc_check.as_object().expect("check object") {
+            assert_eq!(kind_of(&c[k]), kind_of(v), "checks[].{k}");
+        }
+    }
+    // `--json` prints that one document and nothing else on stdout.
+    assert!(p.stdout.trim_start().starts_with('{') && p.stdout.trim_end().ends_with('}'));
+    assert_eq!(p.stdout.matches("\"schema\"").count(), 1);
+}

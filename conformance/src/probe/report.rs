@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::connect::Proto;
 
@@ -217,46 +217,50 @@ impl Report {
         }
     }
 
-    /// The JSON document.
-    pub fn json(&self, fail_on: Verdict) -> serde_json::Value {
-        let checks: Vec<serde_json::Value> = self
-            .checks
-            .iter()
-            .map(|c| {
-                let s = spec_of(c.id);
-                json!({
-                    "id": c.id,
-                    "title": s.map(|s| s.title).unwrap_or_default(),
-                    "verdict": c.verdict.as_str(),
-                    "informational": s.is_some_and(|s| s.informational),
-                    "detail": c.detail,
-                    "evidence": c.evidence,
-                    "reference": s.map(|s| s.reference).unwrap_or_default(),
+    /// The JSON document, its fields in the documented order
+    /// (docs/probe.md, schema `starttls-probe/1`).
+    pub fn json(&self, fail_on: Verdict) -> JsonDoc<'_> {
+        JsonDoc {
+            schema: SCHEMA,
+            tool: format!("starttls {}", env!("CARGO_PKG_VERSION")),
+            target: JsonTarget {
+                url: &self.url,
+                protocol: match self.proto {
+                    Proto::Smtp => "smtp",
+                    Proto::Imap => "imap",
+                    Proto::Pop3 => "pop3",
+                },
+                address: &self.address,
+                server_name: &self.server_name,
+            },
+            connections: self.connections,
+            marker: &self.marker,
+            fail_on: fail_on.as_str(),
+            summary: JsonSummary {
+                pass: self.count(Verdict::Pass),
+                warn: self.count(Verdict::Warn),
+                fail: self.count(Verdict::Fail),
+                inconclusive: self.count(Verdict::Inconclusive),
+                skipped: self.count(Verdict::Skipped),
+            },
+            exit_code: self.exit_code(fail_on),
+            checks: self
+                .checks
+                .iter()
+                .map(|c| {
+                    let s = spec_of(c.id);
+                    JsonCheck {
+                        id: c.id,
+                        title: s.map(|s| s.title).unwrap_or_default(),
+                        verdict: c.verdict.as_str(),
+                        informational: s.is_some_and(|s| s.informational),
+                        detail: &c.detail,
+                        evidence: &c.evidence,
+                        reference: s.map(|s| s.reference).unwrap_or_default(),
+                    }
                 })
-            })
-            .collect();
-        json!({
-            "schema": SCHEMA,
-            "tool": format!("starttls {}", env!("CARGO_PKG_VERSION")),
-            "target": {
-                "url": self.url,
-                "protocol": match self.proto { Proto::Smtp => "smtp", Proto::Imap => "imap", Proto::Pop3 => "pop3" },
-                "address": self.address,
-                "server_name": self.server_name,
-            },
-            "connections": self.connections,
-            "marker": self.marker,
-            "fail_on": fail_on.as_str(),
-            "summary": {
-                "pass": self.count(Verdict::Pass),
-                "warn": self.count(Verdict::Warn),
-                "fail": self.count(Verdict::Fail),
-                "inconclusive": self.count(Verdict::Inconclusive),
-                "skipped": self.count(Verdict::Skipped),
-            },
-            "exit_code": self.exit_code(fail_on),
-            "checks": checks,
-        })
+                .collect(),
+        }
     }
 
     /// The table for people; colour only on a terminal.
@@ -298,4 +302,53 @@ impl Report {
 /// The catalogue entry of an id.
 pub fn spec_of(id: &str) -> Option<&'static Spec> {
     CATALOGUE.iter().find(|s| s.id == id)
+}
+
+// The JSON document. Field order is the order of docs/probe.md's schema
+// (serde writes struct fields in declaration order); a test parses the
+// documented example and compares both the keys and their order.
+
+/// The whole document.
+#[derive(Serialize)]
+pub struct JsonDoc<'a> {
+    schema: &'static str,
+    tool: String,
+    target: JsonTarget<'a>,
+    connections: usize,
+    marker: &'a str,
+    fail_on: &'static str,
+    summary: JsonSummary,
+    exit_code: u8,
+    checks: Vec<JsonCheck<'a>>,
+}
+
+/// What was probed.
+#[derive(Serialize)]
+struct JsonTarget<'a> {
+    url: &'a str,
+    protocol: &'static str,
+    address: &'a str,
+    server_name: &'a str,
+}
+
+/// Verdict counts.
+#[derive(Serialize)]
+struct JsonSummary {
+    pass: usize,
+    warn: usize,
+    fail: usize,
+    inconclusive: usize,
+    skipped: usize,
+}
+
+/// One check.
+#[derive(Serialize)]
+struct JsonCheck<'a> {
+    id: &'static str,
+    title: &'static str,
+    verdict: &'static str,
+    informational: bool,
+    detail: &'a str,
+    evidence: &'a [String],
+    reference: &'static str,
 }
