@@ -135,6 +135,10 @@ struct Ctx {
     aggressive: bool,
     marker: String,
     url: String,
+    /// Set by [`injection`] when the injected bytes reached the server only
+    /// after it had switched to TLS (it read them as TLS and hung up), so
+    /// the attempt said nothing about its cleartext buffer.
+    injected_late: bool,
 }
 
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
@@ -232,6 +236,7 @@ impl Ctx {
             aggressive: args.aggressive,
             marker: marker(),
             url: args.url.clone(),
+            injected_late: false,
             target,
         })
     }
@@ -378,7 +383,28 @@ fn probe(mut ctx: Ctx) -> Report {
                 styles.push(Style::Literal);
             }
             for s in styles {
-                injection(&mut ctx, &mut r, s);
+                // Two writes race the server's switch to TLS: when the
+                // second write arrived after it, try again (a vulnerable
+                // server must not pass on a scheduling accident).
+                let tries = if s == Style::TwoWrites {
+                    TWO_WRITES_TRIES
+                } else {
+                    1
+                };
+                for attempt in 1..=tries {
+                    ctx.injected_late = false;
+                    injection(&mut ctx, &mut r, s);
+                    if !ctx.injected_late {
+                        break;
+                    }
+                    if attempt > 1 {
+                        if let Some(c) = r.checks.iter_mut().find(|c| c.id == s.id()) {
+                            c.detail.push_str(&format!(
+                                " (in each of {attempt} attempts the second write reached the server after it had switched to TLS)"
+                            ));
+                        }
+                    }
+                }
             }
         }
         implicit_counterpart(&mut ctx, &mut r);
@@ -1117,6 +1143,10 @@ impl Style {
     }
 }
 
+/// How often `injection.two-writes` is tried while the second write keeps
+/// arriving after the server's switch to TLS.
+const TWO_WRITES_TRIES: usize = 3;
+
 /// Command injection after the upgrade (CVE-2011-0411 class).
 fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
     let id = style.id();
@@ -1218,6 +1248,7 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
     }
     if !p.w.buffered().is_empty() || p.w.more_within(Duration::from_millis(300)) {
         if is_tls_record(p.w.buffered()) {
+            ctx.injected_late = true;
             p.w.note(format!(
                 "{} octets of TLS record (type {}) from the server before our handshake",
                 p.w.buffered().len(),
@@ -1240,6 +1271,7 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
         return p.w.close();
     }
     if p.w.closed() {
+        ctx.injected_late = true;
         return r.set(
             id,
             Verdict::Pass,
@@ -1249,6 +1281,7 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
     }
     let (config, _) = ctx.tls();
     if let Err(e) = p.w.start_tls(config, ctx.server_name.clone()) {
+        ctx.injected_late = true;
         return r.set(
             id,
             Verdict::Pass,

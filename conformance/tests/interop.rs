@@ -1884,7 +1884,8 @@ fn serve_log_check_catches_cleartext_commands_and_injection() {
 // exit code and the verdict of every check: the ones listed as findings
 // must have exactly that verdict, every other one must be `pass` (or
 // `skipped`/absent where the check does not apply). The evidence of every
-// finding is printed, so the transcripts behind the docs are in the log.
+// finding is printed, so the transcripts behind the docs are in the log
+// (`STARTTLS_PROBE_SHOW=1`: every check's one-line detail as well).
 
 /// aiosmtpd 1.4.5 (CVE-2024-34083), in its own venv made by
 /// `conformance/peers/install.sh`.
@@ -1968,6 +1969,13 @@ fn check_probe(ran: &Ran, want: &ProbeWant) -> Result<String, String> {
                 "{id}: {v}, expected pass ({})",
                 c["detail"].as_str().unwrap_or_default()
             ));
+        }
+        if std::env::var_os("STARTTLS_PROBE_SHOW").is_some() && (v == "pass" || v == "skipped") {
+            let _ = writeln!(
+                shown,
+                "  {v} {id}: {}",
+                c["detail"].as_str().unwrap_or_default()
+            );
         }
         if v != "pass" && v != "skipped" {
             let _ = writeln!(

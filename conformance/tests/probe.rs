@@ -163,11 +163,17 @@ fn run(args: &[&str]) -> Probe {
         .stdin(Stdio::null())
         .output()
         .expect("run probe");
-    Probe {
+    let p = Probe {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    // With --json, stdout is exactly one JSON document (serde_json refuses
+    // anything after it) whose exit_code is the process's.
+    if args.contains(&"--json") && p.code != 3 {
+        assert_eq!(p.json()["exit_code"], p.code, "{}", p.stdout);
     }
+    p
 }
 
 /// Probes `kind` on `server` (JSON), with the implicit counterpart's port.

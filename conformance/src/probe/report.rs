@@ -352,3 +352,66 @@ struct JsonCheck<'a> {
     evidence: &'a [String],
     reference: &'static str,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(verdicts: &[(&'static str, Verdict)]) -> Report {
+        let mut r = Report {
+            url: "smtp://127.0.0.1:25".into(),
+            proto: Proto::Smtp,
+            address: "127.0.0.1:25".into(),
+            server_name: "127.0.0.1".into(),
+            checks: Vec::new(),
+            connections: 1,
+            marker: "00000000".into(),
+        };
+        for (id, v) in verdicts {
+            r.set(id, *v, "", Vec::new());
+        }
+        r.rest(Verdict::Pass, "", &[]);
+        r.finish();
+        r
+    }
+
+    /// Verdicts, the exit code with `--fail-on fail`, with `--fail-on warn`.
+    type Case = (&'static [(&'static str, Verdict)], u8, u8);
+
+    #[test]
+    fn exit_codes_for_every_combination_and_fail_on_level() {
+        use Verdict::*;
+        let cases: &[Case] = &[
+            (&[], 0, 0),
+            (&[("robust.nul", Skipped)], 0, 0),
+            (&[("cert.expiry", Warn)], 0, 1),
+            (&[("cert.expiry", Fail)], 1, 1),
+            (&[("upgrade.works", Inconclusive)], 2, 2),
+            (
+                &[("cert.expiry", Warn), ("upgrade.works", Inconclusive)],
+                2,
+                1,
+            ),
+            (
+                &[("cert.chain", Fail), ("upgrade.works", Inconclusive)],
+                1,
+                1,
+            ),
+            // Informational checks never change the exit code.
+            (&[("smtp.requiretls", Fail)], 0, 0),
+            (&[("smtp.requiretls", Inconclusive)], 0, 0),
+        ];
+        for (verdicts, on_fail, on_warn) in cases {
+            let r = report(verdicts);
+            assert_eq!(r.exit_code(Fail), *on_fail, "{verdicts:?} --fail-on fail");
+            assert_eq!(r.exit_code(Warn), *on_warn, "{verdicts:?} --fail-on warn");
+            // The JSON and the table say the same.
+            let doc = serde_json::to_value(r.json(Warn)).expect("json");
+            assert_eq!(doc["exit_code"], *on_warn);
+            assert_eq!(doc["fail_on"], "warn");
+            assert!(r
+                .table(Fail)
+                .ends_with(&format!("exit {on_fail} (--fail-on fail)\n")));
+        }
+    }
+}
