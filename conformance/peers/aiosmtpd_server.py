@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""aiosmtpd (1.4.6) SMTP server with STARTTLS for conformance/tests/interop.rs.
+"""aiosmtpd SMTP server with STARTTLS for conformance/tests/interop.rs.
 
     python3 aiosmtpd_server.py --host 127.0.0.1 --port P --cert leaf.pem --key leaf.key
+
+Run by python3 (aiosmtpd 1.4.6) or by /opt/aiosmtpd-1.4.5/bin/python (1.4.5,
+CVE-2024-34083, for calibrating `starttls probe`); it prints the version.
 
 require_starttls=True: every command but EHLO/HELO/NOOP/QUIT/STARTTLS is refused
 before TLS. Messages are accepted and dropped. Prints `listening HOST:PORT` on

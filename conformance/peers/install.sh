@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real mail software that conformance/tests/interop.rs talks to:
-# Postfix, Dovecot (imapd + pop3d), aiosmtpd 1.4.6, swaks, msmtp, curl, openssl.
+# Postfix, Dovecot (imapd + pop3d), aiosmtpd 1.4.6, swaks, msmtp, curl, openssl,
+# and aiosmtpd 1.4.5 (CVE-2024-34083, command injection after STARTTLS) in its
+# own venv at /opt/aiosmtpd-1.4.5, for calibrating `starttls probe`.
 #
 # Run as root, non-interactive, idempotent: packages already present are not
 # fetched again. No daemon is left running: a policy-rc.d that exits 101 keeps
@@ -30,6 +32,9 @@ DEBS=(
   ca-certificates
 )
 AIOSMTPD_VERSION=1.4.6
+# The vulnerable release, kept apart from the python3 the tests run.
+AIOSMTPD_OLD_VERSION=1.4.5
+AIOSMTPD_OLD_VENV=/opt/aiosmtpd-$AIOSMTPD_OLD_VERSION
 
 updated=""
 apt_update_once() {
@@ -116,10 +121,29 @@ else
   say "aiosmtpd $have already installed"
 fi
 
+# aiosmtpd 1.4.5 in its own venv: the probe's calibration must see
+# CVE-2024-34083's injection found (conformance/tests/interop.rs).
+old_have=$("$AIOSMTPD_OLD_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("aiosmtpd"))' 2>/dev/null || true)
+if [ "$old_have" != "$AIOSMTPD_OLD_VERSION" ]; then
+  if ! "$PY" -m venv --help >/dev/null 2>&1 || ! "$PY" -c 'import ensurepip' >/dev/null 2>&1; then
+    say "no venv/ensurepip for $PY: installing python3-venv"
+    apt_update_once
+    apt-get install -y -qq --no-install-recommends python3-venv >>/tmp/peers-apt.log 2>&1
+  fi
+  say "creating $AIOSMTPD_OLD_VENV with aiosmtpd==$AIOSMTPD_OLD_VERSION"
+  rm -rf "$AIOSMTPD_OLD_VENV"
+  "$PY" -m venv "$AIOSMTPD_OLD_VENV"
+  "$AIOSMTPD_OLD_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "aiosmtpd==$AIOSMTPD_OLD_VERSION"
+else
+  say "aiosmtpd $old_have already installed in $AIOSMTPD_OLD_VENV"
+fi
+
 say "installed:"
 for p in "${DEBS[@]}"; do
   printf '  %-24s %s\n' "$p" "$(dpkg-query -W -f='${Version}' "$p")"
 done
 printf '  %-24s %s\n' "aiosmtpd (pip)" "$("$PY" -c 'import importlib.metadata as m; print(m.version("aiosmtpd"))')"
+printf '  %-24s %s\n' "aiosmtpd (venv)" "$("$AIOSMTPD_OLD_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("aiosmtpd"))') in $AIOSMTPD_OLD_VENV"
 printf '  %-24s %s\n' "python3" "$("$PY" -c 'import sys; print(sys.executable)')"
 say "done in $(( $(date +%s) - start ))s"

@@ -63,9 +63,9 @@ pub struct ProbeArgs {
     /// Seconds to wait between connections.
     #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     pub delay: f64,
-    /// Most connections to open in total.
-    #[arg(long, default_value_t = 12, value_name = "N")]
-    pub max_connections: usize,
+    /// Most connections to open in total (default 12; 20 with --aggressive, whose probes take two each).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Warn when the certificate expires within this many days.
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     pub expiry_warn: i64,
@@ -135,6 +135,10 @@ struct Ctx {
     aggressive: bool,
     marker: String,
     url: String,
+    /// Set by [`injection`] when the injected bytes reached the server only
+    /// after it had switched to TLS (it read them as TLS and hung up), so
+    /// the attempt said nothing about its cleartext buffer.
+    injected_late: bool,
 }
 
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
@@ -211,7 +215,10 @@ impl Ctx {
             .unwrap_or_else(|| target.host.clone());
         let server_name = ServerName::try_from(name.clone())
             .map_err(|e| format!("--server-name {name:?}: {e}"))?;
-        if args.max_connections == 0 {
+        let cap = args
+            .max_connections
+            .unwrap_or(if args.aggressive { 20 } else { 12 });
+        if cap == 0 {
             return Err("--max-connections must be at least 1".into());
         }
         Ok(Ctx {
@@ -223,12 +230,13 @@ impl Ctx {
             banner: seconds("--banner-wait", args.banner_wait)?,
             wait: seconds("--timeout", args.timeout)?,
             delay: seconds("--delay", args.delay)?,
-            cap: args.max_connections,
+            cap,
             used: 0,
             expiry_warn: args.expiry_warn,
             aggressive: args.aggressive,
             marker: marker(),
             url: args.url.clone(),
+            injected_late: false,
             target,
         })
     }
@@ -375,7 +383,28 @@ fn probe(mut ctx: Ctx) -> Report {
                 styles.push(Style::Literal);
             }
             for s in styles {
-                injection(&mut ctx, &mut r, s);
+                // Two writes race the server's switch to TLS: when the
+                // second write arrived after it, try again (a vulnerable
+                // server must not pass on a scheduling accident).
+                let tries = if s == Style::TwoWrites {
+                    TWO_WRITES_TRIES
+                } else {
+                    1
+                };
+                for attempt in 1..=tries {
+                    ctx.injected_late = false;
+                    injection(&mut ctx, &mut r, s);
+                    if !ctx.injected_late {
+                        break;
+                    }
+                    if attempt > 1 {
+                        if let Some(c) = r.checks.iter_mut().find(|c| c.id == s.id()) {
+                            c.detail.push_str(&format!(
+                                " (in each of {attempt} attempts the second write reached the server after it had switched to TLS)"
+                            ));
+                        }
+                    }
+                }
             }
         }
         implicit_counterpart(&mut ctx, &mut r);
@@ -1114,6 +1143,10 @@ impl Style {
     }
 }
 
+/// How often `injection.two-writes` is tried while the second write keeps
+/// arriving after the server's switch to TLS.
+const TWO_WRITES_TRIES: usize = 3;
+
 /// Command injection after the upgrade (CVE-2011-0411 class).
 fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
     let id = style.id();
@@ -1215,6 +1248,7 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
     }
     if !p.w.buffered().is_empty() || p.w.more_within(Duration::from_millis(300)) {
         if is_tls_record(p.w.buffered()) {
+            ctx.injected_late = true;
             p.w.note(format!(
                 "{} octets of TLS record (type {}) from the server before our handshake",
                 p.w.buffered().len(),
@@ -1237,6 +1271,7 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
         return p.w.close();
     }
     if p.w.closed() {
+        ctx.injected_late = true;
         return r.set(
             id,
             Verdict::Pass,
@@ -1246,6 +1281,7 @@ fn injection(ctx: &mut Ctx, r: &mut Report, style: Style) {
     }
     let (config, _) = ctx.tls();
     if let Err(e) = p.w.start_tls(config, ctx.server_name.clone()) {
+        ctx.injected_late = true;
         return r.set(
             id,
             Verdict::Pass,
@@ -1387,9 +1423,13 @@ fn robustness(ctx: &mut Ctx, r: &mut Report) {
             }
         };
         let p = &mut o.peer;
-        if let Err(stop) = p.w.send(&bytes) {
-            stopped(r, id, "sending", &stop, &p.w, 0);
-            continue;
+        // A server may answer and close while the long line is still being
+        // sent (Dovecot: `Input buffer full`): the write fails, but what it
+        // said may still be read, and whether it keeps serving is judged on
+        // a new connection either way.
+        let sent = p.w.send(&bytes);
+        if let Err(stop) = &sent {
+            p.w.note(format!("the write failed: {stop}"));
         }
         let answer = p.w.line();
         let invited =
@@ -1405,9 +1445,10 @@ fn robustness(ctx: &mut Ctx, r: &mut Report) {
             );
             continue;
         }
-        let first = match &answer {
-            Ok(l) => starttls::Escaped::new(l).to_string(),
-            Err(s) => s.to_string(),
+        let first = match (&answer, &sent) {
+            (Ok(l), _) => starttls::Escaped::new(l).to_string(),
+            (Err(s), Ok(())) => s.to_string(),
+            (Err(s), Err(w)) => format!("nothing ({s}; the write failed: {w})"),
         };
         match ctx.open(ctx.addr, implicit) {
             Ok(mut again) => {

@@ -3,7 +3,10 @@
 //! * our client (`starttls connect`) against Postfix 3.7 (smtp, submission),
 //!   Dovecot 2.3 (imap, imaps, pop3, pop3s) and aiosmtpd 1.4.6 (smtp);
 //! * real clients against our server (`starttls serve`): Python's smtplib,
-//!   imaplib and poplib, curl, `openssl s_client`, swaks and msmtp.
+//!   imaplib and poplib, curl, `openssl s_client`, swaks and msmtp;
+//! * `starttls probe` calibrated against Postfix, Dovecot, aiosmtpd 1.4.6 and
+//!   aiosmtpd 1.4.5 (CVE-2024-34083, its own venv): the verdict of every
+//!   check asserted (docs/probe.md's calibration table).
 //!
 //! The peers are installed by `conformance/peers/install.sh` (run as root);
 //! their configuration templates live beside it. A test whose peer is missing
@@ -740,24 +743,20 @@ fn check_connect(ran: &Ran, want: &Expect) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------
-// Our client against Postfix.
+// Postfix and Dovecot, started for a test.
 
-#[test]
-fn postfix_with_starttls_connect() {
-    if !requirements_met(
-        "postfix_with_starttls_connect",
-        &[
-            Need::Root,
-            Need::Program("/usr/sbin/postfix"),
-            Need::Program("/usr/lib/postfix/sbin/master"),
-            Need::Program("openssl"),
-            Need::Program("timeout"),
-        ],
-    ) {
-        return;
-    }
-    let dir = TempDir::new("postfix");
-    let pki = make_pki(&dir);
+/// A private Postfix instance (smtp and submission on 127.0.0.1); its
+/// master is stopped on drop.
+struct PostfixRun {
+    _master: Daemon,
+    smtp: SocketAddr,
+    submission: SocketAddr,
+    maillog: PathBuf,
+}
+
+/// Starts Postfix with the templates of `peers/postfix` in `dir`, which must
+/// already hold `leaf.pem`/`leaf.key` ([`make_pki`]); waits for both greetings.
+fn start_postfix(dir: &TempDir) -> PostfixRun {
     let etc = dir.join("etc");
     for d in ["etc", "spool", "data"] {
         std::fs::create_dir_all(dir.join(d)).expect("mkdir");
@@ -795,7 +794,7 @@ fn postfix_with_starttls_connect() {
         read_log(&dir.join("maillog"))
     );
     let maillog = dir.join("maillog");
-    let _master = Daemon::spawn(
+    let master = Daemon::spawn(
         "postfix master",
         "/usr/lib/postfix/sbin/master",
         &["-c", &etc_s, "-s"],
@@ -803,55 +802,28 @@ fn postfix_with_starttls_connect() {
     wait_listening(smtp, Some("220 "), || read_log(&maillog));
     wait_listening(submission, Some("220 "), || read_log(&maillog));
 
-    let mut m = Matrix::new("postfix");
-    let ca = pki.ca.as_path();
-    // Control: a real client against the same Postfix, so that a failure of
-    // ours is not mistaken for a broken peer.
-    let control = s_client_starttls(
+    PostfixRun {
+        _master: master,
         smtp,
-        "smtp",
-        ca,
-        &["EHLO control.localhost\r\n", "QUIT\r\n"],
-    );
-    m.record(
-        "control: s_client smtp STARTTLS",
-        expect(control.success(), "exit 0", &control),
-    );
-    for (case, url) in [
-        ("smtp STARTTLS", format!("smtp://{smtp}")),
-        ("submission STARTTLS", format!("submission://{submission}")),
-    ] {
-        let ran = starttls_connect(&url, ca, &[]);
-        let want = Expect {
-            upgrade: Some("STARTTLS"),
-            cleartext_caps: &[],
-            cleartext_lacks: &[],
-            login: false,
-        };
-        let result = check_connect(&ran, &want)
-            .map_err(|e| format!("{e}\n--- maillog\n{}", read_log(&maillog)));
-        m.record(case, result);
+        submission,
+        maillog,
     }
-    m.finish();
 }
 
-// ---------------------------------------------------------------------------
-// Our client against Dovecot.
+/// A private Dovecot (imap, imaps, pop3, pop3s on 127.0.0.1 and 127.0.0.2;
+/// user alice, password secret, one message); stopped on drop.
+struct DovecotRun {
+    _dovecot: Daemon,
+    imap: u16,
+    imaps: u16,
+    pop3: u16,
+    pop3s: u16,
+    log: PathBuf,
+}
 
-#[test]
-fn dovecot_with_starttls_connect() {
-    if !requirements_met(
-        "dovecot_with_starttls_connect",
-        &[
-            Need::Program("/usr/sbin/dovecot"),
-            Need::Program("openssl"),
-            Need::Program("timeout"),
-        ],
-    ) {
-        return;
-    }
-    let dir = TempDir::new("dovecot");
-    let pki = make_pki(&dir);
+/// Starts Dovecot with `peers/dovecot/dovecot.conf.in` in `dir`, which must
+/// already hold `leaf.pem`/`leaf.key` ([`make_pki`]); waits for every listener.
+fn start_dovecot(dir: &TempDir) -> DovecotRun {
     let d = dir.path().to_string_lossy().into_owned();
     let ports = free_ports("127.0.0.1", 4);
     let (imap, imaps, pop3, pop3s) = (ports[0], ports[1], ports[2], ports[3]);
@@ -910,7 +882,7 @@ fn dovecot_with_starttls_connect() {
     ]));
     let log = dir.join("dovecot.log");
     let conf_s = conf.to_string_lossy().into_owned();
-    let _dovecot = Daemon::spawn("dovecot", "/usr/sbin/dovecot", &["-c", &conf_s, "-F"]);
+    let dovecot = Daemon::spawn("dovecot", "/usr/sbin/dovecot", &["-c", &conf_s, "-F"]);
     for (ip, port, greeting) in [
         ([127, 0, 0, 1], imap, Some("* OK")),
         ([127, 0, 0, 2], imap, Some("* OK")),
@@ -921,6 +893,90 @@ fn dovecot_with_starttls_connect() {
     ] {
         wait_listening((ip, port).into(), greeting, || read_log(&log));
     }
+
+    DovecotRun {
+        _dovecot: dovecot,
+        imap,
+        imaps,
+        pop3,
+        pop3s,
+        log,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Our client against Postfix.
+
+#[test]
+fn postfix_with_starttls_connect() {
+    if !requirements_met(
+        "postfix_with_starttls_connect",
+        &[
+            Need::Root,
+            Need::Program("/usr/sbin/postfix"),
+            Need::Program("/usr/lib/postfix/sbin/master"),
+            Need::Program("openssl"),
+            Need::Program("timeout"),
+        ],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("postfix");
+    let pki = make_pki(&dir);
+    let pf = start_postfix(&dir);
+    let (smtp, submission, maillog) = (pf.smtp, pf.submission, pf.maillog.clone());
+
+    let mut m = Matrix::new("postfix");
+    let ca = pki.ca.as_path();
+    // Control: a real client against the same Postfix, so that a failure of
+    // ours is not mistaken for a broken peer.
+    let control = s_client_starttls(
+        smtp,
+        "smtp",
+        ca,
+        &["EHLO control.localhost\r\n", "QUIT\r\n"],
+    );
+    m.record(
+        "control: s_client smtp STARTTLS",
+        expect(control.success(), "exit 0", &control),
+    );
+    for (case, url) in [
+        ("smtp STARTTLS", format!("smtp://{smtp}")),
+        ("submission STARTTLS", format!("submission://{submission}")),
+    ] {
+        let ran = starttls_connect(&url, ca, &[]);
+        let want = Expect {
+            upgrade: Some("STARTTLS"),
+            cleartext_caps: &[],
+            cleartext_lacks: &[],
+            login: false,
+        };
+        let result = check_connect(&ran, &want)
+            .map_err(|e| format!("{e}\n--- maillog\n{}", read_log(&maillog)));
+        m.record(case, result);
+    }
+    m.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Our client against Dovecot.
+
+#[test]
+fn dovecot_with_starttls_connect() {
+    if !requirements_met(
+        "dovecot_with_starttls_connect",
+        &[
+            Need::Program("/usr/sbin/dovecot"),
+            Need::Program("openssl"),
+            Need::Program("timeout"),
+        ],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("dovecot");
+    let pki = make_pki(&dir);
+    let dv = start_dovecot(&dir);
+    let (imap, imaps, pop3, pop3s, log) = (dv.imap, dv.imaps, dv.pop3, dv.pop3s, dv.log.clone());
 
     let mut m = Matrix::new("dovecot");
     let ca = pki.ca.as_path();
@@ -1819,4 +1875,407 @@ fn serve_log_check_catches_cleartext_commands_and_injection() {
     assert!(check_serve_log(&no_tls, 2)
         .iter()
         .any(|p| p.contains("never reached TLS")));
+}
+
+// ---------------------------------------------------------------------------
+// `starttls probe` calibrated against real servers (docs/probe.md's table).
+//
+// Each case runs `starttls probe URL --json --aggressive` and asserts the
+// exit code and the verdict of every check: the ones listed as findings
+// must have exactly that verdict, every other one must be `pass` (or
+// `skipped`/absent where the check does not apply). The evidence of every
+// finding is printed, so the transcripts behind the docs are in the log
+// (`STARTTLS_PROBE_SHOW=1`: every check's one-line detail as well).
+
+/// aiosmtpd 1.4.5 (CVE-2024-34083), in its own venv made by
+/// `conformance/peers/install.sh`.
+const AIOSMTPD_145_PYTHON: &str = "/opt/aiosmtpd-1.4.5/bin/python";
+
+/// `starttls probe URL --json --aggressive` with the throwaway CA.
+fn starttls_probe(url: &str, ca: &Path, extra: &[&str]) -> Ran {
+    run(
+        Command::new(STARTTLS)
+            .arg("probe")
+            .arg(url)
+            .arg("--ca")
+            .arg(ca)
+            .args([
+                "--json",
+                "--aggressive",
+                "--banner-wait",
+                "10",
+                "--timeout",
+                "5",
+                "--max-connections",
+                "30",
+                // The throwaway leaf lives 2 days.
+                "--expiry-warn",
+                "1",
+            ])
+            .args(extra),
+        &[],
+    )
+}
+
+/// What one probe run must give: its exit code, and the checks that are
+/// not `pass` with their verdicts. `skipped` lists checks that must be
+/// skipped (e.g. `implicit.reachable` on `smtp://`).
+#[derive(Clone, Copy)]
+struct ProbeWant<'a> {
+    exit: i32,
+    findings: &'a [(&'a str, &'a str)],
+    skipped: &'a [&'a str],
+}
+
+/// Checks a probe run against `want`; on success returns one line per
+/// finding with its evidence, for the log.
+fn check_probe(ran: &Ran, want: &ProbeWant) -> Result<String, String> {
+    let doc: serde_json::Value = serde_json::from_str(&ran.stdout)
+        .map_err(|e| format!("stdout is not one JSON document ({e})\n{}", ran.report()))?;
+    let mut problems = Vec::new();
+    let code = ran.status.and_then(|s| s.code());
+    if code != Some(want.exit) {
+        problems.push(format!("exit code {code:?}, expected {}", want.exit));
+    }
+    if doc["exit_code"] != want.exit {
+        problems.push(format!("JSON exit_code {}", doc["exit_code"]));
+    }
+    let checks = doc["checks"].as_array().cloned().unwrap_or_default();
+    let verdict = |id: &str| {
+        checks
+            .iter()
+            .find(|c| c["id"] == id)
+            .and_then(|c| c["verdict"].as_str())
+            .map(str::to_string)
+    };
+    for (id, v) in want.findings {
+        if verdict(id).as_deref() != Some(v) {
+            problems.push(format!("{id}: {:?}, expected {v}", verdict(id)));
+        }
+    }
+    for id in want.skipped {
+        if verdict(id).as_deref() != Some("skipped") {
+            problems.push(format!("{id}: {:?}, expected skipped", verdict(id)));
+        }
+    }
+    let mut shown = String::new();
+    for c in &checks {
+        let id = c["id"].as_str().unwrap_or_default();
+        let v = c["verdict"].as_str().unwrap_or_default();
+        let listed = want.findings.iter().any(|(i, _)| *i == id) || want.skipped.contains(&id);
+        let informational = c["informational"] == true;
+        if !listed && !informational && v != "pass" {
+            problems.push(format!(
+                "{id}: {v}, expected pass ({})",
+                c["detail"].as_str().unwrap_or_default()
+            ));
+        }
+        if std::env::var_os("STARTTLS_PROBE_SHOW").is_some() && (v == "pass" || v == "skipped") {
+            let _ = writeln!(
+                shown,
+                "  {v} {id}: {}",
+                c["detail"].as_str().unwrap_or_default()
+            );
+        }
+        if v != "pass" && v != "skipped" {
+            let _ = writeln!(
+                shown,
+                "  {v} {id}: {}",
+                c["detail"].as_str().unwrap_or_default()
+            );
+            for e in c["evidence"].as_array().into_iter().flatten() {
+                let _ = writeln!(shown, "      {}", e.as_str().unwrap_or_default());
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(shown)
+    } else {
+        Err(format!("{}\n{}", problems.join("\n"), ran.report()))
+    }
+}
+
+/// Runs one calibration case and records it.
+fn probe_case(m: &mut Matrix, case: &str, url: &str, ca: &Path, extra: &[&str], want: ProbeWant) {
+    let ran = starttls_probe(url, ca, extra);
+    let result = check_probe(&ran, &want).map(|shown| {
+        if !shown.is_empty() {
+            say(&format!(
+                "probe {case} ({url}) findings:\n{}",
+                shown.trim_end()
+            ));
+        }
+    });
+    m.record(case, result);
+}
+
+/// The checks skipped on implicit TLS (nothing is sent before TLS).
+const UPGRADE_ONLY: [&str; 7] = [
+    "upgrade.offered",
+    "upgrade.works",
+    "injection.same-write",
+    "injection.two-writes",
+    "injection.partial-line",
+    "state.capabilities",
+    "auth.before-tls",
+];
+
+#[test]
+fn probe_calibration_dovecot() {
+    if !requirements_met(
+        "probe_calibration_dovecot",
+        &[
+            Need::Program("/usr/sbin/dovecot"),
+            Need::Program("openssl"),
+            Need::Program("timeout"),
+        ],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("probe-dovecot");
+    let pki = make_pki(&dir);
+    let dv = start_dovecot(&dir);
+    let mut m = Matrix::new("probe/dovecot");
+    let ca = pki.ca.as_path();
+    let (imaps, pop3s) = (dv.imaps.to_string(), dv.pop3s.to_string());
+    let clean = ProbeWant {
+        exit: 0,
+        findings: &[],
+        skipped: &[],
+    };
+    // 127.0.0.1 -> 127.0.0.2: not "secure" to Dovecot; everything passes.
+    probe_case(
+        &mut m,
+        "imap 127.0.0.2",
+        &format!("imap://127.0.0.2:{}", dv.imap),
+        ca,
+        &["--implicit-port", &imaps],
+        clean,
+    );
+    probe_case(
+        &mut m,
+        "pop3 127.0.0.2",
+        &format!("pop3://127.0.0.2:{}", dv.pop3),
+        ca,
+        &["--implicit-port", &pop3s],
+        clean,
+    );
+    let implicit = ProbeWant {
+        exit: 0,
+        findings: &[],
+        skipped: &UPGRADE_ONLY,
+    };
+    probe_case(
+        &mut m,
+        "imaps 127.0.0.2",
+        &format!("imaps://127.0.0.2:{imaps}"),
+        ca,
+        &[],
+        ProbeWant {
+            skipped: &[&UPGRADE_ONLY[..], &["injection.literal"]].concat(),
+            ..implicit
+        },
+    );
+    probe_case(
+        &mut m,
+        "pop3s 127.0.0.2",
+        &format!("pop3s://127.0.0.2:{pop3s}"),
+        ca,
+        &[],
+        implicit,
+    );
+    // 127.0.0.1 -> 127.0.0.1 is "secure" to Dovecot: it invites credentials
+    // before TLS there, with ssl = required. A real finding.
+    probe_case(
+        &mut m,
+        "imap 127.0.0.1 (loopback secure)",
+        &format!("imap://127.0.0.1:{}", dv.imap),
+        ca,
+        &["--implicit-port", &imaps],
+        ProbeWant {
+            exit: 1,
+            findings: &[("auth.before-tls", "fail")],
+            skipped: &[],
+        },
+    );
+    probe_case(
+        &mut m,
+        "pop3 127.0.0.1 (loopback secure)",
+        &format!("pop3://127.0.0.1:{}", dv.pop3),
+        ca,
+        &["--implicit-port", &pop3s],
+        ProbeWant {
+            exit: 1,
+            findings: &[("auth.before-tls", "fail")],
+            skipped: &[],
+        },
+    );
+    if m.rows.iter().any(|(_, r)| r.is_err()) {
+        say(&format!("--- dovecot.log\n{}", read_log(&dv.log)));
+    }
+    m.finish();
+}
+
+#[test]
+fn probe_calibration_postfix() {
+    if !requirements_met(
+        "probe_calibration_postfix",
+        &[
+            Need::Root,
+            Need::Program("/usr/sbin/postfix"),
+            Need::Program("/usr/lib/postfix/sbin/master"),
+            Need::Program("openssl"),
+            Need::Program("timeout"),
+        ],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("probe-postfix");
+    let pki = make_pki(&dir);
+    let pf = start_postfix(&dir);
+    let mut m = Matrix::new("probe/postfix");
+    let ca = pki.ca.as_path();
+    probe_case(
+        &mut m,
+        "smtp",
+        &format!("smtp://{}", pf.smtp),
+        ca,
+        &[],
+        ProbeWant {
+            exit: 0,
+            findings: &[],
+            skipped: &["implicit.reachable"],
+        },
+    );
+    // The test instance has no smtps listener: the implicit counterpart is
+    // probed on a port where nothing listens (a warn, below --fail-on fail).
+    let closed = free_ports("127.0.0.1", 1)[0].to_string();
+    probe_case(
+        &mut m,
+        "submission (no smtps)",
+        &format!("submission://{}", pf.submission),
+        ca,
+        &["--implicit-port", &closed],
+        ProbeWant {
+            exit: 0,
+            findings: &[("implicit.reachable", "warn")],
+            skipped: &[],
+        },
+    );
+    if m.rows.iter().any(|(_, r)| r.is_err()) {
+        say(&format!("--- maillog\n{}", read_log(&pf.maillog)));
+    }
+    m.finish();
+}
+
+/// aiosmtpd (`peers/aiosmtpd_server.py`, `require_starttls=True`) run by
+/// `python` on 127.0.0.1; returns the server and its port once it listens.
+fn start_aiosmtpd(python: &str, pki: &Pki) -> (Daemon, u16, String) {
+    let port = free_ports("127.0.0.1", 1)[0];
+    let script = peers_dir().join("aiosmtpd_server.py");
+    let mut server = Daemon::spawn(
+        "aiosmtpd",
+        python,
+        &[
+            &script.to_string_lossy(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--cert",
+            &pki.cert.to_string_lossy(),
+            "--key",
+            &pki.key.to_string_lossy(),
+            "--lifetime",
+            "200",
+        ],
+    );
+    server.wait_for("`listening`", |lines| {
+        lines.iter().any(|l| l.starts_with("listening "))
+    });
+    let version = server
+        .lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("aiosmtpd ").map(str::to_string))
+        .unwrap_or_default();
+    (server, port, version)
+}
+
+#[test]
+fn probe_calibration_aiosmtpd_1_4_6() {
+    if !requirements_met(
+        "probe_calibration_aiosmtpd_1_4_6",
+        &[
+            Need::Program("python3"),
+            Need::PythonModule("aiosmtpd"),
+            Need::Program("openssl"),
+            Need::Program("timeout"),
+        ],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("probe-aiosmtpd146");
+    let pki = make_pki(&dir);
+    let (server, port, version) = start_aiosmtpd("python3", &pki);
+    assert_eq!(version, "1.4.6", "python3's aiosmtpd; {INSTALL_HINT}");
+    let mut m = Matrix::new("probe/aiosmtpd-1.4.6");
+    // The injection fix of 1.4.6 holds; a second STARTTLS inside TLS is
+    // still accepted (220), a real finding.
+    probe_case(
+        &mut m,
+        "smtp",
+        &format!("smtp://127.0.0.1:{port}"),
+        &pki.ca,
+        &["--server-name", "localhost"],
+        ProbeWant {
+            exit: 1,
+            findings: &[("state.second-starttls", "fail")],
+            skipped: &["implicit.reachable"],
+        },
+    );
+    if m.rows.iter().any(|(_, r)| r.is_err()) {
+        say(&format!("--- aiosmtpd\n{}", server.lines().join("\n")));
+    }
+    m.finish();
+}
+
+#[test]
+fn probe_calibration_aiosmtpd_1_4_5_cve_2024_34083() {
+    if !requirements_met(
+        "probe_calibration_aiosmtpd_1_4_5_cve_2024_34083",
+        &[
+            Need::Program(AIOSMTPD_145_PYTHON),
+            Need::Program("openssl"),
+            Need::Program("timeout"),
+        ],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("probe-aiosmtpd145");
+    let pki = make_pki(&dir);
+    let (server, port, version) = start_aiosmtpd(AIOSMTPD_145_PYTHON, &pki);
+    assert_eq!(version, "1.4.5", "{AIOSMTPD_145_PYTHON}; {INSTALL_HINT}");
+    let mut m = Matrix::new("probe/aiosmtpd-1.4.5");
+    // CVE-2024-34083: commands pipelined after STARTTLS run inside TLS.
+    probe_case(
+        &mut m,
+        "smtp (CVE-2024-34083)",
+        &format!("smtp://127.0.0.1:{port}"),
+        &pki.ca,
+        &["--server-name", "localhost"],
+        ProbeWant {
+            exit: 1,
+            findings: &[
+                ("injection.same-write", "fail"),
+                ("injection.two-writes", "fail"),
+                ("injection.partial-line", "fail"),
+                ("state.second-starttls", "fail"),
+            ],
+            skipped: &["implicit.reachable"],
+        },
+    );
+    if m.rows.iter().any(|(_, r)| r.is_err()) {
+        say(&format!("--- aiosmtpd\n{}", server.lines().join("\n")));
+    }
+    m.finish();
 }

@@ -163,11 +163,17 @@ fn run(args: &[&str]) -> Probe {
         .stdin(Stdio::null())
         .output()
         .expect("run probe");
-    Probe {
+    let p = Probe {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    // With --json, stdout is exactly one JSON document (serde_json refuses
+    // anything after it) whose exit_code is the process's.
+    if args.contains(&"--json") && p.code != 3 {
+        assert_eq!(p.json()["exit_code"], p.code, "{}", p.stdout);
     }
+    p
 }
 
 /// Probes `kind` on `server` (JSON), with the implicit counterpart's port.
@@ -468,4 +474,176 @@ fn resolve_and_table_output() {
         .last()
         .unwrap_or_default()
         .contains("exit 0"));
+}
+
+#[test]
+fn robustness_probes_pass_on_the_sound_server_with_short_evidence() {
+    let s = serve(&[]);
+    for kind in ["smtp", "imap", "pop3", "imaps"] {
+        let p = probe(&s, kind, &["--aggressive"]);
+        assert_eq!(p.code, 0, "{kind}\n{}\n{}", p.stdout, p.stderr);
+        assert_verdict(&p, "robust.long-line", "pass");
+        assert_verdict(&p, "robust.nul", "pass");
+        if kind.starts_with("imap") {
+            assert_verdict(&p, "robust.huge-literal", "pass");
+        }
+        // The 100 000-octet line is clipped in the evidence, saying so.
+        let ev = p.check("robust.long-line")["evidence"].clone();
+        let lines: Vec<&str> = ev
+            .as_array()
+            .expect("evidence")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(lines.iter().all(|l| l.len() < 400), "{kind}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("more characters)")),
+            "{kind}: {lines:?}"
+        );
+    }
+}
+
+#[test]
+fn robustness_failures_are_found_on_a_crashing_or_inviting_server() {
+    // Crashes on the long line: no later connection is served.
+    let s = serve(&["--broken", "crash-long-line"]);
+    let p = probe(&s, "imap", &["--aggressive"]);
+    assert_eq!(p.code, 1, "{}", p.stdout);
+    assert_verdict(&p, "robust.long-line", "fail");
+    let detail = p.check("robust.long-line")["detail"].to_string();
+    assert!(detail.contains("a new connection failed"), "{detail}");
+    // What comes after cannot be judged: the server is gone.
+    assert_verdict(&p, "robust.nul", "inconclusive");
+    assert_verdict(&p, "robust.huge-literal", "inconclusive");
+    // Everything before it passed.
+    assert_verdict(&p, "injection.same-write", "pass");
+
+    // Crashes on NUL, survives the long line.
+    for kind in ["smtp", "pop3"] {
+        let s = serve(&["--broken", "crash-nul"]);
+        // Without --aggressive the server passes: nothing crashes it.
+        let p = probe(&s, kind, &[]);
+        assert_eq!(p.code, 0, "{kind}\n{}", p.stdout);
+        assert_verdict(&p, "robust.nul", "skipped");
+        let p = probe(&s, kind, &["--aggressive"]);
+        assert_eq!(p.code, 1, "{kind}\n{}", p.stdout);
+        assert_verdict(&p, "robust.long-line", "pass");
+        assert_verdict(&p, "robust.nul", "fail");
+    }
+
+    // Invites a 4 GiB literal before login.
+    let s = serve(&["--broken", "huge-literal"]);
+    let p = probe(&s, "imap", &["--aggressive"]);
+    assert_eq!(p.code, 1, "{}", p.stdout);
+    assert_verdict(&p, "robust.huge-literal", "fail");
+    assert_verdict(&p, "robust.long-line", "pass");
+    assert_verdict(&p, "robust.nul", "pass");
+    assert!(p.check("robust.huge-literal")["evidence"]
+        .to_string()
+        .contains("S: + go ahead"));
+}
+
+/// The object keys of a JSON text in the order they appear (a key is a
+/// string followed by `:`), nested objects included.
+fn keys_in_order(text: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut s = String::new();
+        while let Some((_, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, e)) = chars.next() {
+                        s.push(e);
+                    }
+                }
+                '"' => break,
+                _ => s.push(c),
+            }
+        }
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_some_and(|(_, c)| *c == ':') {
+            keys.push(s);
+        }
+    }
+    keys
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[test]
+fn json_matches_the_documented_schema_keys_order_and_types() {
+    let doc_md = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/probe.md"),
+    )
+    .expect("read docs/probe.md");
+    let section = doc_md
+        .split("## JSON (schema `starttls-probe/1`)")
+        .nth(1)
+        .expect("docs/probe.md has the JSON section");
+    let example = section
+        .split("```json\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a ```json example");
+    let documented: Value = serde_json::from_str(example).expect("the documented example parses");
+    let doc_keys = keys_in_order(example);
+
+    let s = serve(&[]);
+    let p = probe(&s, "imap", &[]);
+    let real = p.json();
+    let real_keys = keys_in_order(&p.stdout);
+
+    // The document up to the end of the first check has exactly the
+    // documented keys in the documented order...
+    assert_eq!(
+        real_keys.get(..doc_keys.len()),
+        Some(&doc_keys[..]),
+        "key order differs from docs/probe.md\n{}",
+        p.stdout
+    );
+    // ... and every further check repeats the documented check keys.
+    let first_check = doc_keys
+        .iter()
+        .position(|k| k == "id")
+        .expect("the example has a check");
+    let check_keys = &doc_keys[first_check..];
+    for (i, chunk) in real_keys[doc_keys.len()..]
+        .chunks(check_keys.len())
+        .enumerate()
+    {
+        assert_eq!(chunk, check_keys, "check {} keys", i + 1);
+    }
+    // Same types, field by field.
+    for (k, v) in documented.as_object().expect("object") {
+        assert_eq!(kind_of(&real[k]), kind_of(v), "{k}");
+        if let Some(o) = v.as_object() {
+            for (k2, v2) in o {
+                assert_eq!(kind_of(&real[k][k2]), kind_of(v2), "{k}.{k2}");
+            }
+        }
+    }
+    let doc_check = &documented["checks"][0];
+    for c in real["checks"].as_array().expect("checks") {
+        for (k, v) in doc_check.as_object().expect("check object") {
+            assert_eq!(kind_of(&c[k]), kind_of(v), "checks[].{k}");
+        }
+    }
+    // `--json` prints that one document and nothing else on stdout.
+    assert!(p.stdout.trim_start().starts_with('{') && p.stdout.trim_end().ends_with('}'));
+    assert_eq!(p.stdout.matches("\"schema\"").count(), 1);
 }

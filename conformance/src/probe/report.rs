@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::connect::Proto;
 
@@ -217,46 +217,50 @@ impl Report {
         }
     }
 
-    /// The JSON document.
-    pub fn json(&self, fail_on: Verdict) -> serde_json::Value {
-        let checks: Vec<serde_json::Value> = self
-            .checks
-            .iter()
-            .map(|c| {
-                let s = spec_of(c.id);
-                json!({
-                    "id": c.id,
-                    "title": s.map(|s| s.title).unwrap_or_default(),
-                    "verdict": c.verdict.as_str(),
-                    "informational": s.is_some_and(|s| s.informational),
-                    "detail": c.detail,
-                    "evidence": c.evidence,
-                    "reference": s.map(|s| s.reference).unwrap_or_default(),
+    /// The JSON document, its fields in the documented order
+    /// (docs/probe.md, schema `starttls-probe/1`).
+    pub fn json(&self, fail_on: Verdict) -> JsonDoc<'_> {
+        JsonDoc {
+            schema: SCHEMA,
+            tool: format!("starttls {}", env!("CARGO_PKG_VERSION")),
+            target: JsonTarget {
+                url: &self.url,
+                protocol: match self.proto {
+                    Proto::Smtp => "smtp",
+                    Proto::Imap => "imap",
+                    Proto::Pop3 => "pop3",
+                },
+                address: &self.address,
+                server_name: &self.server_name,
+            },
+            connections: self.connections,
+            marker: &self.marker,
+            fail_on: fail_on.as_str(),
+            summary: JsonSummary {
+                pass: self.count(Verdict::Pass),
+                warn: self.count(Verdict::Warn),
+                fail: self.count(Verdict::Fail),
+                inconclusive: self.count(Verdict::Inconclusive),
+                skipped: self.count(Verdict::Skipped),
+            },
+            exit_code: self.exit_code(fail_on),
+            checks: self
+                .checks
+                .iter()
+                .map(|c| {
+                    let s = spec_of(c.id);
+                    JsonCheck {
+                        id: c.id,
+                        title: s.map(|s| s.title).unwrap_or_default(),
+                        verdict: c.verdict.as_str(),
+                        informational: s.is_some_and(|s| s.informational),
+                        detail: &c.detail,
+                        evidence: &c.evidence,
+                        reference: s.map(|s| s.reference).unwrap_or_default(),
+                    }
                 })
-            })
-            .collect();
-        json!({
-            "schema": SCHEMA,
-            "tool": format!("starttls {}", env!("CARGO_PKG_VERSION")),
-            "target": {
-                "url": self.url,
-                "protocol": match self.proto { Proto::Smtp => "smtp", Proto::Imap => "imap", Proto::Pop3 => "pop3" },
-                "address": self.address,
-                "server_name": self.server_name,
-            },
-            "connections": self.connections,
-            "marker": self.marker,
-            "fail_on": fail_on.as_str(),
-            "summary": {
-                "pass": self.count(Verdict::Pass),
-                "warn": self.count(Verdict::Warn),
-                "fail": self.count(Verdict::Fail),
-                "inconclusive": self.count(Verdict::Inconclusive),
-                "skipped": self.count(Verdict::Skipped),
-            },
-            "exit_code": self.exit_code(fail_on),
-            "checks": checks,
-        })
+                .collect(),
+        }
     }
 
     /// The table for people; colour only on a terminal.
@@ -298,4 +302,116 @@ impl Report {
 /// The catalogue entry of an id.
 pub fn spec_of(id: &str) -> Option<&'static Spec> {
     CATALOGUE.iter().find(|s| s.id == id)
+}
+
+// The JSON document. Field order is the order of docs/probe.md's schema
+// (serde writes struct fields in declaration order); a test parses the
+// documented example and compares both the keys and their order.
+
+/// The whole document.
+#[derive(Serialize)]
+pub struct JsonDoc<'a> {
+    schema: &'static str,
+    tool: String,
+    target: JsonTarget<'a>,
+    connections: usize,
+    marker: &'a str,
+    fail_on: &'static str,
+    summary: JsonSummary,
+    exit_code: u8,
+    checks: Vec<JsonCheck<'a>>,
+}
+
+/// What was probed.
+#[derive(Serialize)]
+struct JsonTarget<'a> {
+    url: &'a str,
+    protocol: &'static str,
+    address: &'a str,
+    server_name: &'a str,
+}
+
+/// Verdict counts.
+#[derive(Serialize)]
+struct JsonSummary {
+    pass: usize,
+    warn: usize,
+    fail: usize,
+    inconclusive: usize,
+    skipped: usize,
+}
+
+/// One check.
+#[derive(Serialize)]
+struct JsonCheck<'a> {
+    id: &'static str,
+    title: &'static str,
+    verdict: &'static str,
+    informational: bool,
+    detail: &'a str,
+    evidence: &'a [String],
+    reference: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(verdicts: &[(&'static str, Verdict)]) -> Report {
+        let mut r = Report {
+            url: "smtp://127.0.0.1:25".into(),
+            proto: Proto::Smtp,
+            address: "127.0.0.1:25".into(),
+            server_name: "127.0.0.1".into(),
+            checks: Vec::new(),
+            connections: 1,
+            marker: "00000000".into(),
+        };
+        for (id, v) in verdicts {
+            r.set(id, *v, "", Vec::new());
+        }
+        r.rest(Verdict::Pass, "", &[]);
+        r.finish();
+        r
+    }
+
+    /// Verdicts, the exit code with `--fail-on fail`, with `--fail-on warn`.
+    type Case = (&'static [(&'static str, Verdict)], u8, u8);
+
+    #[test]
+    fn exit_codes_for_every_combination_and_fail_on_level() {
+        use Verdict::*;
+        let cases: &[Case] = &[
+            (&[], 0, 0),
+            (&[("robust.nul", Skipped)], 0, 0),
+            (&[("cert.expiry", Warn)], 0, 1),
+            (&[("cert.expiry", Fail)], 1, 1),
+            (&[("upgrade.works", Inconclusive)], 2, 2),
+            (
+                &[("cert.expiry", Warn), ("upgrade.works", Inconclusive)],
+                2,
+                1,
+            ),
+            (
+                &[("cert.chain", Fail), ("upgrade.works", Inconclusive)],
+                1,
+                1,
+            ),
+            // Informational checks never change the exit code.
+            (&[("smtp.requiretls", Fail)], 0, 0),
+            (&[("smtp.requiretls", Inconclusive)], 0, 0),
+        ];
+        for (verdicts, on_fail, on_warn) in cases {
+            let r = report(verdicts);
+            assert_eq!(r.exit_code(Fail), *on_fail, "{verdicts:?} --fail-on fail");
+            assert_eq!(r.exit_code(Warn), *on_warn, "{verdicts:?} --fail-on warn");
+            // The JSON and the table say the same.
+            let doc = serde_json::to_value(r.json(Warn)).expect("json");
+            assert_eq!(doc["exit_code"], *on_warn);
+            assert_eq!(doc["fail_on"], "warn");
+            assert!(r
+                .table(Fail)
+                .ends_with(&format!("exit {on_fail} (--fail-on fail)\n")));
+        }
+    }
 }

@@ -112,7 +112,7 @@ impl Wire {
     pub(crate) fn send(&mut self, bytes: &[u8]) -> Result<(), Stop> {
         let tls = if self.is_tls() { "C[tls]: " } else { "C: " };
         for line in Escaped::new(bytes).lines() {
-            self.log.push(format!("{tls}{line}"));
+            self.log.push(clip(format!("{tls}{line}")));
         }
         if !bytes.ends_with(b"\n") {
             self.log
@@ -174,7 +174,7 @@ impl Wire {
                     line.pop();
                 }
                 let tls = if self.is_tls() { "S[tls]: " } else { "S: " };
-                self.log.push(format!("{tls}{}", Escaped::new(&line)));
+                self.log.push(clip(format!("{tls}{}", Escaped::new(&line))));
                 return Ok(line);
             }
             if self.buf.len() > MAX_LINE {
@@ -183,10 +183,10 @@ impl Wire {
             if let Err(stop) = self.fill(deadline, wait) {
                 if !self.buf.is_empty() {
                     let tls = if self.is_tls() { "S[tls]: " } else { "S: " };
-                    self.log.push(format!(
+                    self.log.push(clip(format!(
                         "{tls}{} (incomplete: no line end)",
                         Escaped::new(&self.buf)
-                    ));
+                    )));
                 }
                 return Err(stop);
             }
@@ -207,7 +207,7 @@ impl Wire {
         }
         let data: Vec<u8> = self.buf.drain(..n).collect();
         self.log
-            .push(format!("S: {{{n} octets}} {}", Escaped::new(&data)));
+            .push(clip(format!("S: {{{n} octets}} {}", Escaped::new(&data))));
         Ok(data)
     }
 
@@ -293,4 +293,19 @@ impl Wire {
 
 fn memchr_nl(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n')
+}
+
+/// Longest transcript line kept whole; longer ones (the 100 000-octet line
+/// of `robust.long-line`, a flood from the server) are cut.
+const SHOWN: usize = 240;
+
+/// Cuts a transcript line to [`SHOWN`] characters, saying how much was left
+/// out, so that the table and the JSON stay readable.
+fn clip(line: String) -> String {
+    let total = line.chars().count();
+    if total <= SHOWN {
+        return line;
+    }
+    let kept: String = line.chars().take(SHOWN).collect();
+    format!("{kept}... ({} more characters)", total - SHOWN)
 }

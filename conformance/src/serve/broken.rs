@@ -17,6 +17,10 @@
 //! * `no-starttls`: never offers the upgrade;
 //! * `greeting-421`: turns every connection away (`421`, `* BYE`, `-ERR`);
 //! * `silent`: never greets;
+//! * `crash-long-line`, `crash-nul`: the whole server exits (as if it had
+//!   crashed) on a line over 4096 octets, or on a line with a NUL octet;
+//! * `huge-literal`: IMAP invites any synchronizing literal, even 4 GiB
+//!   before login (`+`), then hangs up;
 //! * certificates: `untrusted-cert` (self-signed leaf, not by the CA written
 //!   to `--ca-out`), `wrong-name-cert` (for `wrong.example` only),
 //!   `expired-cert`, `expiring-cert` (5 days left).
@@ -60,6 +64,12 @@ pub enum Broken {
     ExpiredCert,
     /// A certificate that expires in 5 days.
     ExpiringCert,
+    /// Exit (crash) on a line over 4096 octets.
+    CrashLongLine,
+    /// Exit (crash) on a line with a NUL octet.
+    CrashNul,
+    /// IMAP: invite any literal, even 4 GiB before login.
+    HugeLiteral,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -70,6 +80,9 @@ struct Modes {
     no_starttls: bool,
     greeting_421: bool,
     silent: bool,
+    crash_long_line: bool,
+    crash_nul: bool,
+    huge_literal: bool,
 }
 
 impl Modes {
@@ -82,6 +95,9 @@ impl Modes {
             no_starttls: has(Broken::NoStarttls),
             greeting_421: has(Broken::Greeting421),
             silent: has(Broken::Silent),
+            crash_long_line: has(Broken::CrashLongLine),
+            crash_nul: has(Broken::CrashNul),
+            huge_literal: has(Broken::HugeLiteral),
         }
     }
 }
@@ -281,9 +297,29 @@ impl Conn {
                 if l.last() == Some(&b'\r') {
                     l.pop();
                 }
+                self.crash_on(&l);
                 return Ok(String::from_utf8_lossy(&l).into_owned());
             }
             self.fill()?;
+        }
+    }
+
+    /// `crash-long-line` / `crash-nul`: the whole process goes away, as a
+    /// server that crashed would, so no later connection is served.
+    fn crash_on(&self, line: &[u8]) {
+        let why = if self.modes.crash_long_line && line.len() > 4096 {
+            Some(format!("a {}-octet line", line.len()))
+        } else if self.modes.crash_nul && line.contains(&0) {
+            Some("a NUL octet".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            say(format_args!(
+                "[{}] crashing (deliberately) on {why}",
+                self.kind
+            ));
+            std::process::exit(70);
         }
     }
 
@@ -494,6 +530,19 @@ impl Conn {
             };
             guard += 1;
             let n = usize::try_from(h.len).unwrap_or(usize::MAX);
+            if self.modes.huge_literal && guard <= 16 && h.mode == starttls::imap::LiteralMode::Sync
+            {
+                // Invites it, then gives up rather than read 4 GiB.
+                self.write("+ go ahead\r\n")?;
+                if n > 64 * 1024 {
+                    return Err("literal invited, too large to read".into());
+                }
+                self.exact(n)?;
+                whole.push_str(" <literal> ");
+                let rest = self.line()?;
+                whole.push_str(&rest);
+                continue;
+            }
             if n > 64 * 1024 || guard > 16 {
                 return Err("literal too large".into());
             }
