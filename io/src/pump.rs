@@ -42,6 +42,8 @@ pub(crate) trait Transport {
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
+/// One read: a TLS record's worth. The buffer lives on the stack for the
+/// poll that reads, never in the driver: an idle connection holds none.
 const READ_BUF: usize = 16 * 1024;
 
 /// The session and the loop's state.
@@ -56,7 +58,6 @@ pub(crate) struct Pump<S: Session> {
     prefix: Vec<u8>,
     waiting: Waiting,
     deadline: Option<Instant>,
-    buf: Box<[u8]>,
 }
 
 impl<S: Session> Pump<S> {
@@ -69,7 +70,6 @@ impl<S: Session> Pump<S> {
             prefix: Vec::new(),
             waiting: Waiting::Closed,
             deadline: None,
-            buf: vec![0; READ_BUF].into_boxed_slice(),
         };
         p.rearm();
         p
@@ -182,10 +182,12 @@ impl<S: Session> Pump<S> {
                 self.refresh(false);
                 continue;
             }
-            match ready!(t.poll_read(cx, &mut self.buf, self.deadline))? {
+            // Fed in the poll that read it, so the buffer need not outlive
+            // this call (and a dropped future loses nothing).
+            let mut buf = [0u8; READ_BUF];
+            match ready!(t.poll_read(cx, &mut buf, self.deadline))? {
                 ReadOutcome::Data(n) => {
-                    let n = n.min(self.buf.len());
-                    self.session.handle_input(&self.buf[..n]);
+                    self.session.handle_input(buf.get(..n).unwrap_or(&buf));
                 }
                 ReadOutcome::Eof => self.session.handle_eof(),
                 ReadOutcome::TimedOut => self.session.handle_timeout(),
