@@ -2,9 +2,9 @@
 //! vectors, live loopback checks, and the reference server and client. The binary is `starttls`.
 
 pub mod connect;
-pub mod drive;
 pub mod live;
 pub mod mailbox;
+pub mod net;
 pub mod pki;
 pub mod policy;
 pub mod reference;

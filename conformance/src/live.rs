@@ -15,7 +15,7 @@ use starttls::{
     ClientTls, Error, ServerTls, TlsErrorKind, TlsPolicy, TlsRefusal, Trust, UpgradeEvent,
 };
 
-use crate::drive::{connect, fake_server, listen, read_for, read_until, TIMEOUT};
+use crate::net::{connect, fake_server, listen, read_for, read_until, TIMEOUT};
 use crate::pki::Pki;
 
 /// One live check.

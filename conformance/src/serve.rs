@@ -1,10 +1,9 @@
 //! `starttls serve`: the reference server.
 //!
 //! One tokio runtime, one accept loop per listener, one task per connection.
-//! Every connection runs a sans-IO session from the `starttls` library in the
-//! loop of the caller's contract (docs/design.md): write out what
-//! `poll_transmit` gives, act on every `poll_event`, stop when closed, else
-//! read and feed `handle_input` / `handle_eof`. The protocol applications
+//! Every connection runs a sans-IO session from the `starttls` library on
+//! the tokio driver of `starttls-io` (docs/design.md, Drivers), which does
+//! the caller's contract: the application only answers events. The protocol applications
 //! (the test account, the one message, SASL) live in `serve/{smtp,imap,pop3}.rs`.
 //!
 //! Everything is logged to stdout, one flushed line per event, so tests can
@@ -17,22 +16,23 @@ pub(crate) mod sasl;
 mod smtp;
 
 use std::fmt;
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use starttls::rustls::server::WebPkiClientVerifier;
-use starttls::{ConfigError, ServerTls, Trust, UpgradeEvent};
-use tokio::io::AsyncWriteExt;
+use starttls::{ConfigError, ServerTls, Session, Timeouts, Trust, UpgradeEvent};
+use starttls_io::tokio::Driver;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -177,19 +177,40 @@ impl Log {
     }
 }
 
-/// One connection's session and application, as the I/O loop sees it.
+/// One connection's application: the driver hands it every event with the
+/// session to answer on.
+pub(crate) trait App: Send + 'static {
+    /// The protocol's server session.
+    type Session: Session + Send + 'static;
+    /// Logs one event and acts on it.
+    fn event(
+        &mut self,
+        session: &mut Self::Session,
+        event: <Self::Session as Session>::Event,
+        log: &Log,
+    );
+}
+
+/// A fresh session and its application, ready to run on a connection.
 pub(crate) trait Conn: Send {
-    /// `handle_input`.
-    fn input(&mut self, data: &[u8]);
-    /// `handle_eof`.
-    fn eof(&mut self);
-    /// `poll_transmit`.
-    fn transmit(&mut self) -> Option<Bytes>;
-    /// `is_closed`.
-    fn closed(&self) -> bool;
-    /// Takes every pending event, logs it and acts on it. `Err`: the session
-    /// failed.
-    fn events(&mut self, log: &Log) -> Result<(), starttls::Error>;
+    /// Runs the connection to its end.
+    fn run(self: Box<Self>, sock: TcpStream, log: Log) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+struct Connection<A: App> {
+    session: A::Session,
+    app: A,
+}
+
+impl<A: App> Conn for Connection<A> {
+    fn run(self: Box<Self>, sock: TcpStream, log: Log) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { connection(sock, &log, self.session, self.app).await })
+    }
+}
+
+/// Boxes a session and its application for a listener.
+fn conn<A: App>((session, app): (A::Session, A)) -> Box<dyn Conn> {
+    Box::new(Connection { session, app })
 }
 
 /// Makes a fresh connection state for a listener.
@@ -345,7 +366,7 @@ async fn accept_loop(
         let factory = Arc::clone(&factory);
         tokio::spawn(async move {
             match factory() {
-                Ok(conn) => connection(sock, &log, conn).await,
+                Ok(conn) => conn.run(sock, log).await,
                 Err(e) => log.line(format_args!("failed: configuration: {e}")),
             }
             let _ = closed.send(());
@@ -368,58 +389,40 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// The caller's contract, once, for every protocol.
-async fn connection(mut sock: TcpStream, log: &Log, mut conn: Box<dyn Conn>) {
+/// One connection on the tokio driver: it writes what the session queued,
+/// reads, feeds, turns EOF and silence into the session's own calls; the
+/// application answers the events. An idle connection holds its session and
+/// nothing else (no read buffer: the driver reads into the stack).
+async fn connection<A: App>(sock: TcpStream, log: &Log, session: A::Session, mut app: A) {
     log.line("connected");
+    let mut driver = Driver::new(session, sock).with_timeouts(Timeouts::all(READ_TIMEOUT));
     loop {
-        let failed = conn.events(log).err();
-        let mut write_error = None;
-        while let Some(out) = conn.transmit() {
-            if let Err(e) = sock.write_all(&out).await {
-                write_error = Some(e);
-                break;
-            }
-        }
-        if let Some(e) = failed {
-            log.line(format_args!("failed: {e}"));
-            break;
-        }
-        if let Some(e) = write_error {
-            log.line(format_args!("failed: write: {e}"));
-            break;
-        }
-        if conn.closed() {
-            break;
-        }
-        // Wait for input first, then read into a buffer that exists only for
-        // that read: an idle connection holds nothing but its session.
-        match tokio::time::timeout(READ_TIMEOUT, sock.readable()).await {
-            Err(_) => {
-                log.line(format_args!(
-                    "failed: no input for {} s",
-                    READ_TIMEOUT.as_secs()
-                ));
-                break;
-            }
-            Ok(Err(e)) => {
-                log.line(format_args!("failed: read: {e}"));
-                break;
-            }
-            Ok(Ok(())) => {}
-        }
-        let mut buf = vec![0u8; 16 * 1024];
-        match sock.try_read(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+        match driver.next_event().await {
+            Ok(Some(event)) => app.event(driver.session_mut(), event, log),
+            Ok(None) => break,
             Err(e) => {
-                log.line(format_args!("failed: read: {e}"));
+                log.line(format_args!("failed: {}", failure(&e)));
                 break;
             }
-            Ok(0) => conn.eof(),
-            Ok(n) => conn.input(buf.get(..n).unwrap_or_default()),
         }
     }
-    let _ = sock.shutdown().await;
+    let _ = driver.close().await;
     log.line("closed");
+}
+
+/// How a connection failed, in the words the log has always used.
+fn failure(e: &starttls_io::Error) -> String {
+    match e {
+        starttls_io::Error::Session(starttls::Error::Timeout { .. }) => {
+            format!("no input for {} s", READ_TIMEOUT.as_secs())
+        }
+        starttls_io::Error::Session(e) => e.to_string(),
+        starttls_io::Error::Io(e) => format!("I/O: {e}"),
+        starttls_io::Error::WriteTimeout => {
+            format!("write: no progress for {} s", READ_TIMEOUT.as_secs())
+        }
+        other => other.to_string(),
+    }
 }
 
 fn factory(
@@ -437,25 +440,18 @@ fn factory(
             starttls::smtp::ServerSession::new(Arc::clone(&config))?;
             let submission = kind != Kind::Smtp;
             Arc::new(move || {
-                smtp::Conn::new(Arc::clone(&config), submission, Arc::clone(&account))
-                    .map(|c| Box::new(c) as Box<dyn Conn>)
+                smtp::Conn::new(Arc::clone(&config), submission, Arc::clone(&account)).map(conn)
             })
         }
         Kind::Imap | Kind::Imaps => {
             let config = imap::config(kind == Kind::Imaps, tls, args.require_tls);
             starttls::imap::ServerSession::new(Arc::clone(&config))?;
-            Arc::new(move || {
-                imap::Conn::new(Arc::clone(&config), Arc::clone(&account))
-                    .map(|c| Box::new(c) as Box<dyn Conn>)
-            })
+            Arc::new(move || imap::Conn::new(Arc::clone(&config), Arc::clone(&account)).map(conn))
         }
         Kind::Pop3 | Kind::Pop3s => {
             let config = pop3::config(kind == Kind::Pop3s, tls, args.require_tls);
             starttls::pop3::ServerSession::new(Arc::clone(&config))?;
-            Arc::new(move || {
-                pop3::Conn::new(Arc::clone(&config), Arc::clone(&account))
-                    .map(|c| Box::new(c) as Box<dyn Conn>)
-            })
+            Arc::new(move || pop3::Conn::new(Arc::clone(&config), Arc::clone(&account)).map(conn))
         }
     })
 }
