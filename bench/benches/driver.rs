@@ -281,9 +281,7 @@ fn runtime() -> (Runtime, TcpListener) {
         .enable_all()
         .build()
         .expect("runtime");
-    let l = rt
-        .block_on(TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
+    let l = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
     (rt, l)
 }
 
