@@ -204,7 +204,12 @@ struct Connection<A: App> {
 
 impl<A: App> Conn for Connection<A> {
     fn run(self: Box<Self>, sock: TcpStream, log: Log) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(async move { connection(sock, &log, self.session, self.app).await })
+        let Connection { session, app } = *self;
+        // The driver (and the session in it) lives on the heap once; the
+        // task's future holds a pointer to it.
+        let driver =
+            Box::new(Driver::new(session, sock).with_timeouts(Timeouts::all(READ_TIMEOUT)));
+        Box::pin(connection(driver, log, app))
     }
 }
 
@@ -393,12 +398,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// reads, feeds, turns EOF and silence into the session's own calls; the
 /// application answers the events. An idle connection holds its session and
 /// nothing else (no read buffer: the driver reads into the stack).
-async fn connection<A: App>(sock: TcpStream, log: &Log, session: A::Session, mut app: A) {
+async fn connection<A: App>(mut driver: Box<Driver<A::Session, TcpStream>>, log: Log, mut app: A) {
     log.line("connected");
-    let mut driver = Driver::new(session, sock).with_timeouts(Timeouts::all(READ_TIMEOUT));
     loop {
         match driver.next_event().await {
-            Ok(Some(event)) => app.event(driver.session_mut(), event, log),
+            Ok(Some(event)) => app.event(driver.session_mut(), event, &log),
             Ok(None) => break,
             Err(e) => {
                 log.line(format_args!("failed: {}", failure(&e)));
@@ -406,7 +410,7 @@ async fn connection<A: App>(sock: TcpStream, log: &Log, session: A::Session, mut
             }
         }
     }
-    let _ = driver.close().await;
+    let _ = driver.shutdown().await;
     log.line("closed");
 }
 
@@ -552,4 +556,61 @@ fn generate() -> Result<(String, CertificateDer<'static>, PrivateKeyDer<'static>
     let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     Ok((ca.pem(), leaf.der().clone(), key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's task holds a pointer to its boxed driver, not the
+    /// session (3.6 KiB per SMTP connection when the future held the
+    /// driver and the session by value, several times over).
+    #[test]
+    fn a_connection_task_holds_no_session() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = l.local_addr().expect("addr");
+            let args = ServeArgs {
+                smtp: None,
+                submission: None,
+                imap: None,
+                pop3: None,
+                smtps: None,
+                imaps: None,
+                pop3s: None,
+                cert: None,
+                key: None,
+                ca_out: None,
+                client_ca: None,
+                require_tls: false,
+                user: "alice".into(),
+                password: "secret".into(),
+                max_connections: None,
+            };
+            let tls = tls_config(&args).expect("tls");
+            let account = Arc::new(Account {
+                user: b"alice".to_vec(),
+                password: b"secret".to_vec(),
+            });
+            let sizes = [
+                (Kind::Smtp, size_of::<starttls::smtp::ServerSession>()),
+                (Kind::Imap, size_of::<starttls::imap::ServerSession>()),
+                (Kind::Pop3, size_of::<starttls::pop3::ServerSession>()),
+            ];
+            for (kind, session) in sizes {
+                let make = factory(kind, &args, &tls, &account).expect("factory");
+                let sock = TcpStream::connect(addr).await.expect("connect");
+                let task = make().expect("conn").run(sock, Log::new(kind, addr));
+                let task = size_of_val(&*task);
+                assert!(
+                    task < session,
+                    "{kind}: the task's future is {task} bytes, the session {session}"
+                );
+            }
+        });
+    }
 }

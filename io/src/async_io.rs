@@ -393,8 +393,16 @@ macro_rules! async_driver {
             /// `close_notify`), shuts the sending side down and returns the
             /// stream.
             pub async fn close(mut self) -> Result<T, crate::Error> {
-                std::future::poll_fn(|cx| self.pump.poll_close(&mut self.io, cx)).await?;
+                self.shutdown().await?;
                 Ok(self.io.io.0)
+            }
+
+            /// [`close`](Self::close) in place: writes everything queued and
+            /// shuts the sending side down, keeping the driver. Its future
+            /// holds a reference, not the driver, so a connection task that
+            /// keeps its driver boxed stays small. Cancel-safe.
+            pub async fn shutdown(&mut self) -> Result<(), crate::Error> {
+                std::future::poll_fn(|cx| self.pump.poll_close(&mut self.io, cx)).await
             }
 
             /// The whole loop: every event goes to `handler` (which answers

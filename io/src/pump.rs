@@ -135,6 +135,12 @@ impl<S: Session> Pump<S> {
                 }
                 Some(n) => {
                     self.out.advance(n.min(self.out.len()));
+                    if self.out.is_empty() {
+                        // An empty `Bytes` still holds its allocation (the
+                        // session's whole transmit buffer): let it go, or an
+                        // idle connection keeps its last answer.
+                        self.out = Bytes::new();
+                    }
                     self.dirty = true;
                 }
                 None => return Poll::Ready(Err(Error::WriteTimeout)),
