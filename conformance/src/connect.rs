@@ -27,6 +27,7 @@ mod imap;
 mod pop3;
 mod smtp;
 
+use std::cell::Cell;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv6Addr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -34,11 +35,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use starttls::{ClientTls, Error, Escaped, TlsErrorKind, TlsPolicy, Trust};
+use starttls::{ClientTls, Error, Escaped, Session, Timeouts, TlsErrorKind, TlsPolicy, Trust};
+use starttls_io::blocking::{Driver, Socket};
+use starttls_io::Error as DriverError;
 
 /// Arguments of `starttls connect`.
 #[derive(clap::Args, Debug)]
@@ -221,23 +223,92 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
     })
 }
 
-/// What the generic loop needs from a protocol client.
+/// A protocol client: the script on top of the session, which the driver
+/// hands every event.
 trait Client {
-    /// `handle_input`.
-    fn input(&mut self, data: &[u8]);
-    /// `handle_eof`.
-    fn eof(&mut self);
-    /// `poll_transmit`.
-    fn transmit(&mut self) -> Option<Bytes>;
-    /// `is_closed`.
-    fn closed(&self) -> bool;
-    /// Takes every pending event, prints it and acts on it (sending the next
-    /// command of the script). `Err`: the session failed.
-    fn events(&mut self) -> Result<(), Error>;
+    /// The protocol's client session.
+    type Session: Session;
+    /// Prints one event and acts on it (sending the next command of the
+    /// script).
+    fn event(&mut self, session: &mut Self::Session, event: <Self::Session as Session>::Event);
     /// Whether what we send now are TLS records (not printable).
     fn tls_on_wire(&self) -> bool;
     /// Why the script failed (a refused login), if it did.
     fn failure(&self) -> Option<&str>;
+}
+
+/// The socket, printing what we send in cleartext (`C:` lines, whole lines
+/// only) and counting the encrypted bytes since the last read.
+struct Wire {
+    sock: TcpStream,
+    /// Set from the client after each event.
+    tls: Cell<bool>,
+    /// Cleartext written and not printed yet (an unfinished line).
+    pending: Vec<u8>,
+    encrypted: usize,
+    /// `--timeout`: the whole session ends by then, however the server
+    /// keeps it going (an endless listing resets no per-read timer here).
+    deadline: Instant,
+}
+
+impl Wire {
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "the session did not finish within --timeout; the server keeps it going",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.encrypted = 0;
+        let left = self.left()?;
+        // Never wait past the session deadline, whatever the driver asked.
+        let asked = self.sock.read_timeout()?;
+        if asked.is_none_or(|t| t > left) {
+            self.sock.set_read_timeout(Some(left))?;
+        }
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.sock.write(buf)?;
+        let sent = buf.get(..n).unwrap_or(buf);
+        if self.tls.get() {
+            self.encrypted += n;
+        } else {
+            self.pending.extend_from_slice(sent);
+            if let Some(end) = self.pending.windows(2).rposition(|w| w == b"\r\n") {
+                let lines: Vec<u8> = self.pending.drain(..end + 2).collect();
+                print_sent(&lines);
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+impl Socket for Wire {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        let left = self.left()?;
+        self.sock
+            .set_read_timeout(Some(timeout.map_or(left, |t| t.min(left))))
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.sock.set_write_timeout(timeout)
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        Socket::shutdown_write(&mut self.sock)
+    }
 }
 
 /// Prints what we send in cleartext, one `C:` line per line.
@@ -427,23 +498,50 @@ fn connect_and_drive(target: Target, setup: Setup) -> ExitCode {
             path.display()
         );
     }
-    let client: Result<Box<dyn Client>, String> = match target.proto {
-        Proto::Smtp => smtp::Smtp::new(setup.policy, setup.tls, setup.login, setup.external)
-            .map(|c| Box::new(c) as Box<dyn Client>),
-        Proto::Imap => imap::Imap::new(setup.policy, setup.tls, setup.login, setup.external)
-            .map(|c| Box::new(c) as Box<dyn Client>),
-        Proto::Pop3 => pop3::Pop3::new(setup.policy, setup.tls, setup.login, setup.external)
-            .map(|c| Box::new(c) as Box<dyn Client>),
-    };
-    let mut client = match client {
-        Ok(c) => c,
+    let no_ca = setup.ca.is_none();
+    let (policy, tls, login, external) = (setup.policy, setup.tls, setup.login, setup.external);
+    match target.proto {
+        Proto::Smtp => start(
+            smtp::Smtp::new(policy, tls, login, external),
+            &target,
+            &display,
+            no_ca,
+            setup.timeout,
+        ),
+        Proto::Imap => start(
+            imap::Imap::new(policy, tls, login, external),
+            &target,
+            &display,
+            no_ca,
+            setup.timeout,
+        ),
+        Proto::Pop3 => start(
+            pop3::Pop3::new(policy, tls, login, external),
+            &target,
+            &display,
+            no_ca,
+            setup.timeout,
+        ),
+    }
+}
+
+/// Connects, then drives the session made beforehand.
+fn start<C: Client>(
+    made: Result<(C::Session, C), String>,
+    target: &Target,
+    display: &str,
+    no_ca: bool,
+    timeout: Duration,
+) -> ExitCode {
+    let (session, client) = match made {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("starttls connect: {e}");
             return ExitCode::from(2);
         }
     };
-    let deadline = Instant::now() + setup.timeout;
-    let mut sock = match connect(&target.host, target.port, setup.timeout) {
+    let deadline = Instant::now() + timeout;
+    let sock = match connect(&target.host, target.port, timeout) {
         Ok(s) => s,
         Err(e) => {
             println!("ERROR: cannot connect to {display}: {e}");
@@ -451,8 +549,7 @@ fn connect_and_drive(target: Target, setup: Setup) -> ExitCode {
         }
     };
     println!("# connected to {display}");
-    let no_ca = setup.ca.is_none();
-    drive(&mut sock, client.as_mut(), no_ca, deadline)
+    drive(sock, session, client, no_ca, deadline)
 }
 
 /// Connects to the first address of `host` that accepts.
@@ -467,87 +564,70 @@ fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStrea
     Err(last.unwrap_or_else(|| std::io::Error::new(ErrorKind::NotFound, "no address found")))
 }
 
-/// The caller's contract (docs/design.md), with the transcript.
-fn drive(
-    sock: &mut TcpStream,
-    client: &mut dyn Client,
+/// The session on the blocking driver (docs/design.md, Drivers), with the
+/// transcript.
+fn drive<C: Client>(
+    sock: TcpStream,
+    session: C::Session,
+    mut client: C,
     no_ca: bool,
     deadline: Instant,
 ) -> ExitCode {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let result = client.events();
-        let mut encrypted = 0usize;
-        let mut write_error = None;
-        while let Some(out) = client.transmit() {
-            if !client.tls_on_wire() {
-                print_sent(&out);
-            } else {
-                encrypted += out.len();
+    let wire = Wire {
+        sock,
+        tls: Cell::new(client.tls_on_wire()),
+        pending: Vec::new(),
+        encrypted: 0,
+        deadline,
+    };
+    let mut driver = Driver::new(session, wire).with_timeouts(Timeouts::all(TIMEOUT));
+    let failed = loop {
+        match driver.next_event() {
+            Ok(Some(event)) => {
+                client.event(driver.session_mut(), event);
+                driver.get_ref().tls.set(client.tls_on_wire());
             }
-            if let Err(e) = sock.write_all(&out) {
-                write_error = Some(e);
-                break;
-            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
         }
-        if let Err(e) = result {
-            // The contract: what the session still queued (a QUIT or LOGOUT,
-            // a TLS alert) has been written out above; now close.
+    };
+    let encrypted = driver.get_ref().encrypted;
+    let _ = driver.close();
+    match failed {
+        None => match client.failure() {
+            Some(f) => {
+                println!("ERROR: {f}");
+                ExitCode::FAILURE
+            }
+            None => {
+                println!("OK");
+                ExitCode::SUCCESS
+            }
+        },
+        Some(e) => {
+            // The driver wrote what the session still queued (a QUIT or
+            // LOGOUT, a TLS alert) before it returned the error.
             if encrypted > 0 {
                 println!("# sent the {encrypted} bytes the session still had queued (encrypted)");
             }
-            let hint = match &e {
-                Error::Tls(t) if no_ca && t.kind == TlsErrorKind::Certificate => {
-                    " (no --ca was given, so no certificate authority is trusted: pass --ca FILE)"
-                }
-                _ => "",
-            };
-            println!("ERROR: {e}{hint}");
-            println!("       {e:?}");
-            return ExitCode::FAILURE;
-        }
-        if let Some(e) = write_error {
-            println!("ERROR: write: {e}");
-            return ExitCode::FAILURE;
-        }
-        if client.closed() {
-            return match client.failure() {
-                Some(f) => {
-                    println!("ERROR: {f}");
-                    ExitCode::FAILURE
-                }
-                None => {
-                    println!("OK");
-                    ExitCode::SUCCESS
-                }
-            };
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            println!(
-                "ERROR: the session did not finish within --timeout; the server keeps it going"
-            );
-            return ExitCode::FAILURE;
-        }
-        if let Err(e) = sock.set_read_timeout(Some(left.min(TIMEOUT))) {
-            println!("ERROR: socket: {e}");
-            return ExitCode::FAILURE;
-        }
-        match sock.read(&mut buf) {
-            Ok(0) => client.eof(),
-            Ok(n) => client.input(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                println!(
+            match e {
+                DriverError::Session(Error::Timeout { .. }) => println!(
                     "ERROR: no answer from the server within {} s",
-                    left.min(TIMEOUT).as_secs()
-                );
-                return ExitCode::FAILURE;
+                    TIMEOUT.as_secs()
+                ),
+                DriverError::Session(e) => {
+                    let hint = match &e {
+                        Error::Tls(t) if no_ca && t.kind == TlsErrorKind::Certificate => {
+                            " (no --ca was given, so no certificate authority is trusted: pass --ca FILE)"
+                        }
+                        _ => "",
+                    };
+                    println!("ERROR: {e}{hint}");
+                    println!("       {e:?}");
+                }
+                e => println!("ERROR: {e}"),
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => {
-                println!("# read: {e}; taken as the end of the connection");
-                client.eof();
-            }
+            ExitCode::FAILURE
         }
     }
 }

@@ -2,10 +2,10 @@
 //! vectors, live loopback checks, and the reference server and client. The binary is `starttls`.
 
 pub mod connect;
-pub mod drive;
 pub mod hostile;
 pub mod live;
 pub mod mailbox;
+pub mod net;
 pub mod pki;
 pub mod policy;
 pub mod probe;

@@ -1,10 +1,12 @@
 //! Live loopback checks: the reference server and client sessions over real
 //! TCP and real TLS, and attack probes written on raw sockets.
 
+use std::cell::Cell;
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use bytes::Bytes;
 use starttls::rustls::pki_types::ServerName;
@@ -12,11 +14,12 @@ use starttls::smtp::{
     ClientConfig, ClientEvent, ClientSession, Command, ServerConfig, ServerEvent, ServerSession,
 };
 use starttls::{
-    ClientTls, Error, ServerTls, TlsErrorKind, TlsPolicy, TlsRefusal, Trust, UpgradeEvent,
+    ClientTls, Error, ServerTls, Timeouts, TlsErrorKind, TlsPolicy, TlsRefusal, Trust, UpgradeEvent,
 };
 
-use crate::drive::{connect, fake_server, listen, read_for, read_until, TIMEOUT};
+use crate::net::{connect, fake_server, listen, read_for, read_until, run, TIMEOUT};
 use crate::pki::Pki;
+use starttls_io::blocking::{Driver, Socket};
 
 /// One live check.
 pub struct Check {
@@ -105,60 +108,38 @@ struct ServerLog {
 fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> thread::JoinHandle<ServerLog> {
     thread::spawn(move || {
         let mut log = ServerLog::default();
-        let Ok((mut sock, _)) = listener.accept() else {
+        let Ok((sock, _)) = listener.accept() else {
             return log;
         };
-        let _ = sock.set_read_timeout(Some(TIMEOUT));
-        let mut s = match ServerSession::new(config) {
+        let s = match ServerSession::new(config) {
             Ok(s) => s,
             Err(e) => {
                 log.events.push(format!("config error: {e}"));
                 return log;
             }
         };
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            loop {
-                match s.poll_event() {
-                    Ok(Some(ev)) => {
-                        log.events.push(format!("{ev:?}"));
-                        match ev {
-                            ServerEvent::Command(Command::Bdat { .. }) => {}
-                            ServerEvent::Command(_) | ServerEvent::AuthResponse(_) => {
-                                if s.trust() == Trust::Cleartext {
-                                    log.cleartext_commands += 1;
-                                }
-                                let _ = s.accept();
-                            }
-                            ServerEvent::MessageData(p) => log.message.extend_from_slice(&p),
-                            ServerEvent::MessageEnd | ServerEvent::ChunkEnd => {
-                                while s.is_waiting_for_reply() {
-                                    let _ = s.accept();
-                                }
-                            }
-                            _ => {}
-                        }
+        let failed = run(sock, s, |s, ev| {
+            log.events.push(format!("{ev:?}"));
+            match ev {
+                ServerEvent::Command(Command::Bdat { .. }) => {}
+                ServerEvent::Command(_) | ServerEvent::AuthResponse(_) => {
+                    if s.trust() == Trust::Cleartext {
+                        log.cleartext_commands += 1;
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        log.error = Some(e);
-                        break;
+                    let _ = s.accept();
+                }
+                ServerEvent::MessageData(p) => log.message.extend_from_slice(&p),
+                ServerEvent::MessageEnd | ServerEvent::ChunkEnd => {
+                    while s.is_waiting_for_reply() {
+                        let _ = s.accept();
                     }
                 }
+                _ => {}
             }
-            while let Some(out) = s.poll_transmit() {
-                if sock.write_all(&out).is_err() {
-                    return log;
-                }
-            }
-            if s.is_closed() {
-                return log;
-            }
-            match sock.read(&mut buf) {
-                Ok(0) | Err(_) => s.handle_eof(),
-                Ok(n) => s.handle_input(&buf[..n]),
-            }
-        }
+        });
+        // A broken connection just ends the log, as a peer's EOF would.
+        log.error = failed.ok().flatten();
+        log
     })
 }
 
@@ -195,91 +176,123 @@ fn client_config(
     Ok(Arc::new(c))
 }
 
+/// The client's socket: what is written before TLS is kept.
+struct Capture {
+    sock: TcpStream,
+    tls: Cell<bool>,
+    cleartext: Vec<u8>,
+}
+
+impl Read for Capture {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.sock.write(buf)?;
+        if !self.tls.get() {
+            self.cleartext
+                .extend_from_slice(buf.get(..n).unwrap_or(buf));
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+impl Socket for Capture {
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> std::io::Result<()> {
+        self.sock.set_read_timeout(t)
+    }
+    fn set_write_timeout(&mut self, t: Option<Duration>) -> std::io::Result<()> {
+        self.sock.set_write_timeout(t)
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        Socket::shutdown_write(&mut self.sock)
+    }
+}
+
+/// The client application: the script's next command for each event.
+fn act(
+    c: &mut ClientSession,
+    ev: &ClientEvent,
+    script: Script,
+    pending_rcpts: &mut usize,
+) -> Result<(), String> {
+    let command =
+        |line: &'static [u8]| Command::parse(&Bytes::from_static(line)).map_err(|e| e.to_string());
+    match ev {
+        ClientEvent::Ready { .. } => match script {
+            Script::Message { recipients } => {
+                *pending_rcpts = recipients;
+                c.send(command(b"MAIL FROM:<a@client.localhost>")?)
+                    .map_err(|e| e.to_string())?;
+            }
+            Script::AuthPlain => {
+                // "\0user\0pass" in base64.
+                c.send(command(b"AUTH PLAIN AHVzZXIAcGFzcw==")?)
+                    .map_err(|e| e.to_string())?;
+            }
+        },
+        ClientEvent::Reply { to, reply } => {
+            let code = reply.code().get();
+            match *to {
+                "MAIL" | "RCPT" if *pending_rcpts > 0 => {
+                    let line = format!("RCPT TO:<r{pending_rcpts}@localhost>");
+                    *pending_rcpts -= 1;
+                    c.send(Command::parse(&Bytes::from(line)).map_err(|e| e.to_string())?)
+                        .map_err(|e| e.to_string())?;
+                }
+                "RCPT" => c.send(Command::Data).map_err(|e| e.to_string())?,
+                "DATA" if code == 354 => {
+                    c.send_data(b"Subject: conformance\r\n\r\n.leading dot\r\n")
+                        .map_err(|e| e.to_string())?;
+                    c.finish_data().map_err(|e| e.to_string())?;
+                }
+                "end of data" | "AUTH" if c.send(Command::Quit).is_err() => {}
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Runs the client on the blocking driver.
 fn run_client(port: u16, config: Arc<ClientConfig>, script: Script) -> Result<ClientLog, String> {
     let implicit = config.policy == TlsPolicy::Implicit;
-    let mut c = ClientSession::new(config).map_err(|e| e.to_string())?;
-    let mut sock = connect(port)?;
-    sock.set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    let c = ClientSession::new(config).map_err(|e| e.to_string())?;
+    let sock = Capture {
+        sock: connect(port)?,
+        tls: Cell::new(implicit),
+        cleartext: Vec::new(),
+    };
+    let mut driver = Driver::new(c, sock).with_timeouts(Timeouts::all(TIMEOUT));
     let mut log = ClientLog::default();
-    let mut tls = implicit;
-    let mut buf = vec![0u8; 16 * 1024];
     let mut pending_rcpts = 0usize;
     loop {
-        loop {
-            match c.poll_event() {
-                Ok(Some(ev)) => {
-                    match &ev {
-                        ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => tls = true,
-                        ClientEvent::Ready { .. } => match script {
-                            Script::Message { recipients } => {
-                                pending_rcpts = recipients;
-                                c.send(
-                                    Command::parse(&Bytes::from_static(
-                                        b"MAIL FROM:<a@client.localhost>",
-                                    ))
-                                    .map_err(|e| e.to_string())?,
-                                )
-                                .map_err(|e| e.to_string())?;
-                            }
-                            Script::AuthPlain => {
-                                // "\0user\0pass" in base64.
-                                c.send(
-                                    Command::parse(&Bytes::from_static(
-                                        b"AUTH PLAIN AHVzZXIAcGFzcw==",
-                                    ))
-                                    .map_err(|e| e.to_string())?,
-                                )
-                                .map_err(|e| e.to_string())?;
-                            }
-                        },
-                        ClientEvent::Reply { to, reply } => {
-                            let code = reply.code().get();
-                            match *to {
-                                "MAIL" | "RCPT" if pending_rcpts > 0 => {
-                                    let line = format!("RCPT TO:<r{pending_rcpts}@localhost>");
-                                    pending_rcpts -= 1;
-                                    c.send(
-                                        Command::parse(&Bytes::from(line))
-                                            .map_err(|e| e.to_string())?,
-                                    )
-                                    .map_err(|e| e.to_string())?;
-                                }
-                                "RCPT" => c.send(Command::Data).map_err(|e| e.to_string())?,
-                                "DATA" if code == 354 => {
-                                    c.send_data(b"Subject: conformance\r\n\r\n.leading dot\r\n")
-                                        .map_err(|e| e.to_string())?;
-                                    c.finish_data().map_err(|e| e.to_string())?;
-                                }
-                                "end of data" | "AUTH" if c.send(Command::Quit).is_err() => {}
-                                _ => {}
-                            }
-                        }
-                        _ => {}
-                    }
-                    log.events.push(ev);
+        match driver.next_event() {
+            Ok(Some(ev)) => {
+                if let ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) = ev {
+                    driver.get_ref().tls.set(true);
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    log.error = Some(e);
-                    break;
-                }
+                act(driver.session_mut(), &ev, script, &mut pending_rcpts)?;
+                log.events.push(ev);
             }
-        }
-        while let Some(out) = c.poll_transmit() {
-            if !tls {
-                log.cleartext_sent.extend_from_slice(&out);
+            Ok(None) => break,
+            Err(starttls_io::Error::Session(e)) => {
+                log.error = Some(e);
+                break;
             }
-            sock.write_all(&out).map_err(|e| format!("write: {e}"))?;
-        }
-        if log.error.is_some() || c.is_closed() {
-            return Ok(log);
-        }
-        match sock.read(&mut buf) {
-            Ok(0) | Err(_) => c.handle_eof(),
-            Ok(n) => c.handle_input(&buf[..n]),
+            Err(e) => return Err(e.to_string()),
         }
     }
+    log.cleartext_sent = driver.get_ref().cleartext.clone();
+    let _ = driver.close();
+    Ok(log)
 }
 
 fn server_config(pki: &Pki, f: impl FnOnce(&mut ServerConfig)) -> Arc<ServerConfig> {

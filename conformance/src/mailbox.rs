@@ -10,8 +10,8 @@ use starttls::rustls::pki_types::ServerName;
 use starttls::{imap, pop3};
 use starttls::{ClientTls, Error, ServerTls, TlsPolicy, TlsRefusal, Trust, UpgradeEvent};
 
-use crate::drive::{connect, fake_server, listen, read_for, read_until, run};
 use crate::live::Check;
+use crate::net::{connect, fake_server, listen, read_for, read_until, run};
 use crate::pki::Pki;
 
 /// The IMAP and POP3 checks, in the order they run.
@@ -120,38 +120,32 @@ fn imap_serve(pki: &Pki, implicit: bool) -> Result<(u16, thread::JoinHandle<Imap
     let config = Arc::new(c);
     let h = thread::spawn(move || {
         let mut log = ImapLog::default();
-        let Ok((mut sock, _)) = l.accept() else {
+        let Ok((sock, _)) = l.accept() else {
             return log;
         };
-        let Ok(mut s) = imap::ServerSession::new(config) else {
+        let Ok(s) = imap::ServerSession::new(config) else {
             return log;
         };
-        let _ = run(&mut sock, &mut s, |s| {
-            while let Some(e) = s.poll_event()? {
-                match e {
-                    imap::ServerEvent::Command(c) => {
-                        match s.trust() {
-                            Trust::Cleartext => log.cleartext_commands += 1,
-                            Trust::Tls => log.tls_commands += 1,
-                        }
-                        if let imap::CommandBody::Other { name, .. } = &c.body {
-                            if name.eq_ignore_ascii_case(b"SELECT") {
-                                let exists =
-                                    imap::Response::parse(&Bytes::from_static(b"* 1 EXISTS"));
-                                if let Ok(r) = exists {
-                                    let _ = s.send_untagged(&r);
-                                }
-                            }
-                        }
-                        let _ = s.accept();
-                    }
-                    imap::ServerEvent::Upgrade(UpgradeEvent::InjectionDiscarded { bytes }) => {
-                        log.discarded = Some(bytes)
-                    }
-                    _ => {}
+        let _ = run(sock, s, |s, e| match e {
+            imap::ServerEvent::Command(c) => {
+                match s.trust() {
+                    Trust::Cleartext => log.cleartext_commands += 1,
+                    Trust::Tls => log.tls_commands += 1,
                 }
+                if let imap::CommandBody::Other { name, .. } = &c.body {
+                    if name.eq_ignore_ascii_case(b"SELECT") {
+                        let exists = imap::Response::parse(&Bytes::from_static(b"* 1 EXISTS"));
+                        if let Ok(r) = exists {
+                            let _ = s.send_untagged(&r);
+                        }
+                    }
+                }
+                let _ = s.accept();
             }
-            Ok(())
+            imap::ServerEvent::Upgrade(UpgradeEvent::InjectionDiscarded { bytes }) => {
+                log.discarded = Some(bytes)
+            }
+            _ => {}
         });
         log
     });
@@ -171,8 +165,8 @@ fn imap_client(
     policy: TlsPolicy,
 ) -> Result<(Vec<imap::ClientEvent>, Option<Error>), String> {
     let config = Arc::new(imap::ClientConfig::new(policy, client_tls(pki)));
-    let mut c = imap::ClientSession::new(config).map_err(|e| e.to_string())?;
-    let mut sock = connect(port)?;
+    let c = imap::ClientSession::new(config).map_err(|e| e.to_string())?;
+    let sock = connect(port)?;
     let mut events = Vec::new();
     let script = [
         command("LOGIN alice secret")?,
@@ -180,20 +174,17 @@ fn imap_client(
         command("LOGOUT")?,
     ];
     let mut next = 0;
-    let err = run(&mut sock, &mut c, |c| {
-        while let Some(e) = c.poll_event()? {
-            if matches!(
-                e,
-                imap::ClientEvent::Ready { .. } | imap::ClientEvent::Tagged { .. }
-            ) {
-                if let Some(cmd) = script.get(next) {
-                    next += 1;
-                    let _ = c.send(cmd.clone());
-                }
+    let err = run(sock, c, |c, e| {
+        if matches!(
+            e,
+            imap::ClientEvent::Ready { .. } | imap::ClientEvent::Tagged { .. }
+        ) {
+            if let Some(cmd) = script.get(next) {
+                next += 1;
+                let _ = c.send(cmd.clone());
             }
-            events.push(e);
         }
-        Ok(())
+        events.push(e);
     })?;
     Ok((events, err))
 }
@@ -354,38 +345,31 @@ fn pop3_serve(pki: &Pki, implicit: bool) -> Result<(u16, thread::JoinHandle<Pop3
     let config = Arc::new(c);
     let h = thread::spawn(move || {
         let mut log = Pop3Log::default();
-        let Ok((mut sock, _)) = l.accept() else {
+        let Ok((sock, _)) = l.accept() else {
             return log;
         };
-        let Ok(mut s) = pop3::ServerSession::new(config) else {
+        let Ok(s) = pop3::ServerSession::new(config) else {
             return log;
         };
-        let _ = run(&mut sock, &mut s, |s| {
-            while let Some(e) = s.poll_event()? {
-                match e {
-                    pop3::ServerEvent::Command(c) => {
-                        match s.trust() {
-                            Trust::Cleartext => log.cleartext_commands += 1,
-                            Trust::Tls => log.tls_commands += 1,
-                        }
-                        let _ = match c {
-                            pop3::Command::Stat => s.reply(pop3::StatusLine::new(
-                                pop3::Status::Ok,
-                                Bytes::from(format!("1 {}", MESSAGE.len())),
-                            )),
-                            pop3::Command::Retr { .. } => {
-                                s.reply_multiline("message follows", MESSAGE)
-                            }
-                            _ => s.accept(),
-                        };
-                    }
-                    pop3::ServerEvent::Upgrade(UpgradeEvent::InjectionDiscarded { bytes }) => {
-                        log.discarded = Some(bytes)
-                    }
-                    _ => {}
+        let _ = run(sock, s, |s, e| match e {
+            pop3::ServerEvent::Command(c) => {
+                match s.trust() {
+                    Trust::Cleartext => log.cleartext_commands += 1,
+                    Trust::Tls => log.tls_commands += 1,
                 }
+                let _ = match c {
+                    pop3::Command::Stat => s.reply(pop3::StatusLine::new(
+                        pop3::Status::Ok,
+                        Bytes::from(format!("1 {}", MESSAGE.len())),
+                    )),
+                    pop3::Command::Retr { .. } => s.reply_multiline("message follows", MESSAGE),
+                    _ => s.accept(),
+                };
             }
-            Ok(())
+            pop3::ServerEvent::Upgrade(UpgradeEvent::InjectionDiscarded { bytes }) => {
+                log.discarded = Some(bytes)
+            }
+            _ => {}
         });
         log
     });
@@ -398,32 +382,29 @@ type Pop3Run = (Vec<pop3::ClientEvent>, Option<Error>, Vec<u8>);
 /// Runs our POP3 client: USER, PASS, STAT, RETR 1, QUIT once ready.
 fn pop3_client(pki: &Pki, port: u16, policy: TlsPolicy) -> Result<Pop3Run, String> {
     let config = Arc::new(pop3::ClientConfig::new(policy, client_tls(pki)));
-    let mut c = pop3::ClientSession::new(config).map_err(|e| e.to_string())?;
-    let mut sock = connect(port)?;
+    let c = pop3::ClientSession::new(config).map_err(|e| e.to_string())?;
+    let sock = connect(port)?;
     let mut events = Vec::new();
     let mut body = Vec::new();
     let mut script = ["USER alice", "PASS secret", "STAT", "RETR 1", "QUIT"].into_iter();
-    let err = run(&mut sock, &mut c, |c| {
-        while let Some(e) = c.poll_event()? {
-            let next = match &e {
-                pop3::ClientEvent::Ready { .. } | pop3::ClientEvent::BodyEnd => true,
-                pop3::ClientEvent::Reply { multiline, .. } => !multiline,
-                pop3::ClientEvent::Body(p) => {
-                    body.extend_from_slice(p);
-                    false
-                }
-                _ => false,
-            };
-            if next {
-                if let Some(line) = script.next() {
-                    if let Ok(cmd) = pop3::Command::parse(&Bytes::from_static(line.as_bytes())) {
-                        let _ = c.send(cmd);
-                    }
+    let err = run(sock, c, |c, e| {
+        let next = match &e {
+            pop3::ClientEvent::Ready { .. } | pop3::ClientEvent::BodyEnd => true,
+            pop3::ClientEvent::Reply { multiline, .. } => !multiline,
+            pop3::ClientEvent::Body(p) => {
+                body.extend_from_slice(p);
+                false
+            }
+            _ => false,
+        };
+        if next {
+            if let Some(line) = script.next() {
+                if let Ok(cmd) = pop3::Command::parse(&Bytes::from_static(line.as_bytes())) {
+                    let _ = c.send(cmd);
                 }
             }
-            events.push(e);
         }
-        Ok(())
+        events.push(e);
     })?;
     Ok((events, err, body))
 }

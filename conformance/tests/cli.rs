@@ -747,58 +747,24 @@ fn injection_after_starttls_is_discarded() {
 
 // ------------------------------------ the library's clients against serve
 
-/// What the blocking driver needs from a client session.
-trait Session {
-    fn input(&mut self, data: &[u8]);
-    fn eof(&mut self);
-    fn transmit(&mut self) -> Option<Bytes>;
-    fn closed(&self) -> bool;
-}
-
-macro_rules! session {
-    ($($ty:ty),*) => {$(
-        impl Session for $ty {
-            fn input(&mut self, data: &[u8]) { self.handle_input(data) }
-            fn eof(&mut self) { self.handle_eof() }
-            fn transmit(&mut self) -> Option<Bytes> { self.poll_transmit() }
-            fn closed(&self) -> bool { self.is_closed() }
-        }
-    )*};
-}
-
-session!(
-    smtp::ClientSession,
-    imap::ClientSession,
-    pop3::ClientSession
-);
-
-/// The caller's contract; `app` takes the events. Fails on a session error.
-fn drive<S: Session>(
+/// The session on the blocking driver; `app` takes the events. Fails on a
+/// session error.
+fn drive<S: starttls::Session>(
     addr: SocketAddr,
-    session: &mut S,
-    mut app: impl FnMut(&mut S) -> Result<(), starttls::Error>,
+    session: S,
+    mut app: impl FnMut(&mut S, S::Event),
 ) {
-    let mut sock = TcpStream::connect(addr).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut buf = vec![0u8; 16 * 1024];
+    let sock = TcpStream::connect(addr).expect("connect");
+    let mut driver = starttls_io::blocking::Driver::new(session, sock)
+        .with_timeouts(starttls::Timeouts::all(Duration::from_secs(10)));
     loop {
-        let r = app(session);
-        while let Some(out) = session.transmit() {
-            sock.write_all(&out).expect("write");
-        }
-        if let Err(e) = r {
-            panic!("session failed: {e}");
-        }
-        if session.closed() {
-            return;
-        }
-        match sock.read(&mut buf) {
-            Ok(0) => session.eof(),
-            Ok(n) => session.input(&buf[..n]),
-            Err(e) => panic!("read: {e}"),
+        match driver.next_event() {
+            Ok(Some(event)) => app(driver.session_mut(), event),
+            Ok(None) => break,
+            Err(e) => panic!("session failed: {e}"),
         }
     }
+    driver.close().expect("close");
 }
 
 fn client_tls(ca: &Path) -> ClientTls {
@@ -829,26 +795,21 @@ fn smtp_script(
     mut next: impl FnMut(&mut smtp::ClientSession, Option<(&str, u16)>),
 ) -> Vec<(String, u16, String)> {
     let config = smtp::ClientConfig::new("client.localhost", policy, client_tls(ca));
-    let mut c = smtp::ClientSession::new(Arc::new(config)).expect("session");
+    let c = smtp::ClientSession::new(Arc::new(config)).expect("session");
     let mut replies = Vec::new();
-    drive(addr, &mut c, |c| {
-        while let Some(e) = c.poll_event()? {
-            match e {
-                smtp::ClientEvent::Ready { trust } => {
-                    assert_eq!(trust, Trust::Tls);
-                    next(c, None);
-                }
-                smtp::ClientEvent::Reply { to, reply } => {
-                    assert_eq!(reply.trust, Trust::Tls);
-                    let code = reply.code().get();
-                    let text = String::from_utf8_lossy(reply.raw()).into_owned();
-                    replies.push((to.to_string(), code, text));
-                    next(c, Some((to, code)));
-                }
-                _ => {}
-            }
+    drive(addr, c, |c, e| match e {
+        smtp::ClientEvent::Ready { trust } => {
+            assert_eq!(trust, Trust::Tls);
+            next(c, None);
         }
-        Ok(())
+        smtp::ClientEvent::Reply { to, reply } => {
+            assert_eq!(reply.trust, Trust::Tls);
+            let code = reply.code().get();
+            let text = String::from_utf8_lossy(reply.raw()).into_owned();
+            replies.push((to.to_string(), code, text));
+            next(c, Some((to, code)));
+        }
+        _ => {}
     });
     replies
 }
@@ -964,7 +925,7 @@ fn imap_body(text: &str) -> imap::CommandBody {
 fn imap_mailbox_over_tls() {
     let serve = Serve::start(&["imap"], 1, &[]);
     let config = imap::ClientConfig::new(TlsPolicy::StartTlsRequired, client_tls(&serve.ca));
-    let mut c = imap::ClientSession::new(Arc::new(config)).expect("session");
+    let c = imap::ClientSession::new(Arc::new(config)).expect("session");
     let script = [
         "LOGIN alice secret",
         "SELECT INBOX",
@@ -977,32 +938,29 @@ fn imap_mailbox_over_tls() {
     ];
     let mut next = 0;
     let mut seen: Vec<String> = Vec::new();
-    drive(serve.addr("imap"), &mut c, |c| {
-        while let Some(e) = c.poll_event()? {
-            let go = match &e {
-                imap::ClientEvent::Ready { .. } => true,
-                imap::ClientEvent::Untagged(r) => {
-                    assert_eq!(r.trust, Trust::Tls);
-                    seen.push(String::from_utf8_lossy(&r.message.to_bytes()).into_owned());
-                    false
-                }
-                imap::ClientEvent::Tagged { status, .. } => {
-                    assert_eq!(status.trust, Trust::Tls);
-                    let mut v = Vec::new();
-                    status.message.write_to(&mut v);
-                    seen.push(format!("TAGGED {}", String::from_utf8_lossy(&v)));
-                    true
-                }
-                _ => false,
-            };
-            if go {
-                if let Some(cmd) = script.get(next) {
-                    next += 1;
-                    c.send(imap_body(cmd)).expect("send");
-                }
+    drive(serve.addr("imap"), c, |c, e| {
+        let go = match &e {
+            imap::ClientEvent::Ready { .. } => true,
+            imap::ClientEvent::Untagged(r) => {
+                assert_eq!(r.trust, Trust::Tls);
+                seen.push(String::from_utf8_lossy(&r.message.to_bytes()).into_owned());
+                false
+            }
+            imap::ClientEvent::Tagged { status, .. } => {
+                assert_eq!(status.trust, Trust::Tls);
+                let mut v = Vec::new();
+                status.message.write_to(&mut v);
+                seen.push(format!("TAGGED {}", String::from_utf8_lossy(&v)));
+                true
+            }
+            _ => false,
+        };
+        if go {
+            if let Some(cmd) = script.get(next) {
+                next += 1;
+                c.send(imap_body(cmd)).expect("send");
             }
         }
-        Ok(())
     });
     let all = seen.join("\n");
     let has = |s: &str| seen.iter().any(|l| l.contains(s));
@@ -1024,7 +982,7 @@ fn imap_mailbox_over_tls() {
 fn pop3_maildrop_over_tls() {
     let serve = Serve::start(&["pop3s"], 1, &[]);
     let config = pop3::ClientConfig::new(TlsPolicy::Implicit, client_tls(&serve.ca));
-    let mut c = pop3::ClientSession::new(Arc::new(config)).expect("session");
+    let c = pop3::ClientSession::new(Arc::new(config)).expect("session");
     let mut script = [
         "USER alice",
         "PASS secret",
@@ -1043,39 +1001,36 @@ fn pop3_maildrop_over_tls() {
     .into_iter();
     let mut seen: Vec<String> = Vec::new();
     let mut body = Vec::new();
-    drive(serve.addr("pop3s"), &mut c, |c| {
-        while let Some(e) = c.poll_event()? {
-            let go = match &e {
-                pop3::ClientEvent::Ready { .. } => true,
-                pop3::ClientEvent::Reply {
-                    to,
-                    status,
-                    multiline,
-                } => {
-                    assert_eq!(status.trust, Trust::Tls);
-                    seen.push(format!("{to} {}", status.message));
-                    !multiline
-                }
-                pop3::ClientEvent::Body(p) => {
-                    body.extend_from_slice(p);
-                    false
-                }
-                pop3::ClientEvent::BodyEnd => {
-                    seen.push(format!("BODY {}", String::from_utf8_lossy(&body)));
-                    body.clear();
-                    true
-                }
-                _ => false,
-            };
-            if go {
-                if let Some(line) = script.next() {
-                    let cmd = pop3::Command::parse(&Bytes::from_static(line.as_bytes()))
-                        .expect("a valid command");
-                    c.send(cmd).expect("send");
-                }
+    drive(serve.addr("pop3s"), c, |c, e| {
+        let go = match &e {
+            pop3::ClientEvent::Ready { .. } => true,
+            pop3::ClientEvent::Reply {
+                to,
+                status,
+                multiline,
+            } => {
+                assert_eq!(status.trust, Trust::Tls);
+                seen.push(format!("{to} {}", status.message));
+                !multiline
+            }
+            pop3::ClientEvent::Body(p) => {
+                body.extend_from_slice(p);
+                false
+            }
+            pop3::ClientEvent::BodyEnd => {
+                seen.push(format!("BODY {}", String::from_utf8_lossy(&body)));
+                body.clear();
+                true
+            }
+            _ => false,
+        };
+        if go {
+            if let Some(line) = script.next() {
+                let cmd = pop3::Command::parse(&Bytes::from_static(line.as_bytes()))
+                    .expect("a valid command");
+                c.send(cmd).expect("send");
             }
         }
-        Ok(())
     });
     let all = seen.join("\n");
     let stats: Vec<&String> = seen.iter().filter(|l| l.starts_with("STAT ")).collect();

@@ -1,5 +1,5 @@
-//! A blocking IMAP client over `std::net` that negotiates TLS with the
-//! sans-IO `starttls` session: greeting, capabilities, STARTTLS, handshake,
+//! A blocking IMAP client over `std::net`, on the blocking driver of
+//! `starttls-io`, that negotiates TLS with the sans-IO `starttls` session: greeting, capabilities, STARTTLS, handshake,
 //! capabilities again (all done by the session), then `LOGIN`, `SELECT INBOX`
 //! and `LOGOUT` with `--user`/`--password`, or just `LOGOUT` without. Prints
 //! the transcript with each text's trust level; exits non-zero with the typed
@@ -13,10 +13,8 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use starttls::imap::{
@@ -26,6 +24,11 @@ use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, ServerName};
 use starttls::{ClientTls, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
+use starttls_io::blocking::Driver;
+
+#[path = "common/transcript.rs"]
+mod transcript;
+use transcript::Transcript;
 
 const USAGE: &str = "usage: imap_client ADDR --ca FILE [--server-name NAME] \
 [--implicit|--opportunistic] [--user NAME --password PASSWORD]";
@@ -126,149 +129,121 @@ fn run(opts: Opts) -> Result<(), Box<dyn std::error::Error>> {
             server_name: ServerName::try_from(opts.server_name)?,
         },
     );
-    let mut session = ClientSession::new(Arc::new(config))?;
-    let mut sock = TcpStream::connect(&opts.addr)?;
-    sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let session = ClientSession::new(Arc::new(config))?;
+    let sock = TcpStream::connect(&opts.addr)?;
     println!("connected to {}", opts.addr);
-    let mut buf = vec![0u8; 16 * 1024];
-    // Bytes on the wire are TLS records from the upgrade point on.
-    let mut tls_on_wire = opts.policy == TlsPolicy::Implicit;
+    // The blocking driver (starttls-io) writes what the session queues,
+    // reads, feeds, and times out a silent server; we answer events.
+    let sock = Transcript::new(sock, opts.policy == TlsPolicy::Implicit);
+    let mut driver = Driver::new(session, sock);
     // What is left to send once the session is ready, one command at a time.
     let mut script: VecDeque<Step> = VecDeque::new();
     // The tag and name of the command in flight.
     let mut in_flight: Option<(Bytes, &'static str)> = None;
     // Set when the script could not be carried out; reported at the end.
     let mut failure: Option<String> = None;
-    loop {
-        loop {
-            let event = match session.poll_event() {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(e) => {
-                    // The contract: send what is still queued (a LOGOUT), then close.
-                    while let Some(out) = session.poll_transmit() {
-                        if !tls_on_wire {
-                            print_client(&out);
-                        }
-                        sock.write_all(&out)?;
+    // A session error comes after what it still queued (a LOGOUT) was written.
+    while let Some(event) = driver.next_event()? {
+        let mut next = false;
+        match event {
+            ClientEvent::Greeting(r) => {
+                print_response(&Response::Status(r.message), r.trust, "greeting")
+            }
+            ClientEvent::Capabilities(c) => {
+                println!("   capabilities [{}]: {}", c.trust, c.escaped())
+            }
+            ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                driver.get_ref().tls_on_wire();
+                println!("   upgrade started: TLS handshake");
+            }
+            ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => println!(
+                "   TLS established: {} {}",
+                info.version.map(|v| v.to_string()).unwrap_or_default(),
+                info.cipher_suite.unwrap_or_default()
+            ),
+            ClientEvent::Upgrade(u) => println!("   {u:?}"),
+            ClientEvent::Ready {
+                trust,
+                authenticated,
+            } => {
+                println!("   ready [{trust}] authenticated: {authenticated}");
+                if let Some((user, password)) = &opts.login {
+                    let login = CommandBody::Login {
+                        username: AString::from_value(user.as_bytes()),
+                        password: Secret::new(AString::from_value(password.as_bytes())),
+                    };
+                    script.push_back(step(login, &format!("LOGIN {user} ****")));
+                    let select = CommandBody::Other {
+                        name: Bytes::from_static(b"SELECT"),
+                        args: Args::from_args(&[Arg::Atom(Bytes::from_static(b"INBOX"))]),
+                    };
+                    script.push_back(step(select, "SELECT INBOX"));
+                }
+                script.push_back(logout());
+                next = true;
+            }
+            ClientEvent::Untagged(r) => print_response(&r.message, r.trust, "untagged"),
+            ClientEvent::Tagged { tag, status } => {
+                let trust = status.trust;
+                let ok = status.status == Status::Ok;
+                let resp = Response::Tagged {
+                    tag: tag.clone(),
+                    status: status.message,
+                };
+                let what = match &in_flight {
+                    Some((t, what)) if *t == tag => *what,
+                    _ => "reply",
+                };
+                print_response(&resp, trust, what);
+                if in_flight.as_ref().is_some_and(|(t, _)| *t == tag) {
+                    in_flight = None;
+                    if !ok && what != "LOGOUT" && failure.is_none() {
+                        failure = Some(format!("{what} failed: {}", line_of(&resp)));
+                        script.clear();
+                        script.push_back(logout());
                     }
-                    return Err(e.into());
-                }
-            };
-            let mut next = false;
-            match event {
-                ClientEvent::Greeting(r) => {
-                    print_response(&Response::Status(r.message), r.trust, "greeting")
-                }
-                ClientEvent::Capabilities(c) => {
-                    println!("   capabilities [{}]: {}", c.trust, c.escaped())
-                }
-                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
-                    tls_on_wire = true;
-                    println!("   upgrade started: TLS handshake");
-                }
-                ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => println!(
-                    "   TLS established: {} {}",
-                    info.version.map(|v| v.to_string()).unwrap_or_default(),
-                    info.cipher_suite.unwrap_or_default()
-                ),
-                ClientEvent::Upgrade(u) => println!("   {u:?}"),
-                ClientEvent::Ready {
-                    trust,
-                    authenticated,
-                } => {
-                    println!("   ready [{trust}] authenticated: {authenticated}");
-                    if let Some((user, password)) = &opts.login {
-                        let login = CommandBody::Login {
-                            username: AString::from_value(user.as_bytes()),
-                            password: Secret::new(AString::from_value(password.as_bytes())),
-                        };
-                        script.push_back(step(login, &format!("LOGIN {user} ****")));
-                        let select = CommandBody::Other {
-                            name: Bytes::from_static(b"SELECT"),
-                            args: Args::from_args(&[Arg::Atom(Bytes::from_static(b"INBOX"))]),
-                        };
-                        script.push_back(step(select, "SELECT INBOX"));
-                    }
-                    script.push_back(logout());
                     next = true;
                 }
-                ClientEvent::Untagged(r) => print_response(&r.message, r.trust, "untagged"),
-                ClientEvent::Tagged { tag, status } => {
-                    let trust = status.trust;
-                    let ok = status.status == Status::Ok;
-                    let resp = Response::Tagged {
-                        tag: tag.clone(),
-                        status: status.message,
-                    };
-                    let what = match &in_flight {
-                        Some((t, what)) if *t == tag => *what,
-                        _ => "reply",
-                    };
-                    print_response(&resp, trust, what);
-                    if in_flight.as_ref().is_some_and(|(t, _)| *t == tag) {
-                        in_flight = None;
-                        if !ok && what != "LOGOUT" && failure.is_none() {
-                            failure = Some(format!("{what} failed: {}", line_of(&resp)));
-                            script.clear();
-                            script.push_back(logout());
-                        }
-                        next = true;
-                    }
-                }
-                ClientEvent::Continuation(c) => println!(
-                    "S: [{}] + {}   (continuation, not expected: ignored)",
-                    c.trust,
-                    c.escaped()
-                ),
-                _ => {}
             }
-            if next && in_flight.is_none() {
-                if let Some(s) = script.pop_front() {
-                    let name = command_name(&s.body);
-                    match session.send(s.body) {
-                        Ok(tag) => {
-                            if tls_on_wire {
-                                println!("C: {} {}", String::from_utf8_lossy(&tag), s.shown);
-                            }
-                            in_flight = Some((tag, name));
+            ClientEvent::Continuation(c) => println!(
+                "S: [{}] + {}   (continuation, not expected: ignored)",
+                c.trust,
+                c.escaped()
+            ),
+            _ => {}
+        }
+        if next && in_flight.is_none() {
+            if let Some(s) = script.pop_front() {
+                let name = command_name(&s.body);
+                match driver.session_mut().send(s.body) {
+                    Ok(tag) => {
+                        if driver.session().trust() == Trust::Tls {
+                            println!("C: {} {}", String::from_utf8_lossy(&tag), s.shown);
                         }
-                        // E.g. credentials refused in cleartext under
-                        // --opportunistic: say LOGOUT and fail.
-                        Err(e) => {
-                            failure.get_or_insert_with(|| format!("{name} not sent: {e}"));
-                            if name != "LOGOUT" {
-                                let tag = session.send(CommandBody::Logout)?;
-                                if tls_on_wire {
-                                    println!("C: {} LOGOUT", String::from_utf8_lossy(&tag));
-                                }
-                                in_flight = Some((tag, "LOGOUT"));
+                        in_flight = Some((tag, name));
+                    }
+                    // E.g. credentials refused in cleartext under
+                    // --opportunistic: say LOGOUT and fail.
+                    Err(e) => {
+                        failure.get_or_insert_with(|| format!("{name} not sent: {e}"));
+                        if name != "LOGOUT" {
+                            let tag = driver.session_mut().send(CommandBody::Logout)?;
+                            if driver.session().trust() == Trust::Tls {
+                                println!("C: {} LOGOUT", String::from_utf8_lossy(&tag));
                             }
-                            script.clear();
+                            in_flight = Some((tag, "LOGOUT"));
                         }
+                        script.clear();
                     }
                 }
             }
         }
-        while let Some(out) = session.poll_transmit() {
-            if tls_on_wire {
-                println!("   ({} bytes of TLS records)", out.len());
-            } else {
-                print_client(&out);
-            }
-            sock.write_all(&out)?;
-        }
-        if session.is_closed() {
-            println!("closed");
-            return match failure {
-                None => Ok(()),
-                Some(f) => Err(f.into()),
-            };
-        }
-        match sock.read(&mut buf)? {
-            0 => session.handle_eof(),
-            n => session.handle_input(&buf[..n]),
-        }
+    }
+    driver.close()?;
+    println!("closed");
+    match failure {
+        None => Ok(()),
+        Some(f) => Err(f.into()),
     }
 }
 
@@ -297,13 +272,5 @@ fn print_response(resp: &Response, trust: Trust, what: &str) {
     }
     for line in lines {
         println!("S: [{trust}] {line}");
-    }
-}
-
-/// Cleartext bytes we send, one `C:` line each.
-fn print_client(out: &[u8]) {
-    let text = String::from_utf8_lossy(out);
-    for line in text.split_inclusive("\r\n") {
-        println!("C: {}", line.trim_end_matches("\r\n"));
     }
 }

@@ -30,7 +30,7 @@ use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use starttls::{ServerTls, UpgradeEvent, UsageError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use starttls_io::tokio::Driver;
 use tokio::net::{TcpListener, TcpStream};
 
 #[path = "../tests/common/pki.rs"]
@@ -195,11 +195,11 @@ struct Mailbox {
 }
 
 async fn serve(
-    mut sock: TcpStream,
+    sock: TcpStream,
     peer: SocketAddr,
     config: Arc<ServerConfig>,
-) -> std::io::Result<()> {
-    let mut session = match ServerSession::new(config) {
+) -> Result<(), starttls_io::Error> {
+    let session = match ServerSession::new(config) {
         Ok(s) => s,
         Err(e) => {
             println!("[{peer}] configuration error: {e}");
@@ -211,46 +211,39 @@ async fn serve(
         peer,
         selected: None,
     };
-    let mut buf = vec![0u8; 16 * 1024];
+    // The tokio driver (starttls-io) writes what the session queues, reads,
+    // feeds, and times out a silent client; we answer events.
+    let mut driver = Driver::new(session, sock);
     loop {
-        loop {
-            match session.poll_event() {
-                Ok(Some(event)) => {
-                    log(peer, &session, &event);
-                    let r = match event {
-                        ServerEvent::Command(cmd) => mailbox.command(&mut session, cmd),
-                        ServerEvent::AuthResponse(r) => {
-                            mailbox.check_plain(&mut session, r.expose())
-                        }
-                        ServerEvent::IdleDone => {
-                            session.complete(Status::Ok, None, "IDLE terminated")
-                        }
-                        _ => Ok(()),
-                    };
-                    if let Err(e) = r {
-                        // A bug in this application, never the peer's doing.
-                        println!("[{peer}] usage error: {e}");
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    println!("[{peer}] ({}) session failed: {e}", session.trust());
-                    break;
-                }
+        let event = match driver.next_event().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(starttls_io::Error::Session(e)) => {
+                // Its `* BYE` or alert has been written.
+                println!(
+                    "[{peer}] ({}) session failed: {e}",
+                    driver.session().trust()
+                );
+                break;
             }
-        }
-        while let Some(out) = session.poll_transmit() {
-            sock.write_all(&out).await?;
-        }
-        if session.is_closed() {
-            println!("[{peer}] closed");
-            return Ok(());
-        }
-        match sock.read(&mut buf).await? {
-            0 => session.handle_eof(),
-            n => session.handle_input(&buf[..n]),
+            Err(e) => return Err(e),
+        };
+        log(peer, driver.session(), &event);
+        let session = driver.session_mut();
+        let r = match event {
+            ServerEvent::Command(cmd) => mailbox.command(session, cmd),
+            ServerEvent::AuthResponse(r) => mailbox.check_plain(session, r.expose()),
+            ServerEvent::IdleDone => session.complete(Status::Ok, None, "IDLE terminated"),
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            // A bug in this application, never the peer's doing.
+            println!("[{peer}] usage error: {e}");
         }
     }
+    let _ = driver.close().await;
+    println!("[{peer}] closed");
+    Ok(())
 }
 
 fn untagged(session: &mut ServerSession, number: Option<u32>, name: &'static str, args: &[Arg]) {

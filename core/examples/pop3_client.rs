@@ -1,6 +1,6 @@
-//! A blocking POP3 client over `std::net` that negotiates TLS with the
-//! sans-IO `starttls` session: greeting, `CAPA`, `STLS`, handshake, `CAPA`
-//! again (all done by the session), then `USER`, `PASS`, `STAT`, `RETR 1`
+//! A blocking POP3 client over `std::net`, on the blocking driver of
+//! `starttls-io`, that negotiates TLS with the sans-IO `starttls` session:
+//! greeting, `CAPA`, `STLS`, handshake, `CAPA` again (all done by the session), then `USER`, `PASS`, `STAT`, `RETR 1`
 //! and `QUIT` with `--user`/`--password`, or just `QUIT` without. Prints the
 //! transcript with each text's trust level; exits non-zero with the typed
 //! error when the policy cannot be met.
@@ -13,10 +13,8 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use starttls::pop3::{ClientConfig, ClientEvent, ClientSession, Command, StatusLine};
@@ -24,6 +22,11 @@ use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, ServerName};
 use starttls::{ClientTls, Escaped, TlsPolicy, Trust, UpgradeEvent};
+use starttls_io::blocking::Driver;
+
+#[path = "common/transcript.rs"]
+mod transcript;
+use transcript::Transcript;
 
 const USAGE: &str = "usage: pop3_client ADDR --ca FILE [--server-name NAME] \
 [--implicit|--opportunistic] [--user NAME --password PASSWORD]";
@@ -131,13 +134,13 @@ fn run(opts: Opts) -> Result<(), Box<dyn std::error::Error>> {
             server_name: ServerName::try_from(opts.server_name)?,
         },
     );
-    let mut session = ClientSession::new(Arc::new(config))?;
-    let mut sock = TcpStream::connect(&opts.addr)?;
-    sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let session = ClientSession::new(Arc::new(config))?;
+    let sock = TcpStream::connect(&opts.addr)?;
     println!("connected to {}", opts.addr);
-    let mut buf = vec![0u8; 16 * 1024];
-    // Bytes on the wire are TLS records from the upgrade point on.
-    let mut tls_on_wire = opts.policy == TlsPolicy::Implicit;
+    // The blocking driver (starttls-io) writes what the session queues,
+    // reads, feeds, and times out a silent server; we answer events.
+    let sock = Transcript::new(sock, opts.policy == TlsPolicy::Implicit);
+    let mut driver = Driver::new(session, sock);
     // What is left to send once the session is ready, one command at a time.
     let mut script: VecDeque<Command> = VecDeque::new();
     // The body of a multi-line answer, and the trust of its status line.
@@ -146,147 +149,111 @@ fn run(opts: Opts) -> Result<(), Box<dyn std::error::Error>> {
     // Set when the script could not be carried out; reported at the end.
     let mut failure: Option<String> = None;
     let mut quit_sent = false;
-    loop {
-        loop {
-            let event = match session.poll_event() {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(e) => {
-                    // The contract: send what is still queued (a QUIT), then close.
-                    while let Some(out) = session.poll_transmit() {
-                        if !tls_on_wire {
-                            print_client(&out);
-                        }
-                        sock.write_all(&out)?;
-                    }
-                    return Err(e.into());
+    // A session error comes after what it still queued (a QUIT) was written.
+    while let Some(event) = driver.next_event()? {
+        let mut next = false;
+        match event {
+            ClientEvent::Greeting(r) => {
+                print_status(&r.message, r.trust, "greeting");
+                if let Some(ts) = r.message.apop_timestamp() {
+                    println!("   APOP timestamp: {}", Escaped::new(&ts));
                 }
-            };
-            let mut next = false;
-            match event {
-                ClientEvent::Greeting(r) => {
-                    print_status(&r.message, r.trust, "greeting");
-                    if let Some(ts) = r.message.apop_timestamp() {
-                        println!("   APOP timestamp: {}", Escaped::new(&ts));
-                    }
+            }
+            ClientEvent::Capabilities(c) => {
+                let caps: Vec<String> = c
+                    .iter()
+                    .map(|c| Escaped::new(c.to_bytes().trim_ascii_end()).to_string())
+                    .collect();
+                println!("   capabilities [{}]: {}", c.trust, caps.join(", "));
+            }
+            ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                driver.get_ref().tls_on_wire();
+                println!("   upgrade started: TLS handshake");
+            }
+            ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => println!(
+                "   TLS established: {} {}",
+                info.version.map(|v| v.to_string()).unwrap_or_default(),
+                info.cipher_suite.unwrap_or_default()
+            ),
+            ClientEvent::Upgrade(u) => println!("   {u:?}"),
+            ClientEvent::Ready { trust } => {
+                println!("   ready [{trust}]");
+                if let Some((user, pass)) = opts.login.clone() {
+                    script.extend([user, pass, Command::Stat, Command::Retr { msg: 1 }]);
                 }
-                ClientEvent::Capabilities(c) => {
-                    let caps: Vec<String> = c
-                        .iter()
-                        .map(|c| Escaped::new(c.to_bytes().trim_ascii_end()).to_string())
-                        .collect();
-                    println!("   capabilities [{}]: {}", c.trust, caps.join(", "));
-                }
-                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
-                    tls_on_wire = true;
-                    println!("   upgrade started: TLS handshake");
-                }
-                ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => println!(
-                    "   TLS established: {} {}",
-                    info.version.map(|v| v.to_string()).unwrap_or_default(),
-                    info.cipher_suite.unwrap_or_default()
-                ),
-                ClientEvent::Upgrade(u) => println!("   {u:?}"),
-                ClientEvent::Ready { trust } => {
-                    println!("   ready [{trust}]");
-                    if let Some((user, pass)) = opts.login.clone() {
-                        script.extend([user, pass, Command::Stat, Command::Retr { msg: 1 }]);
-                    }
+                script.push_back(Command::Quit);
+                next = true;
+            }
+            ClientEvent::Reply {
+                to,
+                status,
+                multiline,
+            } => {
+                print_status(&status.message, status.trust, to);
+                if !status.is_ok() && to != "QUIT" && failure.is_none() {
+                    failure = Some(format!("{to} failed: {}", status.message));
+                    script.clear();
                     script.push_back(Command::Quit);
+                }
+                if multiline {
+                    body.clear();
+                    body_trust = status.trust;
+                } else {
                     next = true;
                 }
-                ClientEvent::Reply {
-                    to,
-                    status,
-                    multiline,
-                } => {
-                    print_status(&status.message, status.trust, to);
-                    if !status.is_ok() && to != "QUIT" && failure.is_none() {
-                        failure = Some(format!("{to} failed: {}", status.message));
+            }
+            ClientEvent::Body(piece) => body.extend_from_slice(&piece),
+            ClientEvent::BodyEnd => {
+                for line in Escaped::new(&body).lines() {
+                    println!("S: [{body_trust}] | {line}");
+                }
+                println!("   (end of body: {} octets, unstuffed)", body.len());
+                next = true;
+            }
+            ClientEvent::Continuation(c) => println!(
+                "S: [{}] + {}   (continuation, not expected: ignored)",
+                c.trust,
+                c.escaped()
+            ),
+            _ => {}
+        }
+        if next {
+            if let Some(cmd) = script.pop_front() {
+                let keyword = cmd.keyword();
+                let text = shown(&cmd);
+                match driver.session_mut().send(cmd) {
+                    Ok(()) => {
+                        quit_sent |= keyword == "QUIT";
+                        if driver.session().trust() == Trust::Tls {
+                            println!("C: {text}");
+                        }
+                    }
+                    // E.g. credentials refused in cleartext under
+                    // --opportunistic: say QUIT and fail.
+                    Err(e) => {
+                        failure.get_or_insert_with(|| format!("{keyword} not sent: {e}"));
                         script.clear();
-                        script.push_back(Command::Quit);
-                    }
-                    if multiline {
-                        body.clear();
-                        body_trust = status.trust;
-                    } else {
-                        next = true;
-                    }
-                }
-                ClientEvent::Body(piece) => body.extend_from_slice(&piece),
-                ClientEvent::BodyEnd => {
-                    for line in Escaped::new(&body).lines() {
-                        println!("S: [{body_trust}] | {line}");
-                    }
-                    println!("   (end of body: {} octets, unstuffed)", body.len());
-                    next = true;
-                }
-                ClientEvent::Continuation(c) => println!(
-                    "S: [{}] + {}   (continuation, not expected: ignored)",
-                    c.trust,
-                    c.escaped()
-                ),
-                _ => {}
-            }
-            if next {
-                if let Some(cmd) = script.pop_front() {
-                    let keyword = cmd.keyword();
-                    let text = shown(&cmd);
-                    match session.send(cmd) {
-                        Ok(()) => {
-                            quit_sent |= keyword == "QUIT";
-                            if tls_on_wire {
-                                println!("C: {text}");
-                            }
-                        }
-                        // E.g. credentials refused in cleartext under
-                        // --opportunistic: say QUIT and fail.
-                        Err(e) => {
-                            failure.get_or_insert_with(|| format!("{keyword} not sent: {e}"));
-                            script.clear();
-                            if !quit_sent {
-                                session.send(Command::Quit)?;
-                                quit_sent = true;
-                                if tls_on_wire {
-                                    println!("C: QUIT");
-                                }
+                        if !quit_sent {
+                            driver.session_mut().send(Command::Quit)?;
+                            quit_sent = true;
+                            if driver.session().trust() == Trust::Tls {
+                                println!("C: QUIT");
                             }
                         }
                     }
                 }
             }
         }
-        while let Some(out) = session.poll_transmit() {
-            if tls_on_wire {
-                println!("   ({} bytes of TLS records)", out.len());
-            } else {
-                print_client(&out);
-            }
-            sock.write_all(&out)?;
-        }
-        if session.is_closed() {
-            println!("closed");
-            return match failure {
-                None => Ok(()),
-                Some(f) => Err(f.into()),
-            };
-        }
-        match sock.read(&mut buf)? {
-            0 => session.handle_eof(),
-            n => session.handle_input(&buf[..n]),
-        }
+    }
+    driver.close()?;
+    println!("closed");
+    match failure {
+        None => Ok(()),
+        Some(f) => Err(f.into()),
     }
 }
 
 /// `StatusLine`'s `Display` escapes the peer's text.
 fn print_status(status: &StatusLine, trust: Trust, what: &str) {
     println!("S: [{trust}] {status}   ({what})");
-}
-
-/// Cleartext bytes we send, one `C:` line each.
-fn print_client(out: &[u8]) {
-    let text = String::from_utf8_lossy(out);
-    for line in text.split_inclusive("\r\n") {
-        println!("C: {}", line.trim_end_matches("\r\n"));
-    }
 }

@@ -32,7 +32,7 @@ use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use starttls::{ServerTls, UpgradeEvent, UsageError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use starttls_io::tokio::Driver;
 use tokio::net::{TcpListener, TcpStream};
 
 #[path = "../tests/common/pki.rs"]
@@ -208,10 +208,10 @@ struct Maildrop {
 }
 
 async fn serve(
-    mut sock: TcpStream,
+    sock: TcpStream,
     peer: SocketAddr,
     config: Arc<ServerConfig>,
-) -> std::io::Result<()> {
+) -> Result<(), starttls_io::Error> {
     // RFC 1939 §7: a timestamp unique to this greeting, `<pid.clock@host>`;
     // a counter stands in for the clock.
     let n = CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1;
@@ -219,7 +219,7 @@ async fn serve(
         "POP3 example server ready <{}.{n}@localhost>",
         std::process::id()
     );
-    let mut session = match ServerSession::with_greeting(config, &greeting) {
+    let session = match ServerSession::with_greeting(config, &greeting) {
         Ok(s) => s,
         Err(e) => {
             println!("[{peer}] configuration error: {e}");
@@ -232,38 +232,34 @@ async fn serve(
         user: None,
         deleted: false,
     };
-    let mut buf = vec![0u8; 16 * 1024];
+    // The tokio driver (starttls-io) writes what the session queues, reads,
+    // feeds, and times out a silent client; we answer events.
+    let mut driver = Driver::new(session, sock);
     loop {
-        loop {
-            match session.poll_event() {
-                Ok(Some(event)) => {
-                    log(peer, &session, &event);
-                    if let ServerEvent::Command(cmd) = event {
-                        if let Err(e) = maildrop.command(&mut session, cmd) {
-                            // A bug in this application, never the peer's doing.
-                            println!("[{peer}] usage error: {e}");
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    println!("[{peer}] ({}) session failed: {e}", session.trust());
-                    break;
-                }
+        let event = match driver.next_event().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(starttls_io::Error::Session(e)) => {
+                // Its `-ERR` or alert has been written.
+                println!(
+                    "[{peer}] ({}) session failed: {e}",
+                    driver.session().trust()
+                );
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        log(peer, driver.session(), &event);
+        if let ServerEvent::Command(cmd) = event {
+            if let Err(e) = maildrop.command(driver.session_mut(), cmd) {
+                // A bug in this application, never the peer's doing.
+                println!("[{peer}] usage error: {e}");
             }
         }
-        while let Some(out) = session.poll_transmit() {
-            sock.write_all(&out).await?;
-        }
-        if session.is_closed() {
-            println!("[{peer}] closed");
-            return Ok(());
-        }
-        match sock.read(&mut buf).await? {
-            0 => session.handle_eof(),
-            n => session.handle_input(&buf[..n]),
-        }
     }
+    let _ = driver.close().await;
+    println!("[{peer}] closed");
+    Ok(())
 }
 
 fn ok(s: &mut ServerSession, text: String) -> Result<(), UsageError> {

@@ -1,5 +1,5 @@
-//! A blocking SMTP client over `std::net` that negotiates TLS with the
-//! sans-IO `starttls` session: greeting, EHLO, STARTTLS, handshake, EHLO
+//! A blocking SMTP client over `std::net`, on the blocking driver of
+//! `starttls-io`, that negotiates TLS with the sans-IO `starttls` session: greeting, EHLO, STARTTLS, handshake, EHLO
 //! again, QUIT. Prints the transcript with each text's trust level; exits
 //! non-zero with the typed error when the policy cannot be met.
 //!
@@ -9,16 +9,19 @@
 //! cargo run --example smtp_client -- 127.0.0.1:2525 --ca /tmp/ca.pem --opportunistic
 //! ```
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
 
 use starttls::rustls;
 use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, ServerName};
 use starttls::smtp::{ClientConfig, ClientEvent, ClientSession, Command};
 use starttls::{ClientTls, Escaped, TlsPolicy, UpgradeEvent};
+use starttls_io::blocking::Driver;
+
+#[path = "common/transcript.rs"]
+mod transcript;
+use transcript::Transcript;
 
 fn main() {
     match run() {
@@ -66,71 +69,44 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             server_name: ServerName::try_from(server_name)?,
         },
     );
-    let mut session = ClientSession::new(Arc::new(config))?;
-    let mut sock = TcpStream::connect(&addr)?;
-    sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let session = ClientSession::new(Arc::new(config))?;
+    let sock = TcpStream::connect(&addr)?;
     println!("connected to {addr}");
-    let mut buf = vec![0u8; 16 * 1024];
-    // Bytes on the wire are TLS records from the upgrade point on.
-    let mut tls_on_wire = policy == TlsPolicy::Implicit;
-    loop {
-        loop {
-            let event = match session.poll_event() {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(e) => {
-                    // The contract: send what is still queued (a QUIT), then close.
-                    while let Some(out) = session.poll_transmit() {
-                        if !tls_on_wire {
-                            print!("C: {}", String::from_utf8_lossy(&out));
-                        }
-                        sock.write_all(&out)?;
-                    }
-                    return Err(e.into());
-                }
-            };
-            match event {
-                ClientEvent::Greeting(r) => print_reply("greeting", &r.message, r.trust),
-                ClientEvent::Capabilities(c) => {
-                    let caps: Vec<String> = c.iter().map(|c| format!("{c:?}")).collect();
-                    println!("   capabilities [{}]: {}", c.trust, caps.join(", "));
-                }
-                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
-                    tls_on_wire = true;
-                    println!("   upgrade started: TLS handshake");
-                }
-                ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => println!(
-                    "   TLS established: {} {}",
-                    info.version.map(|v| v.to_string()).unwrap_or_default(),
-                    info.cipher_suite.unwrap_or_default()
-                ),
-                ClientEvent::Upgrade(u) => println!("   {u:?}"),
-                ClientEvent::Ready { trust } => {
-                    println!("   ready [{trust}]");
-                    session.send(Command::Quit)?;
-                    println!("C: QUIT");
-                }
-                ClientEvent::Reply { to, reply } => print_reply(to, &reply.message, reply.trust),
-                _ => {}
+    // The blocking driver (starttls-io) writes what the session queues,
+    // reads, feeds, and times out a silent server; we answer events.
+    let sock = Transcript::new(sock, policy == TlsPolicy::Implicit);
+    let mut driver = Driver::new(session, sock);
+    while let Some(event) = driver.next_event()? {
+        match event {
+            ClientEvent::Greeting(r) => print_reply("greeting", &r.message, r.trust),
+            ClientEvent::Capabilities(c) => {
+                let caps: Vec<String> = c.iter().map(|c| format!("{c:?}")).collect();
+                println!("   capabilities [{}]: {}", c.trust, caps.join(", "));
             }
-        }
-        while let Some(out) = session.poll_transmit() {
-            if tls_on_wire {
-                println!("   ({} bytes of TLS records)", out.len());
-            } else {
-                print!("C: {}", String::from_utf8_lossy(&out));
+            ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                // Bytes on the wire are TLS records from here on.
+                driver.get_ref().tls_on_wire();
+                println!("   upgrade started: TLS handshake")
             }
-            sock.write_all(&out)?;
-        }
-        if session.is_closed() {
-            println!("closed");
-            return Ok(());
-        }
-        match sock.read(&mut buf)? {
-            0 => session.handle_eof(),
-            n => session.handle_input(&buf[..n]),
+            ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => println!(
+                "   TLS established: {} {}",
+                info.version.map(|v| v.to_string()).unwrap_or_default(),
+                info.cipher_suite.unwrap_or_default()
+            ),
+            ClientEvent::Upgrade(u) => println!("   {u:?}"),
+            ClientEvent::Ready { trust } => {
+                println!("   ready [{trust}]");
+                driver.session_mut().send(Command::Quit)?;
+                println!("C: QUIT   (encrypted when the channel is)");
+            }
+            ClientEvent::Reply { to, reply } => print_reply(to, &reply.message, reply.trust),
+            _ => {}
         }
     }
+    // The session closed; QUIT's reply came. Shut the socket down.
+    driver.close()?;
+    println!("closed");
+    Ok(())
 }
 
 fn print_reply(what: &str, reply: &starttls::smtp::Reply, trust: starttls::Trust) {

@@ -1,5 +1,5 @@
 //! A small SMTP server on tokio, with STARTTLS (or implicit TLS) driven by the
-//! sans-IO `starttls` session. It accepts every message and prints what
+//! sans-IO `starttls` session on the tokio driver of `starttls-io`. It accepts every message and prints what
 //! happens, including discarded injection attempts.
 //!
 //! ```text
@@ -20,7 +20,7 @@ use starttls::rustls::pki_types::pem::PemObject;
 use starttls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use starttls::smtp::{ServerConfig, ServerEvent, ServerSession};
 use starttls::{ServerTls, UpgradeEvent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use starttls_io::tokio::Driver;
 use tokio::net::{TcpListener, TcpStream};
 
 #[path = "../tests/common/pki.rs"]
@@ -140,11 +140,11 @@ async fn main() {
 }
 
 async fn serve(
-    mut sock: TcpStream,
+    sock: TcpStream,
     peer: SocketAddr,
     config: Arc<ServerConfig>,
-) -> std::io::Result<()> {
-    let mut session = match ServerSession::new(config) {
+) -> Result<(), starttls_io::Error> {
+    let session = match ServerSession::new(config) {
         Ok(s) => s,
         Err(e) => {
             println!("[{peer}] configuration error: {e}");
@@ -152,48 +152,40 @@ async fn serve(
         }
     };
     println!("[{peer}] connected");
-    let mut buf = vec![0u8; 16 * 1024];
+    // The tokio driver (starttls-io) writes what the session queues, reads,
+    // feeds, and times out a silent client; we answer events.
+    let mut driver = Driver::new(session, sock);
     let mut message_bytes = 0usize;
     loop {
-        loop {
-            match session.poll_event() {
-                Ok(Some(event)) => {
-                    log(peer, &session, &event);
-                    match event {
-                        ServerEvent::Command(starttls::smtp::Command::Bdat { .. }) => {}
-                        ServerEvent::Command(_)
-                        | ServerEvent::AuthResponse(_)
-                        | ServerEvent::ChunkEnd => {
-                            let _ = session.accept();
-                        }
-                        ServerEvent::MessageData(piece) => message_bytes += piece.len(),
-                        ServerEvent::MessageEnd => {
-                            println!("[{peer}] message of {message_bytes} bytes accepted");
-                            message_bytes = 0;
-                            let _ = session.accept();
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    println!("[{peer}] session failed: {e}");
-                    break;
-                }
+        let event = match driver.next_event().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(starttls_io::Error::Session(e)) => {
+                // Its 421 or alert has been written.
+                println!("[{peer}] session failed: {e}");
+                break;
             }
-        }
-        while let Some(out) = session.poll_transmit() {
-            sock.write_all(&out).await?;
-        }
-        if session.is_closed() {
-            println!("[{peer}] closed");
-            return Ok(());
-        }
-        match sock.read(&mut buf).await? {
-            0 => session.handle_eof(),
-            n => session.handle_input(&buf[..n]),
+            Err(e) => return Err(e),
+        };
+        let session = driver.session_mut();
+        log(peer, session, &event);
+        match event {
+            ServerEvent::Command(starttls::smtp::Command::Bdat { .. }) => {}
+            ServerEvent::Command(_) | ServerEvent::AuthResponse(_) | ServerEvent::ChunkEnd => {
+                let _ = session.accept();
+            }
+            ServerEvent::MessageData(piece) => message_bytes += piece.len(),
+            ServerEvent::MessageEnd => {
+                println!("[{peer}] message of {message_bytes} bytes accepted");
+                message_bytes = 0;
+                let _ = session.accept();
+            }
+            _ => {}
         }
     }
+    let _ = driver.close().await;
+    println!("[{peer}] closed");
+    Ok(())
 }
 
 fn log(peer: SocketAddr, session: &ServerSession, event: &ServerEvent) {

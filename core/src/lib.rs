@@ -16,7 +16,10 @@
 //! All six have the same shape and run on the same [upgrade engine](upgrade).
 //!
 //! The crate owns no socket, thread, clock or runtime. You feed it the bytes
-//! you read and write out the bytes it gives you:
+//! you read and write out the bytes it gives you. The `starttls-io` crate
+//! does that for you (blocking, tokio, futures-io: `Driver::new(session,
+//! stream)`, then `next_event()`, with timeouts and the hand-off); the loop
+//! below is what it runs, for an event loop of your own:
 //!
 //! ```no_run
 //! # use std::io::{Read, Write};

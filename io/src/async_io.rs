@@ -52,17 +52,24 @@ impl<I: PollIo, Tm: Timer> AsyncTransport<I, Tm> {
         if Instant::now() >= at {
             return Poll::Ready(());
         }
-        match &mut self.timer {
-            Some(t) if self.armed == Some(at) => t.poll_fired(cx),
-            Some(t) => {
-                t.reset(at);
-                self.armed = Some(at);
-                t.poll_fired(cx)
+        let Some(t) = &mut self.timer else {
+            self.armed = Some(at);
+            return self.timer.insert(new(at)).poll_fired(cx);
+        };
+        // A deadline that moved later (progress restarts it) leaves the
+        // timer where it is: when it fires early it is re-armed, so a busy
+        // connection does not update the runtime's timer on every read.
+        if self.armed.is_none_or(|armed| armed > at) {
+            t.reset(at);
+            self.armed = Some(at);
+        }
+        loop {
+            ready!(t.poll_fired(cx));
+            if Instant::now() >= at {
+                return Poll::Ready(());
             }
-            None => {
-                self.armed = Some(at);
-                self.timer.insert(new(at)).poll_fired(cx)
-            }
+            t.reset(at);
+            self.armed = Some(at);
         }
     }
 }
@@ -386,8 +393,16 @@ macro_rules! async_driver {
             /// `close_notify`), shuts the sending side down and returns the
             /// stream.
             pub async fn close(mut self) -> Result<T, crate::Error> {
-                std::future::poll_fn(|cx| self.pump.poll_close(&mut self.io, cx)).await?;
+                self.shutdown().await?;
                 Ok(self.io.io.0)
+            }
+
+            /// [`close`](Self::close) in place: writes everything queued and
+            /// shuts the sending side down, keeping the driver. Its future
+            /// holds a reference, not the driver, so a connection task that
+            /// keeps its driver boxed stays small. Cancel-safe.
+            pub async fn shutdown(&mut self) -> Result<(), crate::Error> {
+                std::future::poll_fn(|cx| self.pump.poll_close(&mut self.io, cx)).await
             }
 
             /// The whole loop: every event goes to `handler` (which answers

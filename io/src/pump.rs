@@ -42,7 +42,17 @@ pub(crate) trait Transport {
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
+/// One read: a TLS record's worth.
 const READ_BUF: usize = 16 * 1024;
+
+std::thread_local! {
+    /// The read buffer, one per thread rather than one per connection: an
+    /// idle connection holds none, and a poll that finds nothing to read
+    /// costs no 16 KiB memset. Bytes never outlive the poll that read them
+    /// (they are fed to the session at once).
+    static READ: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_BUF].into_boxed_slice());
+}
 
 /// The session and the loop's state.
 pub(crate) struct Pump<S: Session> {
@@ -56,7 +66,6 @@ pub(crate) struct Pump<S: Session> {
     prefix: Vec<u8>,
     waiting: Waiting,
     deadline: Option<Instant>,
-    buf: Box<[u8]>,
 }
 
 impl<S: Session> Pump<S> {
@@ -69,7 +78,6 @@ impl<S: Session> Pump<S> {
             prefix: Vec::new(),
             waiting: Waiting::Closed,
             deadline: None,
-            buf: vec![0; READ_BUF].into_boxed_slice(),
         };
         p.rearm();
         p
@@ -127,6 +135,12 @@ impl<S: Session> Pump<S> {
                 }
                 Some(n) => {
                     self.out.advance(n.min(self.out.len()));
+                    if self.out.is_empty() {
+                        // An empty `Bytes` still holds its allocation (the
+                        // session's whole transmit buffer): let it go, or an
+                        // idle connection keeps its last answer.
+                        self.out = Bytes::new();
+                    }
                     self.dirty = true;
                 }
                 None => return Poll::Ready(Err(Error::WriteTimeout)),
@@ -182,16 +196,30 @@ impl<S: Session> Pump<S> {
                 self.refresh(false);
                 continue;
             }
-            match ready!(t.poll_read(cx, &mut self.buf, self.deadline))? {
-                ReadOutcome::Data(n) => {
-                    let n = n.min(self.buf.len());
-                    self.session.handle_input(&self.buf[..n]);
-                }
-                ReadOutcome::Eof => self.session.handle_eof(),
-                ReadOutcome::TimedOut => self.session.handle_timeout(),
-            }
+            let outcome = READ.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut buf) => self.read_into(t, cx, &mut buf),
+                // A stream that runs another driver inside its own read.
+                Err(_) => self.read_into(t, cx, &mut [0u8; READ_BUF]),
+            });
+            ready!(outcome)?;
             self.refresh(false);
         }
+    }
+
+    /// One read, fed to the session in the same poll (so `buf` need not
+    /// outlive this call, and a dropped future loses nothing).
+    fn read_into<T: Transport>(
+        &mut self,
+        t: &mut T,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<()>> {
+        match ready!(t.poll_read(cx, buf, self.deadline))? {
+            ReadOutcome::Data(n) => self.session.handle_input(buf.get(..n).unwrap_or(buf)),
+            ReadOutcome::Eof => self.session.handle_eof(),
+            ReadOutcome::TimedOut => self.session.handle_timeout(),
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Flushes, then shuts the stream's sending side down.

@@ -378,3 +378,45 @@ async fn into_parts_copy_bidirectional() {
     assert_eq!(to_pipe, message.len() as u64);
     assert_eq!(from_pipe, message.len() as u64);
 }
+
+/// Progress restarts the deadline (the timer is re-armed lazily, when it
+/// fires early): a client that sends a command every half timeout for four
+/// timeouts is served, and once it stops, the timeout still comes, a full
+/// timeout after its last command.
+#[tokio::test]
+async fn progress_restarts_the_deadline() {
+    let (l, addr) = listener().await;
+    let server = tokio::spawn(async move {
+        let (sock, _) = l.accept().await.expect("accept");
+        let mut log = Vec::new();
+        let r = Driver::new(smtp_server(starttls::ServerTls::None), sock)
+            .with_timeouts(short())
+            .run(|s, e| smtp_serve(s, e, &mut log))
+            .await;
+        (r, log.len())
+    });
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(b"EHLO c.localhost\r\n").await.expect("write");
+    for _ in 0..8 {
+        tokio::time::sleep(SHORT / 2).await;
+        c.write_all(b"NOOP\r\n").await.expect("write");
+    }
+    let last = std::time::Instant::now();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).await.expect("read");
+    let quiet = last.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("250 2.0.0").count(), 8, "{text}");
+    assert!(text.ends_with("421 4.4.2 mx.localhost Timeout, closing connection\r\n"));
+    assert!(quiet >= SHORT, "timed out {quiet:?} after the last command");
+    let (r, _) = server.await.expect("server");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Session(SessionError::Timeout {
+                waiting: Waiting::Command
+            }))
+        ),
+        "{r:?}"
+    );
+}

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use starttls::imap::{
     AString, ClientConfig, ClientEvent, ClientSession, Code, CommandBody, Response, Status,
 };
-use starttls::{ClientTls, Error, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
+use starttls::{ClientTls, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
 
 use super::{print_ready, print_received, print_tls, print_tls_command, External};
 
@@ -17,7 +17,6 @@ use super::{print_ready, print_received, print_tls, print_tls_command, External}
 const FIRST_TAG: &str = "A1";
 
 pub(super) struct Imap {
-    session: ClientSession,
     implicit: bool,
     tls_on_wire: bool,
     login: Option<(String, String)>,
@@ -36,25 +35,33 @@ impl Imap {
         tls: ClientTls,
         login: Option<(String, String)>,
         external: Option<External>,
-    ) -> Result<Imap, String> {
+    ) -> Result<(ClientSession, Imap), String> {
         let config = ClientConfig::new(policy, tls);
         let session = ClientSession::new(Arc::new(config)).map_err(|e| e.to_string())?;
         let implicit = policy == TlsPolicy::Implicit;
-        Ok(Imap {
+        Ok((
             session,
-            implicit,
-            tls_on_wire: implicit,
-            login,
-            external,
-            failure: None,
-            caps_in_greeting: false,
-            in_flight: None,
-            logout_sent: false,
-        })
+            Imap {
+                implicit,
+                tls_on_wire: implicit,
+                login,
+                external,
+                failure: None,
+                caps_in_greeting: false,
+                in_flight: None,
+                logout_sent: false,
+            },
+        ))
     }
 
-    fn send(&mut self, body: CommandBody, name: &'static str, shown: &str) -> bool {
-        match self.session.send(body) {
+    fn send(
+        &mut self,
+        session: &mut ClientSession,
+        body: CommandBody,
+        name: &'static str,
+        shown: &str,
+    ) -> bool {
+        match session.send(body) {
             Ok(tag) => {
                 if self.tls_on_wire {
                     print_tls_command(&format!("{} {shown}", String::from_utf8_lossy(&tag)));
@@ -70,20 +77,20 @@ impl Imap {
         }
     }
 
-    fn logout(&mut self) {
+    fn logout(&mut self, session: &mut ClientSession) {
         if !self.logout_sent {
-            self.logout_sent = self.send(CommandBody::Logout, "LOGOUT", "LOGOUT");
+            self.logout_sent = self.send(session, CommandBody::Logout, "LOGOUT", "LOGOUT");
         }
     }
 
-    fn ready(&mut self, trust: Trust, authenticated: bool) {
+    fn ready(&mut self, session: &mut ClientSession, trust: Trust, authenticated: bool) {
         print_ready(trust);
         if authenticated {
             println!("# the server pre-authenticated the session (PREAUTH)");
         }
         if let Some(external) = self.external.clone().filter(|_| !authenticated) {
             let authzid = external.authzid.as_deref();
-            match self.session.send_auth_external(authzid) {
+            match session.send_auth_external(authzid) {
                 Ok(tag) => {
                     if self.tls_on_wire {
                         print_tls_command(&format!(
@@ -97,7 +104,7 @@ impl Imap {
                 Err(e) => {
                     self.failure
                         .get_or_insert_with(|| format!("AUTHENTICATE not sent: {e}"));
-                    self.logout();
+                    self.logout(session);
                 }
             }
             return;
@@ -112,31 +119,17 @@ impl Imap {
                     username,
                     password: Secret::new(AString::from_value(password.as_bytes())),
                 };
-                if !self.send(body, "LOGIN", &String::from_utf8_lossy(&shown)) {
-                    self.logout();
+                if !self.send(session, body, "LOGIN", &String::from_utf8_lossy(&shown)) {
+                    self.logout(session);
                 }
             }
-            _ => self.logout(),
+            _ => self.logout(session),
         }
     }
 }
 
 impl super::Client for Imap {
-    fn input(&mut self, data: &[u8]) {
-        self.session.handle_input(data)
-    }
-
-    fn eof(&mut self) {
-        self.session.handle_eof()
-    }
-
-    fn transmit(&mut self) -> Option<Bytes> {
-        self.session.poll_transmit()
-    }
-
-    fn closed(&self) -> bool {
-        self.session.is_closed()
-    }
+    type Session = ClientSession;
 
     fn tls_on_wire(&self) -> bool {
         self.tls_on_wire
@@ -146,80 +139,74 @@ impl super::Client for Imap {
         self.failure.as_deref()
     }
 
-    fn events(&mut self) -> Result<(), Error> {
-        while let Some(event) = self.session.poll_event()? {
-            match event {
-                ClientEvent::Greeting(r) => {
-                    self.caps_in_greeting = matches!(r.code, Some(Code::Capability(_)));
-                    let status = r.status;
-                    print_received(r.trust, &Response::Status(r.message).to_bytes());
-                    // Without capabilities in an implicit-TLS greeting, the
-                    // session asks for them, encrypted.
-                    if self.tls_on_wire && status == Status::Ok && !self.caps_in_greeting {
-                        print_tls_command(&format!("{FIRST_TAG} CAPABILITY"));
-                    }
+    fn event(&mut self, session: &mut ClientSession, event: ClientEvent) {
+        match event {
+            ClientEvent::Greeting(r) => {
+                self.caps_in_greeting = matches!(r.code, Some(Code::Capability(_)));
+                let status = r.status;
+                print_received(r.trust, &Response::Status(r.message).to_bytes());
+                // Without capabilities in an implicit-TLS greeting, the
+                // session asks for them, encrypted.
+                if self.tls_on_wire && status == Status::Ok && !self.caps_in_greeting {
+                    print_tls_command(&format!("{FIRST_TAG} CAPABILITY"));
                 }
-                ClientEvent::Capabilities(c) => {
-                    if !std::mem::take(&mut self.caps_in_greeting) {
-                        print_received(
-                            c.trust,
-                            &Response::Capability(c.message.clone()).to_bytes(),
-                        );
-                    }
-                    println!("CAPABILITIES [{}]: {}", c.trust, c.escaped());
-                }
-                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
-                    self.tls_on_wire = true;
-                    println!("# the server agreed to STARTTLS: TLS handshake");
-                }
-                ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => {
-                    print_tls(&info);
-                    if !self.implicit {
-                        // RFC 9051 §6.2.1: the session asks again, with
-                        // fresh tags.
-                        print_tls_command(&format!("{FIRST_TAG} CAPABILITY"));
-                    }
-                }
-                ClientEvent::Upgrade(u) => println!("# {u:?}"),
-                ClientEvent::Ready {
-                    trust,
-                    authenticated,
-                } => self.ready(trust, authenticated),
-                ClientEvent::Untagged(r) => print_received(r.trust, &r.message.to_bytes()),
-                ClientEvent::Tagged { tag, status } => {
-                    let ok = status.status == Status::Ok;
-                    let resp = Response::Tagged {
-                        tag: tag.clone(),
-                        status: status.message,
-                    };
-                    print_received(status.trust, &resp.to_bytes());
-                    let name = match &self.in_flight {
-                        Some((t, name)) if *t == tag => *name,
-                        _ => continue,
-                    };
-                    self.in_flight = None;
-                    match name {
-                        "LOGIN" | "AUTHENTICATE" if ok => {
-                            println!("# authenticated");
-                            self.logout();
-                        }
-                        "LOGIN" | "AUTHENTICATE" => {
-                            let text = Escaped::new(resp.to_bytes().trim_ascii_end()).to_string();
-                            self.failure
-                                .get_or_insert_with(|| format!("{name} refused: {text}"));
-                            self.logout();
-                        }
-                        _ => {}
-                    }
-                }
-                ClientEvent::Continuation(c) => {
-                    let mut line = b"+ ".to_vec();
-                    line.extend_from_slice(&c.message);
-                    print_received(c.trust, &line);
-                }
-                other => println!("# {other:?}"),
             }
+            ClientEvent::Capabilities(c) => {
+                if !std::mem::take(&mut self.caps_in_greeting) {
+                    print_received(c.trust, &Response::Capability(c.message.clone()).to_bytes());
+                }
+                println!("CAPABILITIES [{}]: {}", c.trust, c.escaped());
+            }
+            ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                self.tls_on_wire = true;
+                println!("# the server agreed to STARTTLS: TLS handshake");
+            }
+            ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => {
+                print_tls(&info);
+                if !self.implicit {
+                    // RFC 9051 §6.2.1: the session asks again, with
+                    // fresh tags.
+                    print_tls_command(&format!("{FIRST_TAG} CAPABILITY"));
+                }
+            }
+            ClientEvent::Upgrade(u) => println!("# {u:?}"),
+            ClientEvent::Ready {
+                trust,
+                authenticated,
+            } => self.ready(session, trust, authenticated),
+            ClientEvent::Untagged(r) => print_received(r.trust, &r.message.to_bytes()),
+            ClientEvent::Tagged { tag, status } => {
+                let ok = status.status == Status::Ok;
+                let resp = Response::Tagged {
+                    tag: tag.clone(),
+                    status: status.message,
+                };
+                print_received(status.trust, &resp.to_bytes());
+                let name = match &self.in_flight {
+                    Some((t, name)) if *t == tag => *name,
+                    _ => return,
+                };
+                self.in_flight = None;
+                match name {
+                    "LOGIN" | "AUTHENTICATE" if ok => {
+                        println!("# authenticated");
+                        self.logout(session);
+                    }
+                    "LOGIN" | "AUTHENTICATE" => {
+                        let text = Escaped::new(resp.to_bytes().trim_ascii_end()).to_string();
+                        self.failure
+                            .get_or_insert_with(|| format!("{name} refused: {text}"));
+                        self.logout(session);
+                    }
+                    _ => {}
+                }
+            }
+            ClientEvent::Continuation(c) => {
+                let mut line = b"+ ".to_vec();
+                line.extend_from_slice(&c.message);
+                print_received(c.trust, &line);
+            }
+            other => println!("# {other:?}"),
         }
-        Ok(())
     }
 }

@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use starttls::pop3::{ClientConfig, ClientEvent, ClientSession, Command};
-use starttls::{ClientTls, Error, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
+use starttls::{ClientTls, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
 
 use super::{print_ready, print_received, print_tls, print_tls_command, External};
 use crate::serve::sasl;
 
 pub(super) struct Pop3 {
-    session: ClientSession,
     implicit: bool,
     tls_on_wire: bool,
     /// `USER` and `PASS`, checked against the POP3 grammar.
@@ -54,7 +53,7 @@ impl Pop3 {
         tls: ClientTls,
         login: Option<(String, String)>,
         external: Option<External>,
-    ) -> Result<Pop3, String> {
+    ) -> Result<(ClientSession, Pop3), String> {
         let external = external.map(|e| Command::Auth {
             mechanism: Some(Bytes::from_static(b"EXTERNAL")),
             initial_response: Some(Secret::new(Bytes::from(match e.authzid {
@@ -72,27 +71,29 @@ impl Pop3 {
         let config = ClientConfig::new(policy, tls);
         let session = ClientSession::new(Arc::new(config)).map_err(|e| e.to_string())?;
         let implicit = policy == TlsPolicy::Implicit;
-        Ok(Pop3 {
+        Ok((
             session,
-            implicit,
-            tls_on_wire: implicit,
-            login,
-            external,
-            script: VecDeque::new(),
-            failure: None,
-            quit_sent: false,
-            body_trust: Trust::Cleartext,
-        })
+            Pop3 {
+                implicit,
+                tls_on_wire: implicit,
+                login,
+                external,
+                script: VecDeque::new(),
+                failure: None,
+                quit_sent: false,
+                body_trust: Trust::Cleartext,
+            },
+        ))
     }
 
     /// Sends the next command of the script.
-    fn next(&mut self) {
+    fn next(&mut self, session: &mut ClientSession) {
         let Some(cmd) = self.script.pop_front() else {
             return;
         };
         let keyword = cmd.keyword();
         let text = shown(&cmd);
-        match self.session.send(cmd) {
+        match session.send(cmd) {
             Ok(()) => {
                 self.quit_sent |= keyword == "QUIT";
                 if self.tls_on_wire {
@@ -102,36 +103,22 @@ impl Pop3 {
             Err(e) => {
                 self.failure
                     .get_or_insert_with(|| format!("{keyword} not sent: {e}"));
-                self.quit_now();
+                self.quit_now(session);
             }
         }
     }
 
-    fn quit_now(&mut self) {
+    fn quit_now(&mut self, session: &mut ClientSession) {
         self.script.clear();
         if !self.quit_sent {
             self.script.push_back(Command::Quit);
-            self.next();
+            self.next(session);
         }
     }
 }
 
 impl super::Client for Pop3 {
-    fn input(&mut self, data: &[u8]) {
-        self.session.handle_input(data)
-    }
-
-    fn eof(&mut self) {
-        self.session.handle_eof()
-    }
-
-    fn transmit(&mut self) -> Option<Bytes> {
-        self.session.poll_transmit()
-    }
-
-    fn closed(&self) -> bool {
-        self.session.is_closed()
-    }
+    type Session = ClientSession;
 
     fn tls_on_wire(&self) -> bool {
         self.tls_on_wire
@@ -141,81 +128,78 @@ impl super::Client for Pop3 {
         self.failure.as_deref()
     }
 
-    fn events(&mut self) -> Result<(), Error> {
-        while let Some(event) = self.session.poll_event()? {
-            match event {
-                ClientEvent::Greeting(r) => {
-                    print_received(r.trust, &r.message.to_bytes());
-                    // With implicit TLS the session answers the greeting
-                    // with CAPA, encrypted.
-                    if self.tls_on_wire && r.is_ok() {
-                        print_tls_command("CAPA");
-                    }
+    fn event(&mut self, session: &mut ClientSession, event: ClientEvent) {
+        match event {
+            ClientEvent::Greeting(r) => {
+                print_received(r.trust, &r.message.to_bytes());
+                // With implicit TLS the session answers the greeting
+                // with CAPA, encrypted.
+                if self.tls_on_wire && r.is_ok() {
+                    print_tls_command("CAPA");
                 }
-                ClientEvent::Capabilities(c) => {
-                    let caps: Vec<String> = c
-                        .iter()
-                        .map(|cap| {
-                            let line = cap.to_bytes();
-                            let line = line.strip_suffix(b"\r\n").unwrap_or(&line);
-                            Escaped::new(line).to_string()
-                        })
-                        .collect();
-                    println!("CAPABILITIES [{}]: {}", c.trust, caps.join(" | "));
-                }
-                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
-                    self.tls_on_wire = true;
-                    println!("# the server agreed to STLS: TLS handshake");
-                }
-                ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => {
-                    print_tls(&info);
-                    if !self.implicit {
-                        // RFC 2595 §4: the session asks again.
-                        print_tls_command("CAPA");
-                    }
-                }
-                ClientEvent::Upgrade(u) => println!("# {u:?}"),
-                ClientEvent::Ready { trust } => {
-                    print_ready(trust);
-                    if let Some((user, pass)) = self.login.clone() {
-                        self.script.extend([user, pass]);
-                    }
-                    self.script.extend(self.external.clone());
-                    self.script.push_back(Command::Quit);
-                    self.next();
-                }
-                ClientEvent::Reply {
-                    to,
-                    status,
-                    multiline,
-                } => {
-                    print_received(status.trust, &status.message.to_bytes());
-                    if !status.is_ok() && to != "QUIT" && self.failure.is_none() {
-                        self.failure = Some(format!("{to} refused: {}", status.message));
-                        self.quit_now();
-                    } else if to == "PASS" || to == "AUTH" {
-                        println!("# authenticated");
-                    }
-                    if multiline {
-                        self.body_trust = status.trust;
-                    } else {
-                        self.next();
-                    }
-                }
-                ClientEvent::Body(piece) => {
-                    for line in Escaped::new(&piece.message).lines() {
-                        println!("S: [{}] | {line}", self.body_trust);
-                    }
-                }
-                ClientEvent::BodyEnd => self.next(),
-                ClientEvent::Continuation(c) => {
-                    let mut line = b"+ ".to_vec();
-                    line.extend_from_slice(&c.message);
-                    print_received(c.trust, &line);
-                }
-                other => println!("# {other:?}"),
             }
+            ClientEvent::Capabilities(c) => {
+                let caps: Vec<String> = c
+                    .iter()
+                    .map(|cap| {
+                        let line = cap.to_bytes();
+                        let line = line.strip_suffix(b"\r\n").unwrap_or(&line);
+                        Escaped::new(line).to_string()
+                    })
+                    .collect();
+                println!("CAPABILITIES [{}]: {}", c.trust, caps.join(" | "));
+            }
+            ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                self.tls_on_wire = true;
+                println!("# the server agreed to STLS: TLS handshake");
+            }
+            ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => {
+                print_tls(&info);
+                if !self.implicit {
+                    // RFC 2595 §4: the session asks again.
+                    print_tls_command("CAPA");
+                }
+            }
+            ClientEvent::Upgrade(u) => println!("# {u:?}"),
+            ClientEvent::Ready { trust } => {
+                print_ready(trust);
+                if let Some((user, pass)) = self.login.clone() {
+                    self.script.extend([user, pass]);
+                }
+                self.script.extend(self.external.clone());
+                self.script.push_back(Command::Quit);
+                self.next(session);
+            }
+            ClientEvent::Reply {
+                to,
+                status,
+                multiline,
+            } => {
+                print_received(status.trust, &status.message.to_bytes());
+                if !status.is_ok() && to != "QUIT" && self.failure.is_none() {
+                    self.failure = Some(format!("{to} refused: {}", status.message));
+                    self.quit_now(session);
+                } else if to == "PASS" || to == "AUTH" {
+                    println!("# authenticated");
+                }
+                if multiline {
+                    self.body_trust = status.trust;
+                } else {
+                    self.next(session);
+                }
+            }
+            ClientEvent::Body(piece) => {
+                for line in Escaped::new(&piece.message).lines() {
+                    println!("S: [{}] | {line}", self.body_trust);
+                }
+            }
+            ClientEvent::BodyEnd => self.next(session),
+            ClientEvent::Continuation(c) => {
+                let mut line = b"+ ".to_vec();
+                line.extend_from_slice(&c.message);
+                print_received(c.trust, &line);
+            }
+            other => println!("# {other:?}"),
         }
-        Ok(())
     }
 }

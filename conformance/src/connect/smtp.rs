@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use starttls::smtp::{ClientConfig, ClientEvent, ClientSession, Command};
-use starttls::{ClientTls, Error, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
+use starttls::{ClientTls, Escaped, Secret, TlsPolicy, Trust, UpgradeEvent};
 
 use super::{print_ready, print_received, print_tls, print_tls_command, External};
 use crate::serve::sasl;
@@ -15,7 +15,6 @@ use crate::serve::sasl;
 const HELO_NAME: &str = "client.localhost";
 
 pub(super) struct Smtp {
-    session: ClientSession,
     implicit: bool,
     tls_on_wire: bool,
     login: Option<(String, String)>,
@@ -30,19 +29,21 @@ impl Smtp {
         tls: ClientTls,
         login: Option<(String, String)>,
         external: Option<External>,
-    ) -> Result<Smtp, String> {
+    ) -> Result<(ClientSession, Smtp), String> {
         let config = ClientConfig::new(HELO_NAME, policy, tls);
         let session = ClientSession::new(Arc::new(config)).map_err(|e| e.to_string())?;
         let implicit = policy == TlsPolicy::Implicit;
-        Ok(Smtp {
+        Ok((
             session,
-            implicit,
-            tls_on_wire: implicit,
-            login,
-            external,
-            failure: None,
-            quit_sent: false,
-        })
+            Smtp {
+                implicit,
+                tls_on_wire: implicit,
+                login,
+                external,
+                failure: None,
+                quit_sent: false,
+            },
+        ))
     }
 
     /// Prints a command we are about to send over TLS (cleartext bytes are
@@ -53,11 +54,11 @@ impl Smtp {
         }
     }
 
-    fn quit(&mut self) {
+    fn quit(&mut self, session: &mut ClientSession) {
         if self.quit_sent {
             return;
         }
-        match self.session.send(Command::Quit) {
+        match session.send(Command::Quit) {
             Ok(()) => {
                 self.quit_sent = true;
                 self.shown("QUIT");
@@ -69,9 +70,9 @@ impl Smtp {
         }
     }
 
-    fn fail_and_quit(&mut self, why: String) {
+    fn fail_and_quit(&mut self, session: &mut ClientSession, why: String) {
         self.failure.get_or_insert(why);
-        self.quit();
+        self.quit(session);
     }
 
     fn plain(&self) -> Option<Bytes> {
@@ -82,11 +83,11 @@ impl Smtp {
         )))
     }
 
-    fn ready(&mut self, trust: Trust) {
+    fn ready(&mut self, session: &mut ClientSession, trust: Trust) {
         print_ready(trust);
         if let Some(external) = self.external.clone() {
             let authzid = external.authzid.as_deref();
-            match self.session.send_auth_external(authzid) {
+            match session.send_auth_external(authzid) {
                 Ok(()) => self.shown(&format!(
                     "AUTH EXTERNAL {}   (authorization identity: {})",
                     authzid
@@ -94,7 +95,7 @@ impl Smtp {
                         .unwrap_or("=".into()),
                     authzid.unwrap_or("the certificate's")
                 )),
-                Err(e) => self.fail_and_quit(format!("AUTH not sent: {e}")),
+                Err(e) => self.fail_and_quit(session, format!("AUTH not sent: {e}")),
             }
             return;
         }
@@ -109,32 +110,18 @@ impl Smtp {
                     mechanism: Bytes::from_static(b"PLAIN"),
                     initial_response: Some(Secret::new(response)),
                 };
-                match self.session.send(auth) {
+                match session.send(auth) {
                     Ok(()) => self.shown(&format!("AUTH PLAIN ****   (PLAIN response for {user})")),
-                    Err(e) => self.fail_and_quit(format!("AUTH not sent: {e}")),
+                    Err(e) => self.fail_and_quit(session, format!("AUTH not sent: {e}")),
                 }
             }
-            None => self.quit(),
+            None => self.quit(session),
         }
     }
 }
 
 impl super::Client for Smtp {
-    fn input(&mut self, data: &[u8]) {
-        self.session.handle_input(data)
-    }
-
-    fn eof(&mut self) {
-        self.session.handle_eof()
-    }
-
-    fn transmit(&mut self) -> Option<Bytes> {
-        self.session.poll_transmit()
-    }
-
-    fn closed(&self) -> bool {
-        self.session.is_closed()
-    }
+    type Session = ClientSession;
 
     fn tls_on_wire(&self) -> bool {
         self.tls_on_wire
@@ -144,71 +131,68 @@ impl super::Client for Smtp {
         self.failure.as_deref()
     }
 
-    fn events(&mut self) -> Result<(), Error> {
-        while let Some(event) = self.session.poll_event()? {
-            match event {
-                ClientEvent::Greeting(r) => {
-                    print_received(r.trust, r.raw());
-                    // With implicit TLS the session answers the greeting
-                    // with EHLO, encrypted.
-                    if self.tls_on_wire && r.code().get() == 220 {
-                        self.shown(&format!("EHLO {HELO_NAME}"));
-                    }
+    fn event(&mut self, session: &mut ClientSession, event: ClientEvent) {
+        match event {
+            ClientEvent::Greeting(r) => {
+                print_received(r.trust, r.raw());
+                // With implicit TLS the session answers the greeting
+                // with EHLO, encrypted.
+                if self.tls_on_wire && r.code().get() == 220 {
+                    self.shown(&format!("EHLO {HELO_NAME}"));
                 }
-                ClientEvent::Capabilities(c) => {
-                    print_received(c.trust, c.to_reply(b"").raw());
-                    let caps: Vec<String> = c
-                        .iter()
-                        .map(|cap| {
-                            let mut v = Vec::new();
-                            cap.write_to(&mut v);
-                            Escaped::owned(v).to_string()
-                        })
-                        .collect();
-                    println!("CAPABILITIES [{}]: {}", c.trust, caps.join(" | "));
-                }
-                ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
-                    self.tls_on_wire = true;
-                    println!("# the server agreed to STARTTLS: TLS handshake");
-                }
-                ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => {
-                    print_tls(&info);
-                    if !self.implicit {
-                        // RFC 3207 §4.2: the session starts over with EHLO.
-                        self.shown(&format!("EHLO {HELO_NAME}"));
-                    }
-                }
-                ClientEvent::Upgrade(u) => println!("# {u:?}"),
-                ClientEvent::Ready { trust } => self.ready(trust),
-                ClientEvent::Reply { to, reply } => {
-                    print_received(reply.trust, reply.raw());
-                    let code = reply.code().get();
-                    match to {
-                        "AUTH" if code == 235 => {
-                            println!("# authenticated");
-                            self.quit();
-                        }
-                        // We sent the response with the command; answer a
-                        // server that asks for it anyway.
-                        "AUTH" if code == 334 => match self.plain() {
-                            Some(r) => match self.session.send_auth_response(Secret::new(r)) {
-                                Ok(()) => self.shown("****   (PLAIN response)"),
-                                Err(e) => {
-                                    self.fail_and_quit(format!("AUTH response not sent: {e}"))
-                                }
-                            },
-                            None => self.fail_and_quit("unexpected 334".into()),
-                        },
-                        "AUTH" => {
-                            let text = reply.escaped();
-                            self.fail_and_quit(format!("AUTH refused: {text}"));
-                        }
-                        _ => {}
-                    }
-                }
-                other => println!("# {other:?}"),
             }
+            ClientEvent::Capabilities(c) => {
+                print_received(c.trust, c.to_reply(b"").raw());
+                let caps: Vec<String> = c
+                    .iter()
+                    .map(|cap| {
+                        let mut v = Vec::new();
+                        cap.write_to(&mut v);
+                        Escaped::owned(v).to_string()
+                    })
+                    .collect();
+                println!("CAPABILITIES [{}]: {}", c.trust, caps.join(" | "));
+            }
+            ClientEvent::Upgrade(UpgradeEvent::UpgradeStarted) => {
+                self.tls_on_wire = true;
+                println!("# the server agreed to STARTTLS: TLS handshake");
+            }
+            ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(info)) => {
+                print_tls(&info);
+                if !self.implicit {
+                    // RFC 3207 §4.2: the session starts over with EHLO.
+                    self.shown(&format!("EHLO {HELO_NAME}"));
+                }
+            }
+            ClientEvent::Upgrade(u) => println!("# {u:?}"),
+            ClientEvent::Ready { trust } => self.ready(session, trust),
+            ClientEvent::Reply { to, reply } => {
+                print_received(reply.trust, reply.raw());
+                let code = reply.code().get();
+                match to {
+                    "AUTH" if code == 235 => {
+                        println!("# authenticated");
+                        self.quit(session);
+                    }
+                    // We sent the response with the command; answer a
+                    // server that asks for it anyway.
+                    "AUTH" if code == 334 => match self.plain() {
+                        Some(r) => match session.send_auth_response(Secret::new(r)) {
+                            Ok(()) => self.shown("****   (PLAIN response)"),
+                            Err(e) => {
+                                self.fail_and_quit(session, format!("AUTH response not sent: {e}"))
+                            }
+                        },
+                        None => self.fail_and_quit(session, "unexpected 334".into()),
+                    },
+                    "AUTH" => {
+                        let text = reply.escaped();
+                        self.fail_and_quit(session, format!("AUTH refused: {text}"));
+                    }
+                    _ => {}
+                }
+            }
+            other => println!("# {other:?}"),
         }
-        Ok(())
     }
 }

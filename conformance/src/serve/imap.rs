@@ -52,7 +52,6 @@ pub(super) fn config(implicit: bool, tls: ServerTls, require_tls: bool) -> Arc<S
 }
 
 pub(super) struct Conn {
-    session: ServerSession,
     account: Arc<Account>,
     /// `Some(read_only)` while INBOX is selected.
     selected: Option<bool>,
@@ -100,50 +99,63 @@ impl Conn {
     pub(super) fn new(
         config: Arc<ServerConfig>,
         account: Arc<Account>,
-    ) -> Result<Conn, ConfigError> {
-        Ok(Conn {
-            session: ServerSession::new(config)?,
-            account,
-            selected: None,
-        })
+    ) -> Result<(ServerSession, Conn), ConfigError> {
+        let session = ServerSession::new(config)?;
+        Ok((
+            session,
+            Conn {
+                account,
+                selected: None,
+            },
+        ))
     }
 
-    fn untagged(&mut self, number: Option<u32>, name: &str, args: &[Arg]) {
+    fn untagged(
+        &mut self,
+        session: &mut ServerSession,
+        number: Option<u32>,
+        name: &str,
+        args: &[Arg],
+    ) {
         let r = Response::Data {
             number,
             name: Bytes::copy_from_slice(name.as_bytes()),
             args: Args::from_args(args),
         };
         // Only fails for tagged or continuation responses, which this is not.
-        let _ = self.session.send_untagged(&r);
+        let _ = session.send_untagged(&r);
     }
 
-    fn untagged_ok(&mut self, code: Code, text: &str) {
+    fn untagged_ok(&mut self, session: &mut ServerSession, code: Code, text: &str) {
         let r = Response::Status(StatusResponse {
             status: Status::Ok,
             code: Some(code),
             text: Bytes::copy_from_slice(text.as_bytes()),
         });
-        let _ = self.session.send_untagged(&r);
+        let _ = session.send_untagged(&r);
     }
 
-    fn bad(&mut self, text: &str) -> Result<(), UsageError> {
-        self.session.complete(Status::Bad, None, text)
+    fn bad(&mut self, session: &mut ServerSession, text: &str) -> Result<(), UsageError> {
+        session.complete(Status::Bad, None, text)
     }
 
-    fn act(&mut self, event: ServerEvent, log: &Log) -> Result<(), UsageError> {
+    fn act(
+        &mut self,
+        session: &mut ServerSession,
+        event: ServerEvent,
+        log: &Log,
+    ) -> Result<(), UsageError> {
         match event {
-            ServerEvent::Command(cmd) => self.command(cmd, log),
-            ServerEvent::AuthResponse(r) => self.check_plain(r.expose(), log),
-            ServerEvent::IdleDone => self.session.complete(Status::Ok, None, "IDLE terminated"),
+            ServerEvent::Command(cmd) => self.command(session, cmd, log),
+            ServerEvent::AuthResponse(r) => self.check_plain(session, r.expose(), log),
+            ServerEvent::IdleDone => session.complete(Status::Ok, None, "IDLE terminated"),
             ServerEvent::ExternalAuthRequested(auth) => {
                 let (text, ok) = sasl::check_external(&auth, &self.account.user);
                 log.line(format_args!("AUTHENTICATE EXTERNAL: {text}"));
                 if ok {
-                    self.session
-                        .complete(Status::Ok, None, "AUTHENTICATE completed")
+                    session.complete(Status::Ok, None, "AUTHENTICATE completed")
                 } else {
-                    self.session.complete(
+                    session.complete(
                         Status::No,
                         other_code("AUTHENTICATIONFAILED"),
                         "Authentication failed",
@@ -154,14 +166,19 @@ impl Conn {
         }
     }
 
-    fn command(&mut self, cmd: Command, log: &Log) -> Result<(), UsageError> {
+    fn command(
+        &mut self,
+        session: &mut ServerSession,
+        cmd: Command,
+        log: &Log,
+    ) -> Result<(), UsageError> {
         match cmd.body {
             CommandBody::Login { username, password } => {
                 let user = username.value();
                 let ok = user.as_ref() == self.account.user
                     && password.expose().value().as_ref() == self.account.password;
                 let user = String::from_utf8_lossy(&user).into_owned();
-                self.login_result(&user, ok, "LOGIN", log)
+                self.login_result(session, &user, ok, "LOGIN", log)
             }
             CommandBody::Authenticate {
                 mechanism,
@@ -169,18 +186,17 @@ impl Conn {
             } => {
                 // The session passes on advertised mechanisms only (PLAIN).
                 if !mechanism.eq_ignore_ascii_case(b"PLAIN") {
-                    return self
-                        .session
-                        .complete(Status::No, None, "Unsupported mechanism");
+                    return session.complete(Status::No, None, "Unsupported mechanism");
                 }
                 match initial_response {
                     // SASL-IR (RFC 4959): the response came with the command.
-                    Some(ir) => self.check_plain(ir.expose(), log),
-                    None => self.session.continue_request(b""),
+                    Some(ir) => self.check_plain(session, ir.expose(), log),
+                    None => session.continue_request(b""),
                 }
             }
             CommandBody::Id { .. } => {
                 self.untagged(
+                    session,
                     None,
                     "ID",
                     &[Arg::List(Args::from_args(&[
@@ -188,44 +204,45 @@ impl Conn {
                         Arg::Quoted(Bytes::from_static(b"starttls serve")),
                     ]))],
                 );
-                self.session.accept()
+                session.accept()
             }
-            CommandBody::Noop => self.session.accept(),
-            CommandBody::Idle => self.session.continue_request(b"idling"),
+            CommandBody::Noop => session.accept(),
+            CommandBody::Idle => session.continue_request(b"idling"),
             CommandBody::Other { name, args } => {
                 let upper = name.to_ascii_uppercase();
                 let args: Vec<Arg> = args.iter().collect();
                 match &upper[..] {
-                    b"SELECT" => self.select(&args, false),
-                    b"EXAMINE" => self.select(&args, true),
-                    b"LIST" => self.list(&args),
-                    b"FETCH" => self.fetch(&args, false),
+                    b"SELECT" => self.select(session, &args, false),
+                    b"EXAMINE" => self.select(session, &args, true),
+                    b"LIST" => self.list(session, &args),
+                    b"FETCH" => self.fetch(session, &args, false),
                     b"UID" => match args.split_first() {
                         Some((sub, rest))
                             if sub
                                 .string_value()
                                 .is_some_and(|s| s.eq_ignore_ascii_case(b"FETCH")) =>
                         {
-                            self.fetch(rest, true)
+                            self.fetch(session, rest, true)
                         }
-                        _ => self.bad("Only UID FETCH is supported"),
+                        _ => self.bad(session, "Only UID FETCH is supported"),
                     },
-                    b"CHECK" => self.session.accept(),
+                    b"CHECK" => session.accept(),
                     b"CLOSE" | b"UNSELECT" => {
                         if self.selected.take().is_none() {
-                            return self.bad("No mailbox selected");
+                            return self.bad(session, "No mailbox selected");
                         }
-                        self.session.accept()
+                        session.accept()
                     }
-                    _ => self.bad("Command not supported by starttls serve"),
+                    _ => self.bad(session, "Command not supported by starttls serve"),
                 }
             }
-            _ => self.bad("Command not supported by starttls serve"),
+            _ => self.bad(session, "Command not supported by starttls serve"),
         }
     }
 
     fn login_result(
         &mut self,
+        session: &mut ServerSession,
         user: &str,
         ok: bool,
         how: &str,
@@ -233,11 +250,10 @@ impl Conn {
     ) -> Result<(), UsageError> {
         if ok {
             log.line(format_args!("{how}: {user} authenticated"));
-            self.session
-                .complete(Status::Ok, None, &format!("{how} completed"))
+            session.complete(Status::Ok, None, &format!("{how} completed"))
         } else {
             log.line(format_args!("{how}: authentication failed for {user:?}"));
-            self.session.complete(
+            session.complete(
                 Status::No,
                 other_code("AUTHENTICATIONFAILED"),
                 "Invalid credentials",
@@ -246,60 +262,73 @@ impl Conn {
     }
 
     /// RFC 4616 PLAIN, base64.
-    fn check_plain(&mut self, b64: &[u8], log: &Log) -> Result<(), UsageError> {
+    fn check_plain(
+        &mut self,
+        session: &mut ServerSession,
+        b64: &[u8],
+        log: &Log,
+    ) -> Result<(), UsageError> {
         match sasl::check_plain(b64, &self.account.user, &self.account.password) {
-            Plain::Checked { user, ok } => self.login_result(&user, ok, "AUTHENTICATE PLAIN", log),
+            Plain::Checked { user, ok } => {
+                self.login_result(session, &user, ok, "AUTHENTICATE PLAIN", log)
+            }
             Plain::Malformed => {
-                self.session
-                    .complete(Status::Bad, None, "Invalid base64 or PLAIN response")
+                session.complete(Status::Bad, None, "Invalid base64 or PLAIN response")
             }
         }
     }
 
-    fn select(&mut self, args: &[Arg], read_only: bool) -> Result<(), UsageError> {
+    fn select(
+        &mut self,
+        session: &mut ServerSession,
+        args: &[Arg],
+        read_only: bool,
+    ) -> Result<(), UsageError> {
         self.selected = None;
         let mailbox = match args {
             [m] => m.string_value().map(|v| v.into_owned()),
             _ => None,
         };
         let Some(mailbox) = mailbox else {
-            return self.bad("Expected one mailbox name");
+            return self.bad(session, "Expected one mailbox name");
         };
         if !mailbox.eq_ignore_ascii_case(b"INBOX") {
-            return self.session.complete(
+            return session.complete(
                 Status::No,
                 other_code("NONEXISTENT"),
                 "Only INBOX exists here",
             );
         }
-        self.untagged(Some(1), "EXISTS", &[]);
+        self.untagged(session, Some(1), "EXISTS", &[]);
         self.untagged(
+            session,
             None,
             "FLAGS",
             &[Arg::List(Args::from_args(&[atom("\\Seen")]))],
         );
-        self.untagged_ok(Code::UidValidity(1), "UIDs valid");
-        self.untagged_ok(Code::UidNext(2), "Predicted next UID");
+        self.untagged_ok(session, Code::UidValidity(1), "UIDs valid");
+        self.untagged_ok(session, Code::UidNext(2), "Predicted next UID");
         self.selected = Some(read_only);
         let (code, text) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
         } else {
             (Code::ReadWrite, "SELECT completed")
         };
-        self.session.complete(Status::Ok, Some(code), text)
+        session.complete(Status::Ok, Some(code), text)
     }
 
     /// `LIST reference pattern`: INBOX for `*`, `%` or `INBOX`.
-    fn list(&mut self, args: &[Arg]) -> Result<(), UsageError> {
+    fn list(&mut self, session: &mut ServerSession, args: &[Arg]) -> Result<(), UsageError> {
         let pattern = match args {
             [_, p] => p.string_value().map(|v| v.into_owned()),
             _ => None,
         };
         let Some(pattern) = pattern else {
-            return self.bad("Expected LIST reference pattern");
+            return self.bad(session, "Expected LIST reference pattern");
         };
         if pattern == b"*" || pattern == b"%" || pattern.eq_ignore_ascii_case(b"INBOX") {
             self.untagged(
+                session,
                 None,
                 "LIST",
                 &[
@@ -309,21 +338,26 @@ impl Conn {
                 ],
             );
         }
-        self.session.accept()
+        session.accept()
     }
 
     /// `FETCH set items` and `UID FETCH set items` for the one message.
-    fn fetch(&mut self, args: &[Arg], uid: bool) -> Result<(), UsageError> {
+    fn fetch(
+        &mut self,
+        session: &mut ServerSession,
+        args: &[Arg],
+        uid: bool,
+    ) -> Result<(), UsageError> {
         if self.selected.is_none() {
-            return self.bad("No mailbox selected");
+            return self.bad(session, "No mailbox selected");
         }
         let (set, items) = match args {
             [set, Arg::List(list)] => (set, list.iter().collect::<Vec<Arg>>()),
             [set, item] => (set, vec![item.clone()]),
-            _ => return self.bad("Expected FETCH sequence-set items"),
+            _ => return self.bad(session, "Expected FETCH sequence-set items"),
         };
         let Some(includes) = set.string_value().and_then(|s| includes_one(&s)) else {
-            return self.bad("Invalid sequence set");
+            return self.bad(session, "Invalid sequence set");
         };
         let mut out = Vec::new();
         let mut has_uid = false;
@@ -351,58 +385,47 @@ impl Conn {
                     out.extend([atom("UID"), atom("1")]);
                 }
                 _ => {
-                    return self
-                        .bad("Supported: BODY[], BODY.PEEK[], RFC822, RFC822.SIZE, FLAGS, UID")
+                    return self.bad(
+                        session,
+                        "Supported: BODY[], BODY.PEEK[], RFC822, RFC822.SIZE, FLAGS, UID",
+                    )
                 }
             }
         }
         if !includes {
             // UID FETCH of UIDs that do not exist is not an error.
             return if uid {
-                self.session.accept()
+                session.accept()
             } else {
-                self.session
-                    .complete(Status::No, None, "No such message (INBOX holds message 1)")
+                session.complete(Status::No, None, "No such message (INBOX holds message 1)")
             };
         }
         if uid && !has_uid {
             out.splice(0..0, [atom("UID"), atom("1")]);
         }
-        self.untagged(Some(1), "FETCH", &[Arg::List(Args::from_args(&out))]);
-        self.session.accept()
+        self.untagged(
+            session,
+            Some(1),
+            "FETCH",
+            &[Arg::List(Args::from_args(&out))],
+        );
+        session.accept()
     }
 }
 
-impl super::Conn for Conn {
-    fn input(&mut self, data: &[u8]) {
-        self.session.handle_input(data)
-    }
+impl super::App for Conn {
+    type Session = ServerSession;
 
-    fn eof(&mut self) {
-        self.session.handle_eof()
-    }
-
-    fn transmit(&mut self) -> Option<Bytes> {
-        self.session.poll_transmit()
-    }
-
-    fn closed(&self) -> bool {
-        self.session.is_closed()
-    }
-
-    fn events(&mut self, log: &Log) -> Result<(), starttls::Error> {
-        while let Some(event) = self.session.poll_event()? {
-            let trust = self.session.trust();
-            match &event {
-                ServerEvent::Upgrade(u) => log.event(trust, &event, Some(u)),
-                other => log.event(trust, other, None),
-            }
-            if let Err(e) = self.act(event, log) {
-                // A bug in this application, never the peer's doing.
-                log.line(format_args!("usage error: {e}"));
-            }
+    fn event(&mut self, session: &mut ServerSession, event: ServerEvent, log: &Log) {
+        let trust = session.trust();
+        match &event {
+            ServerEvent::Upgrade(u) => log.event(trust, &event, Some(u)),
+            other => log.event(trust, other, None),
         }
-        Ok(())
+        if let Err(e) = self.act(session, event, log) {
+            // A bug in this application, never the peer's doing.
+            log.line(format_args!("usage error: {e}"));
+        }
     }
 }
 

@@ -53,7 +53,6 @@ pub(super) fn config(implicit: bool, tls: ServerTls, require_tls: bool) -> Arc<S
 }
 
 pub(super) struct Conn {
-    session: ServerSession,
     account: Arc<Account>,
     /// The name from the last `USER`.
     user: Option<Bytes>,
@@ -82,27 +81,34 @@ impl Conn {
     pub(super) fn new(
         config: Arc<ServerConfig>,
         account: Arc<Account>,
-    ) -> Result<Conn, ConfigError> {
+    ) -> Result<(ServerSession, Conn), ConfigError> {
         // No APOP timestamp (RFC 1939 §7) in the greeting: APOP is not
         // supported here, and clients such as curl prefer it when they see
         // one. A counter tells the connections apart.
         let n = CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1;
         let greeting = format!("starttls serve POP3 ready (connection {n})");
-        Ok(Conn {
-            session: ServerSession::with_greeting(config, &greeting)?,
-            account,
-            user: None,
-            deleted: false,
-        })
+        Ok((
+            ServerSession::with_greeting(config, &greeting)?,
+            Conn {
+                account,
+                user: None,
+                deleted: false,
+            },
+        ))
     }
 
-    fn command(&mut self, cmd: Command, log: &Log) -> Result<(), UsageError> {
+    fn command(
+        &mut self,
+        session: &mut ServerSession,
+        cmd: Command,
+        log: &Log,
+    ) -> Result<(), UsageError> {
         const NO_SUCH: &str = "no such message";
         let deleted = self.deleted;
         // `(messages, octets)` not marked deleted.
         let (n, size) = if deleted { (0, 0) } else { (1, MESSAGE.len()) };
         let exists = |msg: u32| msg == 1 && !deleted;
-        let s = &mut self.session;
+        let s = session;
         match cmd {
             Command::User { name } => {
                 // Whether the name exists is only told after PASS.
@@ -181,50 +187,32 @@ impl Conn {
     }
 }
 
-impl super::Conn for Conn {
-    fn input(&mut self, data: &[u8]) {
-        self.session.handle_input(data)
-    }
+impl super::App for Conn {
+    type Session = ServerSession;
 
-    fn eof(&mut self) {
-        self.session.handle_eof()
-    }
-
-    fn transmit(&mut self) -> Option<Bytes> {
-        self.session.poll_transmit()
-    }
-
-    fn closed(&self) -> bool {
-        self.session.is_closed()
-    }
-
-    fn events(&mut self, log: &Log) -> Result<(), starttls::Error> {
-        while let Some(event) = self.session.poll_event()? {
-            let trust = self.session.trust();
-            match &event {
-                ServerEvent::Upgrade(u) => log.event(trust, &event, Some(u)),
-                other => log.event(trust, other, None),
-            }
-            let result = match event {
-                ServerEvent::Command(cmd) => self.command(cmd, log),
-                ServerEvent::ExternalAuthRequested(auth) => {
-                    let (text, good) = super::sasl::check_external(&auth, &self.account.user);
-                    log.line(format_args!("AUTH EXTERNAL: {text}"));
-                    if good {
-                        ok(&mut self.session, "maildrop locked and ready".into())
-                    } else {
-                        self.session
-                            .reject(Some(Code::Auth), "Authentication failed")
-                    }
-                }
-                _ => Ok(()),
-            };
-            if let Err(e) = result {
-                // A bug in this application, never the peer's doing.
-                log.line(format_args!("usage error: {e}"));
-            }
+    fn event(&mut self, session: &mut ServerSession, event: ServerEvent, log: &Log) {
+        let trust = session.trust();
+        match &event {
+            ServerEvent::Upgrade(u) => log.event(trust, &event, Some(u)),
+            other => log.event(trust, other, None),
         }
-        Ok(())
+        let result = match event {
+            ServerEvent::Command(cmd) => self.command(session, cmd, log),
+            ServerEvent::ExternalAuthRequested(auth) => {
+                let (text, good) = super::sasl::check_external(&auth, &self.account.user);
+                log.line(format_args!("AUTH EXTERNAL: {text}"));
+                if good {
+                    ok(session, "maildrop locked and ready".into())
+                } else {
+                    session.reject(Some(Code::Auth), "Authentication failed")
+                }
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            // A bug in this application, never the peer's doing.
+            log.line(format_args!("usage error: {e}"));
+        }
     }
 }
 

@@ -48,7 +48,6 @@ enum Sasl {
 }
 
 pub(super) struct Conn {
-    session: ServerSession,
     /// `MAIL` needs authentication first.
     submission: bool,
     account: Arc<Account>,
@@ -74,22 +73,30 @@ impl Conn {
         config: Arc<ServerConfig>,
         submission: bool,
         account: Arc<Account>,
-    ) -> Result<Conn, ConfigError> {
-        Ok(Conn {
-            session: ServerSession::new(config)?,
-            submission,
-            account,
-            sasl: Sasl::None,
-            message: Vec::new(),
-            message_size: 0,
-            via: "DATA",
-            messages: Vec::new(),
-        })
+    ) -> Result<(ServerSession, Conn), ConfigError> {
+        let session = ServerSession::new(config)?;
+        Ok((
+            session,
+            Conn {
+                submission,
+                account,
+                sasl: Sasl::None,
+                message: Vec::new(),
+                message_size: 0,
+                via: "DATA",
+                messages: Vec::new(),
+            },
+        ))
     }
 
-    fn act(&mut self, event: ServerEvent, log: &Log) -> Result<(), UsageError> {
+    fn act(
+        &mut self,
+        session: &mut ServerSession,
+        event: ServerEvent,
+        log: &Log,
+    ) -> Result<(), UsageError> {
         match event {
-            ServerEvent::Command(cmd) => self.command(cmd, log),
+            ServerEvent::Command(cmd) => self.command(session, cmd, log),
             ServerEvent::MessageData(piece) => {
                 self.message_size += piece.len();
                 if self.message_size <= MAX_MESSAGE {
@@ -97,7 +104,7 @@ impl Conn {
                 }
                 Ok(())
             }
-            ServerEvent::ChunkEnd => self.session.accept(),
+            ServerEvent::ChunkEnd => session.accept(),
             ServerEvent::MessageEnd => {
                 let size = self.message_size;
                 let message = std::mem::take(&mut self.message);
@@ -106,7 +113,7 @@ impl Conn {
                     log.line(format_args!(
                         "message of {size} bytes refused: larger than {MAX_MESSAGE}"
                     ));
-                    return self.session.reject(
+                    return session.reject(
                         552,
                         enhanced(5, 3, 4),
                         "Message size exceeds fixed maximum message size",
@@ -118,14 +125,14 @@ impl Conn {
                     self.via,
                     self.messages.len()
                 ));
-                self.session.accept()
+                session.accept()
             }
             ServerEvent::MessageRejected(_) | ServerEvent::TransactionReset => {
                 self.message.clear();
                 self.message_size = 0;
                 Ok(())
             }
-            ServerEvent::AuthResponse(response) => self.sasl_step(response.expose(), log),
+            ServerEvent::AuthResponse(response) => self.sasl_step(session, response.expose(), log),
             ServerEvent::AuthCancelled => {
                 self.sasl = Sasl::None;
                 Ok(())
@@ -134,36 +141,35 @@ impl Conn {
                 let (text, ok) = sasl::check_external(&auth, &self.account.user);
                 log.line(format_args!("AUTH EXTERNAL: {text}"));
                 if ok {
-                    self.session.accept()
+                    session.accept()
                 } else {
-                    self.session.reject(
-                        535,
-                        enhanced(5, 7, 8),
-                        "Authentication credentials invalid",
-                    )
+                    session.reject(535, enhanced(5, 7, 8), "Authentication credentials invalid")
                 }
             }
             _ => Ok(()),
         }
     }
 
-    fn command(&mut self, cmd: Command, log: &Log) -> Result<(), UsageError> {
+    fn command(
+        &mut self,
+        session: &mut ServerSession,
+        cmd: Command,
+        log: &Log,
+    ) -> Result<(), UsageError> {
         match cmd {
             Command::Mail { .. } => {
-                if self.submission && !self.session.is_authenticated() {
-                    return self
-                        .session
-                        .reject(530, enhanced(5, 7, 0), "Authentication required");
+                if self.submission && !session.is_authenticated() {
+                    return session.reject(530, enhanced(5, 7, 0), "Authentication required");
                 }
                 self.message.clear();
                 self.message_size = 0;
-                self.session.accept()
+                session.accept()
             }
             // MTA style: every recipient is welcome.
-            Command::Rcpt { .. } => self.session.accept(),
+            Command::Rcpt { .. } => session.accept(),
             Command::Data => {
                 self.via = "DATA";
-                self.session.accept()
+                session.accept()
             }
             // Answered at ChunkEnd / MessageEnd.
             Command::Bdat { .. } => {
@@ -174,33 +180,33 @@ impl Conn {
                 mechanism,
                 initial_response,
             } => self.auth(
+                session,
                 &mechanism,
                 initial_response.as_ref().map(|r| r.expose()),
                 log,
             ),
-            Command::Vrfy { .. } => self.session.reply(Reply::new(
+            Command::Vrfy { .. } => session.reply(Reply::new(
                 252,
                 enhanced(2, 5, 0),
                 &[b"Cannot VRFY user, but will accept message"],
             )),
-            _ => self
-                .session
-                .reject(502, enhanced(5, 5, 1), "Command not implemented"),
+            _ => session.reject(502, enhanced(5, 5, 1), "Command not implemented"),
         }
     }
 
     fn auth(
         &mut self,
+        session: &mut ServerSession,
         mechanism: &[u8],
         initial: Option<&Bytes>,
         log: &Log,
     ) -> Result<(), UsageError> {
         if mechanism.eq_ignore_ascii_case(b"PLAIN") {
             match initial {
-                Some(ir) => self.check_plain(ir, log),
+                Some(ir) => self.check_plain(session, ir, log),
                 None => {
                     self.sasl = Sasl::Plain;
-                    self.challenge(b"")
+                    self.challenge(session, b"")
                 }
             }
         } else if mechanism.eq_ignore_ascii_case(b"LOGIN") {
@@ -208,70 +214,82 @@ impl Conn {
                 Some(ir) => match sasl::decode(ir) {
                     Some(user) => {
                         self.sasl = Sasl::LoginPassword(user);
-                        self.challenge(b"UGFzc3dvcmQ6")
+                        self.challenge(session, b"UGFzc3dvcmQ6")
                     }
-                    None => self.undecodable(),
+                    None => self.undecodable(session),
                 },
                 None => {
                     self.sasl = Sasl::LoginUser;
-                    self.challenge(b"VXNlcm5hbWU6")
+                    self.challenge(session, b"VXNlcm5hbWU6")
                 }
             }
         } else {
-            self.session
-                .reject(504, enhanced(5, 5, 4), "Unrecognized authentication type")
+            session.reject(504, enhanced(5, 5, 4), "Unrecognized authentication type")
         }
     }
 
     /// `334 <base64>`; `334 ` with an empty challenge.
-    fn challenge(&mut self, b64: &[u8]) -> Result<(), UsageError> {
+    fn challenge(&mut self, session: &mut ServerSession, b64: &[u8]) -> Result<(), UsageError> {
         let mut raw = b"334 ".to_vec();
         raw.extend_from_slice(b64);
         raw.extend_from_slice(b"\r\n");
         let reply =
             Reply::parse(Bytes::from(raw)).unwrap_or_else(|_| Reply::new(334, None, &[b64]));
-        self.session.reply(reply)
+        session.reply(reply)
     }
 
-    fn undecodable(&mut self) -> Result<(), UsageError> {
+    fn undecodable(&mut self, session: &mut ServerSession) -> Result<(), UsageError> {
         self.sasl = Sasl::None;
-        self.session
-            .reject(501, enhanced(5, 5, 2), "Cannot decode the SASL response")
+        session.reject(501, enhanced(5, 5, 2), "Cannot decode the SASL response")
     }
 
-    fn sasl_step(&mut self, response: &Bytes, log: &Log) -> Result<(), UsageError> {
+    fn sasl_step(
+        &mut self,
+        session: &mut ServerSession,
+        response: &Bytes,
+        log: &Log,
+    ) -> Result<(), UsageError> {
         match std::mem::replace(&mut self.sasl, Sasl::None) {
-            Sasl::Plain => self.check_plain(response, log),
+            Sasl::Plain => self.check_plain(session, response, log),
             Sasl::LoginUser => match sasl::decode(response) {
                 Some(user) => {
                     self.sasl = Sasl::LoginPassword(user);
-                    self.challenge(b"UGFzc3dvcmQ6")
+                    self.challenge(session, b"UGFzc3dvcmQ6")
                 }
-                None => self.undecodable(),
+                None => self.undecodable(session),
             },
             Sasl::LoginPassword(user) => match sasl::decode(response) {
                 Some(password) => {
                     let ok = user == self.account.user && password == self.account.password;
-                    self.login_result(&String::from_utf8_lossy(&user), ok, "AUTH LOGIN", log)
+                    self.login_result(
+                        session,
+                        &String::from_utf8_lossy(&user),
+                        ok,
+                        "AUTH LOGIN",
+                        log,
+                    )
                 }
-                None => self.undecodable(),
+                None => self.undecodable(session),
             },
-            Sasl::None => {
-                self.session
-                    .reject(503, enhanced(5, 5, 1), "No SASL exchange in progress")
-            }
+            Sasl::None => session.reject(503, enhanced(5, 5, 1), "No SASL exchange in progress"),
         }
     }
 
-    fn check_plain(&mut self, b64: &[u8], log: &Log) -> Result<(), UsageError> {
+    fn check_plain(
+        &mut self,
+        session: &mut ServerSession,
+        b64: &[u8],
+        log: &Log,
+    ) -> Result<(), UsageError> {
         match sasl::check_plain(b64, &self.account.user, &self.account.password) {
-            Plain::Checked { user, ok } => self.login_result(&user, ok, "AUTH PLAIN", log),
-            Plain::Malformed => self.undecodable(),
+            Plain::Checked { user, ok } => self.login_result(session, &user, ok, "AUTH PLAIN", log),
+            Plain::Malformed => self.undecodable(session),
         }
     }
 
     fn login_result(
         &mut self,
+        session: &mut ServerSession,
         user: &str,
         ok: bool,
         how: &str,
@@ -279,48 +297,30 @@ impl Conn {
     ) -> Result<(), UsageError> {
         if ok {
             log.line(format_args!("{how}: {user} authenticated"));
-            self.session.accept()
+            session.accept()
         } else {
             log.line(format_args!("{how}: authentication failed for {user:?}"));
-            self.session
-                .reject(535, enhanced(5, 7, 8), "Authentication credentials invalid")
+            session.reject(535, enhanced(5, 7, 8), "Authentication credentials invalid")
         }
     }
 }
 
-impl super::Conn for Conn {
-    fn input(&mut self, data: &[u8]) {
-        self.session.handle_input(data)
-    }
+impl super::App for Conn {
+    type Session = ServerSession;
 
-    fn eof(&mut self) {
-        self.session.handle_eof()
-    }
-
-    fn transmit(&mut self) -> Option<Bytes> {
-        self.session.poll_transmit()
-    }
-
-    fn closed(&self) -> bool {
-        self.session.is_closed()
-    }
-
-    fn events(&mut self, log: &Log) -> Result<(), starttls::Error> {
-        while let Some(event) = self.session.poll_event()? {
-            let trust = self.session.trust();
-            match &event {
-                // Message content stays out of the log; its size goes in.
-                ServerEvent::MessageData(piece) => {
-                    log.line(format_args!("({trust}) MessageData({} bytes)", piece.len()))
-                }
-                ServerEvent::Upgrade(u) => log.event(trust, &event, Some(u)),
-                other => log.event(trust, other, None),
+    fn event(&mut self, session: &mut ServerSession, event: ServerEvent, log: &Log) {
+        let trust = session.trust();
+        match &event {
+            // Message content stays out of the log; its size goes in.
+            ServerEvent::MessageData(piece) => {
+                log.line(format_args!("({trust}) MessageData({} bytes)", piece.len()))
             }
-            if let Err(e) = self.act(event, log) {
-                // A bug in this application, never the peer's doing.
-                log.line(format_args!("usage error: {e}"));
-            }
+            ServerEvent::Upgrade(u) => log.event(trust, &event, Some(u)),
+            other => log.event(trust, other, None),
         }
-        Ok(())
+        if let Err(e) = self.act(session, event, log) {
+            // A bug in this application, never the peer's doing.
+            log.line(format_args!("usage error: {e}"));
+        }
     }
 }

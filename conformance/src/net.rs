@@ -1,74 +1,36 @@
-//! One blocking loop for every session type: the sans-IO contract, once.
+//! Loopback helpers for the live checks: listeners, connections, a fake
+//! server on a raw socket, and sessions run on the blocking driver.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use bytes::Bytes;
-use starttls::Error;
-
-/// What the driver needs from a session; all six session types have it.
-pub trait Session {
-    /// `handle_input`.
-    fn input(&mut self, data: &[u8]);
-    /// `handle_eof`.
-    fn eof(&mut self);
-    /// `poll_transmit`.
-    fn transmit(&mut self) -> Option<Bytes>;
-    /// `is_closed`.
-    fn closed(&self) -> bool;
-}
-
-macro_rules! session {
-    ($($ty:ty),*) => {$(
-        impl Session for $ty {
-            fn input(&mut self, data: &[u8]) { self.handle_input(data) }
-            fn eof(&mut self) { self.handle_eof() }
-            fn transmit(&mut self) -> Option<Bytes> { self.poll_transmit() }
-            fn closed(&self) -> bool { self.is_closed() }
-        }
-    )*};
-}
-
-session!(
-    starttls::smtp::ServerSession,
-    starttls::smtp::ClientSession,
-    starttls::imap::ServerSession,
-    starttls::imap::ClientSession,
-    starttls::pop3::ServerSession,
-    starttls::pop3::ClientSession
-);
+use starttls::{Error, Session, Timeouts};
+use starttls_io::blocking::Driver;
 
 /// Time allowed for any single read.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Runs `session` on `sock` until it closes. `app` polls the session's
-/// events and acts on them; it returns the session's error when it fails,
-/// after which the driver still writes out what is queued (a `QUIT`), as the
-/// contract says. Returns that error, if any.
+/// Runs `session` on `sock` on the blocking driver until it closes; `app`
+/// acts on every event. Returns the session's error, if it failed (what it
+/// still queued, a `QUIT`, was written first); a broken connection is an
+/// `Err`.
 pub fn run<S: Session>(
-    sock: &mut TcpStream,
-    session: &mut S,
-    mut app: impl FnMut(&mut S) -> Result<(), Error>,
+    sock: TcpStream,
+    session: S,
+    mut app: impl FnMut(&mut S, S::Event),
 ) -> Result<Option<Error>, String> {
-    sock.set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let failed = app(session).err();
-        while let Some(out) = session.transmit() {
-            if sock.write_all(&out).is_err() {
-                return Ok(failed);
-            }
+    let mut driver = Driver::new(session, sock).with_timeouts(Timeouts::all(TIMEOUT));
+    let failed = loop {
+        match driver.next_event() {
+            Ok(Some(event)) => app(driver.session_mut(), event),
+            Ok(None) => break None,
+            Err(starttls_io::Error::Session(e)) => break Some(e),
+            Err(e) => return Err(e.to_string()),
         }
-        if failed.is_some() || session.closed() {
-            return Ok(failed);
-        }
-        match sock.read(&mut buf) {
-            Ok(0) | Err(_) => session.eof(),
-            Ok(n) => session.input(&buf[..n]),
-        }
-    }
+    };
+    let _ = driver.close();
+    Ok(failed)
 }
 
 /// A loopback listener on a free port.
