@@ -1,11 +1,11 @@
 //! `starttls probe URL`: tells an administrator whether their own server has
 //! the STARTTLS bugs the library prevents (docs/probe.md).
 //!
-//! A client written on raw sockets ([`wire`]), because it must do what the
+//! A client written on raw sockets (`wire`), because it must do what the
 //! library's client sessions refuse to do: pipeline bytes after STARTTLS,
 //! send half a line, ask for a second upgrade. Replies are read with the
-//! library's parsers ([`dialect`]); the certificate is judged with
-//! `policy::identity` ([`cert`]).
+//! library's parsers (`dialect`); the certificate is judged with
+//! `policy::identity` (`cert`).
 //!
 //! Polite by default: one connection at a time, a banner wait of 30 s
 //! (postscreen), one command at a time except in the injection checks,
