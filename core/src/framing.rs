@@ -407,24 +407,49 @@ mod tests {
         assert_eq!(first, Some(Scan::Line(17)));
     }
 
-    fn crlf(buf: &[u8], limit: usize) -> Scan {
+    #[test]
+    fn fail_fast_reports_the_first_fault_at_the_bare_lf() {
+        let fast = |buf: &[u8]| {
+            let mut s = 0;
+            scan_line_fail_fast(buf, &mut s, 512)
+        };
+        let bare_lf = Scan::Invalid {
+            len: 6,
+            error: FramingError::BareLf,
+        };
+        assert_eq!(fast(b"220 a\n"), bare_lf);
+        assert_eq!(fast(b"220 a\nb\r\n"), bare_lf);
+        assert_eq!(
+            fast(b"2\r0 a\n"),
+            Scan::Invalid {
+                len: 6,
+                error: FramingError::BareCr
+            }
+        );
+        assert_eq!(fast(b"220 a\r\n"), Scan::Line(7));
+        assert_eq!(fast(b"220 a\r"), Scan::Incomplete);
+        // Byte by byte: the same verdict, at the LF.
         let mut s = 0;
-        scan_line(buf, &mut s, limit)
+        let input = b"220 a\nb\r\n";
+        let first = (1..=input.len())
+            .map(|end| scan_line_fail_fast(&input[..end], &mut s, 512))
+            .find(|v| *v != Scan::Incomplete);
+        assert_eq!(first, Some(bare_lf));
     }
 
     #[test]
     fn crlf_scan_runs_past_bare_lf_to_the_crlf() {
-        assert_eq!(crlf(b"NOOP\r\nX", 512), Scan::Line(6));
+        assert_eq!(scan(b"NOOP\r\nX", 512), Scan::Line(6));
         assert_eq!(
-            crlf(b"NOOP\nSTARTTLS\r\nNOOP\r\n", 512),
+            scan(b"NOOP\nSTARTTLS\r\nNOOP\r\n", 512),
             Scan::Invalid {
                 len: 15,
                 error: FramingError::BareLf
             }
         );
-        assert_eq!(crlf(b"a\n.\n", 512), Scan::Incomplete);
+        assert_eq!(scan(b"a\n.\n", 512), Scan::Incomplete);
         assert_eq!(
-            crlf(b"a\n.\r\n", 512),
+            scan(b"a\n.\r\n", 512),
             Scan::Invalid {
                 len: 5,
                 error: FramingError::BareLf
@@ -432,23 +457,23 @@ mod tests {
         );
         // The first fault names the line.
         assert_eq!(
-            crlf(b"a\rb\nc\0\r\n", 512),
+            scan(b"a\rb\nc\0\r\n", 512),
             Scan::Invalid {
                 len: 8,
                 error: FramingError::BareCr
             }
         );
         assert_eq!(
-            crlf(b"\0\n\r\n", 512),
+            scan(b"\0\n\r\n", 512),
             Scan::Invalid {
                 len: 4,
                 error: FramingError::Nul
             }
         );
         // Bare LFs count towards the limit.
-        assert_eq!(crlf(b"\n\n\n\n\n", 5), Scan::TooLong);
-        assert_eq!(crlf(b"abc\r\n", 5), Scan::Line(5));
-        assert_eq!(crlf(b"abcd\r\n", 5), Scan::TooLong);
+        assert_eq!(scan(b"\n\n\n\n\n", 5), Scan::TooLong);
+        assert_eq!(scan(b"abc\r\n", 5), Scan::Line(5));
+        assert_eq!(scan(b"abcd\r\n", 5), Scan::TooLong);
     }
 
     #[test]
