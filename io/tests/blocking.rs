@@ -292,3 +292,143 @@ fn into_parts_needs_tls() {
     }
     let _ = imap::ServerEvent::Upgrade(UpgradeEvent::UpgradeStarted);
 }
+
+/// A TLS stream made by the caller's own TLS (here rustls's `StreamOwned`,
+/// driven by hand), for `start_tls`.
+struct CallerTls(starttls::rustls::StreamOwned<starttls::rustls::ServerConnection, TcpStream>);
+
+impl Read for CallerTls {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+impl Write for CallerTls {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+impl starttls_io::blocking::Socket for CallerTls {
+    fn set_read_timeout(&mut self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.0.sock.set_read_timeout(t)
+    }
+    fn set_write_timeout(&mut self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.0.sock.set_write_timeout(t)
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.0.conn.send_close_notify();
+        self.0.flush()?;
+        starttls_io::blocking::Socket::shutdown_write(&mut self.0.sock)
+    }
+}
+
+/// The caller's handshake on the plain stream: `Ok` with the TLS stream, or
+/// the error and the stream given back.
+fn caller_handshake(
+    mut sock: TcpStream,
+) -> Result<(CallerTls, starttls::TlsInfo), (std::io::Error, TcpStream)> {
+    let starttls::ServerTls::Rustls(config) = server_tls() else {
+        unreachable!()
+    };
+    let mut conn = match starttls::rustls::ServerConnection::new(config) {
+        Ok(c) => c,
+        Err(e) => return Err((std::io::Error::other(e), sock)),
+    };
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut sock) {
+            return Err((e, sock));
+        }
+    }
+    let tls = starttls::rustls::StreamOwned::new(conn, sock);
+    Ok((CallerTls(tls), starttls::TlsInfo::unknown()))
+}
+
+/// Bring-your-own TLS on the blocking driver: the driver stops at
+/// `ExternalTlsRequired`, refuses to read past it, hands the stream to the
+/// caller's handshake, and the session goes on over the caller's TLS.
+#[test]
+fn external_tls_with_the_callers_rustls_stream() {
+    let (l, addr) = listener();
+    let server = thread::spawn(move || {
+        let (sock, _) = l.accept().expect("accept");
+        let mut d = Driver::new(imap_server(starttls::ServerTls::External), sock);
+        let mut events = Vec::new();
+        loop {
+            let e = d.next_event().expect("event before TLS").expect("open");
+            let external = matches!(
+                e,
+                imap::ServerEvent::Upgrade(UpgradeEvent::ExternalTlsRequired)
+            );
+            events.push(format!("{e:?}"));
+            if external {
+                break;
+            }
+        }
+        // Reading now would take the ClientHello from the TLS library.
+        assert!(matches!(d.next_event(), Err(Error::ExternalTlsPending)));
+        let mut d = match d.start_tls(caller_handshake) {
+            Ok(d) => d,
+            Err(e) => panic!("{e:?}"),
+        };
+        while let Some(e) = d.next_event().expect("event over TLS") {
+            events.push(format!("{e:?}"));
+        }
+        events
+    });
+    let mut d = Driver::new(imap_client(), TcpStream::connect(addr).expect("connect"));
+    let mut ready = None;
+    while let Some(e) = d.next_event().expect("client event") {
+        if let imap::ClientEvent::Ready { trust, .. } = e {
+            ready = Some(trust);
+            d.session_mut()
+                .send(imap::CommandBody::Logout)
+                .expect("logout");
+        }
+    }
+    assert_eq!(ready, Some(starttls::Trust::Tls));
+    let events = server.join().expect("server thread");
+    assert!(
+        events.iter().any(|e| e.contains("TlsEstablished")),
+        "{events:#?}"
+    );
+}
+
+/// A failed caller handshake gives the stream back inside the driver, and
+/// the session still waits at the upgrade point.
+#[test]
+fn external_tls_failure_gives_the_stream_back() {
+    let (l, addr) = listener();
+    let server = thread::spawn(move || {
+        let (sock, _) = l.accept().expect("accept");
+        let mut d = Driver::new(imap_server(starttls::ServerTls::External), sock);
+        loop {
+            let e = d.next_event().expect("event before TLS").expect("open");
+            if matches!(
+                e,
+                imap::ServerEvent::Upgrade(UpgradeEvent::ExternalTlsRequired)
+            ) {
+                break;
+            }
+        }
+        match d.start_tls(caller_handshake) {
+            Ok(_) => panic!("a handshake with garbage cannot succeed"),
+            Err(starttls_io::StartTlsError::Handshake { driver, .. }) => {
+                assert_eq!(driver.session().waiting_for(), Waiting::ExternalTls);
+                // The stream came back: it is still the TCP stream.
+                let _: &TcpStream = driver.get_ref();
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    });
+    // A raw client: STARTTLS, then bytes that are no ClientHello.
+    let mut c = TcpStream::connect(addr).expect("connect");
+    let mut buf = [0u8; 4096];
+    let _ = c.read(&mut buf).expect("greeting");
+    c.write_all(b"a STARTTLS\r\n").expect("starttls");
+    let n = c.read(&mut buf).expect("OK");
+    assert!(buf[..n].starts_with(b"a OK"), "{:?}", &buf[..n]);
+    c.write_all(b"this is no TLS record\r\n").expect("garbage");
+    server.join().expect("server thread");
+}
