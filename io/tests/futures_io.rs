@@ -274,3 +274,50 @@ fn smtp_run_and_into_parts() {
         server.await;
     });
 }
+
+/// Bring-your-own TLS on futures-io: the driver stops at the upgrade point
+/// and hands the stream to the caller's handshake; when that fails, the
+/// stream comes back inside the driver and the session still waits there.
+#[test]
+fn start_tls_failure_gives_the_stream_back() {
+    smol::block_on(async {
+        let (l, addr) = listener().await;
+        let server = smol::spawn(async move {
+            let (sock, _) = l.accept().await.expect("accept");
+            let mut d = Driver::new(pop3_server(starttls::ServerTls::External), sock);
+            loop {
+                let e = d.next_event().await.expect("event").expect("open");
+                if matches!(
+                    e,
+                    pop3::ServerEvent::Upgrade(starttls::UpgradeEvent::ExternalTlsRequired)
+                ) {
+                    break;
+                }
+            }
+            assert!(matches!(
+                d.next_event().await,
+                Err(Error::ExternalTlsPending)
+            ));
+            let peer = d.get_ref().peer_addr().expect("peer");
+            match d
+                .start_tls(|io: TcpStream| async move { Err::<(TcpStream, _), _>(("refused", io)) })
+                .await
+            {
+                Ok(_) => panic!("the handshake refused"),
+                Err(starttls_io::StartTlsError::Handshake { driver, error }) => {
+                    assert_eq!(error, "refused");
+                    assert_eq!(driver.session().waiting_for(), Waiting::ExternalTls);
+                    assert_eq!(driver.get_ref().peer_addr().expect("peer"), peer);
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        });
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = [0u8; 1024];
+        let _ = c.read(&mut buf).await.expect("greeting");
+        c.write_all(b"STLS\r\n").await.expect("stls");
+        let n = c.read(&mut buf).await.expect("+OK");
+        assert!(buf[..n].starts_with(b"+OK"), "{:?}", &buf[..n]);
+        server.await;
+    });
+}
