@@ -93,24 +93,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::ConfigError;
+pub use crate::error::RequireTlsRefusal;
 
 use super::command::{Parameter, Parameters, ReversePath};
 use super::reply::{EnhancedCode, Reply};
-
-/// Why a client refused to send the `MAIL` of a message that requires TLS
-/// (RFC 8689 §4.2.1). Nothing was sent; the session is still usable for
-/// messages that do not require TLS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RequireTlsRefusal {
-    /// RFC 8689 §4.2.1 step 4 (and §2: "The session itself MUST employ TLS
-    /// transmission"): this session is not protected by TLS — an
-    /// opportunistic session that went on in cleartext.
-    NoTls,
-    /// RFC 8689 §4.2.1 step 5: the server's `EHLO`/`LHLO` reply after the
-    /// upgrade does not advertise `REQUIRETLS`.
-    NotAdvertised,
-}
 
 impl RequireTlsRefusal {
     /// The enhanced status code RFC 8689 §4.2.1 recommends for the
@@ -123,19 +109,6 @@ impl RequireTlsRefusal {
             RequireTlsRefusal::NoTls => EnhancedCode::new(5, 7, 10),
             RequireTlsRefusal::NotAdvertised => EnhancedCode::new(5, 7, 30),
         }
-    }
-}
-
-impl fmt::Display for RequireTlsRefusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RequireTlsRefusal::NoTls => {
-                "the message requires TLS (REQUIRETLS) and this session is not protected by TLS"
-            }
-            RequireTlsRefusal::NotAdvertised => {
-                "the message requires TLS (REQUIRETLS) and the server does not advertise REQUIRETLS"
-            }
-        })
     }
 }
 
