@@ -103,6 +103,13 @@ pub(crate) fn server_identity(trust: Trust, tls: Option<&TlsInfo>) -> Option<&Cl
     tls?.client_identity.as_deref()
 }
 
+/// Server role: whether `EXTERNAL` is offered on this session: configured,
+/// over TLS, and backed by a verified client certificate. The one rule the
+/// three servers apply before running the exchange.
+pub(crate) fn external_offered(mechanisms: &[String], trust: Trust, tls: Option<&TlsInfo>) -> bool {
+    configured(mechanisms) && server_identity(trust, tls).is_some()
+}
+
 /// The mechanisms to advertise: the configured ones, without `EXTERNAL`
 /// unless a verified client certificate backs it.
 pub(crate) fn advertised<'a>(

@@ -618,8 +618,8 @@ impl ServerMachine {
     /// the configuration says: it is offered only with a verified client
     /// certificate.
     fn external(&mut self, tag: Bytes, response: Option<Bytes>, io: &mut Io<'_, ServerEvent>) {
-        let offered = sasl::configured(&self.config.auth_mechanisms)
-            && sasl::server_identity(io.trust(), io.tls_info()).is_some();
+        let offered =
+            sasl::external_offered(&self.config.auth_mechanisms, io.trust(), io.tls_info());
         if !offered {
             let r = Self::tagged(
                 &tag,

@@ -480,8 +480,8 @@ impl ServerMachine {
     /// configuration says: it is offered only with a verified client
     /// certificate.
     fn external(&mut self, response: Option<Bytes>, io: &mut Io<'_, ServerEvent>) {
-        let offered = sasl::configured(&self.config.sasl_mechanisms)
-            && sasl::server_identity(io.trust(), io.tls_info()).is_some();
+        let offered =
+            sasl::external_offered(&self.config.sasl_mechanisms, io.trust(), io.tls_info());
         if !offered {
             return self.refuse(io, None, "EXTERNAL needs a verified TLS client certificate");
         }
