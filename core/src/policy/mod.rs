@@ -11,6 +11,8 @@
 //! - [`tlsrpt`]: TLS-RPT (RFC 8460) failure reports.
 //! - [`dane`]: DANE for SMTP (RFC 7672, RFC 6698, RFC 7671): TLSA records and
 //!   a rustls verifier.
+//! - [`destination`]: one plan per MX host — DANE, then MTA-STS, then the
+//!   local policy (RFC 8461 §2).
 //!
 //! `docs/policy.md` explains each knob with the RFC text it implements.
 //!
@@ -37,6 +39,7 @@
 //! ```
 
 pub mod dane;
+pub mod destination;
 pub mod identity;
 pub mod memory;
 pub mod mta_sts;

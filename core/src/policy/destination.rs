@@ -1,0 +1,495 @@
+//! A destination's TLS policy per MX host: DANE, then MTA-STS, then the
+//! local configuration (RFC 7672, RFC 8461 §2, §4, §5).
+//!
+//! The other modules each answer one question ("what do the TLSA records
+//! say?", "what does the MTA-STS policy say?"); an MTA needs one answer per
+//! MX host before it connects: must it use TLS, how is the certificate
+//! authenticated, or must it not connect at all? [`plan_host`] gives it,
+//! sans-IO: the caller (or `starttls-io`'s `dns`/`mta-sts` glue) brings the
+//! DNSSEC-validated lookups and the policy in force.
+//!
+//! The order of precedence:
+//!
+//! 1. **DANE** (RFC 7672 §2.2) when the host came from a secure MX RRset (or
+//!    is the domain itself) and its TLSA lookup validated: usable records
+//!    mean TLS with DANE authentication; records that are all unusable
+//!    mean TLS without authentication; a failed TLSA lookup means *do not
+//!    connect* to this host. An MTA-STS policy can neither override a
+//!    failing DANE validation nor relax it (RFC 8461 §2): where DANE
+//!    applies, MTA-STS is not consulted.
+//! 2. **MTA-STS** (RFC 8461 §4, §5) when DANE does not apply and a policy in
+//!    mode `enforce` or `testing` is in force: with `enforce`, an MX host
+//!    that matches no `mx` pattern is not a candidate, and the others need TLS
+//!    with a WebPKI certificate for the MX host name; with `testing`, TLS is
+//!    attempted and checked the same way but a failure is only reported.
+//! 3. **The local configuration** ([`TlsPolicy`]) otherwise.
+//!
+//! ```
+//! use starttls::policy::dane::{DaneDecision, HostSource, TlsaLookup};
+//! use starttls::policy::destination::{plan_host, Authentication, HostPlan};
+//! use starttls::policy::mta_sts::Policy;
+//! use starttls::TlsPolicy;
+//!
+//! let sts = Policy::parse(b"version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 86400\n").unwrap();
+//! // No DNSSEC for this domain: DANE does not apply, MTA-STS does.
+//! let dane = DaneDecision::from_lookup(HostSource::InsecureMx, TlsaLookup::Insecure);
+//! let plan = plan_host("mx1.example.com", dane.clone(), Some(&sts), TlsPolicy::Opportunistic);
+//! assert!(plan.requires_tls());
+//! assert!(matches!(plan, HostPlan::Connect { authentication: Authentication::WebPki { .. }, .. }));
+//! // A host the enforce policy does not list is not a candidate (RFC 8461 §4.1).
+//! let other = plan_host("mx9.example.com", dane, Some(&sts), TlsPolicy::Opportunistic);
+//! assert!(matches!(other, HostPlan::DoNotConnect { .. }));
+//! ```
+
+use std::fmt;
+
+use super::dane::{DaneDecision, UnusableRecord, UsableTlsa};
+use super::mta_sts::{Mode, Policy};
+use super::TlsPolicy;
+
+/// Which rule set decided a host's plan (for logs and reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Source {
+    /// DANE (RFC 7672).
+    Dane,
+    /// MTA-STS in mode `enforce` (RFC 8461).
+    MtaStsEnforce,
+    /// MTA-STS in mode `testing` (RFC 8461 §5: failures reported, delivery
+    /// not blocked).
+    MtaStsTesting,
+    /// The local configuration.
+    Local,
+}
+
+impl Source {
+    /// A short lower-case name (`dane`, `mta-sts enforce`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Dane => "dane",
+            Source::MtaStsEnforce => "mta-sts enforce",
+            Source::MtaStsTesting => "mta-sts testing",
+            Source::Local => "local",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the server certificate is authenticated on a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Authentication {
+    /// With the TLSA records (a
+    /// [`DaneVerifier`](super::dane::DaneVerifier)); the WebPKI plays no
+    /// part, and a PKIX failure does not matter (RFC 7672 §3).
+    Dane(UsableTlsa),
+    /// With the WebPKI, for the MX host name (RFC 8461 §4.2).
+    WebPki {
+        /// `true` under MTA-STS `testing`: a failure is reported, and
+        /// delivery goes on as the local configuration allows.
+        report_only: bool,
+    },
+    /// Not authenticated: TLS only protects against passive attackers
+    /// (opportunistic TLS, RFC 7435; or DANE records that are all unusable,
+    /// RFC 7672 §2.2).
+    None,
+}
+
+/// Why a host must not be connected to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The TLSA lookup failed or did not validate (bogus, SERVFAIL,
+    /// timeout): the answer could be an attacker's, so the host is skipped
+    /// (RFC 7672 §2.1, §2.2); try the next MX host or defer.
+    TlsaLookupFailed,
+    /// An MTA-STS policy in mode `enforce` lists no `mx` pattern matching
+    /// this host (RFC 8461 §4.1).
+    NotInMtaStsPolicy {
+        /// The host, lower-case, without a trailing dot.
+        mx_host: String,
+    },
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::TlsaLookupFailed => f.write_str(
+                "the TLSA lookup failed or did not validate: the host is skipped (RFC 7672 §2.2)",
+            ),
+            SkipReason::NotInMtaStsPolicy { mx_host } => write!(
+                f,
+                "{} matches no mx pattern of the domain's MTA-STS policy in mode enforce (RFC 8461 §4.1)",
+                crate::Escaped::new(mx_host)
+            ),
+        }
+    }
+}
+
+/// What to do with one MX host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostPlan {
+    /// Connect.
+    Connect {
+        /// The session's TLS policy: [`TlsPolicy::StartTlsRequired`] when
+        /// TLS is mandatory, otherwise the local one.
+        tls: TlsPolicy,
+        /// How to authenticate the server once TLS is up.
+        authentication: Authentication,
+        /// The rule set that decided.
+        source: Source,
+        /// DANE records that were published but are unusable (only for
+        /// [`Authentication::None`] from DANE), for reports.
+        unusable: Vec<UnusableRecord>,
+    },
+    /// Do not connect to this host; try the next or defer the message.
+    DoNotConnect {
+        /// Why.
+        reason: SkipReason,
+        /// The rule set that decided.
+        source: Source,
+    },
+}
+
+impl HostPlan {
+    /// `true` when a connection must use TLS (or not happen at all).
+    pub fn requires_tls(&self) -> bool {
+        match self {
+            HostPlan::Connect { tls, .. } => tls.requires_tls(),
+            HostPlan::DoNotConnect { .. } => true,
+        }
+    }
+
+    /// The rule set that decided.
+    pub fn source(&self) -> Source {
+        match self {
+            HostPlan::Connect { source, .. } | HostPlan::DoNotConnect { source, .. } => *source,
+        }
+    }
+}
+
+/// Decides one MX host's plan from its DANE decision (from
+/// [`DaneDecision::from_lookup`], which already applies the MX RRset's
+/// DNSSEC status, RFC 7672 §2.2.1), the MTA-STS policy in force for the
+/// destination domain (from
+/// [`PolicyCache::policy`](super::mta_sts::PolicyCache::policy), `None` if
+/// none) and the local TLS policy. See the module documentation for the
+/// order.
+///
+/// The local policy can only raise what DANE or MTA-STS ask: a local
+/// [`TlsPolicy::StartTlsRequired`] stays required under MTA-STS `testing`.
+/// A local [`TlsPolicy::Cleartext`] or [`TlsPolicy::Implicit`] is kept where
+/// DANE and MTA-STS say nothing, and replaced by `StartTlsRequired` where
+/// they require TLS (SMTP relay uses STARTTLS on port 25, RFC 7672 §2).
+pub fn plan_host(
+    mx_host: &str,
+    dane: DaneDecision,
+    sts: Option<&Policy>,
+    local: TlsPolicy,
+) -> HostPlan {
+    let required = TlsPolicy::StartTlsRequired;
+    let raised = |local: TlsPolicy| {
+        if local.requires_tls() {
+            local
+        } else {
+            required
+        }
+    };
+    match dane {
+        DaneDecision::Authenticate(tlsa) => {
+            return HostPlan::Connect {
+                tls: raised(local),
+                authentication: Authentication::Dane(tlsa),
+                source: Source::Dane,
+                unusable: Vec::new(),
+            }
+        }
+        DaneDecision::TlsWithoutAuthentication { unusable } => {
+            return HostPlan::Connect {
+                tls: raised(local),
+                authentication: Authentication::None,
+                source: Source::Dane,
+                unusable,
+            }
+        }
+        DaneDecision::DoNotConnect => {
+            return HostPlan::DoNotConnect {
+                reason: SkipReason::TlsaLookupFailed,
+                source: Source::Dane,
+            }
+        }
+        DaneDecision::NotApplicable => {}
+    }
+    let host = mx_host.trim_end_matches('.').to_ascii_lowercase();
+    match sts.map(|p| (p.mode(), p.matches_mx(&host))) {
+        Some((Mode::Enforce, true)) => HostPlan::Connect {
+            tls: raised(local),
+            authentication: Authentication::WebPki { report_only: false },
+            source: Source::MtaStsEnforce,
+            unusable: Vec::new(),
+        },
+        Some((Mode::Enforce, false)) => HostPlan::DoNotConnect {
+            reason: SkipReason::NotInMtaStsPolicy { mx_host: host },
+            source: Source::MtaStsEnforce,
+        },
+        Some((Mode::Testing, _)) => HostPlan::Connect {
+            tls: if local == TlsPolicy::Cleartext {
+                TlsPolicy::Opportunistic
+            } else {
+                local
+            },
+            authentication: Authentication::WebPki { report_only: true },
+            source: Source::MtaStsTesting,
+            unusable: Vec::new(),
+        },
+        _ => HostPlan::Connect {
+            tls: local,
+            authentication: if local.requires_tls() {
+                Authentication::WebPki { report_only: false }
+            } else {
+                Authentication::None
+            },
+            source: Source::Local,
+            unusable: Vec::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::dane::{HostSource, TlsaLookup, TlsaRecord};
+
+    fn record(usage: u8) -> TlsaRecord {
+        TlsaRecord::new(usage, 1, 1, vec![0xab; 32])
+    }
+
+    fn policy(mode: &str) -> Policy {
+        Policy::parse(
+            format!("version: STSv1\nmode: {mode}\nmx: mx1.example.com\nmx: *.mx.example.net\nmax_age: 86400\n")
+                .as_bytes(),
+        )
+        .expect("valid policy")
+    }
+
+    fn dane(source: HostSource, lookup: TlsaLookup) -> DaneDecision {
+        DaneDecision::from_lookup(source, lookup)
+    }
+
+    #[test]
+    fn dane_wins_over_every_mta_sts_mode_and_the_local_policy() {
+        for sts in [
+            None,
+            Some(policy("enforce")),
+            Some(policy("testing")),
+            Some(policy("none")),
+        ] {
+            for local in [
+                TlsPolicy::Opportunistic,
+                TlsPolicy::Cleartext,
+                TlsPolicy::StartTlsRequired,
+            ] {
+                // Even a host the STS policy does not list: DANE decides.
+                for host in ["mx1.example.com", "elsewhere.example.org"] {
+                    let plan = plan_host(
+                        host,
+                        dane(HostSource::SecureMx, TlsaLookup::Secure(vec![record(3)])),
+                        sts.as_ref(),
+                        local,
+                    );
+                    let HostPlan::Connect {
+                        tls,
+                        authentication,
+                        source,
+                        ..
+                    } = plan
+                    else {
+                        panic!("DANE with usable records connects: {plan:?}");
+                    };
+                    assert_eq!(tls, TlsPolicy::StartTlsRequired, "{local:?}");
+                    assert!(matches!(authentication, Authentication::Dane(_)));
+                    assert_eq!(source, Source::Dane);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_tlsa_lookup_is_never_rescued_by_mta_sts() {
+        for sts in [None, Some(policy("enforce")), Some(policy("testing"))] {
+            let plan = plan_host(
+                "mx1.example.com",
+                dane(HostSource::SecureMx, TlsaLookup::Failed),
+                sts.as_ref(),
+                TlsPolicy::Opportunistic,
+            );
+            assert_eq!(
+                plan,
+                HostPlan::DoNotConnect {
+                    reason: SkipReason::TlsaLookupFailed,
+                    source: Source::Dane
+                }
+            );
+            assert!(plan.requires_tls());
+        }
+    }
+
+    #[test]
+    fn unusable_records_mean_tls_without_authentication() {
+        let plan = plan_host(
+            "mx1.example.com",
+            dane(
+                HostSource::SecureMx,
+                TlsaLookup::Secure(vec![TlsaRecord::new(4, 1, 1, vec![1; 32])]),
+            ),
+            Some(&policy("enforce")),
+            TlsPolicy::Opportunistic,
+        );
+        let HostPlan::Connect {
+            tls,
+            authentication,
+            source,
+            unusable,
+        } = plan
+        else {
+            panic!("connects");
+        };
+        assert_eq!(
+            (tls, authentication, source),
+            (
+                TlsPolicy::StartTlsRequired,
+                Authentication::None,
+                Source::Dane
+            )
+        );
+        assert_eq!(unusable.len(), 1);
+    }
+
+    #[test]
+    fn insecure_mx_hands_over_to_mta_sts() {
+        // Usable TLSA records, but the MX RRset was insecure: DANE does not
+        // apply (RFC 7672 §2.2.1), so MTA-STS decides.
+        let d = || dane(HostSource::InsecureMx, TlsaLookup::Secure(vec![record(3)]));
+        let enforce = policy("enforce");
+        let plan = plan_host(
+            "MX1.example.com.",
+            d(),
+            Some(&enforce),
+            TlsPolicy::Opportunistic,
+        );
+        assert_eq!(plan.source(), Source::MtaStsEnforce);
+        assert!(plan.requires_tls());
+        assert!(matches!(
+            plan,
+            HostPlan::Connect {
+                authentication: Authentication::WebPki { report_only: false },
+                ..
+            }
+        ));
+        let plan = plan_host(
+            "a.mx.example.net",
+            d(),
+            Some(&enforce),
+            TlsPolicy::Opportunistic,
+        );
+        assert_eq!(plan.source(), Source::MtaStsEnforce);
+        let plan = plan_host(
+            "b.a.mx.example.net",
+            d(),
+            Some(&enforce),
+            TlsPolicy::Opportunistic,
+        );
+        assert_eq!(
+            plan,
+            HostPlan::DoNotConnect {
+                reason: SkipReason::NotInMtaStsPolicy {
+                    mx_host: "b.a.mx.example.net".into()
+                },
+                source: Source::MtaStsEnforce
+            }
+        );
+    }
+
+    #[test]
+    fn testing_reports_but_never_requires() {
+        let testing = policy("testing");
+        for host in ["mx1.example.com", "unlisted.example.org"] {
+            let plan = plan_host(
+                host,
+                dane(HostSource::SecureMx, TlsaLookup::Secure(vec![])),
+                Some(&testing),
+                TlsPolicy::Opportunistic,
+            );
+            assert_eq!(
+                plan,
+                HostPlan::Connect {
+                    tls: TlsPolicy::Opportunistic,
+                    authentication: Authentication::WebPki { report_only: true },
+                    source: Source::MtaStsTesting,
+                    unusable: vec![],
+                }
+            );
+            assert!(!plan.requires_tls());
+        }
+        // A local requirement stays.
+        let plan = plan_host(
+            "mx1.example.com",
+            DaneDecision::NotApplicable,
+            Some(&testing),
+            TlsPolicy::StartTlsRequired,
+        );
+        assert!(plan.requires_tls());
+    }
+
+    #[test]
+    fn no_dane_no_sts_is_the_local_policy() {
+        for sts in [None, Some(policy("none"))] {
+            let plan = plan_host(
+                "mx1.example.com",
+                DaneDecision::NotApplicable,
+                sts.as_ref(),
+                TlsPolicy::Opportunistic,
+            );
+            assert_eq!(
+                plan,
+                HostPlan::Connect {
+                    tls: TlsPolicy::Opportunistic,
+                    authentication: Authentication::None,
+                    source: Source::Local,
+                    unusable: vec![],
+                }
+            );
+            let plan = plan_host(
+                "mx1.example.com",
+                DaneDecision::NotApplicable,
+                sts.as_ref(),
+                TlsPolicy::StartTlsRequired,
+            );
+            assert!(matches!(
+                plan,
+                HostPlan::Connect {
+                    tls: TlsPolicy::StartTlsRequired,
+                    authentication: Authentication::WebPki { report_only: false },
+                    source: Source::Local,
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn skip_reason_escapes_the_host() {
+        let reason = SkipReason::NotInMtaStsPolicy {
+            mx_host: "a\u{1b}[31m.example".into(),
+        };
+        let text = reason.to_string();
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("RFC 8461 §4.1"));
+    }
+}
