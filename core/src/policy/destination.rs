@@ -42,9 +42,17 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
-use super::dane::{DaneDecision, UnusableRecord, UsableTlsa};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::RootCertStore;
+
+use super::dane::{DaneDecision, DaneVerifier, ReferenceIds, UnusableRecord, UsableTlsa};
+use super::identity::{MailServerVerifier, ReferenceIdentifiers};
 use super::mta_sts::{Mode, Policy};
+use super::verifier::verify_signatures_with_algorithms;
 use super::TlsPolicy;
 
 /// Which rule set decided a host's plan (for logs and reports).
@@ -261,10 +269,157 @@ pub fn plan_host(
     }
 }
 
+/// What [`verifier`] needs besides the plan.
+#[derive(Clone, Debug)]
+pub struct VerifierInputs<'a> {
+    /// The MX host name as the MX record gave it (the name an MTA-STS
+    /// certificate must carry, RFC 8461 §4.2).
+    pub mx_host: &'a str,
+    /// The TLSA base domain (the MX host, or its DNSSEC-secure CNAME
+    /// expansion; RFC 7672 §2.2.3), when it differs from `mx_host`.
+    pub tlsa_base: Option<&'a str>,
+    /// The next-hop (destination) domain.
+    pub next_hop: &'a str,
+    /// Whether the MX RRset validated as secure: only then is the next-hop
+    /// domain a DANE-TA reference identifier (RFC 7672 §3.2.2).
+    pub mx_secure: bool,
+    /// The WebPKI roots for MTA-STS and local verification.
+    pub roots: Arc<RootCertStore>,
+}
+
+/// Why no verifier could be built for a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifierError {
+    /// The plan says not to connect.
+    DoNotConnect(SkipReason),
+    /// A name is not a usable DNS host name.
+    Name {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for VerifierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifierError::DoNotConnect(reason) => write!(f, "no connection: {reason}"),
+            VerifierError::Name { name, reason } => write!(
+                f,
+                "{} cannot be checked against a certificate: {reason}",
+                crate::Escaped::new(name)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for VerifierError {}
+
+/// The rustls verifier for a host's plan: a
+/// [`DaneVerifier`](super::dane::DaneVerifier) for DANE (reference
+/// identifiers per RFC 7672 §3.2.2), a
+/// [`MailServerVerifier`](super::identity::MailServerVerifier) for the MX
+/// host name under MTA-STS or a local requirement (RFC 8461 §4.2), and
+/// [`NoAuthentication`] where TLS is opportunistic or DANE's records are all
+/// unusable. Install it with
+/// `ClientConfig::builder().dangerous().with_custom_certificate_verifier(..)`;
+/// send the TLSA base domain (or the MX host) as SNI.
+///
+/// Under MTA-STS `testing` the WebPKI verifier is returned too: a caller that
+/// only reports must catch the handshake failure, report it, and deliver as
+/// the local policy allows (RFC 8461 §5).
+pub fn verifier(
+    plan: &HostPlan,
+    inputs: &VerifierInputs<'_>,
+    provider: &CryptoProvider,
+) -> Result<Arc<dyn ServerCertVerifier>, VerifierError> {
+    let name_error = |name: &str, reason: String| VerifierError::Name {
+        name: name.to_owned(),
+        reason,
+    };
+    let authentication = match plan {
+        HostPlan::DoNotConnect { reason, .. } => {
+            return Err(VerifierError::DoNotConnect(reason.clone()))
+        }
+        HostPlan::Connect { authentication, .. } => authentication,
+    };
+    Ok(match authentication {
+        Authentication::Dane(tlsa) => {
+            let mut names = Vec::with_capacity(3);
+            if let Some(base) = inputs.tlsa_base {
+                names.push(base);
+            }
+            names.push(inputs.mx_host);
+            if inputs.mx_secure {
+                names.push(inputs.next_hop);
+            }
+            let ids = ReferenceIds::new(names.iter().map(|n| n.trim_end_matches('.')))
+                .map_err(|e| name_error(inputs.mx_host, e.to_string()))?;
+            Arc::new(DaneVerifier::new(tlsa.clone(), ids, provider))
+        }
+        Authentication::WebPki { .. } => {
+            let host = inputs.mx_host.trim_end_matches('.');
+            let references = ReferenceIdentifiers::configured_host(host)
+                .map_err(|e| name_error(host, e.to_string()))?;
+            Arc::new(MailServerVerifier::new(
+                Arc::clone(&inputs.roots),
+                references,
+                provider,
+            ))
+        }
+        Authentication::None => Arc::new(NoAuthentication::new(provider)),
+    })
+}
+
+/// A verifier that accepts any certificate but still checks the handshake
+/// signatures: opportunistic TLS (RFC 7435), which protects against
+/// passive attackers only. It is what SMTP relay without DANE or MTA-STS
+/// does (RFC 3207 §4.1 allows a client to go on with an unverified
+/// certificate), and what DANE asks when the published records are all
+/// unusable (RFC 7672 §2.2). Never use it where a plan asks for
+/// authentication: [`verifier`] chooses.
+#[derive(Debug)]
+pub struct NoAuthentication {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl NoAuthentication {
+    /// With the signature algorithms of `provider`.
+    pub fn new(provider: &CryptoProvider) -> NoAuthentication {
+        NoAuthentication {
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for NoAuthentication {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    verify_signatures_with_algorithms!();
+}
+
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
     use crate::policy::dane::{HostSource, TlsaLookup, TlsaRecord};
+    use crate::policy::test_support::{self, client_config, handshake, Ca, Issued};
 
     fn record(usage: u8) -> TlsaRecord {
         TlsaRecord::new(usage, 1, 1, vec![0xab; 32])
@@ -491,5 +646,98 @@ mod tests {
         let text = reason.to_string();
         assert!(!text.contains('\u{1b}'), "{text}");
         assert!(text.contains("RFC 8461 §4.1"));
+    }
+
+    fn inputs<'a>(mx: &'a str, roots: Arc<RootCertStore>) -> VerifierInputs<'a> {
+        VerifierInputs {
+            mx_host: mx,
+            tlsa_base: None,
+            next_hop: "example.com",
+            mx_secure: true,
+            roots,
+        }
+    }
+
+    fn connect(
+        plan: &HostPlan,
+        server: &Issued,
+        roots: Arc<RootCertStore>,
+    ) -> Result<(), rustls::Error> {
+        let provider = test_support::provider();
+        let v = verifier(plan, &inputs("mx1.example.com", roots), &provider)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let versions = [&rustls::version::TLS13];
+        handshake(
+            client_config(v),
+            server.server_config(&versions),
+            "mx1.example.com",
+        )
+        .map(|_| ())
+    }
+
+    #[test]
+    fn each_plan_gets_the_verifier_it_names_over_a_real_handshake() {
+        let ca = Ca::new("Test CA");
+        let good = test_support::leaf(&ca, &["mx1.example.com"], "mx1");
+        let wrong_name = test_support::leaf(&ca, &["other.example.org"], "other");
+        let self_signed = Issued::self_signed(&["mx1.example.com"]);
+        let roots = ca.roots();
+        let enforce = policy("enforce");
+        let sts_plan = plan_host(
+            "mx1.example.com",
+            DaneDecision::NotApplicable,
+            Some(&enforce),
+            TlsPolicy::Opportunistic,
+        );
+        assert!(connect(&sts_plan, &good, Arc::clone(&roots)).is_ok());
+        assert!(
+            connect(&sts_plan, &wrong_name, Arc::clone(&roots)).is_err(),
+            "MTA-STS: the MX name must match"
+        );
+        assert!(
+            connect(&sts_plan, &self_signed, Arc::clone(&roots)).is_err(),
+            "MTA-STS: WebPKI"
+        );
+
+        // DANE-EE(3) SPKI SHA-256 of the self-signed certificate: no WebPKI
+        // needed, and a PKIX failure does not matter.
+        let digest = test_support::sha256(&test_support::spki(self_signed.der()));
+        let dane_plan = plan_host(
+            "mx1.example.com",
+            DaneDecision::from_lookup(
+                HostSource::SecureMx,
+                TlsaLookup::Secure(vec![TlsaRecord::new(3, 1, 1, digest)]),
+            ),
+            Some(&enforce),
+            TlsPolicy::Opportunistic,
+        );
+        assert!(connect(&dane_plan, &self_signed, Arc::clone(&roots)).is_ok());
+        assert!(
+            connect(&dane_plan, &good, Arc::clone(&roots)).is_err(),
+            "DANE: a WebPKI-valid but unlisted key fails"
+        );
+
+        // Opportunistic: anything goes (signatures still checked by rustls).
+        let local = plan_host(
+            "mx1.example.com",
+            DaneDecision::NotApplicable,
+            None,
+            TlsPolicy::Opportunistic,
+        );
+        assert!(connect(&local, &self_signed, Arc::clone(&roots)).is_ok());
+        assert!(connect(&local, &wrong_name, Arc::clone(&roots)).is_ok());
+
+        // Skipped hosts get no verifier at all.
+        let skip = plan_host(
+            "mx1.example.com",
+            DaneDecision::DoNotConnect,
+            None,
+            TlsPolicy::Opportunistic,
+        );
+        let provider = test_support::provider();
+        assert!(matches!(
+            verifier(&skip, &inputs("mx1.example.com", roots), &provider),
+            Err(VerifierError::DoNotConnect(SkipReason::TlsaLookupFailed))
+        ));
     }
 }
