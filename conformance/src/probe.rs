@@ -17,6 +17,7 @@
 
 mod cert;
 mod dialect;
+mod domain;
 mod report;
 mod wire;
 
@@ -38,10 +39,32 @@ use report::{Report, Verdict};
 use wire::{Stop, Wire};
 
 /// Arguments of `starttls probe`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ProbeArgs {
     /// `smtp://`, `submission://`, `smtps://`, `imap://`, `imaps://`, `pop3://` or `pop3s://` URL (host and optional port).
-    pub url: String,
+    #[arg(required_unless_present = "domain", conflicts_with = "domain")]
+    pub url: Option<String>,
+    /// Probe a mail domain end to end instead of one URL: MX with DNSSEC, every MX address, DANE, MTA-STS, TLS-RPT (NDJSON events with --json).
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// With --domain: DNS server(s) to ask, IP or IP:PORT (default: /etc/resolv.conf's); DNSSEC is validated in-process.
+    #[arg(long, value_name = "ADDR", requires = "domain")]
+    pub dns: Vec<String>,
+    /// With --domain: DNSKEY records (presentation format) to trust instead of the IANA root keys.
+    #[arg(long, value_name = "FILE", requires = "domain")]
+    pub trust_anchor: Option<PathBuf>,
+    /// With --domain: trust the AD bit of a local validating resolver instead of validating in-process.
+    #[arg(long, requires = "domain")]
+    pub trust_ad: bool,
+    /// With --domain: the port to connect to on every MX host (default 25).
+    #[arg(long, default_value_t = 25, value_name = "PORT", requires = "domain")]
+    pub smtp_port: u16,
+    /// With --domain: the port of the MTA-STS policy host (default 443).
+    #[arg(long, value_name = "PORT", requires = "domain")]
+    pub mta_sts_port: Option<u16>,
+    /// With --domain: also probe the submission, IMAP and POP3 servers found by SRV records (RFC 6186, RFC 8314 §5.1).
+    #[arg(long, requires = "domain")]
+    pub mail: bool,
     /// Name the certificate must match (default: the URL's host).
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
@@ -87,11 +110,13 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         "fail" => Verdict::Fail,
         other => return usage(&format!("--fail-on {other:?}: use warn or fail")),
     };
-    let ctx = match Ctx::new(&args) {
-        Ok(c) => c,
+    if let Some(domain) = args.domain.clone() {
+        return domain::run(&args, &domain, fail_on);
+    }
+    let report = match probe_args(&args) {
+        Ok(r) => r,
         Err(e) => return usage(&e),
     };
-    let report = probe(ctx);
     if args.json {
         match serde_json::to_string_pretty(&report.json(fail_on)) {
             Ok(s) => out(&format!("{s}\n")),
@@ -111,6 +136,33 @@ fn out(text: &str) {
     use std::io::Write;
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
+}
+
+/// Probes the URL of `args` (blocking).
+pub(crate) fn probe_args(args: &ProbeArgs) -> Result<Report, String> {
+    Ok(probe(Ctx::new(args)?))
+}
+
+/// The trusted roots: `--ca FILE`, or the system's bundle if present.
+pub(crate) fn load_roots(ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let path = ca.map(PathBuf::from).or_else(|| {
+        let system = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+        system.exists().then_some(system)
+    });
+    if let Some(path) = &path {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("--ca {}: {e}", path.display()))?;
+        if certs.is_empty() && ca.is_some() {
+            return Err(format!("--ca {}: no certificate found", path.display()));
+        }
+        let (_, bad) = roots.add_parsable_certificates(certs);
+        if bad > 0 && ca.is_some() && roots.is_empty() {
+            return Err(format!("--ca {}: no usable CA certificate", path.display()));
+        }
+    }
+    Ok(roots)
 }
 
 fn usage(e: &str) -> ExitCode {
@@ -151,7 +203,8 @@ fn seconds(what: &str, s: f64) -> Result<Duration, String> {
 
 impl Ctx {
     fn new(args: &ProbeArgs) -> Result<Ctx, String> {
-        let target = parse_url(&args.url).map_err(|e| format!("{}: {e}", args.url))?;
+        let url = args.url.clone().unwrap_or_default();
+        let target = parse_url(&url).map_err(|e| format!("{url}: {e}"))?;
         if target.user.is_some() {
             return Err(
                 "the probe never logs in: leave the user and password out of the URL".into(),
@@ -192,23 +245,7 @@ impl Ctx {
             });
             Some(resolve(&target.host, port)?)
         };
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = args.ca.clone().or_else(|| {
-            let system = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
-            system.exists().then_some(system)
-        });
-        if let Some(path) = &ca {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("--ca {}: {e}", path.display()))?;
-            if certs.is_empty() && args.ca.is_some() {
-                return Err(format!("--ca {}: no certificate found", path.display()));
-            }
-            let (_, bad) = roots.add_parsable_certificates(certs);
-            if bad > 0 && args.ca.is_some() && roots.is_empty() {
-                return Err(format!("--ca {}: no usable CA certificate", path.display()));
-            }
-        }
+        let roots = load_roots(args.ca.as_deref())?;
         let name = args
             .server_name
             .clone()
@@ -235,7 +272,7 @@ impl Ctx {
             expiry_warn: args.expiry_warn,
             aggressive: args.aggressive,
             marker: marker(),
-            url: args.url.clone(),
+            url,
             injected_late: false,
             target,
         })
@@ -369,6 +406,8 @@ fn probe(mut ctx: Ctx) -> Report {
         checks: Vec::new(),
         connections: 0,
         marker: ctx.marker.clone(),
+        chain: Vec::new(),
+        timings: Vec::new(),
     };
     if ctx.target.implicit {
         implicit_main(&mut ctx, &mut r);
@@ -439,6 +478,9 @@ fn tls_checks(
         evidence.to_vec(),
     );
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    if r.chain.is_empty() {
+        r.chain = seen.chain_der.clone();
+    }
     let subject = seen.subject.clone().unwrap_or_else(|| "?".into());
     let about = vec![format!(
         "-- leaf subject {subject}; {} certificate(s) presented; expected name {}",
@@ -523,7 +565,10 @@ fn upgrade_command(p: &mut Peer) -> Result<Resp, Stop> {
 /// every check is already recorded (inconclusive) and `None` says: no more
 /// connections.
 fn starttls_main(ctx: &mut Ctx, r: &mut Report) -> Option<bool> {
-    let mut o = match ctx.open(ctx.addr, false) {
+    let started = std::time::Instant::now();
+    let opened = ctx.open(ctx.addr, false);
+    r.timings.push(("greeting", started.elapsed()));
+    let mut o = match opened {
         Ok(o) => o,
         Err(t) => {
             r.rest(t.verdict, &t.detail, &t.evidence);
@@ -631,7 +676,10 @@ fn starttls_session(ctx: &mut Ctx, r: &mut Report, o: &mut Opened) -> bool {
         return false;
     }
     let (config, seen) = ctx.tls();
-    let negotiated = match p.w.start_tls(config, ctx.server_name.clone()) {
+    let started = std::time::Instant::now();
+    let handshake = p.w.start_tls(config, ctx.server_name.clone());
+    r.timings.push(("tls", started.elapsed()));
+    let negotiated = match handshake {
         Ok(n) => n,
         Err(e) => {
             let ev = p.w.since(mark);

@@ -28,6 +28,9 @@ pub(crate) struct Seen {
     pub(crate) subject: Option<String>,
     /// Certificates presented (leaf + intermediates).
     pub(crate) presented: usize,
+    /// The chain as presented (leaf first), for the DANE checks of
+    /// `probe --domain`.
+    pub(crate) chain_der: Vec<CertificateDer<'static>>,
 }
 
 /// The recording verifier.
@@ -115,6 +118,10 @@ impl ServerCertVerifier for Recorder {
                 expiry: Some(expiry),
                 subject,
                 presented: 1 + intermediates.len(),
+                chain_der: std::iter::once(end_entity)
+                    .chain(intermediates)
+                    .map(|c| c.clone().into_owned())
+                    .collect(),
             };
         }
         Ok(ServerCertVerified::assertion())

@@ -138,6 +138,10 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Connections opened.
     pub connections: usize,
+    /// The certificate chain of the main upgrade (leaf first), if TLS came up.
+    pub chain: Vec<starttls::rustls::pki_types::CertificateDer<'static>>,
+    /// How long stages of the main upgrade took (`greeting`, `tls`).
+    pub timings: Vec<(&'static str, std::time::Duration)>,
     /// The random marker used in injected commands.
     pub marker: String,
 }
@@ -366,6 +370,8 @@ mod tests {
             checks: Vec::new(),
             connections: 1,
             marker: "00000000".into(),
+            chain: Vec::new(),
+            timings: Vec::new(),
         };
         for (id, v) in verdicts {
             r.set(id, *v, "", Vec::new());
