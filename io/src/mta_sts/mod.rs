@@ -1,7 +1,7 @@
 //! MTA-STS policy fetching (RFC 8461 §3.3) and a per-domain policy cache,
 //! on tokio. Feature `mta-sts`.
 //!
-//! The core's [`mta_sts`](starttls::policy::mta_sts) module decides (record,
+//! The core's [`starttls::policy::mta_sts`] module decides (record,
 //! policy grammar, cache plan, delivery decision); this one does the I/O it
 //! leaves to the caller:
 //!
@@ -373,11 +373,10 @@ impl StsFetcher {
             content_type: content_type.clone(),
             error,
         };
-        match mta_sts::parse_response(status, content_type.as_deref(), &[], config.max_size) {
-            Err(e @ (FetchError::HttpStatus { .. } | FetchError::NotTextPlain)) => {
-                return Err(rejected(e))
-            }
-            _ => {}
+        if let Err(e @ (FetchError::HttpStatus { .. } | FetchError::NotTextPlain)) =
+            mta_sts::parse_response(status, content_type.as_deref(), &[], config.max_size)
+        {
+            return Err(rejected(e));
         }
         let limit = config.max_size;
         if content_length.is_some_and(|len| len > limit as u64) {
