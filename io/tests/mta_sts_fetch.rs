@@ -344,6 +344,7 @@ async fn enforce_policy_is_fetched_over_https_and_parsed() {
     assert!(fetched.tls_version.is_some());
     assert!(fetched.bytes_received > ENFORCE.len() as u64);
     assert!(fetched.timings.total >= fetched.timings.tls);
+    eprintln!("loopback fetch: {:?}", fetched.timings);
 
     // The request: one GET of the well-known path for the Policy Host, SNI
     // sent, no cookies, no credentials.
