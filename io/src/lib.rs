@@ -12,6 +12,11 @@
 //! | `tokio` | no | `tokio::Driver` | tokio `AsyncRead + AsyncWrite` | `tokio::time` |
 //! | `futures-io` | no | `futures::Driver` | futures-io `AsyncRead + AsyncWrite` (smol, async-io, tokio via compat) | `futures-timer` |
 //!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `mta-sts` | no | `mta_sts`: the MTA-STS policy fetcher (HTTPS with rustls and hyper, on tokio) and a per-domain policy cache; implies `tokio` |
+//! | `webpki-roots` | no | `mta_sts::FetcherConfig::with_webpki_roots` (Mozilla's roots); implies `mta-sts` |
+//!
 //! Features are additive, and there is no TLS-backend feature: the session
 //! drives rustls in memory, or, with bring-your-own TLS, `start_tls` hands
 //! the stream to your closure (tokio-rustls, native-tls, openssl) and takes
@@ -71,6 +76,8 @@ mod async_io;
 pub mod blocking;
 #[cfg(feature = "futures-io")]
 pub mod futures;
+#[cfg(feature = "mta-sts")]
+pub mod mta_sts;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
