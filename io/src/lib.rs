@@ -12,6 +12,10 @@
 //! | `tokio` | no | `tokio::Driver` | tokio `AsyncRead + AsyncWrite` | `tokio::time` |
 //! | `futures-io` | no | `futures::Driver` | futures-io `AsyncRead + AsyncWrite` (smol, async-io, tokio via compat) | `futures-timer` |
 //!
+//! The `dns` feature (implies `tokio`) adds `dns`: MX, A/AAAA, TLSA, SRV and
+//! TXT lookups with DNSSEC validated in-process (hickory-resolver), mapped to
+//! the DANE and MTA-STS inputs of `starttls::policy`.
+//!
 //! Features are additive, and there is no TLS-backend feature: the session
 //! drives rustls in memory, or, with bring-your-own TLS, `start_tls` hands
 //! the stream to your closure (tokio-rustls, native-tls, openssl) and takes
@@ -69,6 +73,8 @@ mod pump;
 mod async_io;
 #[cfg(feature = "std")]
 pub mod blocking;
+#[cfg(feature = "dns")]
+pub mod dns;
 #[cfg(feature = "futures-io")]
 pub mod futures;
 #[cfg(feature = "tokio")]
