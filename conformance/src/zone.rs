@@ -110,7 +110,11 @@ fn program_exists(name: &str) -> bool {
     ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
         .iter()
         .map(PathBuf::from)
-        .chain(std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()))
+        .chain(
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()),
+        )
         .any(|dir| dir.join(name).is_file())
 }
 
@@ -118,7 +122,11 @@ fn program_path(name: &str) -> String {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().map(PathBuf::from))
+        .chain(
+            ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+                .iter()
+                .map(PathBuf::from),
+        )
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .map(|p| p.to_string_lossy().into_owned())
@@ -235,7 +243,13 @@ impl ZoneBuilder {
         for name in &signed {
             keymgr(
                 &conf,
-                &[name, "generate", "algorithm=ecdsap256sha256", "ksk=yes", "zsk=yes"],
+                &[
+                    name,
+                    "generate",
+                    "algorithm=ecdsap256sha256",
+                    "ksk=yes",
+                    "zsk=yes",
+                ],
             )?;
         }
         let mut ds_lines = Vec::new();
@@ -297,8 +311,12 @@ impl ZoneBuilder {
                     return Err(format!("knotd exited ({status}): {}", zone.log_tail()));
                 }
             }
-            let soa = zone.kdig(&["+dnssec", "SOA", &self.apex]).unwrap_or_default();
-            let has_sig = soa.lines().any(|l| l.split_whitespace().nth(3) == Some("RRSIG"));
+            let soa = zone
+                .kdig(&["+dnssec", "SOA", &self.apex])
+                .unwrap_or_default();
+            let has_sig = soa
+                .lines()
+                .any(|l| l.split_whitespace().nth(3) == Some("RRSIG"));
             if has_sig {
                 let keys = zone.kdig(&["+dnssec", "DNSKEY", &self.apex])?;
                 let anchors: Vec<&str> = keys
@@ -443,7 +461,11 @@ impl TestZone {
             .output()
             .map_err(|e| format!("kdig: {e}"))?;
         if !out.status.success() {
-            return Err(format!("kdig {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "kdig {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

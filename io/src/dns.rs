@@ -171,7 +171,10 @@ impl TrustAnchors {
         let count = text
             .lines()
             .map(|l| l.split(';').next().unwrap_or(""))
-            .filter(|l| l.split_whitespace().any(|t| t.eq_ignore_ascii_case("DNSKEY")))
+            .filter(|l| {
+                l.split_whitespace()
+                    .any(|t| t.eq_ignore_ascii_case("DNSKEY"))
+            })
             .count();
         if count == 0 {
             return Err(DnsError::TrustAnchors {
@@ -888,7 +891,9 @@ impl Resolver {
 
 fn tlsa_lookup(rrset: &Rrset) -> TlsaLookup {
     match rrset.security {
-        Security::Secure => TlsaLookup::Secure(rrset.records.iter().filter_map(tlsa_from).collect()),
+        Security::Secure => {
+            TlsaLookup::Secure(rrset.records.iter().filter_map(tlsa_from).collect())
+        }
         Security::Insecure => TlsaLookup::Insecure,
         Security::Bogus | Security::Indeterminate => TlsaLookup::Failed,
     }
@@ -1035,12 +1040,12 @@ async fn query_hickory(
                     false,
                     Some(label(&format!("server answered {code}"))),
                 ),
-                NetError::Timeout => (
+                NetError::Timeout => (Security::Indeterminate, false, Some(label("timed out"))),
+                other => (
                     Security::Indeterminate,
                     false,
-                    Some(label("timed out")),
+                    Some(label(&other.to_string())),
                 ),
-                other => (Security::Indeterminate, false, Some(label(&other.to_string()))),
             };
             Rrset {
                 records: Vec::new(),
@@ -1248,9 +1253,18 @@ mod tests {
         assert_eq!(
             classify_mx(vec![(20, h("b")), (10, h("a")), (20, h("c"))]),
             MxKind::Hosts(vec![
-                Mx { preference: 10, host: "a".into() },
-                Mx { preference: 20, host: "b".into() },
-                Mx { preference: 20, host: "c".into() },
+                Mx {
+                    preference: 10,
+                    host: "a".into()
+                },
+                Mx {
+                    preference: 20,
+                    host: "b".into()
+                },
+                Mx {
+                    preference: 20,
+                    host: "c".into()
+                },
             ])
         );
         assert_eq!(classify_mx(vec![(0, None)]), MxKind::NullMx);
@@ -1258,7 +1272,10 @@ mod tests {
         // The forbidden mix: the real host is kept.
         assert_eq!(
             classify_mx(vec![(0, None), (10, h("a"))]),
-            MxKind::Hosts(vec![Mx { preference: 10, host: "a".into() }])
+            MxKind::Hosts(vec![Mx {
+                preference: 10,
+                host: "a".into()
+            }])
         );
     }
 
@@ -1271,14 +1288,32 @@ mod tests {
             nxdomain: false,
             detail: None,
         };
-        let hosts = MxKind::Hosts(vec![Mx { preference: 1, host: "mx".into() }]);
-        assert_eq!(answer(hosts.clone(), Security::Secure).host_source(), Some(HostSource::SecureMx));
-        assert_eq!(answer(hosts.clone(), Security::Insecure).host_source(), Some(HostSource::InsecureMx));
-        assert_eq!(answer(MxKind::NoMx, Security::Insecure).host_source(), Some(HostSource::NoMx));
-        assert_eq!(answer(MxKind::NoMx, Security::Insecure).hosts(), vec!["example.test".to_string()]);
+        let hosts = MxKind::Hosts(vec![Mx {
+            preference: 1,
+            host: "mx".into(),
+        }]);
+        assert_eq!(
+            answer(hosts.clone(), Security::Secure).host_source(),
+            Some(HostSource::SecureMx)
+        );
+        assert_eq!(
+            answer(hosts.clone(), Security::Insecure).host_source(),
+            Some(HostSource::InsecureMx)
+        );
+        assert_eq!(
+            answer(MxKind::NoMx, Security::Insecure).host_source(),
+            Some(HostSource::NoMx)
+        );
+        assert_eq!(
+            answer(MxKind::NoMx, Security::Insecure).hosts(),
+            vec!["example.test".to_string()]
+        );
         assert_eq!(answer(MxKind::NullMx, Security::Secure).host_source(), None);
         assert_eq!(answer(MxKind::Failed, Security::Bogus).host_source(), None);
-        assert_eq!(answer(MxKind::Failed, Security::Indeterminate).hosts(), Vec::<String>::new());
+        assert_eq!(
+            answer(MxKind::Failed, Security::Indeterminate).hosts(),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -1301,7 +1336,10 @@ mod tests {
         assert_eq!(show(&n), "_25._tcp.mx.example.test");
         assert!(n.is_fqdn());
         assert!(matches!(parse_name(""), Err(DnsError::InvalidName { .. })));
-        assert!(matches!(parse_name("a..b"), Err(DnsError::InvalidName { .. })));
+        assert!(matches!(
+            parse_name("a..b"),
+            Err(DnsError::InvalidName { .. })
+        ));
     }
 
     #[test]
@@ -1336,9 +1374,18 @@ mod tests {
             names: vec![],
             detail: None,
         };
-        assert_eq!(answer(vec![], Security::Indeterminate).sts_lookup(), TxtLookup::Failed);
-        assert_eq!(answer(vec![], Security::Bogus).sts_lookup(), TxtLookup::Failed);
-        assert_eq!(answer(vec![], Security::Insecure).sts_lookup(), TxtLookup::NotFound);
+        assert_eq!(
+            answer(vec![], Security::Indeterminate).sts_lookup(),
+            TxtLookup::Failed
+        );
+        assert_eq!(
+            answer(vec![], Security::Bogus).sts_lookup(),
+            TxtLookup::Failed
+        );
+        assert_eq!(
+            answer(vec![], Security::Insecure).sts_lookup(),
+            TxtLookup::NotFound
+        );
         assert!(matches!(
             answer(vec![b"v=STSv1; id=20260101".to_vec()], Security::Insecure).sts_lookup(),
             TxtLookup::Found(_)
