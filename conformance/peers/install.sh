@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real mail software that conformance/tests/interop.rs talks to:
 # Postfix, Dovecot (imapd + pop3d), aiosmtpd 1.4.6, swaks, msmtp, curl, openssl,
-# and aiosmtpd 1.4.5 (CVE-2024-34083, command injection after STARTTLS) in its
-# own venv at /opt/aiosmtpd-1.4.5, for calibrating `starttls probe`.
+# aiosmtpd 1.4.5 (CVE-2024-34083, command injection after STARTTLS) in its
+# own venv at /opt/aiosmtpd-1.4.5, for calibrating `starttls probe`, and Knot
+# DNS (knotd, keymgr, kdig) for the DNSSEC-signed test zone of
+# conformance/src/zone.rs (conformance/tests/dns_glue.rs).
 #
 # Run as root, non-interactive, idempotent: packages already present are not
 # fetched again. No daemon is left running: a policy-rc.d that exits 101 keeps
@@ -30,6 +32,7 @@ DEBS=(
   curl
   openssl
   ca-certificates
+  knot knot-dnsutils
 )
 AIOSMTPD_VERSION=1.4.6
 # The vulnerable release, kept apart from the python3 the tests run.
@@ -94,6 +97,9 @@ if [ -x /usr/lib/postfix/sbin/master ] && postfix status >/dev/null 2>&1; then
 fi
 if [ -x /usr/sbin/dovecot ] && doveadm service status >/dev/null 2>&1; then
   doveadm stop >/dev/null 2>&1 || true
+fi
+if [ -x /usr/sbin/knotc ] && knotc status >/dev/null 2>&1; then
+  knotc stop >/dev/null 2>&1 || true
 fi
 
 # aiosmtpd goes into the python3 that the tests will run (the first on PATH).

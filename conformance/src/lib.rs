@@ -12,3 +12,4 @@ pub mod probe;
 pub mod reference;
 pub mod serve;
 pub mod transcript;
+pub mod zone;

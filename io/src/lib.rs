@@ -16,6 +16,8 @@
 //! |---|---|---|
 //! | `mta-sts` | no | `mta_sts`: the MTA-STS policy fetcher (HTTPS with rustls and hyper, on tokio) and a per-domain policy cache; implies `tokio` |
 //! | `webpki-roots` | no | `mta_sts::FetcherConfig::with_webpki_roots` (Mozilla's roots); implies `mta-sts` |
+//! | `dns` | no | `dns`: MX, A/AAAA, TLSA, SRV and TXT lookups with DNSSEC validated in-process (hickory-resolver), mapped to the DANE and MTA-STS inputs of `starttls::policy`; `discovery`: SRV discovery of submission, IMAP and POP3 (RFC 6186, RFC 8314 §5.1); implies `tokio` |
+//! | `dns` + `mta-sts` | no | `destination`: a destination domain's plan per MX host (DANE, then MTA-STS, then the local policy) with the rustls verifier for each |
 //!
 //! Features are additive, and there is no TLS-backend feature: the session
 //! drives rustls in memory, or, with bring-your-own TLS, `start_tls` hands
@@ -74,6 +76,12 @@ mod pump;
 mod async_io;
 #[cfg(feature = "std")]
 pub mod blocking;
+#[cfg(all(feature = "dns", feature = "mta-sts"))]
+pub mod destination;
+#[cfg(feature = "dns")]
+pub mod discovery;
+#[cfg(feature = "dns")]
+pub mod dns;
 #[cfg(feature = "futures-io")]
 pub mod futures;
 #[cfg(feature = "mta-sts")]

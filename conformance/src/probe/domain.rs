@@ -272,9 +272,9 @@ impl Setup {
                 let answer = r
                     .addresses(&host)
                     .await
-                    .map_err(|e| AddressError::new(e.to_string()))?;
+                    .map_err(|e| -> AddressError { e.to_string().into() })?;
                 if answer.security.is_failure() {
-                    return Err(AddressError::new(format!(
+                    return Err(AddressError::from(format!(
                         "the address lookup of {host} failed ({})",
                         answer.security
                     )));
