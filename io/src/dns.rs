@@ -486,11 +486,11 @@ impl fmt::Debug for Resolver {
 
 enum Backend {
     Hickory {
-        main: TokioResolver,
+        main: Box<TokioResolver>,
         validating: bool,
         /// Non-validating, for telling a bogus answer from an unreachable
         /// DS/DNSKEY (hickory #3932).
-        plain: Option<TokioResolver>,
+        plain: Option<Box<TokioResolver>>,
     },
     TrustAd,
 }
@@ -636,12 +636,12 @@ impl Resolver {
         }
         let backend = match &config.validation {
             Validation::InProcess(anchors) => Backend::Hickory {
-                main: build_hickory(&config, Some(anchors.inner.clone()))?,
+                main: Box::new(build_hickory(&config, Some(anchors.inner.clone()))?),
                 validating: true,
-                plain: Some(build_hickory(&config, None)?),
+                plain: Some(Box::new(build_hickory(&config, None)?)),
             },
             Validation::Off => Backend::Hickory {
-                main: build_hickory(&config, None)?,
+                main: Box::new(build_hickory(&config, None)?),
                 validating: false,
                 plain: None,
             },
