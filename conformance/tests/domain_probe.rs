@@ -9,14 +9,17 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use starttls::rustls;
@@ -55,6 +58,7 @@ impl Drop for TempDir {
 /// A test CA issuing leaf certificates.
 struct Ca {
     cert: rcgen::Certificate,
+    params: CertificateParams,
     key: KeyPair,
 }
 
@@ -62,11 +66,16 @@ impl Ca {
     fn new() -> Ca {
         let key = KeyPair::generate().expect("key");
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name.push(DnType::CommonName, "starttls domain test CA");
+        p.distinguished_name
+            .push(DnType::CommonName, "starttls domain test CA");
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = p.self_signed(&key).expect("CA");
-        Ca { cert, key }
+        Ca {
+            cert,
+            params: p,
+            key,
+        }
     }
 
     /// (certificate PEM, key PEM, SPKI DER of the leaf).
@@ -74,9 +83,13 @@ impl Ca {
         let key = KeyPair::generate().expect("key");
         let p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .expect("params");
-        let issuer = rcgen::Issuer::from_ca_cert_der(self.cert.der(), &self.key).expect("issuer");
+        let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = p.signed_by(&key, &issuer).expect("leaf");
-        (cert.pem(), key.serialize_pem(), key.public_key_der())
+        (
+            cert.pem(),
+            key.serialize_pem(),
+            key.subject_public_key_info(),
+        )
     }
 }
 
@@ -85,7 +98,11 @@ fn self_signed(names: &[&str]) -> (String, String, Vec<u8>) {
     let p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
         .expect("params");
     let cert = p.self_signed(&key).expect("self-signed");
-    (cert.pem(), key.serialize_pem(), key.public_key_der())
+    (
+        cert.pem(),
+        key.serialize_pem(),
+        key.subject_public_key_info(),
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -102,7 +119,13 @@ impl Drop for Mx {
     }
 }
 
-fn serve_mx(dir: &TempDir, tag: &str, addr: SocketAddr, cert: &(String, String, Vec<u8>), extra: &[&str]) -> Mx {
+fn serve_mx(
+    dir: &TempDir,
+    tag: &str,
+    addr: SocketAddr,
+    cert: &(String, String, Vec<u8>),
+    extra: &[&str],
+) -> Mx {
     let c = dir.write(&format!("{tag}.crt"), &cert.0);
     let k = dir.write(&format!("{tag}.key"), &cert.1);
     let child = Command::new(BIN)
@@ -144,18 +167,24 @@ impl Drop for PolicyServer {
     }
 }
 
-fn policy_server(addr: SocketAddr, cert: &(String, String, Vec<u8>), answers: BTreeMap<String, Vec<u8>>) -> PolicyServer {
+fn policy_server(
+    addr: SocketAddr,
+    cert: &(String, String, Vec<u8>),
+    answers: BTreeMap<String, Vec<u8>>,
+) -> PolicyServer {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = vec![CertificateDer::from_pem_slice(cert.0.as_bytes()).expect("cert")];
     let key = PrivateKeyDer::from_pem_slice(cert.1.as_bytes()).expect("key");
     let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("server config"),
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config"),
     );
     let listener = TcpListener::bind(addr).expect("bind policy server");
     let addr = listener.local_addr().expect("addr");
@@ -168,7 +197,9 @@ fn policy_server(addr: SocketAddr, cert: &(String, String, Vec<u8>), answers: BT
             }
             let Ok(mut tcp) = stream else { continue };
             let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
-            let Ok(conn) = rustls::ServerConnection::new(Arc::clone(&config)) else { continue };
+            let Ok(conn) = rustls::ServerConnection::new(Arc::clone(&config)) else {
+                continue;
+            };
             let mut tls = rustls::StreamOwned::new(conn, &mut tcp);
             let mut request = Vec::new();
             let mut buf = [0u8; 1024];
@@ -184,14 +215,20 @@ fn policy_server(addr: SocketAddr, cert: &(String, String, Vec<u8>), answers: BT
                 .find_map(|l| l.strip_prefix("host:"))
                 .map(|h| h.trim().split(':').next().unwrap_or_default().to_string())
                 .unwrap_or_default();
-            let answer = answers.get(&host).cloned().unwrap_or_else(|| b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec());
+            let answer = answers.get(&host).cloned().unwrap_or_else(|| {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+            });
             let _ = tls.write_all(&answer);
             let _ = tls.flush();
             tls.conn.send_close_notify();
             let _ = tls.flush();
         }
     });
-    PolicyServer { addr, stop, thread: Some(thread) }
+    PolicyServer {
+        addr,
+        stop,
+        thread: Some(thread),
+    }
 }
 
 fn ok_policy(body: &str) -> Vec<u8> {
@@ -263,7 +300,10 @@ impl Lab {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let events: Vec<Value> = stdout
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{domain}: not NDJSON ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{domain}: not NDJSON ({e}): {l}"))
+            })
             .collect();
         DomainRun {
             code: out.status.code().unwrap_or(-1),
@@ -293,16 +333,42 @@ fn lab() -> Option<Lab> {
     let b = base();
     let ip = |h: u8| Ipv4Addr::new(127, b[0], b[1], h).to_string();
     // One port for every MX address (each has its own address).
-    let smtp_port = TcpListener::bind(addr(b, 2, 0)).expect("bind").local_addr().expect("addr").port();
-    let sts_port = TcpListener::bind(addr(b, 10, 0)).expect("bind").local_addr().expect("addr").port();
+    let smtp_port = TcpListener::bind(addr(b, 2, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let sts_port = TcpListener::bind(addr(b, 10, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
 
     let ca = Ca::new();
     let ca_file = dir.write("ca.pem", &ca.cert.pem());
     let dane_cert = self_signed(&["mxdane.example.test"]);
-    let ca_cert = ca.issue(&["mxca.example.test", "mxmis.example.test", "mxunus.example.test", "mx.bogus.example.test", "mx.insecure.example.test", "mxplain.example.test"]);
+    let ca_cert = ca.issue(&[
+        "mxca.example.test",
+        "mxmis.example.test",
+        "mxunus.example.test",
+        "mx.bogus.example.test",
+        "mx.insecure.example.test",
+        "mxplain.example.test",
+    ]);
     let wrong_cert = ca.issue(&["somewhere-else.example.test"]);
-    let sts_names = ["sts-enforce", "sts-mismatch", "sts-testing", "sts-redirect", "sts-oversize", "sts-badcert", "sts-textplainless"];
-    let sts_hosts: Vec<String> = sts_names.iter().map(|n| format!("mta-sts.{n}.example.test")).collect();
+    let sts_names = [
+        "sts-enforce",
+        "sts-mismatch",
+        "sts-testing",
+        "sts-redirect",
+        "sts-oversize",
+        "sts-badcert",
+        "sts-textplainless",
+    ];
+    let sts_hosts: Vec<String> = sts_names
+        .iter()
+        .map(|n| format!("mta-sts.{n}.example.test"))
+        .collect();
     let sts_cert = ca.issue(&sts_hosts.iter().map(String::as_str).collect::<Vec<_>>());
 
     let dane_digest = hex(&Sha256::digest(&dane_cert.2));
@@ -311,7 +377,10 @@ fn lab() -> Option<Lab> {
         .record("dane-ok MX 10 mxdane")
         .record(&format!("mxdane A {}", ip(2)))
         .record(&format!("_25._tcp.mxdane TLSA 3 1 1 {dane_digest}"))
-        .record(&format!("_25._tcp.mxdane TLSA 3 1 1 {}", hex(&Sha256::digest(b"next key"))))
+        .record(&format!(
+            "_25._tcp.mxdane TLSA 3 1 1 {}",
+            hex(&Sha256::digest(b"next key"))
+        ))
         .record("_smtp._tls.dane-ok TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@example.test\"")
         // DANE: a record that matches nothing.
         .record("dane-mismatch MX 10 mxmis")
@@ -320,7 +389,10 @@ fn lab() -> Option<Lab> {
         // DANE: only PKIX-EE(1), unusable for SMTP.
         .record("dane-unusable MX 10 mxunus")
         .record(&format!("mxunus A {}", ip(3)))
-        .record(&format!("_25._tcp.mxunus TLSA 1 1 1 {}", hex(&Sha256::digest(&ca_cert.2))))
+        .record(&format!(
+            "_25._tcp.mxunus TLSA 1 1 1 {}",
+            hex(&Sha256::digest(&ca_cert.2))
+        ))
         // A host in a zone whose DS does not match: bogus.
         .record("dane-bogus MX 10 mx.bogus")
         // No STARTTLS at all.
@@ -334,33 +406,71 @@ fn lab() -> Option<Lab> {
         .record(&format!("mxca A {}", ip(3)))
         .record(&format!("mxwrong A {}", ip(4)));
     for n in sts_names {
-        let mx = if n == "sts-badcert" { "mxwrong" } else { "mxca" };
+        let mx = if n == "sts-badcert" {
+            "mxwrong"
+        } else {
+            "mxca"
+        };
         zone = zone
             .record(&format!("{n} MX 10 {mx}"))
             .record(&format!("_mta-sts.{n} TXT \"v=STSv1; id=20261207\""))
             .record(&format!("mta-sts.{n} A {}", ip(10)));
     }
     let zone = zone
-        .child("bogus", ChildKind::BogusDs, &[&format!("mx A {}", ip(3)), &format!("_25._tcp.mx TLSA 3 1 1 {}", hex(&Sha256::digest(&ca_cert.2)))])
-        .child("insecure", ChildKind::Insecure, &["@ MX 10 mx", &format!("mx A {}", ip(3))])
+        .child(
+            "bogus",
+            ChildKind::BogusDs,
+            &[
+                &format!("mx A {}", ip(3)),
+                &format!(
+                    "_25._tcp.mx TLSA 3 1 1 {}",
+                    hex(&Sha256::digest(&ca_cert.2))
+                ),
+            ],
+        )
+        .child(
+            "insecure",
+            ChildKind::Insecure,
+            &["@ MX 10 mx", &format!("mx A {}", ip(3))],
+        )
         .start()?;
 
     let mut policies = BTreeMap::new();
-    let policy = |mode: &str, mx: &str| format!("version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 86400\n");
-    policies.insert("mta-sts.sts-enforce.example.test".to_string(), ok_policy(&policy("enforce", "mxca.example.test")));
-    policies.insert("mta-sts.sts-mismatch.example.test".to_string(), ok_policy(&policy("enforce", "elsewhere.example.test")));
-    policies.insert("mta-sts.sts-testing.example.test".to_string(), ok_policy(&policy("testing", "*.example.test")));
+    let policy =
+        |mode: &str, mx: &str| format!("version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 86400\n");
+    policies.insert(
+        "mta-sts.sts-enforce.example.test".to_string(),
+        ok_policy(&policy("enforce", "mxca.example.test")),
+    );
+    policies.insert(
+        "mta-sts.sts-mismatch.example.test".to_string(),
+        ok_policy(&policy("enforce", "elsewhere.example.test")),
+    );
+    policies.insert(
+        "mta-sts.sts-testing.example.test".to_string(),
+        ok_policy(&policy("testing", "*.example.test")),
+    );
     policies.insert(
         "mta-sts.sts-redirect.example.test".to_string(),
         b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://mta-sts.sts-enforce.example.test/.well-known/mta-sts.txt\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
     );
     let mut big = policy("enforce", "mxca.example.test");
     big.push_str(&"# padding\n".repeat(7000));
-    policies.insert("mta-sts.sts-oversize.example.test".to_string(), ok_policy(&big));
-    policies.insert("mta-sts.sts-badcert.example.test".to_string(), ok_policy(&policy("enforce", "mxwrong.example.test")));
+    policies.insert(
+        "mta-sts.sts-oversize.example.test".to_string(),
+        ok_policy(&big),
+    );
+    policies.insert(
+        "mta-sts.sts-badcert.example.test".to_string(),
+        ok_policy(&policy("enforce", "mxwrong.example.test")),
+    );
     policies.insert(
         "mta-sts.sts-textplainless.example.test".to_string(),
-        format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n{}", policy("enforce", "mxca.example.test")).into_bytes(),
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n{}",
+            policy("enforce", "mxca.example.test")
+        )
+        .into_bytes(),
     );
     let sts = policy_server(addr(b, 10, sts_port), &sts_cert, policies);
 
@@ -368,9 +478,23 @@ fn lab() -> Option<Lab> {
         serve_mx(&dir, "dane", addr(b, 2, smtp_port), &dane_cert, &[]),
         serve_mx(&dir, "ca", addr(b, 3, smtp_port), &ca_cert, &[]),
         serve_mx(&dir, "wrong", addr(b, 4, smtp_port), &wrong_cert, &[]),
-        serve_mx(&dir, "plain", addr(b, 5, smtp_port), &ca_cert, &["--broken", "no-starttls"]),
+        serve_mx(
+            &dir,
+            "plain",
+            addr(b, 5, smtp_port),
+            &ca_cert,
+            &["--broken", "no-starttls"],
+        ),
     ];
-    Some(Lab { zone, _dir: dir, ca_file, smtp_port, sts_port, _mx: mx, _sts: sts })
+    Some(Lab {
+        zone,
+        _dir: dir,
+        ca_file,
+        smtp_port,
+        sts_port,
+        _mx: mx,
+        _sts: sts,
+    })
 }
 
 #[test]
@@ -383,6 +507,9 @@ fn every_planted_fault_in_the_test_zone_gets_its_verdict() {
     // DANE-EE on a self-signed certificate: DANE passes, and the PKIX
     // failure it makes irrelevant does not hide it (not counted).
     let r = lab.probe("dane-ok.example.test", &[]);
+    if std::env::var_os("SHOW").is_some() {
+        eprintln!("{}", r.stdout);
+    }
     r.assert("dane-ok", "dns.mx", "pass");
     r.assert("dane-ok", "dns.dnssec", "pass");
     r.assert("dane-ok", "dane.tlsa", "pass");
@@ -392,10 +519,26 @@ fn every_planted_fault_in_the_test_zone_gets_its_verdict() {
     r.assert("dane-ok", "tlsrpt.record", "pass");
     r.assert("dane-ok", "mta-sts.record", "skipped");
     let m = r.checks("dane.match");
-    assert!(m[0]["detail"].as_str().unwrap_or_default().contains("depth 0"), "{}", r.stdout);
+    assert!(
+        m[0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("depth 0"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(r.code, 0, "dane-ok exits 0\n{}", r.stdout);
-    let host = r.events.iter().find(|e| e["event"] == "host").expect("a host event");
-    assert!(host["stages"].as_array().is_some_and(|s| s.iter().any(|st| st["stage"] == "dane")), "{host}");
+    let host = r
+        .events
+        .iter()
+        .find(|e| e["event"] == "host")
+        .expect("a host event");
+    assert!(
+        host["stages"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|st| st["stage"] == "dane")),
+        "{host}"
+    );
 
     let r = lab.probe("dane-mismatch.example.test", &[]);
     r.assert("dane-mismatch", "dane.match", "fail");
@@ -408,7 +551,11 @@ fn every_planted_fault_in_the_test_zone_gets_its_verdict() {
     let r = lab.probe("dane-bogus.example.test", &[]);
     r.assert("dane-bogus", "dane.tlsa", "fail");
     r.assert("dane-bogus", "mx.addresses", "fail");
-    assert!(r.checks("upgrade.works").is_empty(), "a bogus host is not connected to:\n{}", r.stdout);
+    assert!(
+        r.checks("upgrade.works").is_empty(),
+        "a bogus host is not connected to:\n{}",
+        r.stdout
+    );
     assert_eq!(r.code, 1);
 
     let r = lab.probe("plain.example.test", &[]);
@@ -418,7 +565,10 @@ fn every_planted_fault_in_the_test_zone_gets_its_verdict() {
 
     let r = lab.probe("null.example.test", &[]);
     r.assert("null", "dns.mx", "pass");
-    assert!(r.checks("dns.mx")[0]["detail"].as_str().unwrap_or_default().contains("null MX"));
+    assert!(r.checks("dns.mx")[0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("null MX"));
 
     let r = lab.probe("nonexistent.example.test", &[]);
     r.assert("nonexistent", "dns.mx", "fail");
@@ -450,7 +600,11 @@ fn every_planted_fault_in_the_test_zone_gets_its_verdict() {
 
     let r = lab.probe("sts-redirect.example.test", &[]);
     r.assert("sts-redirect", "mta-sts.policy", "fail");
-    assert!(r.checks("mta-sts.mx").is_empty(), "no policy, no MX matching:\n{}", r.stdout);
+    assert!(
+        r.checks("mta-sts.mx").is_empty(),
+        "no policy, no MX matching:\n{}",
+        r.stdout
+    );
 
     let r = lab.probe("sts-oversize.example.test", &[]);
     r.assert("sts-oversize", "mta-sts.policy", "fail");
@@ -470,14 +624,22 @@ fn every_planted_fault_in_the_test_zone_gets_its_verdict() {
         .arg(lab.zone.addr().to_string())
         .arg("--trust-anchor")
         .arg(lab.zone.trust_anchor_file())
-        .args(["--smtp-port", &lab.smtp_port.to_string(), "--mta-sts-port", &lab.sts_port.to_string()])
+        .args([
+            "--smtp-port",
+            &lab.smtp_port.to_string(),
+            "--mta-sts-port",
+            &lab.sts_port.to_string(),
+        ])
         .arg("--ca")
         .arg(&lab.ca_file)
         .args(["--banner-wait", "3", "--timeout", "4"])
         .output()
         .expect("probe");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("host × stage") && text.contains("mxca.example.test"), "{text}");
+    assert!(
+        text.contains("host × stage") && text.contains("mxca.example.test"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -486,7 +648,14 @@ fn a_silent_nameserver_is_inconclusive_never_insecure() {
     let dir = TempDir::new("dead");
     let anchors = dir.write("anchor", "example.test. 300 IN DNSKEY 257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0dxCjjnopKl+GqJxpVXckHAeF+KkxLbxILfDLUT0rAK9iUzy1L53eKGQ==\n");
     let out = Command::new(BIN)
-        .args(["probe", "--domain", "example.test", "--json", "--timeout", "1"])
+        .args([
+            "probe",
+            "--domain",
+            "example.test",
+            "--json",
+            "--timeout",
+            "1",
+        ])
         .arg("--dns")
         .arg(dead.addr().to_string())
         .arg("--trust-anchor")
@@ -494,11 +663,15 @@ fn a_silent_nameserver_is_inconclusive_never_insecure() {
         .output()
         .expect("probe");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let checks: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|e: &Value| e["event"] == "check").collect();
-    let mx = checks.iter().find(|c| c["id"] == "dns.mx").expect("dns.mx reported");
+    let checks: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &Value| e["event"] == "check")
+        .collect();
+    let mx = checks
+        .iter()
+        .find(|c| c["id"] == "dns.mx")
+        .expect("dns.mx reported");
     assert_eq!(mx["verdict"], "inconclusive", "{stdout}");
     assert_eq!(out.status.code(), Some(2), "{stdout}");
 }
-
-#[allow(dead_code)]
-fn unused(_: &Path) {}

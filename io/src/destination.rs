@@ -298,10 +298,14 @@ impl Destinations {
     /// (defer), a null MX (bounce), NXDOMAIN.
     pub async fn resolve(&self, domain: &str, now: u64) -> Result<Destination, DestinationError> {
         let domain_key = domain.trim_end_matches('.').to_ascii_lowercase();
+        let (sts_name, rpt_name) = (
+            format!("_mta-sts.{domain_key}"),
+            format!("_smtp._tls.{domain_key}"),
+        );
         let (mx, txt, rpt) = tokio::join!(
             self.dns.mx(&domain_key),
-            self.dns.txt(&format!("_mta-sts.{domain_key}")),
-            self.dns.txt(&format!("_smtp._tls.{domain_key}")),
+            self.dns.txt(&sts_name),
+            self.dns.txt(&rpt_name),
         );
         let (mx, mta_sts_txt, tlsrpt_txt) = (mx?, txt?, rpt?);
         match mx.kind {
@@ -336,7 +340,13 @@ impl Destinations {
         let mut routes = Vec::with_capacity(preferences.len());
         for (host, preference) in preferences {
             let route = self
-                .route(&domain_key, &host, preference, source, mta_sts.policy.as_ref())
+                .route(
+                    &domain_key,
+                    &host,
+                    preference,
+                    source,
+                    mta_sts.policy.as_ref(),
+                )
                 .await?;
             routes.push(route);
         }
@@ -367,19 +377,23 @@ impl Destinations {
             );
             (a?, Some(t?))
         };
-        let lookup = tlsa
-            .as_ref()
-            .map(|t| t.lookup.clone())
-            .unwrap_or(TlsaLookup::Insecure);
+        // RFC 7672 §2.2.2: DANE applies only to a host whose address
+        // records are secure; insecure addresses mean no secure TLSA, and a
+        // failed address lookup leaves nothing to connect to.
+        let lookup = match (&tlsa, addresses.security) {
+            (_, Security::Insecure) | (None, _) => TlsaLookup::Insecure,
+            (_, Security::Bogus | Security::Indeterminate) => TlsaLookup::Failed,
+            (Some(t), Security::Secure) => t.lookup.clone(),
+        };
         let dane = DaneDecision::from_lookup(source, lookup);
         let plan = destination::plan_host(host, dane, sts, self.config.local);
         let base = tlsa
             .as_ref()
-            .map(|t| t.base_domain.as_str())
-            .filter(|b| *b != host);
+            .map(|t| t.base_domain.clone())
+            .filter(|b| b != host);
         let inputs = VerifierInputs {
             mx_host: host,
-            tlsa_base: base,
+            tlsa_base: base.as_deref(),
             next_hop: domain,
             mx_secure: source == HostSource::SecureMx,
             roots: Arc::clone(&self.config.roots),
@@ -389,7 +403,7 @@ impl Destinations {
             HostPlan::Connect {
                 authentication: destination::Authentication::Dane(_),
                 ..
-            } => base.unwrap_or(host),
+            } => base.as_deref().unwrap_or(host),
             _ => host,
         };
         Ok(Route {

@@ -91,7 +91,9 @@ impl Discovered {
     /// Lookups that failed (bogus or indeterminate): the result may be
     /// incomplete, and should not be taken as "not offered".
     pub fn failed(&self) -> impl Iterator<Item = &ServiceLookup> {
-        self.lookups.iter().filter(|l| l.answer.security.is_failure())
+        self.lookups
+            .iter()
+            .filter(|l| l.answer.security.is_failure())
     }
 }
 

@@ -15,17 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use starttls::policy::dane::{dane_check, DaneMatch, ReferenceIds, TlsaLookup, Usage};
+use starttls::policy::dane::{dane_check, DaneMatch, ReferenceIds, TlsaLookup};
 use starttls::policy::destination::{Authentication, HostPlan, Source};
 use starttls::policy::mta_sts::Mode;
 use starttls::rustls;
 use starttls::rustls::pki_types::UnixTime;
 use starttls::{Escaped, TlsPolicy};
-use starttls_io::destination::{Destination, DestinationConfig, DestinationError, Destinations, Route};
-use starttls_io::discovery::{self, Access};
-use starttls_io::dns::{
-    MxKind, Resolver, ResolverConfig, Security, TrustAnchors, Validation,
+use starttls_io::destination::{
+    Destination, DestinationConfig, DestinationError, Destinations, Route,
 };
+use starttls_io::discovery::{self, Access};
+use starttls_io::dns::{MxKind, Resolver, ResolverConfig, Security, TrustAnchors, Validation};
 use starttls_io::mta_sts::{
     AddressError, Connect, FetcherConfig, PolicyEvent, StsFetcher, StsPolicies,
 };
@@ -65,18 +65,54 @@ const fn info(id: &'static str, title: &'static str, reference: &'static str) ->
 
 /// The checks `--domain` adds to those of `probe URL`, in report order.
 pub const DOMAIN_CATALOGUE: &[DomainSpec] = &[
-    d("dns.mx", "MX records found and validated", "RFC 5321 §5.1, RFC 7505, RFC 7672 §2.2.1"),
-    info("dns.dnssec", "the MX RRset is DNSSEC-signed (DANE needs it)", "RFC 7672 §2.2.1, RFC 4033"),
+    d(
+        "dns.mx",
+        "MX records found and validated",
+        "RFC 5321 §5.1, RFC 7505, RFC 7672 §2.2.1",
+    ),
+    info(
+        "dns.dnssec",
+        "the MX RRset is DNSSEC-signed (DANE needs it)",
+        "RFC 7672 §2.2.1, RFC 4033",
+    ),
     d("mta-sts.record", "_mta-sts TXT record", "RFC 8461 §3.1"),
-    d("mta-sts.policy", "MTA-STS policy fetched over HTTPS and in force", "RFC 8461 §3.2, §3.3, §5"),
+    d(
+        "mta-sts.policy",
+        "MTA-STS policy fetched over HTTPS and in force",
+        "RFC 8461 §3.2, §3.3, §5",
+    ),
     info("tlsrpt.record", "_smtp._tls TLS-RPT record", "RFC 8460 §3"),
     d("mx.addresses", "the MX host has addresses", "RFC 5321 §5.1"),
-    d("dane.tlsa", "TLSA records of the MX host (DNSSEC-validated)", "RFC 7672 §2.2, §3.1, RFC 6698"),
-    info("dane.rollover", "a second TLSA record for key rollover", "RFC 7671 §8.1, RFC 7672 §8.1"),
-    d("dane.match", "the certificate matches a TLSA record", "RFC 7672 §3, RFC 7671 §5"),
-    d("mta-sts.mx", "the MX host matches the MTA-STS policy", "RFC 8461 §4.1"),
-    d("mta-sts.cert", "the certificate is WebPKI-valid for the MX host name", "RFC 8461 §4.2"),
-    d("srv.discovery", "SRV records for submission, IMAP and POP3", "RFC 6186, RFC 8314 §5.1"),
+    d(
+        "dane.tlsa",
+        "TLSA records of the MX host (DNSSEC-validated)",
+        "RFC 7672 §2.2, §3.1, RFC 6698",
+    ),
+    info(
+        "dane.rollover",
+        "a second TLSA record for key rollover",
+        "RFC 7671 §8.1, RFC 7672 §8.1",
+    ),
+    d(
+        "dane.match",
+        "the certificate matches a TLSA record",
+        "RFC 7672 §3, RFC 7671 §5",
+    ),
+    d(
+        "mta-sts.mx",
+        "the MX host matches the MTA-STS policy",
+        "RFC 8461 §4.1",
+    ),
+    d(
+        "mta-sts.cert",
+        "the certificate is WebPKI-valid for the MX host name",
+        "RFC 8461 §4.2",
+    ),
+    d(
+        "srv.discovery",
+        "SRV records for submission, IMAP and POP3",
+        "RFC 6186, RFC 8314 §5.1",
+    ),
 ];
 
 fn domain_spec(id: &str) -> Option<&'static DomainSpec> {
@@ -84,14 +120,24 @@ fn domain_spec(id: &str) -> Option<&'static DomainSpec> {
 }
 
 fn informational(id: &str) -> bool {
-    domain_spec(id).map(|s| s.informational).unwrap_or_else(|| {
-        super::report::spec_of(id).is_some_and(|s| s.informational)
+    domain_spec(id)
+        .map(|s| s.informational)
+        .unwrap_or_else(|| super::report::spec_of(id).is_some_and(|s| s.informational))
+}
+
+fn title(id: &str) -> &'static str {
+    domain_spec(id).map(|s| s.title).unwrap_or_else(|| {
+        super::report::spec_of(id)
+            .map(|s| s.title)
+            .unwrap_or_default()
     })
 }
 
 fn reference(id: &str) -> &'static str {
     domain_spec(id).map(|s| s.reference).unwrap_or_else(|| {
-        super::report::spec_of(id).map(|s| s.reference).unwrap_or_default()
+        super::report::spec_of(id)
+            .map(|s| s.reference)
+            .unwrap_or_default()
     })
 }
 
@@ -127,13 +173,27 @@ impl Run {
         }
     }
 
-    fn set(&mut self, mx: Option<&str>, address: Option<&str>, id: &'static str, verdict: Verdict, detail: impl Into<String>, evidence: Vec<String>) {
-        let check = Check { id, verdict, detail: detail.into(), evidence };
+    fn set(
+        &mut self,
+        mx: Option<&str>,
+        address: Option<&str>,
+        id: &'static str,
+        verdict: Verdict,
+        detail: impl Into<String>,
+        evidence: Vec<String>,
+    ) {
+        let check = Check {
+            id,
+            verdict,
+            detail: detail.into(),
+            evidence,
+        };
         self.emit(json!({
             "event": "check",
             "mx": mx,
             "address": address,
             "id": id,
+            "title": title(id),
             "verdict": verdict.as_str(),
             "informational": informational(id),
             "detail": check.detail,
@@ -224,15 +284,21 @@ pub const DOMAIN_SCHEMA: &str = "starttls-probe-domain/1";
 /// The resolver, the fetcher and the roots, from the arguments.
 struct Setup {
     destinations: Destinations,
-    roots: Arc<rustls::RootCertStore>,
     validation_name: &'static str,
     smtp_port: u16,
 }
 
 impl Setup {
     fn new(args: &ProbeArgs, domain: &str) -> Result<Setup, String> {
-        if domain.is_empty() || !domain.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
-            return Err(format!("--domain {:?}: not a domain name (use A-labels for IDNs)", Escaped::new(domain).to_string()));
+        if domain.is_empty()
+            || !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        {
+            return Err(format!(
+                "--domain {:?}: not a domain name (use A-labels for IDNs)",
+                Escaped::new(domain).to_string()
+            ));
         }
         let nameservers = if args.dns.is_empty() {
             system_nameservers()?
@@ -243,7 +309,9 @@ impl Setup {
                 .collect::<Result<Vec<_>, _>>()?
         };
         let (validation, validation_name) = match (&args.trust_anchor, args.trust_ad) {
-            (Some(_), true) => return Err("--trust-anchor and --trust-ad exclude each other".into()),
+            (Some(_), true) => {
+                return Err("--trust-anchor and --trust-ad exclude each other".into())
+            }
             (Some(path), false) => (
                 Validation::InProcess(
                     TrustAnchors::from_file(path)
@@ -252,17 +320,25 @@ impl Setup {
                 "in-process (--trust-anchor)",
             ),
             (None, true) => (Validation::TrustAd, "AD bit of the resolver (--trust-ad)"),
-            (None, false) => (Validation::InProcess(TrustAnchors::iana_root()), "in-process (IANA root)"),
+            (None, false) => (
+                Validation::InProcess(TrustAnchors::iana_root()),
+                "in-process (IANA root)",
+            ),
         };
         let timeout = super::seconds("--timeout", args.timeout)?;
         let dns = Resolver::new(
-            ResolverConfig::new(nameservers, validation).with_timeout(timeout.min(Duration::from_secs(30)).max(Duration::from_millis(200))),
+            ResolverConfig::new(nameservers, validation).with_timeout(
+                timeout
+                    .min(Duration::from_secs(30))
+                    .max(Duration::from_millis(200)),
+            ),
         )
         .map_err(|e| format!("DNS resolver: {e}"))?;
         let roots = Arc::new(super::load_roots(args.ca.as_deref())?);
         // The policy host is resolved with the same validating resolver;
         // `--mta-sts-port` only moves the port (tests on loopback).
-        let resolver_for_sts = Resolver::new(dns.config().clone()).map_err(|e| format!("DNS resolver: {e}"))?;
+        let resolver_for_sts =
+            Resolver::new(dns.config().clone()).map_err(|e| format!("DNS resolver: {e}"))?;
         let resolver_for_sts = Arc::new(resolver_for_sts);
         let sts_port = args.mta_sts_port;
         let connect = Connect::from_fn(move |host: String, port: u16| {
@@ -295,7 +371,6 @@ impl Setup {
         let config = DestinationConfig::new(Arc::clone(&roots), TlsPolicy::Opportunistic);
         Ok(Setup {
             destinations: Destinations::new(dns, StsPolicies::new(fetcher), config),
-            roots,
             validation_name,
             smtp_port: args.smtp_port,
         })
@@ -344,7 +419,10 @@ async fn probe_domain(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
         Ok(d) => d,
         Err(e) => {
             let verdict = match &e {
-                DestinationError::MxLookupFailed { security: Security::Bogus, .. } => Verdict::Fail,
+                DestinationError::MxLookupFailed {
+                    security: Security::Bogus,
+                    ..
+                } => Verdict::Fail,
                 DestinationError::NullMx => Verdict::Pass,
                 DestinationError::NoSuchDomain => Verdict::Fail,
                 _ => Verdict::Inconclusive,
@@ -368,7 +446,10 @@ async fn probe_domain(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
 fn domain_checks(run: &mut Run, dest: &Destination, dns_time: Duration) {
     let mx = &dest.mx;
     let hosts: Vec<String> = match &mx.kind {
-        MxKind::Hosts(h) => h.iter().map(|m| format!("{} {}", m.preference, m.host)).collect(),
+        MxKind::Hosts(h) => h
+            .iter()
+            .map(|m| format!("{} {}", m.preference, m.host))
+            .collect(),
         _ => Vec::new(),
     };
     run.emit(json!({
@@ -381,29 +462,77 @@ fn domain_checks(run: &mut Run, dest: &Destination, dns_time: Duration) {
     }));
     let detail = match &mx.kind {
         MxKind::Hosts(h) => format!("{} MX host(s), {}", h.len(), mx.security),
-        MxKind::NoMx => format!("no MX records: the domain itself receives mail (RFC 5321 §5.1), {}", mx.security),
+        MxKind::NoMx => format!(
+            "no MX records: the domain itself receives mail (RFC 5321 §5.1), {}",
+            mx.security
+        ),
         MxKind::NullMx => "null MX: the domain accepts no mail (RFC 7505)".into(),
         MxKind::Failed => format!("lookup failed ({})", mx.security),
     };
-    run.set(None, None, "dns.mx", Verdict::Pass, detail, hosts.iter().map(|h| format!("-- MX {h}")).collect());
+    run.set(
+        None,
+        None,
+        "dns.mx",
+        Verdict::Pass,
+        detail,
+        hosts.iter().map(|h| format!("-- MX {h}")).collect(),
+    );
     let (v, detail) = match mx.security {
-        Security::Secure => (Verdict::Pass, "the MX RRset validated with DNSSEC".to_string()),
-        other => (Verdict::Warn, format!("the MX RRset is {other}: DANE cannot apply to its hosts (RFC 7672 §2.2.1)")),
+        Security::Secure => (
+            Verdict::Pass,
+            "the MX RRset validated with DNSSEC".to_string(),
+        ),
+        other => (
+            Verdict::Warn,
+            format!("the MX RRset is {other}: DANE cannot apply to its hosts (RFC 7672 §2.2.1)"),
+        ),
     };
     run.set(None, None, "dns.dnssec", v, detail, Vec::new());
 
     // MTA-STS.
     let txt = &dest.mta_sts_txt;
-    let shown: Vec<String> = txt.records.iter().map(|r| format!("-- TXT {}", Escaped::new(r))).collect();
+    let shown: Vec<String> = txt
+        .records
+        .iter()
+        .map(|r| format!("-- TXT {}", Escaped::new(r)))
+        .collect();
     let has_sts_record = txt.records.iter().any(|r| r.starts_with(b"v=STSv1"));
     if txt.security.is_failure() {
-        run.set(None, None, "mta-sts.record", Verdict::Inconclusive, format!("the _mta-sts TXT lookup failed ({})", txt.security), shown);
+        run.set(
+            None,
+            None,
+            "mta-sts.record",
+            Verdict::Inconclusive,
+            format!("the _mta-sts TXT lookup failed ({})", txt.security),
+            shown,
+        );
     } else if !has_sts_record {
-        run.set(None, None, "mta-sts.record", Verdict::Skipped, "no _mta-sts TXT record: the domain has no MTA-STS policy", shown);
+        run.set(
+            None,
+            None,
+            "mta-sts.record",
+            Verdict::Skipped,
+            "no _mta-sts TXT record: the domain has no MTA-STS policy",
+            shown,
+        );
     } else {
         match starttls::policy::mta_sts::StsRecord::select(&txt.records) {
-            Ok(r) => run.set(None, None, "mta-sts.record", Verdict::Pass, format!("id {}", r.id()), shown),
-            Err(e) => run.set(None, None, "mta-sts.record", Verdict::Fail, e.to_string(), shown),
+            Ok(r) => run.set(
+                None,
+                None,
+                "mta-sts.record",
+                Verdict::Pass,
+                format!("id {}", r.id()),
+                shown,
+            ),
+            Err(e) => run.set(
+                None,
+                None,
+                "mta-sts.record",
+                Verdict::Fail,
+                e.to_string(),
+                shown,
+            ),
         }
     }
     let lookup = &dest.mta_sts;
@@ -427,33 +556,105 @@ fn domain_checks(run: &mut Run, dest: &Destination, dns_time: Duration) {
             run.set(None, None, "mta-sts.policy", v, detail, evidence);
         }
         (PolicyEvent::FetchFailed { error, .. }, _) => {
-            run.set(None, None, "mta-sts.policy", Verdict::Fail, format!("the policy could not be fetched: {error} (TLS-RPT result type {})", error.result_type().as_str()), Vec::new());
+            run.set(
+                None,
+                None,
+                "mta-sts.policy",
+                Verdict::Fail,
+                format!(
+                    "the policy could not be fetched: {error} (TLS-RPT result type {})",
+                    error.result_type().as_str()
+                ),
+                Vec::new(),
+            );
         }
         (PolicyEvent::NoPolicy, _) | (PolicyEvent::Expired, _) => {
-            run.set(None, None, "mta-sts.policy", Verdict::Skipped, "no policy", Vec::new());
+            run.set(
+                None,
+                None,
+                "mta-sts.policy",
+                Verdict::Skipped,
+                "no policy",
+                Vec::new(),
+            );
         }
         (_, Some(policy)) => {
-            run.set(None, None, "mta-sts.policy", Verdict::Pass, format!("mode {} (cached)", policy.mode()), Vec::new());
+            run.set(
+                None,
+                None,
+                "mta-sts.policy",
+                Verdict::Pass,
+                format!("mode {} (cached)", policy.mode()),
+                Vec::new(),
+            );
         }
-        (_, None) => run.set(None, None, "mta-sts.policy", Verdict::Skipped, "no policy", Vec::new()),
+        (_, None) => run.set(
+            None,
+            None,
+            "mta-sts.policy",
+            Verdict::Skipped,
+            "no policy",
+            Vec::new(),
+        ),
     }
 
     // TLS-RPT.
-    let rpt_shown: Vec<String> = dest.tlsrpt_txt.records.iter().map(|r| format!("-- TXT {}", Escaped::new(r))).collect();
+    let rpt_shown: Vec<String> = dest
+        .tlsrpt_txt
+        .records
+        .iter()
+        .map(|r| format!("-- TXT {}", Escaped::new(r)))
+        .collect();
     match dest.tlsrpt() {
         Some(Ok(record)) => {
             let uris: Vec<&str> = record.uris().iter().map(|u| u.as_str()).collect();
-            run.set(None, None, "tlsrpt.record", Verdict::Pass, format!("reports go to {}", Escaped::new(&uris.join(", "))), rpt_shown)
+            run.set(
+                None,
+                None,
+                "tlsrpt.record",
+                Verdict::Pass,
+                format!("reports go to {}", Escaped::new(&uris.join(", "))),
+                rpt_shown,
+            )
         }
-        Some(Err(e)) => run.set(None, None, "tlsrpt.record", Verdict::Fail, e.to_string(), rpt_shown),
-        None if dest.tlsrpt_txt.security.is_failure() => run.set(None, None, "tlsrpt.record", Verdict::Inconclusive, format!("the _smtp._tls TXT lookup failed ({})", dest.tlsrpt_txt.security), rpt_shown),
-        None => run.set(None, None, "tlsrpt.record", Verdict::Warn, "no _smtp._tls TXT record: failures are not reported to the domain (RFC 8460)", rpt_shown),
+        Some(Err(e)) => run.set(
+            None,
+            None,
+            "tlsrpt.record",
+            Verdict::Fail,
+            e.to_string(),
+            rpt_shown,
+        ),
+        None if dest.tlsrpt_txt.security.is_failure() => run.set(
+            None,
+            None,
+            "tlsrpt.record",
+            Verdict::Inconclusive,
+            format!(
+                "the _smtp._tls TXT lookup failed ({})",
+                dest.tlsrpt_txt.security
+            ),
+            rpt_shown,
+        ),
+        None => run.set(
+            None,
+            None,
+            "tlsrpt.record",
+            Verdict::Warn,
+            "no _smtp._tls TXT record: failures are not reported to the domain (RFC 8460)",
+            rpt_shown,
+        ),
     }
 }
 
 fn plan_text(plan: &HostPlan) -> String {
     match plan {
-        HostPlan::Connect { tls, authentication, source, .. } => {
+        HostPlan::Connect {
+            tls,
+            authentication,
+            source,
+            ..
+        } => {
             let auth = match authentication {
                 Authentication::Dane(_) => "DANE",
                 Authentication::WebPki { report_only: false } => "WebPKI",
@@ -461,7 +662,11 @@ fn plan_text(plan: &HostPlan) -> String {
                 Authentication::None => "unauthenticated",
                 _ => "other",
             };
-            let tls = if tls.requires_tls() { "TLS required" } else { "TLS opportunistic" };
+            let tls = if tls.requires_tls() {
+                "TLS required"
+            } else {
+                "TLS opportunistic"
+            };
             format!("{source}: {tls}, {auth}")
         }
         HostPlan::DoNotConnect { reason, source } => format!("{source}: do not connect ({reason})"),
@@ -469,7 +674,13 @@ fn plan_text(plan: &HostPlan) -> String {
     }
 }
 
-async fn host_checks(args: &ProbeArgs, setup: &Setup, run: &mut Run, dest: &Destination, route: &Route) {
+async fn host_checks(
+    args: &ProbeArgs,
+    setup: &Setup,
+    run: &mut Run,
+    dest: &Destination,
+    route: &Route,
+) {
     let mx = route.host().to_owned();
     let plan = route.plan().clone();
     run.emit(json!({
@@ -486,12 +697,41 @@ async fn host_checks(args: &ProbeArgs, setup: &Setup, run: &mut Run, dest: &Dest
     let addrs = route.addresses();
     let addr_list: Vec<IpAddr> = addrs.records.clone();
     if addrs.security.is_failure() {
-        let v = if addrs.security == Security::Bogus { Verdict::Fail } else { Verdict::Inconclusive };
-        run.set(Some(&mx), None, "mx.addresses", v, format!("the address lookup failed ({}): {}", addrs.security, addrs.detail.clone().unwrap_or_default()), Vec::new());
+        let v = if addrs.security == Security::Bogus {
+            Verdict::Fail
+        } else {
+            Verdict::Inconclusive
+        };
+        run.set(
+            Some(&mx),
+            None,
+            "mx.addresses",
+            v,
+            format!(
+                "the address lookup failed ({}): {}",
+                addrs.security,
+                addrs.detail.clone().unwrap_or_default()
+            ),
+            Vec::new(),
+        );
     } else if addr_list.is_empty() {
-        run.set(Some(&mx), None, "mx.addresses", Verdict::Fail, "no A or AAAA record", Vec::new());
+        run.set(
+            Some(&mx),
+            None,
+            "mx.addresses",
+            Verdict::Fail,
+            "no A or AAAA record",
+            Vec::new(),
+        );
     } else {
-        run.set(Some(&mx), None, "mx.addresses", Verdict::Pass, format!("{} address(es), {}", addr_list.len(), addrs.security), addr_list.iter().map(|a| format!("-- {a}")).collect());
+        run.set(
+            Some(&mx),
+            None,
+            "mx.addresses",
+            Verdict::Pass,
+            format!("{} address(es), {}", addr_list.len(), addrs.security),
+            addr_list.iter().map(|a| format!("-- {a}")).collect(),
+        );
     }
     // TLSA.
     let mut dane_records = None;
@@ -505,7 +745,7 @@ async fn host_checks(args: &ProbeArgs, setup: &Setup, run: &mut Run, dest: &Dest
                     evidence.extend(records.iter().map(|r| format!("-- TLSA {r}")));
                     let weak: Vec<String> = records
                         .iter()
-                        .filter(|r| matches!(r.usability(), Ok((Usage::PkixTa | Usage::PkixEe, _, _))) || r.usability().is_err())
+                        .filter(|r| r.usability().is_err())
                         .map(|r| r.to_string())
                         .collect();
                     let usable = records.len() - weak.len();
@@ -535,7 +775,11 @@ async fn host_checks(args: &ProbeArgs, setup: &Setup, run: &mut Run, dest: &Dest
         }
     }
     // MTA-STS MX matching.
-    let sts = dest.mta_sts.policy.as_ref().filter(|p| p.mode() != Mode::None);
+    let sts = dest
+        .mta_sts
+        .policy
+        .as_ref()
+        .filter(|p| p.mode() != Mode::None);
     if let Some(policy) = sts {
         let matched = policy.matches_mx(&mx);
         let patterns: Vec<String> = policy.mx().iter().map(|p| p.to_string()).collect();
@@ -547,9 +791,23 @@ async fn host_checks(args: &ProbeArgs, setup: &Setup, run: &mut Run, dest: &Dest
         let detail = if matched {
             format!("{mx} matches the policy's mx patterns")
         } else {
-            format!("{mx} matches none of the policy's mx patterns: senders {} it (RFC 8461 §4.1)", if policy.mode() == Mode::Enforce { "refuse" } else { "report" })
+            format!(
+                "{mx} matches none of the policy's mx patterns: senders {} it (RFC 8461 §4.1)",
+                if policy.mode() == Mode::Enforce {
+                    "refuse"
+                } else {
+                    "report"
+                }
+            )
         };
-        run.set(Some(&mx), None, "mta-sts.mx", v, detail, vec![format!("-- mx: {}", patterns.join(", "))]);
+        run.set(
+            Some(&mx),
+            None,
+            "mta-sts.mx",
+            v,
+            detail,
+            vec![format!("-- mx: {}", patterns.join(", "))],
+        );
     }
     // Every address.
     for ip in addr_list {
@@ -566,26 +824,80 @@ async fn host_checks(args: &ProbeArgs, setup: &Setup, run: &mut Run, dest: &Dest
         let mut report = match report {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                run.set(Some(&mx), Some(&address), "upgrade.works", Verdict::Inconclusive, e, Vec::new());
+                run.set(
+                    Some(&mx),
+                    Some(&address),
+                    "upgrade.works",
+                    Verdict::Inconclusive,
+                    e,
+                    Vec::new(),
+                );
                 continue;
             }
             Err(e) => {
-                run.set(Some(&mx), Some(&address), "upgrade.works", Verdict::Inconclusive, format!("the probe stopped: {e}"), Vec::new());
+                run.set(
+                    Some(&mx),
+                    Some(&address),
+                    "upgrade.works",
+                    Verdict::Inconclusive,
+                    format!("the probe stopped: {e}"),
+                    Vec::new(),
+                );
                 continue;
             }
         };
         run.connections += report.connections;
-        let dane_result = dane_records.as_ref().map(|t| dane_match(t, &report, &mx, &dest.domain, dest.mx.security == Security::Secure));
-        let (pkix_ok, pkix_detail) = adjust_cert_checks(&mut report, &plan, dane_result.as_ref());
-        let stage = |r: &Report, id: &str| r.checks.iter().find(|c| c.id == id).map(|c| c.verdict).unwrap_or(Verdict::Skipped);
+        let dane_result = dane_records.as_ref().map(|t| {
+            dane_match(
+                t,
+                &report,
+                &mx,
+                &dest.domain,
+                dest.mx.security == Security::Secure,
+            )
+        });
+        let stage = |r: &Report, id: &str| {
+            r.checks
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.verdict)
+                .unwrap_or(Verdict::Skipped)
+        };
         let mut stages: Vec<(&'static str, Verdict, Option<Duration>)> = vec![
             ("starttls", stage(&report, "upgrade.offered"), None),
-            ("tls", stage(&report, "upgrade.works"), report.timings.iter().find(|(n, _)| *n == "tls").map(|(_, d)| *d)),
-            ("pkix", worst(stage(&report, "cert.chain"), stage(&report, "cert.name")), None),
-            ("injection", worst(stage(&report, "injection.same-write"), stage(&report, "injection.two-writes")), None),
+            (
+                "tls",
+                stage(&report, "upgrade.works"),
+                report
+                    .timings
+                    .iter()
+                    .find(|(n, _)| *n == "tls")
+                    .map(|(_, d)| *d),
+            ),
+            (
+                "pkix",
+                worst(stage(&report, "cert.chain"), stage(&report, "cert.name")),
+                None,
+            ),
+            (
+                "injection",
+                worst(
+                    stage(&report, "injection.same-write"),
+                    stage(&report, "injection.two-writes"),
+                ),
+                None,
+            ),
         ];
+        let (pkix_ok, pkix_detail) = adjust_cert_checks(&mut report, &plan, dane_result.as_ref());
         for c in std::mem::take(&mut report.checks) {
-            run.set(Some(&mx), Some(&address), c.id, c.verdict, c.detail, c.evidence);
+            run.set(
+                Some(&mx),
+                Some(&address),
+                c.id,
+                c.verdict,
+                c.detail,
+                c.evidence,
+            );
         }
         if let Some(result) = dane_result {
             let (v, detail, ev) = result;
@@ -593,19 +905,45 @@ async fn host_checks(args: &ProbeArgs, setup: &Setup, run: &mut Run, dest: &Dest
             run.set(Some(&mx), Some(&address), "dane.match", v, detail, ev);
         }
         if let Some(policy) = sts {
-            let pkix = worst(stage_of(run, &mx, &address, "cert.chain"), stage_of(run, &mx, &address, "cert.name"));
+            let pkix = worst(
+                stage_of(run, &mx, &address, "cert.chain"),
+                stage_of(run, &mx, &address, "cert.name"),
+            );
             let raw = report.chain.is_empty();
             let (v, detail) = if raw {
-                (if policy.mode() == Mode::Enforce { Verdict::Fail } else { Verdict::Warn }, "no certificate was seen (no TLS)".to_string())
+                (
+                    if policy.mode() == Mode::Enforce {
+                        Verdict::Fail
+                    } else {
+                        Verdict::Warn
+                    },
+                    "no certificate was seen (no TLS)".to_string(),
+                )
             } else if pkix == Verdict::Pass || pkix_ok {
                 (Verdict::Pass, format!("valid for {mx}"))
             } else if policy.mode() == Mode::Enforce {
-                (Verdict::Fail, format!("not WebPKI-valid for {mx}: {}", pkix_detail))
+                (
+                    Verdict::Fail,
+                    format!("not WebPKI-valid for {mx}: {}", pkix_detail),
+                )
             } else {
-                (Verdict::Warn, format!("not WebPKI-valid for {mx} (mode testing: reported only): {}", pkix_detail))
+                (
+                    Verdict::Warn,
+                    format!(
+                        "not WebPKI-valid for {mx} (mode testing: reported only): {}",
+                        pkix_detail
+                    ),
+                )
             };
             stages.push(("mta-sts", v, None));
-            run.set(Some(&mx), Some(&address), "mta-sts.cert", v, detail, Vec::new());
+            run.set(
+                Some(&mx),
+                Some(&address),
+                "mta-sts.cert",
+                v,
+                detail,
+                Vec::new(),
+            );
         }
         stages.push(("total", Verdict::Skipped, Some(elapsed)));
         run.emit(json!({
@@ -615,7 +953,13 @@ async fn host_checks(args: &ProbeArgs, setup: &Setup, run: &mut Run, dest: &Dest
             "plan": plan_text(&plan),
             "stages": stages.iter().map(|(n, v, d)| json!({"stage": n, "verdict": v.as_str(), "millis": d.map(|d| d.as_millis() as u64)})).collect::<Vec<_>>(),
         }));
-        run.rows.push(Row { service: "smtp".into(), host: mx.clone(), address, plan: plan_text(&plan), stages });
+        run.rows.push(Row {
+            service: "smtp".into(),
+            host: mx.clone(),
+            address,
+            plan: plan_text(&plan),
+            stages,
+        });
     }
 }
 
@@ -640,7 +984,9 @@ fn stage_of(run: &Run, mx: &str, address: &str, id: &str) -> Verdict {
     run.results
         .iter()
         .rev()
-        .find(|s| s.check.id == id && s.mx.as_deref() == Some(mx) && s.address.as_deref() == Some(address))
+        .find(|s| {
+            s.check.id == id && s.mx.as_deref() == Some(mx) && s.address.as_deref() == Some(address)
+        })
         .map(|s| s.check.verdict)
         .unwrap_or(Verdict::Skipped)
 }
@@ -655,13 +1001,25 @@ fn dane_match(
     mx_secure: bool,
 ) -> (Verdict, String, Vec<String>) {
     let TlsaLookup::Secure(records) = &t.lookup else {
-        return (Verdict::Skipped, "no usable TLSA records".into(), Vec::new());
+        return (
+            Verdict::Skipped,
+            "no usable TLSA records".into(),
+            Vec::new(),
+        );
     };
     let Ok(usable) = starttls::policy::dane::UsableTlsa::new(records.clone()) else {
-        return (Verdict::Fail, "no usable TLSA record: TLS without authentication at best".into(), Vec::new());
+        return (
+            Verdict::Fail,
+            "no usable TLSA record: TLS without authentication at best".into(),
+            Vec::new(),
+        );
     };
     if report.chain.is_empty() {
-        return (Verdict::Fail, "no certificate was seen (no TLS), so DANE could not authenticate the server".into(), Vec::new());
+        return (
+            Verdict::Fail,
+            "no certificate was seen (no TLS), so DANE could not authenticate the server".into(),
+            Vec::new(),
+        );
     }
     let mut names = vec![t.base_domain.as_str()];
     if t.base_domain != mx {
@@ -676,9 +1034,26 @@ fn dane_match(
     };
     let provider = rustls::crypto::ring::default_provider();
     let now = UnixTime::now();
-    match dane_check(&usable, &report.chain, &ids, now, &provider.signature_verification_algorithms) {
-        Ok(m) => (Verdict::Pass, describe_match(&m), vec![format!("-- reference identifiers: {}", ids.as_slice().join(", "))]),
-        Err(e) => (Verdict::Fail, format!("{e}"), usable.records().map(|r| format!("-- TLSA {r}")).collect()),
+    match dane_check(
+        &usable,
+        &report.chain,
+        &ids,
+        now,
+        &provider.signature_verification_algorithms,
+    ) {
+        Ok(m) => (
+            Verdict::Pass,
+            describe_match(&m),
+            vec![format!(
+                "-- reference identifiers: {}",
+                ids.as_slice().join(", ")
+            )],
+        ),
+        Err(e) => (
+            Verdict::Fail,
+            format!("{e}"),
+            usable.records().map(|r| format!("-- TLSA {r}")).collect(),
+        ),
     }
 }
 
@@ -722,8 +1097,19 @@ fn adjust_cert_checks(
         if c.id != "cert.chain" && c.id != "cert.name" || c.verdict == Verdict::Pass {
             continue;
         }
-        if dane_passed || matches!(plan, HostPlan::Connect { authentication: Authentication::Dane(_), .. }) {
-            c.detail = format!("{} — not needed: DANE authenticates this host (RFC 7672 §3)", c.detail);
+        if dane_passed
+            || matches!(
+                plan,
+                HostPlan::Connect {
+                    authentication: Authentication::Dane(_),
+                    ..
+                }
+            )
+        {
+            c.detail = format!(
+                "{} — not needed: DANE authenticates this host (RFC 7672 §3)",
+                c.detail
+            );
             c.verdict = Verdict::Skipped;
         } else if source == Source::Local && c.verdict == Verdict::Fail {
             c.detail = format!("{} — opportunistic TLS on port 25 does not authenticate (RFC 7435); DANE or MTA-STS would", c.detail);
@@ -739,7 +1125,14 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
         let found = match discovery::discover(setup.destinations.dns(), &domain, access).await {
             Ok(f) => f,
             Err(e) => {
-                run.set(None, None, "srv.discovery", Verdict::Inconclusive, e.to_string(), Vec::new());
+                run.set(
+                    None,
+                    None,
+                    "srv.discovery",
+                    Verdict::Inconclusive,
+                    e.to_string(),
+                    Vec::new(),
+                );
                 continue;
             }
         };
@@ -747,8 +1140,24 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
             .lookups
             .iter()
             .map(|l| {
-                let targets: Vec<String> = l.answer.targets.iter().map(|t| format!("{} {} {} {}", t.priority, t.weight, t.port, t.target)).collect();
-                format!("-- {}._tcp.{domain} SRV {} ({})", l.service, if l.answer.not_offered { ". (not offered)".to_string() } else if targets.is_empty() { "none".to_string() } else { targets.join(", ") }, l.answer.security)
+                let targets: Vec<String> = l
+                    .answer
+                    .targets
+                    .iter()
+                    .map(|t| format!("{} {} {} {}", t.priority, t.weight, t.port, t.target))
+                    .collect();
+                format!(
+                    "-- {}._tcp.{domain} SRV {} ({})",
+                    l.service,
+                    if l.answer.not_offered {
+                        ". (not offered)".to_string()
+                    } else if targets.is_empty() {
+                        "none".to_string()
+                    } else {
+                        targets.join(", ")
+                    },
+                    l.answer.security
+                )
             })
             .collect();
         let name = match access {
@@ -758,18 +1167,44 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
             _ => "?",
         };
         if found.failed().next().is_some() {
-            run.set(None, None, "srv.discovery", Verdict::Inconclusive, format!("{name}: an SRV lookup failed"), evidence);
+            run.set(
+                None,
+                None,
+                "srv.discovery",
+                Verdict::Inconclusive,
+                format!("{name}: an SRV lookup failed"),
+                evidence,
+            );
             continue;
         }
         if found.routes.is_empty() {
-            run.set(None, None, "srv.discovery", Verdict::Skipped, format!("{name}: no SRV records"), evidence);
+            run.set(
+                None,
+                None,
+                "srv.discovery",
+                Verdict::Skipped,
+                format!("{name}: no SRV records"),
+                evidence,
+            );
             continue;
         }
         let implicit = found.routes.iter().any(|r| r.tls == TlsPolicy::Implicit);
         let (v, detail) = if implicit {
-            (Verdict::Pass, format!("{name}: {} server(s); implicit TLS offered (RFC 8314 §5.1)", found.routes.len()))
+            (
+                Verdict::Pass,
+                format!(
+                    "{name}: {} server(s); implicit TLS offered (RFC 8314 §5.1)",
+                    found.routes.len()
+                ),
+            )
         } else {
-            (Verdict::Warn, format!("{name}: {} server(s), STARTTLS only: RFC 8314 §5.1 prefers implicit TLS", found.routes.len()))
+            (
+                Verdict::Warn,
+                format!(
+                    "{name}: {} server(s), STARTTLS only: RFC 8314 §5.1 prefers implicit TLS",
+                    found.routes.len()
+                ),
+            )
         };
         run.set(None, None, "srv.discovery", v, detail, evidence);
         for r in found.routes.clone() {
@@ -785,13 +1220,24 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
             let answer = match setup.destinations.dns().addresses(&r.target).await {
                 Ok(a) => a,
                 Err(e) => {
-                    run.set(Some(&r.target), None, "mx.addresses", Verdict::Inconclusive, e.to_string(), Vec::new());
+                    run.set(
+                        Some(&r.target),
+                        None,
+                        "mx.addresses",
+                        Verdict::Inconclusive,
+                        e.to_string(),
+                        Vec::new(),
+                    );
                     continue;
                 }
             };
             // With a secure SRV answer the target is a reference identifier;
             // otherwise the certificate must name the mail domain (RFC 7817 §3).
-            let server_name = if r.security == Security::Secure { r.target.clone() } else { domain.clone() };
+            let server_name = if r.security == Security::Secure {
+                r.target.clone()
+            } else {
+                domain.clone()
+            };
             for ip in answer.records.clone() {
                 let address = ip.to_string();
                 let started = Instant::now();
@@ -806,35 +1252,96 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
                 let report = match report {
                     Ok(Ok(rep)) => rep,
                     Ok(Err(e)) => {
-                        run.set(Some(&r.target), Some(&address), "upgrade.works", Verdict::Inconclusive, e, Vec::new());
+                        run.set(
+                            Some(&r.target),
+                            Some(&address),
+                            "upgrade.works",
+                            Verdict::Inconclusive,
+                            e,
+                            Vec::new(),
+                        );
                         continue;
                     }
                     Err(e) => {
-                        run.set(Some(&r.target), Some(&address), "upgrade.works", Verdict::Inconclusive, format!("the probe stopped: {e}"), Vec::new());
+                        run.set(
+                            Some(&r.target),
+                            Some(&address),
+                            "upgrade.works",
+                            Verdict::Inconclusive,
+                            format!("the probe stopped: {e}"),
+                            Vec::new(),
+                        );
                         continue;
                     }
                 };
                 run.connections += report.connections;
-                let stage = |id: &str| report.checks.iter().find(|c| c.id == id).map(|c| c.verdict).unwrap_or(Verdict::Skipped);
+                let stage = |id: &str| {
+                    report
+                        .checks
+                        .iter()
+                        .find(|c| c.id == id)
+                        .map(|c| c.verdict)
+                        .unwrap_or(Verdict::Skipped)
+                };
                 let stages = vec![
                     ("starttls", stage("upgrade.offered"), None),
-                    ("tls", if r.tls == TlsPolicy::Implicit { stage("implicit.reachable") } else { stage("upgrade.works") }, report.timings.iter().find(|(n, _)| *n == "tls").map(|(_, d)| *d)),
+                    (
+                        "tls",
+                        if r.tls == TlsPolicy::Implicit {
+                            stage("implicit.reachable")
+                        } else {
+                            stage("upgrade.works")
+                        },
+                        report
+                            .timings
+                            .iter()
+                            .find(|(n, _)| *n == "tls")
+                            .map(|(_, d)| *d),
+                    ),
                     ("pkix", worst(stage("cert.chain"), stage("cert.name")), None),
-                    ("injection", worst(stage("injection.same-write"), stage("injection.two-writes")), None),
+                    (
+                        "injection",
+                        worst(stage("injection.same-write"), stage("injection.two-writes")),
+                        None,
+                    ),
                     ("total", Verdict::Skipped, Some(elapsed)),
                 ];
-                let plan = format!("{}: {}", r.service, if r.tls == TlsPolicy::Implicit { "implicit TLS" } else { "STARTTLS required" });
+                let plan = format!(
+                    "{}: {}",
+                    r.service,
+                    if r.tls == TlsPolicy::Implicit {
+                        "implicit TLS"
+                    } else {
+                        "STARTTLS required"
+                    }
+                );
                 for c in report.checks {
-                    run.set(Some(&r.target), Some(&address), c.id, c.verdict, c.detail, c.evidence);
+                    run.set(
+                        Some(&r.target),
+                        Some(&address),
+                        c.id,
+                        c.verdict,
+                        c.detail,
+                        c.evidence,
+                    );
                 }
-                run.rows.push(Row { service: scheme.into(), host: r.target.clone(), address, plan, stages });
+                run.rows.push(Row {
+                    service: scheme.into(),
+                    host: r.target.clone(),
+                    address,
+                    plan,
+                    stages,
+                });
             }
         }
     }
 }
 
 fn table(run: &Run, fail_on: Verdict, code: u8) -> String {
-    let mut out = format!("starttls probe --domain {} ({} connection(s))\n", run.domain, run.connections);
+    let mut out = format!(
+        "starttls probe --domain {} ({} connection(s))\n",
+        run.domain, run.connections
+    );
     let mut scope = None;
     for s in &run.results {
         let this = (s.mx.clone(), s.address.clone());
@@ -849,7 +1356,12 @@ fn table(run: &Run, fail_on: Verdict, code: u8) -> String {
         }
         let c = &s.check;
         let mark = if informational(c.id) { " (info)" } else { "" };
-        out.push_str(&format!("{:<12} {:<24} {}{mark}\n", c.verdict.as_str(), c.id, c.detail));
+        out.push_str(&format!(
+            "{:<12} {:<24} {}{mark}\n",
+            c.verdict.as_str(),
+            c.id,
+            c.detail
+        ));
         if !matches!(c.verdict, Verdict::Pass | Verdict::Skipped) {
             for e in c.evidence.iter().take(20) {
                 out.push_str(&format!("             | {e}\n"));
@@ -868,7 +1380,14 @@ fn table(run: &Run, fail_on: Verdict, code: u8) -> String {
                     None => format!("{n} {}", v.as_str()),
                 })
                 .collect();
-            out.push_str(&format!("{:<10} {} {:<15} [{}] {}\n", row.service, row.host, row.address, row.plan, stages.join(", ")));
+            out.push_str(&format!(
+                "{:<10} {} {:<15} [{}] {}\n",
+                row.service,
+                row.host,
+                row.address,
+                row.plan,
+                stages.join(", ")
+            ));
         }
     }
     out.push_str(&format!(
