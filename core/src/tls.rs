@@ -408,8 +408,15 @@ fn policy_detail(e: &rustls::Error) -> Option<String> {
 /// An in-memory TLS connection as the engine sees it.
 pub(crate) trait TlsLink: Send {
     /// Feeds ciphertext from the socket; appends decrypted plaintext to
-    /// `plaintext`.
-    fn receive(&mut self, ciphertext: &[u8], plaintext: &mut BytesMut) -> Result<(), TlsError>;
+    /// `plaintext`, making room with `reserve(plaintext, additional)` only
+    /// when there is plaintext to append (a handshake flight allocates
+    /// nothing).
+    fn receive(
+        &mut self,
+        ciphertext: &[u8],
+        plaintext: &mut BytesMut,
+        reserve: &mut dyn FnMut(&mut BytesMut, usize),
+    ) -> Result<(), TlsError>;
     /// Encrypts the start of `plaintext` for sending, as much as the
     /// connection's send window takes, and returns how many octets that was.
     /// `Ok(0)` means the window is full: [`drain`](TlsLink::drain) first.
@@ -500,7 +507,12 @@ impl RustlsRole for rustls::ClientConnection {
 }
 
 impl<C: RustlsRole> TlsLink for RustlsLink<C> {
-    fn receive(&mut self, mut ciphertext: &[u8], plaintext: &mut BytesMut) -> Result<(), TlsError> {
+    fn receive(
+        &mut self,
+        mut ciphertext: &[u8],
+        plaintext: &mut BytesMut,
+        reserve: &mut dyn FnMut(&mut BytesMut, usize),
+    ) -> Result<(), TlsError> {
         use std::io::Read;
         while !ciphertext.is_empty() {
             // read_tls refuses more input while its own buffers are full; we
@@ -513,6 +525,7 @@ impl<C: RustlsRole> TlsLink for RustlsLink<C> {
             let mut want = state.plaintext_bytes_to_read();
             while want > 0 {
                 let start = plaintext.len();
+                reserve(plaintext, want);
                 plaintext.resize(start + want, 0);
                 let got = self
                     .conn
@@ -601,6 +614,16 @@ impl std::io::Write for VecWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.extend_from_slice(buf);
         Ok(buf.len())
+    }
+    /// rustls hands over every pending record at once: one reservation for
+    /// all of them, not one reallocation per record.
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let total = bufs.iter().map(|b| b.len()).sum();
+        self.0.reserve(total);
+        for b in bufs {
+            self.0.extend_from_slice(b);
+        }
+        Ok(total)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())

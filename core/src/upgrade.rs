@@ -91,6 +91,11 @@ pub(crate) const TLS_WINDOW: usize = 64 * 1024;
 /// bodies, literals, replies) is the caller's own data and is not counted.
 pub(crate) const MAX_UNTAKEN_ANSWERS: usize = 1024 * 1024;
 
+/// Largest buffer a busy session keeps between round trips (one TLS record
+/// and then some): the allocations of a handshake flight or a negotiation
+/// reply are reused, a larger one is given back as when idle.
+const BUSY_KEEP: usize = 18 * 1024;
+
 /// Facts about the upgrade, reported by every session type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -217,11 +222,21 @@ pub(crate) trait Machine: Sized {
     /// [`Engine::handle_input`]).
     fn input_budget(&self) -> InputBudget;
 
+    /// `true` while the session negotiates by itself and the peer's answer
+    /// is due at once (a client between its greeting and `Ready`): the
+    /// engine then keeps its buffers and event slots between round trips
+    /// instead of giving them back at each (see `Core::trim_idle`). The
+    /// default, for servers, is `false`: a server waits for the client.
+    fn negotiating(&self) -> bool {
+        false
+    }
+
     /// Hands state that *we* generated, and only that, to the machine built
     /// by [`Machine::after_tls`]. Nothing the peer sent may cross: the
     /// default carries nothing. (The IMAP client carries its tag counter so
-    /// that tags stay unique on the connection, RFC 9051 §2.2.1.)
-    fn carry_over(&self, _next: &mut Self) {}
+    /// that tags stay unique on the connection, RFC 9051 §2.2.1; the SMTP
+    /// client its `EHLO` line, written from the configuration alone.)
+    fn carry_over(&mut self, _next: &mut Self) {}
 }
 
 /// How much unprocessed input a session may hold now, and in which phase.
@@ -479,7 +494,22 @@ impl<M: Machine> Engine<M> {
                 });
             }
         }
-        self.core.trim_idle();
+        let busy = self.busy();
+        self.core.trim_idle(busy);
+    }
+
+    /// Whether the session is between round trips of a step whose answer is
+    /// due at once: the TLS handshake (and the boundary before it), or a
+    /// client's own negotiation ([`Machine::negotiating`]). An idle session
+    /// (waiting for the application, or a server for the next command)
+    /// keeps no buffers; a busy one keeps what it allocated for the next
+    /// flight.
+    fn busy(&self) -> bool {
+        match self.core.phase {
+            Phase::Boundary { .. } | Phase::Handshaking => true,
+            Phase::Cleartext | Phase::Tls => self.machine.negotiating(),
+            Phase::AwaitingExternal | Phase::Closed => false,
+        }
     }
 
     /// How many more octets [`Engine::handle_input`] takes now before the
@@ -509,10 +539,11 @@ impl<M: Machine> Engine<M> {
                 if core.external {
                     core.push_input(data, limit);
                 } else if let Some(link) = core.link.as_mut() {
-                    // Plaintext is never longer than the ciphertext it came
-                    // in, give or take the rest of a record begun earlier.
-                    reserve_input(&mut core.input, data.len(), limit);
-                    let r = link.receive(data, &mut core.input);
+                    // Room is made only for plaintext rustls has ready, with
+                    // the same growth rule as cleartext input.
+                    let r = link.receive(data, &mut core.input, &mut |input, n| {
+                        reserve_input(input, n, limit)
+                    });
                     link.drain(&mut core.transmit);
                     let established = (core.phase == Phase::Handshaking && !link.is_handshaking())
                         .then(|| link.info());
@@ -564,7 +595,7 @@ impl<M: Machine> Engine<M> {
     pub(crate) fn poll_event(&mut self) -> Result<Option<M::Event>, Error> {
         match self.core.events.pop_front() {
             Some(e) => {
-                if self.core.events.is_empty() {
+                if self.core.events.is_empty() && !self.busy() {
                     // An idle session keeps no event slots.
                     self.core.events = VecDeque::new();
                 }
@@ -587,9 +618,16 @@ impl<M: Machine> Engine<M> {
         if self.core.transmit.is_empty() {
             return None;
         }
-        // Take the buffer itself rather than `split` it: a split would leave
-        // the allocation's spare capacity with an idle session.
-        let out = std::mem::take(&mut self.core.transmit).freeze();
+        // An idle session hands out the buffer itself: a split would leave
+        // the allocation's spare capacity with it. A busy one splits, so that
+        // the next flight reuses the allocation once the caller dropped this
+        // one (`BytesMut::reserve` reclaims it).
+        let busy = self.busy();
+        let out = if busy && self.core.transmit.capacity() <= BUSY_KEEP {
+            self.core.transmit.split().freeze()
+        } else {
+            std::mem::take(&mut self.core.transmit).freeze()
+        };
         self.core.taken += out.len() as u64;
         // Everything flushed so far is inside what was just taken.
         self.core.plain_sent = self.core.plain_flushed;
@@ -598,7 +636,8 @@ impl<M: Machine> Engine<M> {
             self.core.answers = 0;
         }
         self.core.check_boundary();
-        self.core.trim_idle();
+        let busy = self.busy();
+        self.core.trim_idle(busy);
         Some(out)
     }
 
@@ -761,12 +800,29 @@ impl<E: From<UpgradeEvent>> Core<E> {
     /// (the staging buffer after TLS took every octet with `advance`, the
     /// input after its last line was split off): it is replaced whatever
     /// its capacity says.
-    fn trim_idle(&mut self) {
+    ///
+    /// A `busy` session (see `Engine::busy`) keeps buffers of up to
+    /// [`BUSY_KEEP`] octets, and its event slots, for the next round trip.
+    fn trim_idle(&mut self, busy: bool) {
+        if busy {
+            for b in [&mut self.input, &mut self.staged, &mut self.transmit] {
+                if b.is_empty() && b.capacity() > BUSY_KEEP {
+                    *b = BytesMut::new();
+                }
+            }
+            return;
+        }
         if self.input.is_empty() {
             self.input = BytesMut::new();
         }
         if self.staged.is_empty() {
             self.staged = BytesMut::new();
+        }
+        if self.transmit.is_empty() {
+            self.transmit = BytesMut::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
         }
     }
 
@@ -835,7 +891,7 @@ impl<E: From<UpgradeEvent>> Core<E> {
     /// data beyond the one made when it was handed in.
     fn move_staged(&mut self) {
         self.plain_flushed += self.staged.len() as u64;
-        if self.transmit.is_empty() {
+        if self.transmit.is_empty() && self.transmit.capacity() < self.staged.len() {
             self.transmit = std::mem::take(&mut self.staged);
         } else {
             self.transmit.extend_from_slice(&self.staged);
@@ -1008,7 +1064,7 @@ impl<E: From<UpgradeEvent>> Core<E> {
 /// (see [`Engine::handle_input`] for why it never does).
 fn reserve_input(input: &mut BytesMut, additional: usize, limit: usize) {
     let need = input.len().saturating_add(additional);
-    if input.capacity() >= need {
+    if input.capacity() >= need || input.try_reclaim(additional) {
         return;
     }
     let cap = input

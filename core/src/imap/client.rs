@@ -799,12 +799,17 @@ impl Machine for ClientMachine {
         self.config.limits.input_budget(self.authenticated)
     }
 
+    /// Between the greeting and `Ready` the client negotiates by itself.
+    fn negotiating(&self) -> bool {
+        !matches!(self.phase, Phase::Ready)
+    }
+
     /// Tags continue across STARTTLS: RFC 9051 §2.2.1 wants a tag unique on
     /// the connection, and a reused `A1` over TLS could be matched with a
     /// completion an attacker planted for the cleartext `A1`. The counter is
     /// ours (how many commands *we* sent), never anything the server said,
     /// so carrying it forgets nothing rule (c) requires forgotten.
-    fn carry_over(&self, next: &mut Self) {
+    fn carry_over(&mut self, next: &mut Self) {
         next.next_tag = self.next_tag;
     }
 }

@@ -310,6 +310,10 @@ impl ClientMachine {
 
     fn ready(&mut self, io: &mut Io<'_, ClientEvent>) {
         self.ready = true;
+        if self.expect.is_empty() {
+            // Kept while negotiating; an idle session keeps no slots.
+            self.expect = VecDeque::new();
+        }
         let trust = io.trust();
         io.emit(ClientEvent::Ready { trust });
     }
@@ -351,8 +355,9 @@ impl ClientMachine {
                 detail: "a response with no command outstanding".into(),
             });
         };
-        if self.expect.is_empty() {
-            // Nothing outstanding: an idle session keeps no slots.
+        if self.expect.is_empty() && self.ready {
+            // Nothing outstanding: an idle session keeps no slots (a
+            // negotiating one keeps them for its next command).
             self.expect = VecDeque::new();
         }
         if io.sent() < sent_at {
@@ -604,6 +609,11 @@ impl Machine for ClientMachine {
 
     fn input_budget(&self) -> InputBudget {
         self.config.limits.input_budget(self.authenticated)
+    }
+
+    /// Between the greeting and `Ready` the client negotiates by itself.
+    fn negotiating(&self) -> bool {
+        !self.ready && !self.quitting
     }
 }
 

@@ -82,10 +82,16 @@ impl Capability {
     /// `ehlo-keyword` followed by SP or its end is
     /// [`SyntaxError::InvalidReply`].
     pub fn parse(line: &Bytes) -> Result<Capability, SyntaxError> {
+        Capability::parse_in(line, line)
+    }
+
+    /// [`Capability::parse`] of `text`, a part of `base`: the keyword and
+    /// parameters kept are slices of `base` (no handle per line read).
+    pub(crate) fn parse_in(base: &Bytes, text: &[u8]) -> Result<Capability, SyntaxError> {
+        let line = base;
         let invalid = SyntaxError::InvalidReply {
             reason: "malformed EHLO line (expected keyword [SP params])",
         };
-        let text: &[u8] = line;
         let end = text.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
         let text = text.get(..end).unwrap_or_default();
         let (rest, keyword) = esmtp_keyword(text).map_err(|_| invalid.clone())?;
@@ -192,15 +198,15 @@ impl Capabilities {
                 reason: "a positive EHLO reply has code 250",
             });
         }
-        let mut lines = reply.lines();
-        let first = lines.next().unwrap_or_default();
-        let first = first.slice_ref(first.trim_ascii_start());
-        let domain_len = memchr::memchr(b' ', &first).unwrap_or(first.len());
+        let raw = reply.raw();
+        let mut lines = reply.raw_lines();
+        let first = lines.next().unwrap_or_default().trim_ascii_start();
+        let domain_len = memchr::memchr(b' ', first).unwrap_or(first.len());
         let caps = lines
-            .filter_map(|line| Capability::parse(&line.slice_ref(line.trim_ascii())).ok())
+            .filter_map(|line| Capability::parse_in(raw, line.trim_ascii()).ok())
             .collect();
         Ok(Capabilities {
-            domain: first.slice(..domain_len),
+            domain: raw.slice_ref(first.get(..domain_len).unwrap_or_default()),
             caps,
         })
     }

@@ -134,9 +134,10 @@ impl ClientSession {
     /// Starts a session. With [`TlsPolicy::Implicit`] the ClientHello is ready
     /// in [`poll_transmit`](Self::poll_transmit) at once.
     pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
-        helo_host(&config.helo_name).ok_or(ConfigError::InvalidHostname)?;
+        let domain = helo_host(&config.helo_name).ok_or(ConfigError::InvalidHostname)?;
         let ec = EngineConfig::client(&config.tls, config.policy, config.injection);
-        let machine = ClientMachine::new(Arc::clone(&config), false);
+        let mut machine = ClientMachine::new(Arc::clone(&config), false);
+        machine.hello_line = hello_line(domain, config.lmtp);
         Ok(ClientSession {
             engine: Engine::new(config, machine, ec),
         })
@@ -274,6 +275,19 @@ fn helo_host(name: &str) -> Option<Host> {
     }
 }
 
+/// The `EHLO`/`LHLO` line for the configured name, CRLF included, written
+/// once per session (it is sent in cleartext and again over TLS).
+fn hello_line(domain: Host, lmtp: bool) -> Box<[u8]> {
+    let cmd = if lmtp {
+        Command::Lhlo { domain }
+    } else {
+        Command::Ehlo { domain }
+    };
+    let mut v = Vec::with_capacity(64);
+    cmd.write_to(&mut v);
+    v.into_boxed_slice()
+}
+
 /// What the next reply answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expect {
@@ -289,6 +303,9 @@ pub(crate) struct ClientMachine {
     config: Arc<ClientConfig>,
     /// Built after STARTTLS: begins by sending `EHLO` over TLS.
     after_tls: bool,
+    /// The `EHLO`/`LHLO` line ([`hello_line`]), built from the configuration
+    /// when the session starts; empty once the last one (over TLS) is sent.
+    hello_line: Box<[u8]>,
     started: bool,
     /// Replies we wait for, each with the write position of its command.
     expect: VecDeque<(Expect, u64)>,
@@ -301,6 +318,8 @@ pub(crate) struct ClientMachine {
     rpos: usize,
     rlines: usize,
     rcode: Option<u16>,
+    /// Length of the first line of the reply being framed, CRLF excluded.
+    rfirst: usize,
     scanned: usize,
     /// `Some` between `354` and `finish_data`.
     data: Option<DotStuffer>,
@@ -320,6 +339,7 @@ impl ClientMachine {
         ClientMachine {
             config,
             after_tls,
+            hello_line: Box::default(),
             started: false,
             expect,
             caps: None,
@@ -328,6 +348,7 @@ impl ClientMachine {
             rpos: 0,
             rlines: 0,
             rcode: None,
+            rfirst: 0,
             scanned: 0,
             data: None,
             data_sent: false,
@@ -353,20 +374,26 @@ impl ClientMachine {
     }
 
     fn write(&mut self, cmd: &Command, io: &mut Io<'_, ClientEvent>) {
-        let mut v = Vec::with_capacity(64);
-        cmd.write_to(&mut v);
-        io.send(&v);
+        match cmd {
+            // The commands without fields: their line is the verb.
+            Command::Quit => io.send(b"QUIT\r\n"),
+            Command::StartTls => io.send(b"STARTTLS\r\n"),
+            Command::Data => io.send(b"DATA\r\n"),
+            Command::Rset => io.send(b"RSET\r\n"),
+            _ => {
+                let mut v = Vec::with_capacity(64);
+                cmd.write_to(&mut v);
+                io.send(&v);
+            }
+        }
     }
 
     fn hello(&mut self, io: &mut Io<'_, ClientEvent>) {
-        let domain = helo_host(&self.config.helo_name)
-            .unwrap_or_else(|| Host::Domain(Bytes::from_static(b"localhost")));
-        let cmd = if self.config.lmtp {
-            Command::Lhlo { domain }
-        } else {
-            Command::Ehlo { domain }
-        };
-        self.write(&cmd, io);
+        io.send(&self.hello_line);
+        if io.trust() == Trust::Tls {
+            // No other EHLO follows on this connection.
+            self.hello_line = Box::default();
+        }
         self.expect_reply(Expect::Hello, io);
     }
 
@@ -379,6 +406,10 @@ impl ClientMachine {
 
     fn ready(&mut self, io: &mut Io<'_, ClientEvent>) {
         self.ready = true;
+        if self.expect.is_empty() {
+            // Kept while negotiating; an idle session keeps no slots.
+            self.expect = VecDeque::new();
+        }
         let trust = io.trust();
         io.emit(ClientEvent::Ready { trust });
     }
@@ -418,17 +449,20 @@ impl ClientMachine {
                 }
                 _ => self.rcode = Some(code),
             }
+            if self.rlines == 0 {
+                self.rfirst = line.len();
+            }
             self.rpos += len;
             self.rlines += 1;
             if last {
+                let code = parsed.code;
                 let raw = io.take(self.rpos);
+                // Every line was checked above as `Reply::parse` checks it.
+                let reply = Reply::from_checked_lines(raw, code, self.rfirst);
                 self.rpos = 0;
                 self.rlines = 0;
                 self.rcode = None;
-                return Reply::parse(raw).map(Some).map_err(|e| Error::Malformed {
-                    step,
-                    reason: e.to_string(),
-                });
+                return Ok(Some(reply));
             }
             if self.rlines >= limits.reply_lines {
                 return Err(Error::LimitExceeded {
@@ -740,6 +774,12 @@ impl Machine for ClientMachine {
         ClientMachine::new(Arc::clone(config), true)
     }
 
+    /// The `EHLO` line, which the session wrote from its configuration when
+    /// it started (never anything the server sent).
+    fn carry_over(&mut self, next: &mut Self) {
+        next.hello_line = std::mem::take(&mut self.hello_line);
+    }
+
     fn process(&mut self, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
         if self.after_tls && !self.started {
             // RFC 3207 §4.2: discard all knowledge from before TLS, ask again.
@@ -754,8 +794,9 @@ impl Machine for ClientMachine {
                     detail: format!("reply {} with no command outstanding", reply.code().get()),
                 });
             };
-            if self.expect.is_empty() {
-                // Nothing outstanding: an idle session keeps no slots.
+            if self.expect.is_empty() && self.ready {
+                // Nothing outstanding: an idle session keeps no slots (a
+                // negotiating one keeps them for its next command).
                 self.expect = VecDeque::new();
             }
             if io.sent() < sent_at {
@@ -784,6 +825,11 @@ impl Machine for ClientMachine {
 
     fn input_budget(&self) -> InputBudget {
         self.config.limits.input_budget(self.authenticated)
+    }
+
+    /// Between the greeting and `Ready` the client negotiates by itself.
+    fn negotiating(&self) -> bool {
+        !self.ready && !self.quitting
     }
 }
 

@@ -11,7 +11,6 @@
 //! UTF-8 text (RFC 6531) is accepted.
 
 use std::fmt;
-use std::io::Write as _;
 
 use bytes::Bytes;
 use nom::bytes::complete::take_while_m_n;
@@ -209,6 +208,25 @@ pub struct ReplyLine<'a> {
     pub text: &'a [u8],
 }
 
+/// Appends `n` in decimal (no `fmt` machinery: reply codes and enhanced
+/// codes are written for every reply a server sends).
+fn write_decimal(out: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+}
+
 /// Splits one reply line, given without its CRLF: `250-text`, `250 text` or
 /// a bare `250` (a last line). The text may be any octets except CR, LF and
 /// NUL.
@@ -315,13 +333,19 @@ impl Reply {
         };
         let count = lines.len().max(1);
         let mut raw = Vec::with_capacity(lines.iter().map(|l| l.len() + 16).sum::<usize>() + 16);
+        // Where the first line's text (after `250 `/`250-`) ends.
+        let mut first_text_end = 0;
         for i in 0..count {
             let text = lines.get(i).copied().unwrap_or_default();
             let last = i + 1 == count;
-            // Writing to a Vec cannot fail.
-            drop(write!(raw, "{code}"));
+            write_decimal(&mut raw, code.get());
             if let Some(e) = enhanced {
-                drop(write!(raw, "{}{e}", if last { ' ' } else { '-' }));
+                raw.push(if last { b' ' } else { b'-' });
+                write_decimal(&mut raw, u16::from(e.class));
+                raw.push(b'.');
+                write_decimal(&mut raw, e.subject);
+                raw.push(b'.');
+                write_decimal(&mut raw, e.detail);
                 if !text.is_empty() {
                     raw.push(b' ');
                 }
@@ -332,17 +356,58 @@ impl Reply {
                 b'\r' | b'\n' | 0 => b' ',
                 c => c,
             }));
+            if i == 0 {
+                first_text_end = raw.len();
+            }
             raw.extend_from_slice(b"\r\n");
         }
+        // Every line written above is valid (three digits, one separator,
+        // text without CR, LF or NUL), so the reply is what `Reply::parse`
+        // reads it as; its enhanced code is read back from the first line
+        // the same way (only a well-formed one of the code's class counts).
+        let enhanced = raw
+            .get(4..first_text_end)
+            .and_then(|text| enhanced_prefix(text, code))
+            .map(|(e, _)| e);
         let raw = Bytes::from(raw);
-        match Reply::parse(raw.clone()) {
-            Ok(reply) => reply,
-            // Unreachable: the lines written above are valid.
-            Err(_) => Reply {
+        debug_assert_eq!(
+            Reply::parse(raw.clone()).ok(),
+            Some(Reply {
                 code,
-                enhanced: None,
-                raw,
-            },
+                enhanced,
+                raw: raw.clone()
+            })
+        );
+        Reply {
+            code,
+            enhanced,
+            raw,
+        }
+    }
+
+    /// A reply whose lines the caller has already checked one by one, as
+    /// [`Reply::parse`] would: each ends in CRLF and passes
+    /// [`parse_reply_line`], all carry `code`, only the last one is a last
+    /// line, and nothing follows it. `first_line` is the length of the first
+    /// line, CRLF excluded. (The client session frames replies line by line
+    /// and builds them here instead of reading every line a second time.)
+    pub(crate) fn from_checked_lines(raw: Bytes, code: ReplyCode, first_line: usize) -> Reply {
+        let enhanced = raw
+            .get(4..first_line)
+            .and_then(|text| enhanced_prefix(text, code))
+            .map(|(e, _)| e);
+        debug_assert_eq!(
+            Reply::parse(raw.clone()).ok(),
+            Some(Reply {
+                code,
+                enhanced,
+                raw: raw.clone()
+            })
+        );
+        Reply {
+            code,
+            enhanced,
+            raw,
         }
     }
 
@@ -371,7 +436,7 @@ impl Reply {
         })
     }
 
-    fn raw_lines(&self) -> impl Iterator<Item = &[u8]> + '_ {
+    pub(crate) fn raw_lines(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.raw
             .split(|&c| c == b'\n')
             .filter(|segment| !segment.is_empty())
@@ -680,6 +745,57 @@ mod tests {
         // Text that starts with a code is recognized, as parse.
         let r = Reply::new(451, None, &[b"4.4.1 timeout"]);
         assert_eq!(r.enhanced(), Some(EnhancedCode::new(4, 4, 1)));
+    }
+
+    /// `Reply::new` writes its digits itself and reads the enhanced code
+    /// back from the first line only: the result is what `Reply::parse`
+    /// makes of the same octets, for every shape of reply.
+    #[test]
+    fn built_replies_read_back_as_parse_reads_them() {
+        let codes = [
+            None,
+            Some(EnhancedCode::new(2, 0, 0)),
+            Some(EnhancedCode::new(5, 7, 1)),
+            Some(EnhancedCode::new(4, 999, 999)),
+            // Out of range: written as given, never recognized.
+            Some(EnhancedCode {
+                class: 2,
+                subject: 1000,
+                detail: 0,
+            }),
+            Some(EnhancedCode {
+                class: 9,
+                subject: 0,
+                detail: 0,
+            }),
+        ];
+        let texts: [&[&[u8]]; 5] = [
+            &[],
+            &[b""],
+            &[b"2.1.0 Ok", b"x"],
+            &[b"mx.example ESMTP", b"PIPELINING", b""],
+            &[b"5.0.0"],
+        ];
+        for code in [200, 221, 250, 354, 421, 451, 550, 559] {
+            for enhanced in codes {
+                for lines in texts {
+                    let r = Reply::new(code, enhanced, lines);
+                    assert_eq!(Reply::parse(r.to_bytes()), Ok(r.clone()), "{r:?}");
+                    assert_eq!(r.code().get(), code);
+                }
+            }
+        }
+        let r = Reply::new(
+            250,
+            Some(EnhancedCode {
+                class: 2,
+                subject: 1000,
+                detail: 0,
+            }),
+            &[b"x"],
+        );
+        assert_eq!(&r.raw()[..], b"250 2.1000.0 x\r\n");
+        assert_eq!(r.enhanced(), None);
     }
 
     #[test]

@@ -624,9 +624,7 @@ impl ServerMachine {
     }
 
     fn send(&self, io: &mut Io<'_, ServerEvent>, r: &Reply) {
-        let mut v = Vec::with_capacity(r.raw().len());
-        r.write_to(&mut v);
-        io.send(&v);
+        io.send(r.raw());
     }
 
     /// Sends a reply the session chose itself for a refused command.
