@@ -675,3 +675,185 @@ fn a_silent_nameserver_is_inconclusive_never_insecure() {
     assert_eq!(mx["verdict"], "inconclusive", "{stdout}");
     assert_eq!(out.status.code(), Some(2), "{stdout}");
 }
+
+/// What an MTA does with the glue (as `io/examples/mta_destination.rs`):
+/// resolve the destination, connect to each host with its plan's TLS policy
+/// and verifier, and see whether TLS came up.
+async fn reach(route: &starttls_io::destination::Route, port: u16) -> Result<bool, String> {
+    use starttls::smtp::{ClientConfig, ClientEvent, ClientSession, Command};
+    use starttls::{ClientTls, UpgradeEvent};
+    let (Some(tls), Some(tls_config), Some(name)) =
+        (route.tls(), route.client_config(), route.server_name())
+    else {
+        return Err("skipped by the plan".into());
+    };
+    let ip = *route.addresses().records.first().ok_or("no address")?;
+    let config = ClientConfig::new(
+        "mta.example.invalid",
+        tls,
+        ClientTls::Rustls {
+            config: tls_config,
+            server_name: name.clone(),
+        },
+    );
+    let session = ClientSession::new(Arc::new(config)).map_err(|e| e.to_string())?;
+    let stream = tokio::net::TcpStream::connect(SocketAddr::new(ip, port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut driver = starttls_io::tokio::Driver::new(session, stream);
+    let mut secured = false;
+    loop {
+        match driver.next_event().await {
+            Ok(Some(ClientEvent::Upgrade(UpgradeEvent::TlsEstablished(_)))) => secured = true,
+            Ok(Some(ClientEvent::Ready { .. })) => {
+                driver
+                    .session_mut()
+                    .send(Command::Quit)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(secured),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+#[test]
+fn the_glue_gives_each_host_the_verifier_its_plan_names() {
+    use starttls::policy::destination::{Authentication, HostPlan, Source};
+    use starttls::TlsPolicy;
+    use starttls_io::destination::{DestinationConfig, Destinations};
+    use starttls_io::dns::{Resolver, ResolverConfig, TrustAnchors, Validation};
+    use starttls_io::mta_sts::{Connect, FetcherConfig, StsFetcher, StsPolicies};
+
+    let Some(lab) = lab() else {
+        eprintln!("the_glue_gives_each_host_the_verifier_its_plan_names: skipped (Knot DNS not installed)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let anchors = TrustAnchors::from_file(lab.zone.trust_anchor_file()).expect("anchors");
+        let config = ResolverConfig::new(vec![lab.zone.addr()], Validation::InProcess(anchors))
+            .with_timeout(Duration::from_secs(2));
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(&lab.ca_file).expect("ca") {
+            roots.add(c.expect("cert")).expect("root");
+        }
+        let roots = Arc::new(roots);
+        let for_sts = Arc::new(Resolver::new(config.clone()).expect("resolver"));
+        let sts_port = lab.sts_port;
+        let connect = Connect::from_fn(move |host: String, _port: u16| {
+            let r = Arc::clone(&for_sts);
+            async move {
+                let a = r.addresses(&host).await?;
+                Ok(a.records
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, sts_port))
+                    .collect())
+            }
+        });
+        let fetcher = StsFetcher::new(FetcherConfig::new(Arc::clone(&roots)).connect(connect))
+            .expect("fetcher");
+        let destinations = Destinations::new(
+            Resolver::new(config).expect("resolver"),
+            StsPolicies::new(fetcher),
+            DestinationConfig::new(roots, TlsPolicy::Opportunistic),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let port = lab.smtp_port;
+
+        // DANE-EE on a self-signed certificate: the DANE verifier accepts it.
+        let d = destinations
+            .resolve("dane-ok.example.test", now)
+            .await
+            .expect("dane-ok");
+        let r = &d.routes()[0];
+        assert_eq!(r.plan().source(), Source::Dane);
+        assert!(matches!(
+            r.plan(),
+            HostPlan::Connect {
+                authentication: Authentication::Dane(_),
+                tls: TlsPolicy::StartTlsRequired,
+                ..
+            }
+        ));
+        assert_eq!(reach(r, port).await, Ok(true));
+
+        // A TLSA record that matches nothing: the handshake is refused.
+        let d = destinations
+            .resolve("dane-mismatch.example.test", now)
+            .await
+            .expect("dane-mismatch");
+        let r = &d.routes()[0];
+        assert_eq!(r.plan().source(), Source::Dane);
+        assert!(
+            reach(r, port).await.is_err(),
+            "a mismatching TLSA must fail the handshake"
+        );
+
+        // Bogus: not connected to at all.
+        let d = destinations
+            .resolve("dane-bogus.example.test", now)
+            .await
+            .expect("dane-bogus");
+        assert!(matches!(
+            d.routes()[0].plan(),
+            HostPlan::DoNotConnect { .. }
+        ));
+        assert!(d.routes()[0].client_config().is_none());
+
+        // MTA-STS enforce, WebPKI for the MX name: passes; the wrong name fails.
+        let d = destinations
+            .resolve("sts-enforce.example.test", now)
+            .await
+            .expect("sts-enforce");
+        let r = &d.routes()[0];
+        assert_eq!(r.plan().source(), Source::MtaStsEnforce);
+        assert_eq!(reach(r, port).await, Ok(true));
+        let d = destinations
+            .resolve("sts-badcert.example.test", now)
+            .await
+            .expect("sts-badcert");
+        let r = &d.routes()[0];
+        assert_eq!(r.plan().source(), Source::MtaStsEnforce);
+        assert!(
+            reach(r, port).await.is_err(),
+            "a certificate for another name must fail under enforce"
+        );
+        // An MX the enforce policy does not list is skipped.
+        let d = destinations
+            .resolve("sts-mismatch.example.test", now)
+            .await
+            .expect("sts-mismatch");
+        assert!(matches!(
+            d.routes()[0].plan(),
+            HostPlan::DoNotConnect { .. }
+        ));
+
+        // No DNSSEC, no MTA-STS: opportunistic TLS, unauthenticated, still TLS.
+        let d = destinations
+            .resolve("insecure.example.test", now)
+            .await
+            .expect("insecure");
+        let r = &d.routes()[0];
+        assert_eq!(r.plan().source(), Source::Local);
+        assert_eq!(reach(r, port).await, Ok(true));
+
+        // Null MX and NXDOMAIN are errors, never routes.
+        assert!(destinations
+            .resolve("null.example.test", now)
+            .await
+            .is_err());
+        assert!(destinations
+            .resolve("nonexistent.example.test", now)
+            .await
+            .is_err());
+    });
+}
