@@ -123,9 +123,8 @@ fn the_weak_client_passes_the_controls_and_fails_every_class() {
 
 /// Whether `program` is on the PATH.
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// The study's classes on mutt (Debian 12: 2.2.x), as calibrated in
@@ -182,7 +181,11 @@ fn mutt_calibration_key_cases() {
         assert_eq!(c["verdict"], "pass", "{id}: {}", c["findings"]);
     }
     // The controls ran a real session over TLS, with a login.
-    for id in ["imap-control-plain", "pop3-control-plain", "smtp-control-plain"] {
+    for id in [
+        "imap-control-plain",
+        "pop3-control-plain",
+        "smtp-control-plain",
+    ] {
         let tls = by_id(id)["connections"][0]["tls"].as_array().unwrap().len();
         assert!(tls >= 3, "{id}: {tls} commands over TLS");
     }
