@@ -5,7 +5,8 @@
 #
 #   bash conformance/hostile/calibrate.sh [OUT] [CLIENT...]
 #
-# Clients: connect python curl openssl swaks msmtp fetchmail mbsync weak.
+# Clients: connect python curl openssl swaks msmtp fetchmail mbsync mutt
+# neomutt weak.
 # Install them first: conformance/peers/install.sh and install-clients.sh.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,12 +38,13 @@ cmd() {
       echo "printf 'poll localhost port %s proto $P timeout 9 user alice password s3cret sslproto \"tls1.2+\" sslcertck sslcertfile %s\\n' {port} {ca} > rc && chmod 600 rc && HOME=\$PWD fetchmail -f rc --pidfile \$PWD/pid --nosyslog --nokeep; rc=\$?; [ \$rc -le 1 ] && exit 0; exit \$rc" ;;
     mbsync:imap)
       echo "printf 'IMAPAccount a\\nHost localhost\\nPort %s\\nUser alice\\nPass s3cret\\nSSLType STARTTLS\\nCertificateFile %s\\nTimeout 9\\n\\nIMAPStore r\\nAccount a\\n\\nMaildirStore l\\nPath %s/m/\\nInbox %s/m/INBOX\\n\\nChannel c\\nFar :r:\\nNear :l:\\nPatterns INBOX\\nCreate Near\\n' {port} {ca} \$PWD \$PWD > rc && mkdir -p m && HOME=\$PWD mbsync -c rc c" ;;
+    mutt:*|neomutt:*) echo "bash $HERE/mutt_client.sh $client {proto} {name} {port} {ca}" ;;
     *) return 1 ;;
   esac
 }
 
 CLIENTS=("$@")
-[ ${#CLIENTS[@]} -gt 0 ] || CLIENTS=(connect python curl openssl swaks msmtp fetchmail mbsync weak)
+[ ${#CLIENTS[@]} -gt 0 ] || CLIENTS=(connect python curl openssl swaks msmtp fetchmail mbsync mutt neomutt weak)
 for client in "${CLIENTS[@]}"; do
   for proto in smtp imap pop3; do
     c=$(cmd "$client" "$proto") || continue

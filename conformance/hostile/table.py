@@ -10,7 +10,7 @@ import sys
 CLASSES = ["control", "stripping", "injection", "preauth", "tampering",
            "ui-spoofing", "referral", "certificate", "robustness"]
 ORDER = ["connect", "python", "curl", "openssl", "swaks", "msmtp",
-         "fetchmail", "mbsync", "weak"]
+         "fetchmail", "mbsync", "mutt", "neomutt", "weak"]
 
 
 def main():

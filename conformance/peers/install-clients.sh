@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the extra mail clients that `starttls hostile` is calibrated on
-# (docs/hostile.md): fetchmail and mbsync (isync). curl, openssl, swaks and
+# (docs/hostile.md): fetchmail, mbsync (isync), mutt and neomutt (with
+# `script`, from bsdutils, to give them a terminal). curl, openssl, swaks and
 # msmtp come from conformance/peers/install.sh; Python is in the base image.
 #
 # Run as root, non-interactive, idempotent.
@@ -16,6 +17,9 @@ fi
 missing=()
 command -v fetchmail >/dev/null 2>&1 || missing+=(fetchmail)
 command -v mbsync >/dev/null 2>&1 || missing+=(isync)
+command -v mutt >/dev/null 2>&1 || missing+=(mutt)
+command -v neomutt >/dev/null 2>&1 || missing+=(neomutt)
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "[peers/install-clients] installing ${missing[*]}"
   apt-get update -qq
@@ -23,3 +27,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 echo "[peers/install-clients] fetchmail: $(fetchmail --version 2>/dev/null | head -1)"
 echo "[peers/install-clients] mbsync: $(mbsync --version 2>/dev/null | head -1)"
+echo "[peers/install-clients] mutt: $(mutt -v 2>/dev/null | head -1)"
+echo "[peers/install-clients] neomutt: $(neomutt -v 2>/dev/null | head -1)"

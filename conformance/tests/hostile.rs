@@ -120,3 +120,97 @@ fn the_weak_client_passes_the_controls_and_fails_every_class() {
         all
     );
 }
+
+/// Whether `program` is on the PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// The study's classes on mutt (Debian 12: 2.2.x), as calibrated in
+/// docs/hostile.md: PREAUTH (CVE-2020-14093), response injection
+/// (CVE-2020-14954) and stripping pass, and the POP3 reconnection after a
+/// failed TLS session logs in in cleartext. Skips when mutt (or `script`)
+/// is missing, fails under CI=true (conformance/peers/install-clients.sh).
+#[test]
+fn mutt_calibration_key_cases() {
+    let missing: Vec<&str> = ["mutt", "script", "tic"]
+        .into_iter()
+        .filter(|p| !on_path(p))
+        .collect();
+    if !missing.is_empty() {
+        let why = format!(
+            "mutt_calibration_key_cases: missing {missing:?} (conformance/peers/install-clients.sh)"
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{why} (CI=true: a missing peer is a failure, not a skip)");
+        }
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/hostile/mutt_client.sh");
+    let secure = [
+        "imap-control-plain",
+        "pop3-control-plain",
+        "smtp-control-plain",
+        "imap-preauth-plain",
+        "imap-preauth-with-starttls-code",
+        "smtp-injection-ehlo-answer-held",
+        "imap-injection-next-tag-held",
+        "pop3-injection-ok-held",
+        "smtp-stripping-not-offered",
+        "imap-stripping-not-offered",
+        "pop3-stripping-not-offered",
+        "imap-certificate-selfsigned",
+    ];
+    let flawed = "pop3-robustness-endless-after-tls";
+    let globs = format!("{},{flawed}", secure.join(","));
+    let (_, report) = report(
+        &["--jobs", "2", "--timeout", "12", "--cases", &globs],
+        &format!("bash {driver} mutt {{proto}} {{name}} {{port}} {{ca}}"),
+    );
+    let by_id = |id: &str| {
+        cases(&report)
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in the report"))
+            .clone()
+    };
+    for id in secure {
+        let c = by_id(id);
+        assert_eq!(c["verdict"], "pass", "{id}: {}", c["findings"]);
+    }
+    // The controls ran a real session over TLS, with a login.
+    for id in [
+        "imap-control-plain",
+        "pop3-control-plain",
+        "smtp-control-plain",
+    ] {
+        let tls = by_id(id)["connections"][0]["tls"].as_array().unwrap().len();
+        assert!(tls >= 3, "{id}: {tls} commands over TLS");
+    }
+    // After the TLS session breaks, mutt connects again and logs in without
+    // STLS, ssl_force_tls notwithstanding.
+    let c = by_id(flawed);
+    assert_eq!(c["verdict"], "fail");
+    let conns = c["connections"].as_array().unwrap();
+    assert!(conns.len() >= 2, "{conns:?}");
+    assert_eq!(conns[0]["handshake"], "ok");
+    let clear: Vec<&str> = conns[1]["cleartext"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(!clear.contains(&"STLS"), "{clear:?}");
+    assert!(clear.iter().any(|l| l.starts_with("AUTH")), "{clear:?}");
+    assert!(
+        c["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().is_some_and(|f| f.contains("(credentials)"))),
+        "{}",
+        c["findings"]
+    );
+}

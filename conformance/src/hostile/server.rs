@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use starttls::rustls;
 
 use super::certs::CertKind;
+use super::judge::printable;
 
 /// The protocol a case speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -249,6 +250,17 @@ impl<'a> Conn<'a> {
                 // the record it came in (pipelining shows as one record).
                 self.raw.extend_from_slice(&tmp[..n]);
                 while self.raw.len() >= 5 {
+                    // Not a record header (mutt sends a cleartext QUIT over a
+                    // session whose certificate it rejected): end the
+                    // connection as a TLS server does, rather than wait for
+                    // a "record" of the length those bytes happen to spell.
+                    if !record_header(&self.raw) {
+                        let head: Vec<u8> = self.raw.iter().take(24).copied().collect();
+                        return Err(Stop::Io(format!(
+                            "not a TLS record over the TLS session: {}",
+                            printable(&String::from_utf8_lossy(&head), 24)
+                        )));
+                    }
                     let len = 5 + usize::from(u16::from_be_bytes([self.raw[3], self.raw[4]]));
                     if self.raw.len() < len {
                         break;
@@ -845,9 +857,28 @@ fn upgrade(
     }
 }
 
+/// Whether `b` starts like a TLS record: a content type of TLS 1.2/1.3
+/// (change_cipher_spec 20, alert 21, handshake 22, application_data 23,
+/// heartbeat 24) and a legacy version of 3.x (RFC 8446 §5.1).
+fn record_header(b: &[u8]) -> bool {
+    matches!(b, [20..=24, 3, ..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_headers() {
+        assert!(record_header(b"\x17\x03\x03\x00\x45"));
+        assert!(record_header(b"\x15\x03\x03\x00\x02"));
+        assert!(record_header(b"\x16\x03\x01\x01\x7e"));
+        // A cleartext command sent over an established session.
+        assert!(!record_header(b"QUIT\r\n"));
+        assert!(!record_header(b"a5 LOGOUT\r\n"));
+        assert!(!record_header(b"\x17\x02\x03\x00\x01"));
+        assert!(!record_header(b""));
+    }
 
     #[test]
     fn tags() {
