@@ -126,12 +126,24 @@ fn serve_mx(
     cert: &(String, String, Vec<u8>),
     extra: &[&str],
 ) -> Mx {
+    serve_kinds(dir, tag, &[("smtp", addr)], cert, extra)
+}
+
+fn serve_kinds(
+    dir: &TempDir,
+    tag: &str,
+    kinds: &[(&str, SocketAddr)],
+    cert: &(String, String, Vec<u8>),
+    extra: &[&str],
+) -> Mx {
     let c = dir.write(&format!("{tag}.crt"), &cert.0);
     let k = dir.write(&format!("{tag}.key"), &cert.1);
-    let child = Command::new(BIN)
-        .arg("serve")
-        .arg("--smtp")
-        .arg(addr.to_string())
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve");
+    for (kind, addr) in kinds {
+        cmd.arg(format!("--{kind}")).arg(addr.to_string());
+    }
+    let child = cmd
         .arg("--cert")
         .arg(&c)
         .arg("--key")
@@ -143,9 +155,11 @@ fn serve_mx(
         .spawn()
         .expect("spawn serve");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "serve on {addr} did not start");
-        std::thread::sleep(Duration::from_millis(50));
+    for (_, addr) in kinds {
+        while TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "serve on {addr} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     Mx(child)
 }
@@ -354,6 +368,8 @@ fn lab() -> Option<Lab> {
         "mx.bogus.example.test",
         "mx.insecure.example.test",
         "mxplain.example.test",
+        "mxsrv.example.test",
+        "mailsrv.example.test",
     ]);
     let wrong_cert = ca.issue(&["somewhere-else.example.test"]);
     let sts_names = [
@@ -416,6 +432,25 @@ fn lab() -> Option<Lab> {
             .record(&format!("_mta-sts.{n} TXT \"v=STSv1; id=20261207\""))
             .record(&format!("mta-sts.{n} A {}", ip(10)));
     }
+    // SRV discovery (--mail): implicit TLS and STARTTLS for submission and
+    // IMAP on 127.A.B.6, POP3 decidedly not offered.
+    let free = |h: u8| {
+        TcpListener::bind(addr(b, h, 0))
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (p_smtps, p_imap, p_imaps) = (free(6), free(6), free(6));
+    let zone = zone
+        .record("mailsrv MX 10 mxca")
+        .record(&format!(
+            "_submissions._tcp.mailsrv SRV 0 1 {p_smtps} mxsrv"
+        ))
+        .record(&format!("_imaps._tcp.mailsrv SRV 0 1 {p_imaps} mxsrv"))
+        .record(&format!("_imap._tcp.mailsrv SRV 10 1 {p_imap} mxsrv"))
+        .record("_pop3s._tcp.mailsrv SRV 0 0 0 .")
+        .record(&format!("mxsrv A {}", ip(6)));
     let zone = zone
         .child(
             "bogus",
@@ -431,7 +466,11 @@ fn lab() -> Option<Lab> {
         .child(
             "insecure",
             ChildKind::Insecure,
-            &["@ MX 10 mx", &format!("mx A {}", ip(3))],
+            &[
+                "@ MX 10 mx",
+                &format!("mx A {}", ip(3)),
+                &format!("_imaps._tcp SRV 0 1 {p_imaps} mxsrv.example.test."),
+            ],
         )
         .start()?;
 
@@ -484,6 +523,17 @@ fn lab() -> Option<Lab> {
             addr(b, 5, smtp_port),
             &ca_cert,
             &["--broken", "no-starttls"],
+        ),
+        serve_kinds(
+            &dir,
+            "srv",
+            &[
+                ("smtps", addr(b, 6, p_smtps)),
+                ("imap", addr(b, 6, p_imap)),
+                ("imaps", addr(b, 6, p_imaps)),
+            ],
+            &ca_cert,
+            &[],
         ),
     ];
     Some(Lab {
@@ -856,4 +906,105 @@ fn the_glue_gives_each_host_the_verifier_its_plan_names() {
             .await
             .is_err());
     });
+}
+
+#[test]
+fn srv_discovery_prefers_implicit_tls_and_trusts_targets_only_when_secure() {
+    use starttls::policy::identity::MailService;
+    use starttls::TlsPolicy;
+    use starttls_io::discovery::{discover, Access};
+    use starttls_io::dns::{Resolver, ResolverConfig, Security, TrustAnchors, Validation};
+
+    let Some(lab) = lab() else {
+        eprintln!("srv_discovery_prefers_implicit_tls_and_trusts_targets_only_when_secure: skipped (Knot DNS not installed)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let anchors = TrustAnchors::from_file(lab.zone.trust_anchor_file()).expect("anchors");
+        let r = Resolver::new(ResolverConfig::new(
+            vec![lab.zone.addr()],
+            Validation::InProcess(anchors),
+        ))
+        .expect("resolver");
+        let imap = discover(&r, "mailsrv.example.test", Access::Imap)
+            .await
+            .expect("imap");
+        let services: Vec<(MailService, TlsPolicy)> =
+            imap.routes.iter().map(|x| (x.service, x.tls)).collect();
+        assert_eq!(
+            services,
+            [
+                (MailService::Imaps, TlsPolicy::Implicit),
+                (MailService::Imap, TlsPolicy::StartTlsRequired)
+            ]
+        );
+        assert!(imap
+            .routes
+            .iter()
+            .all(|x| x.security == Security::Secure && x.target == "mxsrv.example.test"));
+        // Secure SRV: the target is a reference identifier (RFC 7817 §3 (c)).
+        let ids = format!("{:?}", imap.routes[0].references.ids());
+        assert!(
+            ids.contains("mxsrv.example.test") && ids.contains("mailsrv.example.test"),
+            "{ids}"
+        );
+        // "." target: POP3 decidedly not offered; no route, and not a failure.
+        let pop3 = discover(&r, "mailsrv.example.test", Access::Pop3)
+            .await
+            .expect("pop3");
+        assert!(pop3.routes.is_empty());
+        assert!(pop3.lookups.iter().any(|l| l.answer.not_offered));
+        assert_eq!(pop3.failed().count(), 0);
+        // Insecure SRV: the target is NOT a reference identifier; the
+        // certificate must name the user's domain or carry the SRV-ID.
+        let insecure = discover(&r, "insecure.example.test", Access::Imap)
+            .await
+            .expect("insecure");
+        assert_eq!(insecure.routes.len(), 1);
+        assert_eq!(insecure.routes[0].security, Security::Insecure);
+        let ids = format!("{:?}", insecure.routes[0].references.ids());
+        assert!(
+            !ids.contains("mxsrv"),
+            "an unverified SRV target must not be a reference identifier: {ids}"
+        );
+        assert!(ids.contains("insecure.example.test"), "{ids}");
+    });
+
+    // probe --domain --mail probes every discovered server.
+    let run = lab.probe("mailsrv.example.test", &["--mail"]);
+    let srv = run.checks("srv.discovery");
+    let verdicts: Vec<&str> = srv
+        .iter()
+        .map(|c| c["verdict"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["pass", "pass", "skipped"],
+        "submission, IMAP, POP3\n{}",
+        run.stdout
+    );
+    let probed: Vec<(String, String)> = run
+        .events
+        .iter()
+        .filter(|e| {
+            e["event"] == "check" && e["id"] == "cert.name" && e["mx"] == "mxsrv.example.test"
+        })
+        .map(|e| {
+            (
+                e["address"].as_str().unwrap_or("").to_string(),
+                e["verdict"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(probed.len(), 3, "smtps, imaps, imap probed\n{}", run.stdout);
+    assert!(
+        probed.iter().all(|(_, v)| v == "pass"),
+        "{probed:?}\n{}",
+        run.stdout
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
 }

@@ -2279,3 +2279,88 @@ fn probe_calibration_aiosmtpd_1_4_5_cve_2024_34083() {
     }
     m.finish();
 }
+
+/// `starttls probe --domain` with a real Postfix as the MX host, named by a
+/// DNSSEC-signed test zone served by a real `knotd` (issue #17): a TLSA
+/// record for Postfix's key passes DANE (its certificate names `localhost`,
+/// not the MX host: the PKIX name failure is shown, not counted), a TLSA
+/// record for another key fails it.
+#[test]
+fn probe_domain_with_postfix_as_the_mx_host() {
+    use starttls::rustls::pki_types::pem::PemObject;
+    use starttls::rustls::pki_types::CertificateDer;
+    if !requirements_met(
+        "probe_domain_with_postfix_as_the_mx_host",
+        &[
+            Need::Root,
+            Need::Program("/usr/sbin/postfix"),
+            Need::Program("/usr/lib/postfix/sbin/master"),
+            Need::Program("openssl"),
+            Need::Program("knotd"),
+        ],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("probe-domain-postfix");
+    let pki = make_pki(&dir);
+    let pf = start_postfix(&dir);
+    let leaf = CertificateDer::from_pem_file(&pki.cert).expect("leaf.pem");
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).expect("leaf parses");
+    use sha2::Digest;
+    let spki: String = sha2::Sha256::digest(parsed.tbs_certificate.subject_pki.raw)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let Some(zone) = starttls_conformance::zone::ZoneBuilder::new("example.test.")
+        .record("mail MX 10 mx")
+        .record("mx A 127.0.0.1")
+        .record(&format!("_25._tcp.mx TLSA 3 1 1 {spki}"))
+        .record("other MX 10 mxother")
+        .record("mxother A 127.0.0.1")
+        .record(&format!("_25._tcp.mxother TLSA 3 1 1 {}", "ab".repeat(32)))
+        .start()
+    else {
+        return;
+    };
+    let run = |domain: &str| {
+        let out = Command::new(STARTTLS)
+            .args(["probe", "--domain", domain, "--json"])
+            .arg("--dns")
+            .arg(zone.addr().to_string())
+            .arg("--trust-anchor")
+            .arg(zone.trust_anchor_file())
+            .args(["--smtp-port", &pf.smtp.port().to_string()])
+            .arg("--ca")
+            .arg(&pki.ca)
+            .args(["--banner-wait", "10", "--timeout", "10"])
+            .output()
+            .expect("probe --domain");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let verdict = |id: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|e| e["event"] == "check" && e["id"] == id)
+                .map(|e| e["verdict"].as_str().unwrap_or("?").to_string())
+                .collect()
+        };
+        (
+            out.status.code(),
+            verdict("dane.match"),
+            verdict("cert.name"),
+            verdict("upgrade.works"),
+            text,
+        )
+    };
+    let (code, dane, name, works, text) = run("mail.example.test");
+    assert_eq!(works, ["pass"], "Postfix upgrades\n{text}");
+    assert_eq!(dane, ["pass"], "DANE-EE matches Postfix's key\n{text}");
+    assert_eq!(
+        name,
+        ["skipped"],
+        "the PKIX name failure is not counted under DANE\n{text}"
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let (code, dane, _, _, text) = run("other.example.test");
+    assert_eq!(dane, ["fail"], "{text}");
+    assert_eq!(code, Some(1), "{text}");
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use starttls::policy::dane::{dane_check, DaneMatch, ReferenceIds, TlsaLookup};
 use starttls::policy::destination::{Authentication, HostPlan, Source};
+use starttls::policy::identity::MailService;
 use starttls::policy::mta_sts::Mode;
 use starttls::rustls;
 use starttls::rustls::pki_types::UnixTime;
@@ -1178,12 +1179,17 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
             continue;
         }
         if found.routes.is_empty() {
+            let why = if found.lookups.iter().any(|l| l.answer.not_offered) {
+                "decidedly not offered (SRV target \".\", RFC 2782)"
+            } else {
+                "no SRV records"
+            };
             run.set(
                 None,
                 None,
                 "srv.discovery",
                 Verdict::Skipped,
-                format!("{name}: no SRV records"),
+                format!("{name}: {why}"),
                 evidence,
             );
             continue;
@@ -1209,12 +1215,12 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
         run.set(None, None, "srv.discovery", v, detail, evidence);
         for r in found.routes.clone() {
             let scheme = match r.service {
-                starttls::policy::identity::MailService::Submissions => "smtps",
-                starttls::policy::identity::MailService::Submission => "submission",
-                starttls::policy::identity::MailService::Imaps => "imaps",
-                starttls::policy::identity::MailService::Imap => "imap",
-                starttls::policy::identity::MailService::Pop3s => "pop3s",
-                starttls::policy::identity::MailService::Pop3 => "pop3",
+                MailService::Submissions => "smtps",
+                MailService::Submission => "submission",
+                MailService::Imaps => "imaps",
+                MailService::Imap => "imap",
+                MailService::Pop3s => "pop3s",
+                MailService::Pop3 => "pop3",
                 _ => continue,
             };
             let answer = match setup.destinations.dns().addresses(&r.target).await {
@@ -1247,6 +1253,23 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
                 one.url = Some(format!("{scheme}://{}:{}", r.target, r.port));
                 one.server_name = Some(server_name.clone());
                 one.resolve = vec![format!("{}:{}:{}", r.target, r.port, bracket(ip))];
+                if r.tls != TlsPolicy::Implicit {
+                    // The implicit-TLS counterpart `probe URL` also tries:
+                    // the one SRV names for this target, or the default port.
+                    let default = match r.service {
+                        MailService::Submission => 465,
+                        MailService::Imap => 993,
+                        _ => 995,
+                    };
+                    let port = found
+                        .routes
+                        .iter()
+                        .find(|x| x.tls == TlsPolicy::Implicit && x.target == r.target)
+                        .map_or(default, |x| x.port);
+                    one.implicit_port = Some(port);
+                    one.resolve
+                        .push(format!("{}:{}:{}", r.target, port, bracket(ip)));
+                }
                 let report = tokio::task::spawn_blocking(move || super::probe_args(&one)).await;
                 let elapsed = started.elapsed();
                 let report = match report {
