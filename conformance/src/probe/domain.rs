@@ -164,6 +164,10 @@ struct Run {
     results: Vec<Scoped>,
     rows: Vec<Row>,
     connections: usize,
+    /// `--max-connections` for the whole run (docs/probe.md), every MX
+    /// host, address and SRV target together: a domain with many hosts ×
+    /// addresses must not make the probe open connections without bound.
+    cap: usize,
 }
 
 impl Run {
@@ -205,6 +209,28 @@ impl Run {
             address: address.map(str::to_owned),
             check,
         });
+    }
+
+    /// The connections left for the next probe, `None` when the cap is
+    /// reached.
+    fn budget(&self) -> Option<usize> {
+        Some(self.cap.saturating_sub(self.connections)).filter(|n| *n > 0)
+    }
+
+    /// Records that `address` was not probed because the cap is reached.
+    fn capped(&mut self, mx: &str, address: &str) {
+        let detail = format!(
+            "connection cap reached (--max-connections {}): not probed",
+            self.cap
+        );
+        self.set(
+            Some(mx),
+            Some(address),
+            "upgrade.works",
+            Verdict::Inconclusive,
+            detail,
+            Vec::new(),
+        );
     }
 
     fn count(&self, v: Verdict) -> usize {
@@ -250,7 +276,15 @@ pub(super) fn run(args: &ProbeArgs, domain: &str, fail_on: Verdict) -> ExitCode 
         results: Vec::new(),
         rows: Vec::new(),
         connections: 0,
+        cap: args.max_connections.unwrap_or(if args.aggressive {
+            DOMAIN_CAP_AGGRESSIVE
+        } else {
+            DOMAIN_CAP
+        }),
     };
+    if run.cap == 0 {
+        return super::usage("--max-connections must be at least 1");
+    }
     run.emit(json!({
         "event": "start",
         "schema": DOMAIN_SCHEMA,
@@ -277,6 +311,13 @@ pub(super) fn run(args: &ProbeArgs, domain: &str, fail_on: Verdict) -> ExitCode 
     }
     ExitCode::from(code)
 }
+
+/// The default `--max-connections` of a `--domain` run, all hosts together
+/// (ten addresses probed as `probe URL` would; 12 connections each).
+pub const DOMAIN_CAP: usize = 120;
+
+/// The same with `--aggressive` (20 connections per address).
+pub const DOMAIN_CAP_AGGRESSIVE: usize = 200;
 
 /// The NDJSON stream's schema name (docs/probe.md).
 pub const DOMAIN_SCHEMA: &str = "starttls-probe-domain/1";
@@ -812,9 +853,14 @@ async fn host_checks(
     // Every address.
     for ip in addr_list {
         let address = ip.to_string();
+        let Some(budget) = run.budget() else {
+            run.capped(&mx, &address);
+            continue;
+        };
         let started = Instant::now();
         let url = format!("smtp://{mx}:{}", setup.smtp_port);
         let mut one = args.clone();
+        one.max_connections = Some(budget);
         one.domain = None;
         one.url = Some(url.clone());
         one.server_name = Some(mx.clone());
@@ -1240,8 +1286,13 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
             };
             for ip in answer.records.clone() {
                 let address = ip.to_string();
+                let Some(budget) = run.budget() else {
+                    run.capped(&r.target, &address);
+                    continue;
+                };
                 let started = Instant::now();
                 let mut one = args.clone();
+                one.max_connections = Some(budget);
                 one.domain = None;
                 one.mail = false;
                 one.url = Some(format!("{scheme}://{}:{}", r.target, r.port));
