@@ -579,13 +579,12 @@ fn domain_checks(run: &mut Run, dest: &Destination, dns_time: Duration) {
     let lookup = &dest.mta_sts;
     match (&lookup.event, &lookup.policy) {
         (PolicyEvent::Fetched(f), Some(policy)) => {
-            let evidence: Vec<String> = std::iter::once(format!(
-                "-- GET https://{}/.well-known/mta-sts.txt from {} in {} ms: {} {}",
-                f.host,
+            let evidence: Vec<String> = std::iter::once(fetch_evidence(
+                &f.host,
                 f.peer,
                 f.timings.total.as_millis(),
                 f.status,
-                f.content_type.as_deref().unwrap_or("(no content type)")
+                f.content_type.as_deref(),
             ))
             .chain(policy.lines().map(|l| format!("S: {}", Escaped::new(l))))
             .collect();
@@ -688,6 +687,24 @@ fn domain_checks(run: &mut Run, dest: &Destination, dns_time: Duration) {
     }
 }
 
+/// The evidence line of a policy fetch. The `Content-Type` is the policy
+/// host's text (only its media type was checked): escaped, as everything
+/// shown from a peer (`starttls::Escaped`).
+fn fetch_evidence(
+    host: &str,
+    peer: SocketAddr,
+    millis: u128,
+    status: u16,
+    content_type: Option<&str>,
+) -> String {
+    format!(
+        "-- GET https://{host}/.well-known/mta-sts.txt from {peer} in {millis} ms: {status} {}",
+        content_type
+            .map(|t| Escaped::new(t).to_string())
+            .unwrap_or_else(|| "(no content type)".into())
+    )
+}
+
 fn plan_text(plan: &HostPlan) -> String {
     match plan {
         HostPlan::Connect {
@@ -751,7 +768,7 @@ async fn host_checks(
             format!(
                 "the address lookup failed ({}): {}",
                 addrs.security,
-                addrs.detail.clone().unwrap_or_default()
+                Escaped::new(addrs.detail.as_deref().unwrap_or_default())
             ),
             Vec::new(),
         );
@@ -1451,4 +1468,29 @@ fn table(run: &Run, fail_on: Verdict, code: u8) -> String {
         fail_on.as_str()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The policy host's `Content-Type` passes the `text/plain` check with
+    /// any parameters, and HTTP allows octets above 0x7f in a header value:
+    /// a bidi override or a C1 CSI there must not reach the terminal
+    /// (review #17; threat class 6, `docs/threat-model.md`).
+    #[test]
+    fn the_policy_content_type_is_escaped_in_the_evidence() {
+        let line = fetch_evidence(
+            "mta-sts.example.test",
+            SocketAddr::from(([127, 0, 0, 1], 443)),
+            5,
+            200,
+            Some("text/plain; charset=\u{202e}tfel\u{9b}31m"),
+        );
+        assert!(
+            !line.contains('\u{202e}') && !line.contains('\u{9b}'),
+            "{line:?}"
+        );
+        assert!(line.contains(r"\u{202e}"), "{line}");
+    }
 }
