@@ -47,6 +47,10 @@ fn zone() -> Option<TestZone> {
         // A CNAME into the insecure child: the original name only.
         .record("insalias CNAME host.insecure.example.test.")
         .record(&format!("_25._tcp.insalias TLSA 3 1 1 {H4}"))
+        // A TLSA RRset that is a CNAME (RFC 7671 §7: a hosted MX's
+        // records kept by its provider).
+        .record("mxc A 127.0.0.8")
+        .record("_25._tcp.mxc CNAME _25._tcp.mx1")
         .record("nomx A 127.0.0.7")
         .record("nomx AAAA ::7")
         .record("nullmx MX 0 .")
@@ -400,6 +404,50 @@ enum Forge {
     NoDataForeignSoa(&'static str),
     /// The same with NXDOMAIN.
     NxDomainForeignSoa(&'static str),
+    /// The genuine answer cut after the (signed) CNAME of the name asked:
+    /// the target's records, their signatures and any authority dropped.
+    CnameOnly,
+}
+
+/// The end of the name at `i` (a pointer ends it).
+fn skip_name(m: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let len = *m.get(i)?;
+        if len & 0xc0 == 0xc0 {
+            return Some(i + 2);
+        }
+        i += 1 + usize::from(len);
+        if len == 0 {
+            return Some(i);
+        }
+    }
+}
+
+/// Keeps the first answer records owned by the name asked (its CNAME and
+/// that CNAME's RRSIG); drops everything after them.
+fn cname_only(reply: &[u8]) -> Option<Vec<u8>> {
+    let (_, _, q) = question(reply)?;
+    let mut i = 12 + q.len();
+    let ancount = u16::from_be_bytes([*reply.get(6)?, *reply.get(7)?]);
+    let mut kept = 0u16;
+    for _ in 0..ancount {
+        // The records owned by the name asked are written as a pointer to
+        // the question (0xc00c) by knotd.
+        if reply.get(i..i + 2)? != [0xc0, 0x0c] {
+            break;
+        }
+        let end = skip_name(reply, i)?;
+        let rdlen = usize::from(u16::from_be_bytes([
+            *reply.get(end + 8)?,
+            *reply.get(end + 9)?,
+        ]));
+        i = end + 10 + rdlen;
+        kept += 1;
+    }
+    let mut out = reply.get(..i)?.to_vec();
+    out[6..8].copy_from_slice(&kept.to_be_bytes());
+    out[8..12].copy_from_slice(&[0, 0, 0, 0]);
+    Some(out)
 }
 
 fn wire_name(name: &str) -> Vec<u8> {
@@ -469,6 +517,7 @@ fn forge(query: &[u8], how: Forge) -> Option<Vec<u8>> {
         Forge::NxDomain => (3, None),
         Forge::NoDataForeignSoa(owner) => (0, Some(soa(owner))),
         Forge::NxDomainForeignSoa(owner) => (3, Some(soa(owner))),
+        Forge::CnameOnly => return None,
     };
     let nscount = u8::from(authority.is_some());
     let mut out = vec![
@@ -513,7 +562,15 @@ impl Forger {
                 };
                 let query = buf[..n].to_vec();
                 let picked = question(&query).and_then(|(name, qtype, _)| rule(&name, qtype));
+                let upstream_reply = |query: &[u8]| {
+                    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    up.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    up.send_to(query, upstream).unwrap();
+                    let mut b = vec![0u8; 65535];
+                    up.recv(&mut b).ok().map(|m| b[..m].to_vec())
+                };
                 let reply = match picked {
+                    Some(Forge::CnameOnly) => upstream_reply(&query).and_then(|r| cname_only(&r)),
                     Some(how) => forge(&query, how),
                     None => {
                         let up = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -640,4 +697,40 @@ async fn forged_denial_with_a_foreign_insecure_soa_is_a_failure() {
         (MxKind::NoMx, Security::Insecure),
         "{mx:?}"
     );
+}
+
+/// A TLSA RRset published as a CNAME (RFC 7671 §7): the spoofer keeps the
+/// genuine signed CNAME and drops the target's TLSA records. With no
+/// denial for the target, nothing says it has no TLSA records: the lookup
+/// failed, it is not a secure "no records" that switches DANE off
+/// (RFC 7672 §2.1.1, RFC 4035 §5.4).
+#[tokio::test]
+async fn held_a_cname_without_its_target_records_is_not_a_secure_denial() {
+    let Some(zone) = zone() else { return };
+    // The genuine answer first.
+    let r = validating(&zone);
+    let t = r.tlsa("mxc.example.test", 25).await.unwrap();
+    assert_eq!(t.lookup, TlsaLookup::Secure(vec![tlsa(H1)]), "{t:?}");
+
+    // Only the CNAME: hickory refuses the answer (bogus); never an empty
+    // secure RRset.
+    let forger = Forger::start(zone.addr(), |name, qtype| {
+        (name == "_25._tcp.mxc.example.test" && qtype == TLSA).then_some(Forge::CnameOnly)
+    });
+    let r = through(&zone, &forger);
+    let t = r.tlsa("mxc.example.test", 25).await.unwrap();
+    assert!(
+        matches!(&t.lookup, TlsaLookup::Failed) || t.lookup == TlsaLookup::Secure(vec![tlsa(H1)]),
+        "{t:?}"
+    );
+
+    // The target's own answer stripped as well: the lookup failed.
+    let forger = Forger::start(zone.addr(), |name, qtype| match (name, qtype) {
+        ("_25._tcp.mxc.example.test", TLSA) => Some(Forge::CnameOnly),
+        ("_25._tcp.mx1.example.test", TLSA) => Some(Forge::NoData),
+        _ => None,
+    });
+    let r = through(&zone, &forger);
+    let t = r.tlsa("mxc.example.test", 25).await.unwrap();
+    assert_eq!(t.lookup, TlsaLookup::Failed, "{t:?}");
 }
