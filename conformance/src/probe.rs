@@ -86,7 +86,7 @@ pub struct ProbeArgs {
     /// Seconds to wait between connections.
     #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     pub delay: f64,
-    /// Most connections to open in total (default 12; 20 with --aggressive, whose probes take two each).
+    /// Most connections to open in total (default 12; 20 with --aggressive, whose probes take two each; with --domain, for all hosts together: default 120, 200 with --aggressive).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Warn when the certificate expires within this many days.

@@ -47,6 +47,10 @@ fn zone() -> Option<TestZone> {
         // A CNAME into the insecure child: the original name only.
         .record("insalias CNAME host.insecure.example.test.")
         .record(&format!("_25._tcp.insalias TLSA 3 1 1 {H4}"))
+        // A TLSA RRset that is a CNAME (RFC 7671 §7: a hosted MX's
+        // records kept by its provider).
+        .record("mxc A 127.0.0.8")
+        .record("_25._tcp.mxc CNAME _25._tcp.mx1")
         .record("nomx A 127.0.0.7")
         .record("nomx AAAA ::7")
         .record("nullmx MX 0 .")
@@ -380,4 +384,353 @@ async fn anchors_are_the_apex_keys() {
     let mx = r.mx("example.test").await.unwrap();
     assert_ne!(mx.security, Security::Secure, "{mx:?}");
     assert!(mx.security.is_failure(), "{mx:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Adversarial review (#17): an on-path attacker between the resolver and
+// the signed zone. `Forger` forwards every query to knotd and answers the
+// ones its rule picks itself: a bare NOERROR/NODATA or NXDOMAIN with no
+// NSEC proof, the way a spoofer who cannot sign answers.
+
+/// What the forger answers for a picked query.
+#[derive(Clone, Copy, Debug)]
+enum Forge {
+    /// NOERROR, no records, no authority (a stripped answer).
+    NoData,
+    /// NXDOMAIN, no authority.
+    NxDomain,
+    /// NOERROR, no records, and in the authority section the (unsigned,
+    /// genuine-looking) SOA of another zone that is provably insecure.
+    NoDataForeignSoa(&'static str),
+    /// The same with NXDOMAIN.
+    NxDomainForeignSoa(&'static str),
+    /// The genuine answer cut after the (signed) CNAME of the name asked:
+    /// the target's records, their signatures and any authority dropped.
+    CnameOnly,
+}
+
+/// The end of the name at `i` (a pointer ends it).
+fn skip_name(m: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let len = *m.get(i)?;
+        if len & 0xc0 == 0xc0 {
+            return Some(i + 2);
+        }
+        i += 1 + usize::from(len);
+        if len == 0 {
+            return Some(i);
+        }
+    }
+}
+
+/// Keeps the first answer records owned by the name asked (its CNAME and
+/// that CNAME's RRSIG); drops everything after them.
+fn cname_only(reply: &[u8]) -> Option<Vec<u8>> {
+    let (_, _, q) = question(reply)?;
+    let mut i = 12 + q.len();
+    let ancount = u16::from_be_bytes([*reply.get(6)?, *reply.get(7)?]);
+    let mut kept = 0u16;
+    for _ in 0..ancount {
+        // The records owned by the name asked are written as a pointer to
+        // the question (0xc00c) by knotd.
+        if reply.get(i..i + 2)? != [0xc0, 0x0c] {
+            break;
+        }
+        let end = skip_name(reply, i)?;
+        let rdlen = usize::from(u16::from_be_bytes([
+            *reply.get(end + 8)?,
+            *reply.get(end + 9)?,
+        ]));
+        i = end + 10 + rdlen;
+        kept += 1;
+    }
+    let mut out = reply.get(..i)?.to_vec();
+    out[6..8].copy_from_slice(&kept.to_be_bytes());
+    out[8..12].copy_from_slice(&[0, 0, 0, 0]);
+    Some(out)
+}
+
+fn wire_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+fn soa(owner: &str) -> Vec<u8> {
+    let mut rdata = wire_name(&format!("ns.{owner}"));
+    rdata.extend(wire_name(&format!("hostmaster.{owner}")));
+    for v in [1u32, 3600, 600, 86400, 300] {
+        rdata.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut rr = wire_name(owner);
+    rr.extend_from_slice(&[0, 6, 0, 1, 0, 0, 1, 44]);
+    rr.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    rr.extend(rdata);
+    rr
+}
+
+struct Forger {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Forger {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// (qname lower-case without the trailing dot, qtype, the question bytes).
+fn question(query: &[u8]) -> Option<(String, u16, Vec<u8>)> {
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*query.get(i)?);
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(i..i + len)?).to_ascii_lowercase());
+        i += len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(i)?, *query.get(i + 1)?]);
+    Some((labels.join("."), qtype, query.get(12..i + 4)?.to_vec()))
+}
+
+fn forge(query: &[u8], how: Forge) -> Option<Vec<u8>> {
+    let (_, _, q) = question(query)?;
+    let rd = query.get(2)? & 0x01;
+    let (rcode, authority) = match how {
+        Forge::NoData => (0, None),
+        Forge::NxDomain => (3, None),
+        Forge::NoDataForeignSoa(owner) => (0, Some(soa(owner))),
+        Forge::NxDomainForeignSoa(owner) => (3, Some(soa(owner))),
+        Forge::CnameOnly => return None,
+    };
+    let nscount = u8::from(authority.is_some());
+    let mut out = vec![
+        query[0],
+        query[1],
+        0x84 | rd,
+        0x80 | rcode,
+        0,
+        1,
+        0,
+        0,
+        0,
+        nscount,
+        0,
+        0,
+    ];
+    out.extend_from_slice(&q);
+    out.extend(authority.unwrap_or_default());
+    Some(out)
+}
+
+impl Forger {
+    /// Forwards to `upstream`; `rule(qname, qtype)` picks the queries to
+    /// forge.
+    fn start(
+        upstream: std::net::SocketAddr,
+        rule: impl Fn(&str, u16) -> Option<Forge> + Send + 'static,
+    ) -> Forger {
+        use std::net::UdpSocket;
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65535];
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let query = buf[..n].to_vec();
+                let picked = question(&query).and_then(|(name, qtype, _)| rule(&name, qtype));
+                let upstream_reply = |query: &[u8]| {
+                    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    up.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    up.send_to(query, upstream).unwrap();
+                    let mut b = vec![0u8; 65535];
+                    up.recv(&mut b).ok().map(|m| b[..m].to_vec())
+                };
+                let reply = match picked {
+                    Some(Forge::CnameOnly) => upstream_reply(&query).and_then(|r| cname_only(&r)),
+                    Some(how) => forge(&query, how),
+                    None => {
+                        let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+                        up.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                        up.send_to(&query, upstream).unwrap();
+                        let mut b = vec![0u8; 65535];
+                        up.recv(&mut b).ok().map(|m| b[..m].to_vec())
+                    }
+                };
+                if let Some(reply) = reply {
+                    let _ = socket.send_to(&reply, from);
+                }
+            }
+        });
+        Forger {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn through(zone: &TestZone, forger: &Forger) -> Resolver {
+    let anchors = TrustAnchors::from_file(zone.trust_anchor_file()).unwrap();
+    Resolver::new(
+        ResolverConfig::new(vec![forger.addr], Validation::InProcess(anchors))
+            .with_timeout(Duration::from_secs(2))
+            .with_attempts(1),
+    )
+    .unwrap()
+}
+
+const MX: u16 = 15;
+const TLSA: u16 = 52;
+const A: u16 = 1;
+
+/// A stripped MX answer in a signed zone must not read as "no MX" (which
+/// would send the mail to the domain's own address, RFC 5321 §5.1): the
+/// denial is unproven (RFC 4035 §5.4), so the lookup failed.
+#[tokio::test]
+async fn held_forged_nodata_mx_is_a_failure_not_no_mx() {
+    let Some(zone) = zone() else { return };
+    for how in [Forge::NoData, Forge::NxDomain] {
+        let forger = Forger::start(zone.addr(), move |name, qtype| {
+            (name == "example.test" && qtype == MX).then_some(how)
+        });
+        let r = through(&zone, &forger);
+        let mx = r.mx("example.test").await.unwrap();
+        assert!(mx.security.is_failure(), "{how:?}: {mx:?}");
+        assert_eq!(mx.kind, MxKind::Failed, "{how:?}");
+        assert!(mx.hosts().is_empty());
+    }
+}
+
+/// A stripped TLSA answer for a host in a signed zone must not switch DANE
+/// off (RFC 7672 §2.1.1: only a validated denial means "no TLSA").
+#[tokio::test]
+async fn held_forged_nodata_tlsa_is_a_failure_not_insecure() {
+    let Some(zone) = zone() else { return };
+    for how in [Forge::NoData, Forge::NxDomain] {
+        let forger = Forger::start(zone.addr(), move |name, qtype| {
+            (name == "_25._tcp.mx1.example.test" && qtype == TLSA).then_some(how)
+        });
+        let r = through(&zone, &forger);
+        let t = r.tlsa("mx1.example.test", 25).await.unwrap();
+        assert_eq!(t.lookup, TlsaLookup::Failed, "{how:?}: {t:?}");
+        // The unmodified names still validate through the forger.
+        let mx = r.mx("example.test").await.unwrap();
+        assert_eq!(mx.security, Security::Secure, "{mx:?}");
+    }
+}
+
+/// A stripped A answer for a host of a secure MX: not "insecure".
+#[tokio::test]
+async fn held_forged_nodata_address_is_a_failure() {
+    let Some(zone) = zone() else { return };
+    let forger = Forger::start(zone.addr(), |name, qtype| {
+        (name == "mx1.example.test" && qtype == A).then_some(Forge::NoData)
+    });
+    let r = through(&zone, &forger);
+    let a = r.addresses("mx1.example.test").await.unwrap();
+    assert!(a.security.is_failure(), "{a:?}");
+}
+
+const INSECURE: &str = "insecure.example.test";
+
+/// The forged negative answer carries the unsigned SOA of an unrelated,
+/// provably insecure zone. hickory then accepts the denial as "insecure"
+/// (its authority records are all insecure); the glue must not: a denial
+/// only says something about the name when it comes from the name's own
+/// zone (RFC 4035 §5.4, RFC 7672 §2.1.1). Otherwise an attacker switches
+/// DANE off (TLSA), sends mail to the domain's A record (MX), or bounces it
+/// (NXDOMAIN).
+#[tokio::test]
+async fn forged_denial_with_a_foreign_insecure_soa_is_a_failure() {
+    let Some(zone) = zone() else { return };
+    for how in [
+        Forge::NoDataForeignSoa(INSECURE),
+        Forge::NxDomainForeignSoa(INSECURE),
+    ] {
+        let forger = Forger::start(zone.addr(), move |name, qtype| {
+            ((name == "_25._tcp.mx1.example.test" && qtype == TLSA)
+                || (name == "example.test" && qtype == MX)
+                || (name == "mx1.example.test" && qtype == A))
+                .then_some(how)
+        });
+        let r = through(&zone, &forger);
+        let t = r.tlsa("mx1.example.test", 25).await.unwrap();
+        assert_eq!(t.lookup, TlsaLookup::Failed, "{how:?}: {t:?}");
+        let mx = r.mx("example.test").await.unwrap();
+        assert!(mx.security.is_failure(), "{how:?}: {mx:?}");
+        assert_eq!(mx.kind, MxKind::Failed, "{how:?}: {mx:?}");
+        let a = r.addresses("mx1.example.test").await.unwrap();
+        assert!(a.security.is_failure(), "{how:?}: {a:?}");
+    }
+    // A genuine denial from the insecure zone itself stays insecure.
+    let forger = Forger::start(zone.addr(), |_, _| None);
+    let r = through(&zone, &forger);
+    let t = r.tlsa("mx.insecure.example.test", 587).await.unwrap();
+    assert_eq!(t.lookup, TlsaLookup::Insecure, "{t:?}");
+    let mx = r.mx("mx.insecure.example.test").await.unwrap();
+    assert_eq!(
+        (mx.kind.clone(), mx.security),
+        (MxKind::NoMx, Security::Insecure),
+        "{mx:?}"
+    );
+}
+
+/// A TLSA RRset published as a CNAME (RFC 7671 §7): the spoofer keeps the
+/// genuine signed CNAME and drops the target's TLSA records. With no
+/// denial for the target, nothing says it has no TLSA records: the lookup
+/// failed, it is not a secure "no records" that switches DANE off
+/// (RFC 7672 §2.1.1, RFC 4035 §5.4).
+#[tokio::test]
+async fn held_a_cname_without_its_target_records_is_not_a_secure_denial() {
+    let Some(zone) = zone() else { return };
+    // The genuine answer first.
+    let r = validating(&zone);
+    let t = r.tlsa("mxc.example.test", 25).await.unwrap();
+    assert_eq!(t.lookup, TlsaLookup::Secure(vec![tlsa(H1)]), "{t:?}");
+
+    // Only the CNAME: hickory refuses the answer (bogus); never an empty
+    // secure RRset.
+    let forger = Forger::start(zone.addr(), |name, qtype| {
+        (name == "_25._tcp.mxc.example.test" && qtype == TLSA).then_some(Forge::CnameOnly)
+    });
+    let r = through(&zone, &forger);
+    let t = r.tlsa("mxc.example.test", 25).await.unwrap();
+    assert!(
+        matches!(&t.lookup, TlsaLookup::Failed) || t.lookup == TlsaLookup::Secure(vec![tlsa(H1)]),
+        "{t:?}"
+    );
+
+    // The target's own answer stripped as well: the lookup failed.
+    let forger = Forger::start(zone.addr(), |name, qtype| match (name, qtype) {
+        ("_25._tcp.mxc.example.test", TLSA) => Some(Forge::CnameOnly),
+        ("_25._tcp.mx1.example.test", TLSA) => Some(Forge::NoData),
+        _ => None,
+    });
+    let r = through(&zone, &forger);
+    let t = r.tlsa("mxc.example.test", 25).await.unwrap();
+    assert_eq!(t.lookup, TlsaLookup::Failed, "{t:?}");
 }

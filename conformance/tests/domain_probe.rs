@@ -420,6 +420,9 @@ fn lab() -> Option<Lab> {
         .record("badrpt MX 10 mxca")
         .record("_smtp._tls.badrpt TXT \"v=TLSRPTv1; rua=ftp://example.test\"")
         .record(&format!("mxca A {}", ip(3)))
+        // Two MX hosts (review #17: one connection cap for the whole run).
+        .record("multi MX 10 mxca")
+        .record("multi MX 20 mxwrong")
         .record(&format!("mxwrong A {}", ip(4)));
     for n in sts_names {
         let mx = if n == "sts-badcert" {
@@ -1007,4 +1010,36 @@ fn srv_discovery_prefers_implicit_tls_and_trusts_targets_only_when_secure() {
         run.stdout
     );
     assert_eq!(run.code, 0, "{}", run.stdout);
+}
+
+/// `--max-connections` caps the whole run (docs/probe.md), not each address:
+/// a domain with many MX hosts × addresses must not make the probe open
+/// connections without bound (review #17).
+#[test]
+fn the_connection_cap_holds_across_mx_hosts() {
+    let Some(lab) = lab() else {
+        eprintln!("the_connection_cap_holds_across_mx_hosts: skipped (Knot DNS not installed)");
+        return;
+    };
+    let r = lab.probe("multi.example.test", &["--max-connections", "3"]);
+    let summary = r
+        .events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("summary");
+    let used = summary["connections"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        used <= 3,
+        "{used} connections with --max-connections 3\n{}",
+        r.stdout
+    );
+    assert!(
+        r.events.iter().any(|e| e["event"] == "check"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("connection cap"))),
+        "the cap is reported\n{}",
+        r.stdout
+    );
+    assert_ne!(r.code, 0, "a capped run is not a clean pass\n{}", r.stdout);
 }

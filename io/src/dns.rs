@@ -27,6 +27,12 @@
 //! without validation, and reports `Indeterminate` when one of them gets no
 //! answer at all.
 //!
+//! A denial (NODATA, NXDOMAIN) that is not proven by NSEC/NSEC3 is
+//! `Insecure` only when its authority records belong to the name's own
+//! zone (the name or an ancestor); hickory also accepts one carrying, say,
+//! the SOA of an unrelated unsigned zone, which a spoofer can add: that is
+//! reported [`Security::Bogus`] (RFC 4035 §5.4).
+//!
 //! Each lookup gives up after `4 × timeout × attempts` (validation makes
 //! more queries than the one asked).
 //!
@@ -1009,16 +1015,32 @@ async fn query_hickory(
             let (security, nxdomain, detail) = match &err {
                 NetError::Dns(HickoryDnsError::NoRecordsFound(nr)) => {
                     let nxdomain = nr.response_code == ResponseCode::NXDomain;
-                    let secure = nr.authorities.iter().flat_map(|a| a.iter()).any(|r| {
+                    let mut authorities = nr.authorities.iter().flat_map(|a| a.iter());
+                    let secure = authorities.clone().any(|r| {
                         matches!(r.record_type(), RecordType::NSEC | RecordType::NSEC3)
                             && r.proof == Proof::Secure
                     });
-                    let security = if validating && secure {
-                        Security::Secure
-                    } else {
-                        Security::Insecure
-                    };
-                    (security, nxdomain, None)
+                    // hickory accepts a denial whose authority records are
+                    // all insecure, wherever they are from. Only a denial
+                    // from the name's own zone (the name or an ancestor)
+                    // can prove the name insecure (RFC 4035 §5.4): a spoofer
+                    // adding the SOA of some unsigned zone must not switch
+                    // DANE off or turn an MX lookup into "no MX"
+                    // (RFC 7672 §2.1.1).
+                    let foreign = authorities.find(|r| !r.name.zone_of(name));
+                    match (validating, secure, foreign) {
+                        (true, true, _) => (Security::Secure, nxdomain, None),
+                        (true, false, Some(r)) => (
+                            Security::Bogus,
+                            false,
+                            Some(label(&format!(
+                                "unproven denial: its {} record belongs to {}, not to the name's zone",
+                                r.record_type(),
+                                show(&r.name)
+                            ))),
+                        ),
+                        _ => (Security::Insecure, nxdomain, None),
+                    }
                 }
                 NetError::Dns(HickoryDnsError::Nsec {
                     proof, response, ..

@@ -165,6 +165,10 @@ struct Run {
     results: Vec<Scoped>,
     rows: Vec<Row>,
     connections: usize,
+    /// `--max-connections` for the whole run (docs/probe.md), every MX
+    /// host, address and SRV target together: a domain with many hosts ×
+    /// addresses must not make the probe open connections without bound.
+    cap: usize,
 }
 
 impl Run {
@@ -206,6 +210,28 @@ impl Run {
             address: address.map(str::to_owned),
             check,
         });
+    }
+
+    /// The connections left for the next probe, `None` when the cap is
+    /// reached.
+    fn budget(&self) -> Option<usize> {
+        Some(self.cap.saturating_sub(self.connections)).filter(|n| *n > 0)
+    }
+
+    /// Records that `address` was not probed because the cap is reached.
+    fn capped(&mut self, mx: &str, address: &str) {
+        let detail = format!(
+            "connection cap reached (--max-connections {}): not probed",
+            self.cap
+        );
+        self.set(
+            Some(mx),
+            Some(address),
+            "upgrade.works",
+            Verdict::Inconclusive,
+            detail,
+            Vec::new(),
+        );
     }
 
     fn count(&self, v: Verdict) -> usize {
@@ -251,7 +277,15 @@ pub(super) fn run(args: &ProbeArgs, domain: &str, fail_on: Verdict) -> ExitCode 
         results: Vec::new(),
         rows: Vec::new(),
         connections: 0,
+        cap: args.max_connections.unwrap_or(if args.aggressive {
+            DOMAIN_CAP_AGGRESSIVE
+        } else {
+            DOMAIN_CAP
+        }),
     };
+    if run.cap == 0 {
+        return super::usage("--max-connections must be at least 1");
+    }
     run.emit(json!({
         "event": "start",
         "schema": DOMAIN_SCHEMA,
@@ -278,6 +312,13 @@ pub(super) fn run(args: &ProbeArgs, domain: &str, fail_on: Verdict) -> ExitCode 
     }
     ExitCode::from(code)
 }
+
+/// The default `--max-connections` of a `--domain` run, all hosts together
+/// (ten addresses probed as `probe URL` would; 12 connections each).
+pub const DOMAIN_CAP: usize = 120;
+
+/// The same with `--aggressive` (20 connections per address).
+pub const DOMAIN_CAP_AGGRESSIVE: usize = 200;
 
 /// The NDJSON stream's schema name (docs/probe.md).
 pub const DOMAIN_SCHEMA: &str = "starttls-probe-domain/1";
@@ -539,13 +580,12 @@ fn domain_checks(run: &mut Run, dest: &Destination, dns_time: Duration) {
     let lookup = &dest.mta_sts;
     match (&lookup.event, &lookup.policy) {
         (PolicyEvent::Fetched(f), Some(policy)) => {
-            let evidence: Vec<String> = std::iter::once(format!(
-                "-- GET https://{}/.well-known/mta-sts.txt from {} in {} ms: {} {}",
-                f.host,
+            let evidence: Vec<String> = std::iter::once(fetch_evidence(
+                &f.host,
                 f.peer,
                 f.timings.total.as_millis(),
                 f.status,
-                f.content_type.as_deref().unwrap_or("(no content type)")
+                f.content_type.as_deref(),
             ))
             .chain(policy.lines().map(|l| format!("S: {}", Escaped::new(l))))
             .collect();
@@ -648,6 +688,24 @@ fn domain_checks(run: &mut Run, dest: &Destination, dns_time: Duration) {
     }
 }
 
+/// The evidence line of a policy fetch. The `Content-Type` is the policy
+/// host's text (only its media type was checked): escaped, as everything
+/// shown from a peer (`starttls::Escaped`).
+fn fetch_evidence(
+    host: &str,
+    peer: SocketAddr,
+    millis: u128,
+    status: u16,
+    content_type: Option<&str>,
+) -> String {
+    format!(
+        "-- GET https://{host}/.well-known/mta-sts.txt from {peer} in {millis} ms: {status} {}",
+        content_type
+            .map(|t| Escaped::new(t).to_string())
+            .unwrap_or_else(|| "(no content type)".into())
+    )
+}
+
 fn plan_text(plan: &HostPlan) -> String {
     match plan {
         HostPlan::Connect {
@@ -711,7 +769,7 @@ async fn host_checks(
             format!(
                 "the address lookup failed ({}): {}",
                 addrs.security,
-                addrs.detail.clone().unwrap_or_default()
+                Escaped::new(addrs.detail.as_deref().unwrap_or_default())
             ),
             Vec::new(),
         );
@@ -813,9 +871,14 @@ async fn host_checks(
     // Every address.
     for ip in addr_list {
         let address = ip.to_string();
+        let Some(budget) = run.budget() else {
+            run.capped(&mx, &address);
+            continue;
+        };
         let started = Instant::now();
         let url = format!("smtp://{mx}:{}", setup.smtp_port);
         let mut one = args.clone();
+        one.max_connections = Some(budget);
         one.domain = None;
         one.url = Some(url.clone());
         one.server_name = Some(mx.clone());
@@ -1246,8 +1309,13 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
             };
             for ip in answer.records.clone() {
                 let address = ip.to_string();
+                let Some(budget) = run.budget() else {
+                    run.capped(&r.target, &address);
+                    continue;
+                };
                 let started = Instant::now();
                 let mut one = args.clone();
+                one.max_connections = Some(budget);
                 one.domain = None;
                 one.mail = false;
                 one.url = Some(format!("{scheme}://{}:{}", r.target, r.port));
@@ -1423,4 +1491,29 @@ fn table(run: &Run, fail_on: Verdict, code: u8) -> String {
         fail_on.as_str()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The policy host's `Content-Type` passes the `text/plain` check with
+    /// any parameters, and HTTP allows octets above 0x7f in a header value:
+    /// a bidi override or a C1 CSI there must not reach the terminal
+    /// (review #17; threat class 6, `docs/threat-model.md`).
+    #[test]
+    fn the_policy_content_type_is_escaped_in_the_evidence() {
+        let line = fetch_evidence(
+            "mta-sts.example.test",
+            SocketAddr::from(([127, 0, 0, 1], 443)),
+            5,
+            200,
+            Some("text/plain; charset=\u{202e}tfel\u{9b}31m"),
+        );
+        assert!(
+            !line.contains('\u{202e}') && !line.contains('\u{9b}'),
+            "{line:?}"
+        );
+        assert!(line.contains(r"\u{202e}"), "{line}");
+    }
 }
