@@ -380,6 +380,7 @@ fn lab() -> Option<Lab> {
         "sts-oversize",
         "sts-badcert",
         "sts-textplainless",
+        "sts-testing-badcert",
     ];
     let sts_hosts: Vec<String> = sts_names
         .iter()
@@ -425,7 +426,7 @@ fn lab() -> Option<Lab> {
         .record("multi MX 20 mxwrong")
         .record(&format!("mxwrong A {}", ip(4)));
     for n in sts_names {
-        let mx = if n == "sts-badcert" {
+        let mx = if n == "sts-badcert" || n == "sts-testing-badcert" {
             "mxwrong"
         } else {
             "mxca"
@@ -513,6 +514,10 @@ fn lab() -> Option<Lab> {
             policy("enforce", "mxca.example.test")
         )
         .into_bytes(),
+    );
+    policies.insert(
+        "mta-sts.sts-testing-badcert.example.test".to_string(),
+        ok_policy(&policy("testing", "mxwrong.example.test")),
     );
     let sts = policy_server(addr(b, 10, sts_port), &sts_cert, policies);
 
@@ -664,6 +669,10 @@ fn every_planted_fault_in_the_test_zone_gets_its_verdict() {
 
     let r = lab.probe("sts-textplainless.example.test", &[]);
     r.assert("sts-textplainless", "mta-sts.policy", "fail");
+
+    // testing with a certificate for another name: reported, not blocking.
+    let r = lab.probe("sts-testing-badcert.example.test", &[]);
+    r.assert("sts-testing-badcert", "mta-sts.cert", "warn");
 
     let r = lab.probe("sts-badcert.example.test", &[]);
     r.assert("sts-badcert", "mta-sts.mx", "pass");
@@ -879,6 +888,19 @@ fn the_glue_gives_each_host_the_verifier_its_plan_names() {
         assert!(
             reach(r, port).await.is_err(),
             "a certificate for another name must fail under enforce"
+        );
+        // testing with the same wrong name: the handshake goes on (RFC 8461
+        // §5) and the failure is there to report.
+        let d = destinations
+            .resolve("sts-testing-badcert.example.test", now)
+            .await
+            .expect("sts-testing-badcert");
+        let r = &d.routes()[0];
+        assert_eq!(r.plan().source(), Source::MtaStsTesting);
+        assert_eq!(reach(r, port).await, Ok(true));
+        assert!(
+            r.report_only_failure().is_some(),
+            "the name failure is kept for TLS-RPT"
         );
         // An MX the enforce policy does not list is skipped.
         let d = destinations

@@ -43,7 +43,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use starttls::policy::dane::{DaneDecision, HostSource, TlsaLookup};
-use starttls::policy::destination::{self, HostPlan, VerifierError, VerifierInputs};
+use starttls::policy::destination::{self, HostPlan, PlanVerifier, VerifierError, VerifierInputs};
 use starttls::policy::tlsrpt::{TlsRptRecord, TlsRptRecordError};
 use starttls::rustls;
 use starttls::rustls::client::danger::ServerCertVerifier;
@@ -155,7 +155,7 @@ pub struct Route {
     addresses: Answer<IpAddr>,
     tlsa: Option<TlsaAnswer>,
     plan: HostPlan,
-    verifier: Result<Arc<dyn ServerCertVerifier>, VerifierError>,
+    verifier: Result<PlanVerifier, VerifierError>,
     server_name: Option<ServerName<'static>>,
     provider: Arc<CryptoProvider>,
 }
@@ -209,7 +209,21 @@ impl Route {
 
     /// The rustls verifier for this host, or why there is none.
     pub fn verifier(&self) -> Result<Arc<dyn ServerCertVerifier>, VerifierError> {
-        self.verifier.clone()
+        self.verifier
+            .as_ref()
+            .map(PlanVerifier::verifier)
+            .map_err(Clone::clone)
+    }
+
+    /// Under MTA-STS `testing`: why the last connection's certificate would
+    /// have failed under `enforce` (to report over TLS-RPT, RFC 8461 §5);
+    /// the handshake itself went on. `None` otherwise, or when it passed.
+    pub fn report_only_failure(&self) -> Option<rustls::Error> {
+        self.verifier
+            .as_ref()
+            .ok()
+            .and_then(PlanVerifier::report_only)
+            .and_then(|r| r.last_failure())
     }
 
     /// The name to send as SNI: the TLSA base domain under DANE (RFC 7672
@@ -221,7 +235,7 @@ impl Route {
     /// A rustls client configuration with this host's verifier (no client
     /// certificate), `None` when the host must be skipped.
     pub fn client_config(&self) -> Option<Arc<ClientConfig>> {
-        let verifier = self.verifier.clone().ok()?;
+        let verifier = self.verifier().ok()?;
         let config = ClientConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_safe_default_protocol_versions()
             .ok()?

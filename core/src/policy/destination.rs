@@ -327,14 +327,14 @@ impl std::error::Error for VerifierError {}
 /// `ClientConfig::builder().dangerous().with_custom_certificate_verifier(..)`;
 /// send the TLSA base domain (or the MX host) as SNI.
 ///
-/// Under MTA-STS `testing` the WebPKI verifier is returned too: a caller that
-/// only reports must catch the handshake failure, report it, and deliver as
-/// the local policy allows (RFC 8461 §5).
+/// Under MTA-STS `testing` the WebPKI check is [`ReportOnly`]: a failure does
+/// not stop the handshake, and [`PlanVerifier::report_only`] tells what to
+/// report (RFC 8461 §5).
 pub fn verifier(
     plan: &HostPlan,
     inputs: &VerifierInputs<'_>,
     provider: &CryptoProvider,
-) -> Result<Arc<dyn ServerCertVerifier>, VerifierError> {
+) -> Result<PlanVerifier, VerifierError> {
     let name_error = |name: &str, reason: String| VerifierError::Name {
         name: name.to_owned(),
         reason,
@@ -357,20 +357,130 @@ pub fn verifier(
             }
             let ids = ReferenceIds::new(names.iter().map(|n| n.trim_end_matches('.')))
                 .map_err(|e| name_error(inputs.mx_host, e.to_string()))?;
-            Arc::new(DaneVerifier::new(tlsa.clone(), ids, provider))
+            PlanVerifier::plain(Arc::new(DaneVerifier::new(tlsa.clone(), ids, provider)))
         }
-        Authentication::WebPki { .. } => {
+        Authentication::WebPki { report_only } => {
             let host = inputs.mx_host.trim_end_matches('.');
             let references = ReferenceIdentifiers::configured_host(host)
                 .map_err(|e| name_error(host, e.to_string()))?;
-            Arc::new(MailServerVerifier::new(
-                Arc::clone(&inputs.roots),
-                references,
-                provider,
-            ))
+            let webpki = MailServerVerifier::new(Arc::clone(&inputs.roots), references, provider);
+            if *report_only {
+                let report = Arc::new(ReportOnly::new(webpki));
+                PlanVerifier {
+                    verifier: Arc::clone(&report) as Arc<dyn ServerCertVerifier>,
+                    report_only: Some(report),
+                }
+            } else {
+                PlanVerifier::plain(Arc::new(webpki))
+            }
         }
-        Authentication::None => Arc::new(NoAuthentication::new(provider)),
+        Authentication::None => PlanVerifier::plain(Arc::new(NoAuthentication::new(provider))),
     })
+}
+
+/// The verifier [`verifier`] chose for a plan, and under MTA-STS `testing`
+/// the handle that tells what failed.
+#[derive(Clone, Debug)]
+pub struct PlanVerifier {
+    verifier: Arc<dyn ServerCertVerifier>,
+    report_only: Option<Arc<ReportOnly>>,
+}
+
+impl PlanVerifier {
+    fn plain(verifier: Arc<dyn ServerCertVerifier>) -> PlanVerifier {
+        PlanVerifier {
+            verifier,
+            report_only: None,
+        }
+    }
+
+    /// The rustls verifier to install.
+    pub fn verifier(&self) -> Arc<dyn ServerCertVerifier> {
+        Arc::clone(&self.verifier)
+    }
+
+    /// Under MTA-STS `testing`: the report-only verifier, whose
+    /// [`ReportOnly::last_failure`] says what a TLS-RPT report should say
+    /// after a handshake. `None` for every other plan.
+    pub fn report_only(&self) -> Option<&ReportOnly> {
+        self.report_only.as_deref()
+    }
+}
+
+/// MTA-STS `testing` (RFC 8461 §5): the certificate is checked as under
+/// `enforce` (WebPKI, the MX host name), but a failure does not stop the
+/// handshake: it is kept for the caller to report (TLS-RPT), and delivery
+/// goes on as the local policy allows. Handshake signatures are still
+/// verified. It remembers the last handshake's outcome: use one
+/// configuration per connection, or read [`ReportOnly::last_failure`]
+/// before the next handshake.
+#[derive(Debug)]
+pub struct ReportOnly {
+    inner: MailServerVerifier,
+    last: std::sync::Mutex<Option<rustls::Error>>,
+}
+
+impl ReportOnly {
+    /// Reports what `inner` refuses, instead of refusing.
+    pub fn new(inner: MailServerVerifier) -> ReportOnly {
+        ReportOnly {
+            inner,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Why the last certificate would have been refused under `enforce`
+    /// (`None`: it passed, or no handshake yet). See
+    /// [`IdentityError::from_rustls`](super::identity::IdentityError::from_rustls)
+    /// for the name failures.
+    pub fn last_failure(&self) -> Option<rustls::Error> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+impl ServerCertVerifier for ReportOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let outcome = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if let Ok(mut last) = self.last.lock() {
+            *last = outcome.err();
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// A verifier that accepts any certificate but still checks the handshake
@@ -668,7 +778,7 @@ mod tests {
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         let versions = [&rustls::version::TLS13];
         handshake(
-            client_config(v),
+            client_config(v.verifier()),
             server.server_config(&versions),
             "mx1.example.com",
         )
@@ -739,5 +849,63 @@ mod tests {
             verifier(&skip, &inputs("mx1.example.com", roots), &provider),
             Err(VerifierError::DoNotConnect(SkipReason::TlsaLookupFailed))
         ));
+    }
+
+    #[test]
+    fn testing_reports_a_bad_certificate_and_lets_the_handshake_finish() {
+        let ca = Ca::new("Test CA");
+        let good = test_support::leaf(&ca, &["mx1.example.com"], "mx1");
+        let wrong_name = test_support::leaf(&ca, &["other.example.org"], "other");
+        let roots = ca.roots();
+        let testing = policy("testing");
+        let plan = plan_host(
+            "mx1.example.com",
+            DaneDecision::NotApplicable,
+            Some(&testing),
+            TlsPolicy::Opportunistic,
+        );
+        let provider = test_support::provider();
+        let v = verifier(
+            &plan,
+            &inputs("mx1.example.com", Arc::clone(&roots)),
+            &provider,
+        )
+        .unwrap();
+        let report = v.report_only().expect("testing is report-only");
+        let versions = [&rustls::version::TLS13];
+        // The wrong name: the handshake completes (RFC 8461 §5), the failure is kept.
+        assert!(handshake(
+            client_config(v.verifier()),
+            wrong_name.server_config(&versions),
+            "mx1.example.com"
+        )
+        .is_ok());
+        let failure = report.last_failure().expect("a failure to report");
+        assert!(
+            crate::policy::identity::IdentityError::from_rustls(&failure).is_some(),
+            "{failure:?}"
+        );
+        // The right name: nothing to report.
+        assert!(handshake(
+            client_config(v.verifier()),
+            good.server_config(&versions),
+            "mx1.example.com"
+        )
+        .is_ok());
+        assert!(report.last_failure().is_none());
+        // enforce has no report-only handle.
+        let enforce = policy("enforce");
+        let plan = plan_host(
+            "mx1.example.com",
+            DaneDecision::NotApplicable,
+            Some(&enforce),
+            TlsPolicy::Opportunistic,
+        );
+        assert!(
+            verifier(&plan, &inputs("mx1.example.com", roots), &provider)
+                .unwrap()
+                .report_only()
+                .is_none()
+        );
     }
 }
