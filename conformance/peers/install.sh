@@ -4,7 +4,9 @@
 # aiosmtpd 1.4.5 (CVE-2024-34083, command injection after STARTTLS) in its
 # own venv at /opt/aiosmtpd-1.4.5, for calibrating `starttls probe`, and Knot
 # DNS (knotd, keymgr, kdig) for the DNSSEC-signed test zone of
-# conformance/src/zone.rs (conformance/tests/dns_glue.rs).
+# conformance/src/zone.rs (conformance/tests/dns_glue.rs), and unbound as the
+# local validating resolver in front of it (`Validation::TrustAd`,
+# `probe --domain --trust-ad`).
 #
 # Run as root, non-interactive, idempotent: packages already present are not
 # fetched again. No daemon is left running: a policy-rc.d that exits 101 keeps
@@ -33,6 +35,7 @@ DEBS=(
   openssl
   ca-certificates
   knot knot-dnsutils
+  unbound
 )
 AIOSMTPD_VERSION=1.4.6
 # The vulnerable release, kept apart from the python3 the tests run.
@@ -100,6 +103,19 @@ if [ -x /usr/sbin/dovecot ] && doveadm service status >/dev/null 2>&1; then
 fi
 if [ -x /usr/sbin/knotc ] && knotc status >/dev/null 2>&1; then
   knotc stop >/dev/null 2>&1 || true
+fi
+# unbound's own service would hold port 53 (and, under systemd, rewrite
+# resolv.conf through unbound-resolvconf): stop it and keep it off. The tests
+# run `unbound -d -c FILE` on a free loopback port.
+if [ -x /usr/sbin/unbound ]; then
+  if [ -x /etc/init.d/unbound ] && /etc/init.d/unbound status >/dev/null 2>&1; then
+    /etc/init.d/unbound stop >/dev/null 2>&1 || true
+  fi
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now unbound.service unbound-resolvconf.service >/dev/null 2>&1 || true
+  elif command -v update-rc.d >/dev/null 2>&1 && [ -x /etc/init.d/unbound ]; then
+    update-rc.d unbound disable >/dev/null 2>&1 || true
+  fi
 fi
 
 # aiosmtpd goes into the python3 that the tests will run (the first on PATH).

@@ -32,6 +32,11 @@
 //! Without `knotd`/`keymgr`/`kdig`, [`ZoneBuilder::start`] prints why and
 //! returns `None`; under `CI=true` it panics (`.ci/run` installs them
 //! through `conformance/peers/install.sh`).
+//!
+//! [`ValidatingResolver`] puts a real `unbound` in front of a [`TestZone`]:
+//! a local validating resolver whose AD bit `Validation::TrustAd` of
+//! `starttls_io::dns` can trust (it never sets AD for an answer it did not
+//! validate, and answers `SERVFAIL` for a bogus one).
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -480,6 +485,236 @@ impl TestZone {
 impl Drop for TestZone {
     fn drop(&mut self) {
         if let Some(mut child) = self.knotd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::env::var_os("STARTTLS_ZONE_KEEP").is_some() {
+            eprintln!("kept {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A real `unbound` on `127.0.0.1@<free port>`, validating the answers of a
+/// [`TestZone`] from its apex keys; killed on drop.
+///
+/// Started as `unbound -d -c FILE` in the foreground with a config of its
+/// own in a temp dir: `local-zone: "test." nodefault` (the reserved TLD is
+/// otherwise answered locally with NXDOMAIN), a `forward-zone` for the apex
+/// to the zone's `knotd` (a forwarder rather than a stub: the zone's NS
+/// `ns.<apex>` is at 127.0.0.1 port 53, where nobody listens, and `knotd`
+/// answers for the children itself), the zone's DNSKEYs as
+/// `trust-anchor-file`, `module-config: "validator iterator"`, caches of at
+/// most 5 s, and `outgoing-interface: 127.0.0.1` so that it cannot reach
+/// anything but loopback.
+#[derive(Debug)]
+pub struct ValidatingResolver {
+    addr: SocketAddr,
+    dir: PathBuf,
+    unbound: Option<Child>,
+}
+
+impl ValidatingResolver {
+    /// Starts `unbound` in front of `zone` and waits until it answers the
+    /// apex SOA with the AD bit (so validation works). `None` (after
+    /// printing why) when `unbound` is not installed; panics when it is
+    /// missing under `CI=true`, or when it fails to start.
+    pub fn start(zone: &TestZone) -> Option<ValidatingResolver> {
+        if !program_exists("unbound") {
+            let why = "validating resolver: missing unbound (Debian package unbound; \
+                       conformance/peers/install.sh installs it)";
+            if in_ci() {
+                panic!("{why} (CI=true: a missing peer is a failure, not a skip)");
+            }
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        let mut last = String::new();
+        for _ in 0..3 {
+            match ValidatingResolver::try_start(zone) {
+                Ok(r) => return Some(r),
+                Err(e) => last = e,
+            }
+        }
+        panic!("validating resolver: unbound did not start: {last}");
+    }
+
+    fn try_start(zone: &TestZone) -> Result<ValidatingResolver, String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "starttls-unbound-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir: {e}"))?;
+        let mut resolver = ValidatingResolver {
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            dir: dir.clone(),
+            unbound: None,
+        };
+        let anchors = dir.join("anchors.txt");
+        std::fs::write(&anchors, zone.trust_anchors())
+            .map_err(|e| format!("write anchors: {e}"))?;
+        let conf = dir.join("unbound.conf");
+        std::fs::write(&conf, unbound_config(&dir, resolver.addr, zone))
+            .map_err(|e| format!("write config: {e}"))?;
+        let check = Command::new(program_path("unbound-checkconf"))
+            .arg(&conf)
+            .output();
+        if let Ok(out) = check {
+            if !out.status.success() {
+                return Err(format!(
+                    "unbound-checkconf: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        let log = std::fs::File::create(dir.join("unbound.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(program_path("unbound"))
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn unbound: {e}"))?;
+        resolver.unbound = Some(child);
+
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(unbound) = resolver.unbound.as_mut() {
+                if let Ok(Some(status)) = unbound.try_wait() {
+                    return Err(format!(
+                        "unbound exited ({status}): {}",
+                        resolver.log_tail()
+                    ));
+                }
+            }
+            let out = resolver
+                .kdig(&["+dnssec", "+adflag", "SOA", zone.apex()])
+                .unwrap_or_default();
+            if out.contains("status: NOERROR") && flags_have_ad(&out) {
+                return Ok(resolver);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no validated SOA of {} within 15 s (last answer: {out}): {}",
+                    zone.apex(),
+                    resolver.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Where `unbound` answers (UDP and TCP): the nameserver to configure.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The temp dir holding `unbound.conf`, the anchors and `unbound.log`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `kdig @addr -p port +time=1 +retry=0 ARGS...` against the
+    /// resolver and returns its whole output (header and flags included).
+    pub fn kdig(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(program_path("kdig"))
+            .arg(format!("@{}", self.addr.ip()))
+            .arg("-p")
+            .arg(self.addr.port().to_string())
+            .args(["+time=1", "+retry=0"])
+            .args(args)
+            .output()
+            .map_err(|e| format!("kdig: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "kdig {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("unbound.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+}
+
+/// Whether kdig's `;; Flags: qr rd ra ad; QUERY: ...` line has `ad`.
+fn flags_have_ad(kdig: &str) -> bool {
+    kdig.lines()
+        .filter_map(|l| l.strip_prefix(";; Flags:"))
+        .any(|f| {
+            f.split(';')
+                .next()
+                .is_some_and(|flags| flags.split_whitespace().any(|x| x == "ad"))
+        })
+}
+
+fn unbound_config(dir: &Path, addr: SocketAddr, zone: &TestZone) -> String {
+    let d = dir.display();
+    let apex = zone.apex();
+    let knot = zone.addr();
+    format!(
+        "server:\n\
+         \x20   interface: {ip}\n\
+         \x20   port: {port}\n\
+         \x20   do-ip4: yes\n\
+         \x20   do-ip6: no\n\
+         \x20   do-udp: yes\n\
+         \x20   do-tcp: yes\n\
+         \x20   outgoing-interface: 127.0.0.1\n\
+         \x20   access-control: 127.0.0.0/8 allow\n\
+         \x20   do-not-query-localhost: no\n\
+         \x20   do-daemonize: no\n\
+         \x20   chroot: \"\"\n\
+         \x20   username: \"\"\n\
+         \x20   directory: \"{d}\"\n\
+         \x20   pidfile: \"{d}/unbound.pid\"\n\
+         \x20   logfile: \"\"\n\
+         \x20   use-syslog: no\n\
+         \x20   verbosity: 1\n\
+         \x20   val-log-level: 2\n\
+         \x20   ede: yes\n\
+         \x20   num-threads: 1\n\
+         \x20   so-reuseport: no\n\
+         \x20   module-config: \"validator iterator\"\n\
+         \x20   trust-anchor-file: \"{d}/anchors.txt\"\n\
+         \x20   local-zone: \"test.\" nodefault\n\
+         \x20   cache-min-ttl: 0\n\
+         \x20   cache-max-ttl: 5\n\
+         \x20   cache-max-negative-ttl: 5\n\
+         \x20   infra-host-ttl: 5\n\
+         \x20   prefetch: no\n\
+         \x20   qname-minimisation: no\n\
+         \x20   msg-cache-size: 1m\n\
+         \x20   rrset-cache-size: 1m\n\
+         \x20   key-cache-size: 1m\n\
+         \x20   neg-cache-size: 1m\n\
+         remote-control:\n\
+         \x20   control-enable: no\n\
+         forward-zone:\n\
+         \x20   name: \"{apex}\"\n\
+         \x20   forward-addr: {kip}@{kport}\n",
+        ip = addr.ip(),
+        port = addr.port(),
+        kip = knot.ip(),
+        kport = knot.port(),
+    )
+}
+
+impl Drop for ValidatingResolver {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.unbound.take() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -296,13 +296,30 @@ struct Lab {
 }
 
 impl Lab {
+    /// Asks knotd directly, validating in-process from the zone's keys.
     fn probe(&self, domain: &str, extra: &[&str]) -> DomainRun {
+        let anchors = self.zone.trust_anchor_file().to_string_lossy().into_owned();
+        self.probe_via(
+            self.zone.addr(),
+            &["--trust-anchor", &anchors],
+            domain,
+            extra,
+        )
+    }
+
+    /// Asks `dns` with the DNSSEC options `validation` (`--trust-ad`, ...).
+    fn probe_via(
+        &self,
+        dns: SocketAddr,
+        validation: &[&str],
+        domain: &str,
+        extra: &[&str],
+    ) -> DomainRun {
         let out = Command::new(BIN)
             .args(["probe", "--domain", domain, "--json"])
             .arg("--dns")
-            .arg(self.zone.addr().to_string())
-            .arg("--trust-anchor")
-            .arg(self.zone.trust_anchor_file())
+            .arg(dns.to_string())
+            .args(validation)
             .args(["--smtp-port", &self.smtp_port.to_string()])
             .args(["--mta-sts-port", &self.sts_port.to_string()])
             .arg("--ca")
@@ -702,6 +719,81 @@ fn every_planted_fault_in_the_test_zone_gets_its_verdict() {
         text.contains("host × stage") && text.contains("mxca.example.test"),
         "{text}"
     );
+}
+
+/// `--trust-ad` through a real unbound validating in front of the zone:
+/// its AD bit is what makes DANE apply, and the bogus zone (SERVFAIL from
+/// unbound) fails, never passes.
+#[test]
+fn trust_ad_through_unbound_gets_the_same_verdicts() {
+    use starttls_conformance::zone::ValidatingResolver;
+    let Some(lab) = lab() else {
+        eprintln!(
+            "trust_ad_through_unbound_gets_the_same_verdicts: skipped (Knot DNS not installed)"
+        );
+        return;
+    };
+    let Some(unbound) = ValidatingResolver::start(&lab.zone) else {
+        return;
+    };
+    let ad = |domain: &str| lab.probe_via(unbound.addr(), &["--trust-ad"], domain, &[]);
+
+    let r = ad("dane-ok.example.test");
+    r.assert("dane-ok", "dns.mx", "pass");
+    r.assert("dane-ok", "dns.dnssec", "pass");
+    r.assert("dane-ok", "dane.tlsa", "pass");
+    r.assert("dane-ok", "dane.match", "pass");
+    r.assert("dane-ok", "cert.chain", "skipped");
+    assert!(
+        r.stdout.contains("--trust-ad"),
+        "the run names who validated:\n{}",
+        r.stdout
+    );
+    assert_eq!(r.code, 0, "dane-ok exits 0\n{}", r.stdout);
+
+    let r = ad("dane-mismatch.example.test");
+    r.assert("dane-mismatch", "dane.match", "fail");
+    assert_eq!(r.code, 1, "{}", r.stdout);
+
+    let r = ad("dane-bogus.example.test");
+    r.assert("dane-bogus", "dane.tlsa", "fail");
+    r.assert("dane-bogus", "mx.addresses", "fail");
+    assert!(
+        r.checks("mx.addresses")[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("bogus") && d.contains("extended error")),
+        "unbound's extended DNS error is the evidence:\n{}",
+        r.stdout
+    );
+    for id in ["dane.tlsa", "mx.addresses", "dane.match", "upgrade.works"] {
+        assert!(
+            !r.verdicts(id).iter().any(|v| v == "pass"),
+            "dane-bogus: {id} must never pass\n{}",
+            r.stdout
+        );
+    }
+    assert!(
+        r.checks("upgrade.works").is_empty(),
+        "a bogus host is not connected to:\n{}",
+        r.stdout
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+
+    let r = ad("insecure.example.test");
+    r.assert("insecure", "dns.dnssec", "warn");
+    r.assert("insecure", "dane.tlsa", "skipped");
+    r.assert("insecure", "upgrade.works", "pass");
+
+    // knotd itself never sets AD: asked directly with --trust-ad, the
+    // signed zone is merely insecure and DANE does not apply.
+    let r = lab.probe_via(
+        lab.zone.addr(),
+        &["--trust-ad"],
+        "dane-ok.example.test",
+        &[],
+    );
+    r.assert("dane-ok via knotd", "dns.dnssec", "warn");
+    r.assert("dane-ok via knotd", "dane.tlsa", "skipped");
 }
 
 #[test]

@@ -33,6 +33,13 @@
 //! the SOA of an unrelated unsigned zone, which a spoofer can add: that is
 //! reported [`Security::Bogus`] (RFC 4035 §5.4).
 //!
+//! With [`Validation::TrustAd`], a validating resolver answers `SERVFAIL`
+//! both for a bogus answer and for one it could not get. It is
+//! `Indeterminate`, unless the answer carries an extended DNS error
+//! (RFC 8914) saying validation failed (DNSSEC Bogus, Signature Expired,
+//! DNSKEY Missing, ...): then `Bogus`. unbound sends them with `ede: yes`;
+//! the text goes into the answer's `detail`.
+//!
 //! Each lookup gives up after `4 × timeout × attempts` (validation makes
 //! more queries than the one asked).
 //!
@@ -58,6 +65,7 @@
 //! ```
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -71,6 +79,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors as HickoryAnchors};
 use hickory_resolver::proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_resolver::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 use starttls::policy::dane::{HostSource, TlsaLookup, TlsaRecord};
@@ -1130,14 +1139,57 @@ async fn query_ad(config: &ResolverConfig, name: &Name, rtype: RecordType) -> Rr
     )
 }
 
+/// RFC 8914 extended DNS error codes that say the answer failed DNSSEC
+/// validation: DNSSEC Bogus (6), Signature Expired (7), Signature Not Yet
+/// Valid (8), DNSKEY Missing (9: a DS with no matching DNSKEY), RRSIGs
+/// Missing (10), No Zone Key Bit Set (11), NSEC Missing (12).
+const EDE_BOGUS: [u16; 7] = [6, 7, 8, 9, 10, 11, 12];
+
+/// The extended DNS errors (RFC 8914, EDNS option 15) of an answer: info
+/// code and extra text (made printable, at most 200 characters).
+fn extended_errors(message: &Message) -> Vec<(u16, String)> {
+    let Some(edns) = message.edns.as_ref() else {
+        return Vec::new();
+    };
+    edns.options()
+        .get_all(EdnsCode::Unknown(15))
+        .into_iter()
+        .filter_map(|option| match option {
+            EdnsOption::Unknown(15, data) => {
+                let code = u16::from_be_bytes([*data.first()?, *data.get(1)?]);
+                let text: String = String::from_utf8_lossy(data.get(2..).unwrap_or_default())
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(200)
+                    .collect();
+                Some((code, text))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn rrset_from_ad(message: &Message, name: &Name, rtype: RecordType) -> Rrset {
     let code = message.metadata.response_code;
     if code != ResponseCode::NoError && code != ResponseCode::NXDomain {
-        return Rrset::failed(
-            name,
-            Security::Indeterminate,
-            format!("{rtype} {}: server answered {code}", show(name)),
-        );
+        // A validating resolver answers SERVFAIL for a bogus answer and for
+        // one it could not get: only an extended DNS error tells them apart.
+        let errors = extended_errors(message);
+        let bogus =
+            code == ResponseCode::ServFail && errors.iter().any(|(ede, _)| EDE_BOGUS.contains(ede));
+        let mut detail = format!("{rtype} {}: server answered {code}", show(name));
+        for (ede, text) in &errors {
+            let _ = write!(detail, ", extended error {ede}");
+            if !text.is_empty() {
+                let _ = write!(detail, " ({text})");
+            }
+        }
+        let security = if bogus {
+            Security::Bogus
+        } else {
+            Security::Indeterminate
+        };
+        return Rrset::failed(name, security, detail);
     }
     let (chain, last) = if rtype == RecordType::CNAME {
         (vec![name.clone()], name.clone())
@@ -1379,6 +1431,77 @@ mod tests {
             Err(DnsError::TrustAnchorFile { .. })
         ));
         assert_eq!(TrustAnchors::iana_root().len(), 2);
+    }
+
+    /// A resolver's answer, through the wire format and back.
+    fn answer(code: ResponseCode, ad: bool, ede: Option<Vec<u8>>) -> (Message, Name) {
+        let name = parse_name("mx.example.test").unwrap();
+        let mut m = Message::query();
+        m.add_query(Query::query(name.clone(), RecordType::A));
+        m.metadata.message_type = MessageType::Response;
+        m.metadata.response_code = code;
+        m.metadata.authentic_data = ad;
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(true);
+        if let Some(data) = ede {
+            edns.options_mut().insert(EdnsOption::Unknown(15, data));
+        }
+        m.edns = Some(edns);
+        (Message::from_vec(&m.to_vec().unwrap()).unwrap(), name)
+    }
+
+    fn ede(code: u16, text: &str) -> Option<Vec<u8>> {
+        let mut data = code.to_be_bytes().to_vec();
+        data.extend_from_slice(text.as_bytes());
+        Some(data)
+    }
+
+    #[test]
+    fn trust_ad_reads_ad_and_extended_errors() {
+        let rrset = |(m, n): (Message, Name)| rrset_from_ad(&m, &n, RecordType::A);
+        assert_eq!(
+            rrset(answer(ResponseCode::NoError, true, None)).security,
+            Security::Secure
+        );
+        assert_eq!(
+            rrset(answer(ResponseCode::NoError, false, None)).security,
+            Security::Insecure
+        );
+        let r = rrset(answer(ResponseCode::NXDomain, true, None));
+        assert!(r.nxdomain && r.security == Security::Secure);
+        // SERVFAIL alone: cannot tell bogus from unreachable.
+        let r = rrset(answer(ResponseCode::ServFail, false, None));
+        assert_eq!(r.security, Security::Indeterminate);
+        // ... unless the resolver says why (unbound's words for a bad DS).
+        let r = rrset(answer(
+            ResponseCode::ServFail,
+            false,
+            ede(9, "DS hash mismatches key\nfor key bogus.example.test."),
+        ));
+        assert_eq!(r.security, Security::Bogus, "{r:?}");
+        let detail = r.detail.unwrap();
+        assert!(
+            detail.contains("extended error 9 (DS hash mismatches key for key"),
+            "{detail}"
+        );
+        for code in EDE_BOGUS {
+            let r = rrset(answer(ResponseCode::ServFail, false, ede(code, "")));
+            assert_eq!(r.security, Security::Bogus, "EDE {code}");
+        }
+        // Not a validation failure: No Reachable Authority, Network Error,
+        // a truncated option, an AD bit on a SERVFAIL.
+        for data in [
+            ede(22, "no reachable authority"),
+            ede(23, ""),
+            Some(vec![0]),
+        ] {
+            let r = rrset(answer(ResponseCode::ServFail, true, data.clone()));
+            assert_eq!(r.security, Security::Indeterminate, "{data:?}");
+            assert!(r.records.is_empty());
+        }
+        // An EDE on REFUSED does not make it bogus either.
+        let r = rrset(answer(ResponseCode::Refused, false, ede(6, "")));
+        assert_eq!(r.security, Security::Indeterminate);
     }
 
     #[test]
