@@ -450,12 +450,14 @@ impl ServerMachine {
         status: Status,
         text: &'static str,
     ) {
-        io.send(tag);
-        io.send(b" ");
-        io.send(status.as_str().as_bytes());
-        io.send(b" ");
-        io.send(text.as_bytes());
-        io.send(b"\r\n");
+        io.send_parts(&[
+            tag,
+            b" ",
+            status.as_str().as_bytes(),
+            b" ",
+            text.as_bytes(),
+            b"\r\n",
+        ]);
     }
 
     fn send(&self, io: &mut Io<'_, ServerEvent>, r: &Response) {

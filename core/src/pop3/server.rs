@@ -400,9 +400,7 @@ impl ServerMachine {
 
     /// `+OK text`, written straight into the output.
     fn ok(&self, io: &mut Io<'_, ServerEvent>, text: &'static str) {
-        io.send(b"+OK ");
-        io.send(text.as_bytes());
-        io.send(b"\r\n");
+        io.send_parts(&[b"+OK ", text.as_bytes(), b"\r\n"]);
     }
 
     fn refuse(&mut self, io: &mut Io<'_, ServerEvent>, code: Option<Code>, text: &'static str) {
@@ -646,12 +644,8 @@ impl ServerMachine {
             self.greeted = true;
             let own = self.own_greeting.take();
             let text = own.as_deref().unwrap_or(self.config.greeting.as_bytes());
-            io.send(b"+OK");
-            if !text.is_empty() {
-                io.send(b" ");
-                io.send(text);
-            }
-            io.send(b"\r\n");
+            let sp: &[u8] = if text.is_empty() { b"" } else { b" " };
+            io.send_parts(&[b"+OK", sp, text, b"\r\n"]);
         }
         loop {
             if self.pending.is_some() && !self.sasl_line {
