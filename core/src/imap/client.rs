@@ -272,7 +272,7 @@ enum Kind {
 /// response arrived in, which it would otherwise keep alive whole for as long
 /// as the session keeps the list.
 fn detached(caps: &Capabilities) -> Capabilities {
-    Capabilities::parse(&Bytes::copy_from_slice(caps.as_bytes())).unwrap_or_default()
+    caps.detached()
 }
 
 pub(crate) struct ClientMachine {
