@@ -122,6 +122,7 @@
 #![warn(unreachable_pub)]
 
 mod appvalue;
+mod cache;
 mod dot;
 mod error;
 pub mod escape;

@@ -305,6 +305,23 @@ impl<E> Io<'_, E> {
         }
     }
 
+    /// [`Io::send`] of the concatenation of `parts`, with one reservation
+    /// for all of them (a line written piece by piece would otherwise grow
+    /// the buffer several times).
+    #[inline]
+    pub(crate) fn send_parts(&mut self, parts: &[&[u8]]) {
+        debug_assert!(
+            !*self.cut,
+            "protocol code wrote after requesting the upgrade"
+        );
+        if !*self.cut && !*self.close {
+            self.out.reserve(parts.iter().map(|p| p.len()).sum());
+            for p in parts {
+                self.out.extend_from_slice(p);
+            }
+        }
+    }
+
     /// Queues data the caller handed in earlier and the protocol releases
     /// now (an IMAP literal sent on the server's continuation): like
     /// [`Io::send`], but not counted as the session's own answer (see

@@ -128,7 +128,7 @@ impl Capabilities {
     /// NUL, which the framing never lets through, are refused. `STARTTLS` is
     /// still recognised only as that exact word (any case).
     pub fn parse(list: &Bytes) -> Result<Self, SyntaxError> {
-        if list.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0)) {
+        if memchr::memchr3(b'\r', b'\n', 0, list).is_some() {
             return Err(SyntaxError::InvalidResponse {
                 reason: "CR, LF or NUL in a capability list",
             });
@@ -178,6 +178,12 @@ impl Capabilities {
             cap.write_to(&mut out);
         }
         Capabilities(Bytes::from(out))
+    }
+
+    /// The same list in an allocation of its own size, sharing nothing with
+    /// the buffer it was read from.
+    pub(crate) fn detached(&self) -> Capabilities {
+        Capabilities(Bytes::copy_from_slice(&self.0))
     }
 
     /// The raw list, as on the wire.

@@ -173,6 +173,7 @@ impl ClientSession {
             };
             let tag = m.send(body, io)?;
             if !sasl_ir {
+                let n = m.outstanding.last().map(|o| o.tag);
                 // Sent on the server's (empty) continuation, like a literal.
                 let mut line = Vec::with_capacity(response.len() + 2);
                 line.extend_from_slice(&response);
@@ -180,7 +181,7 @@ impl ClientSession {
                 m.literal_parts.push_back(Bytes::from(line));
                 // Dropped when its own command completes, like a literal:
                 // a server may refuse without ever asking for it.
-                m.literal_tag = Some(tag.clone());
+                m.literal_tag = n;
             }
             Ok(tag)
         })
@@ -191,7 +192,7 @@ impl ClientSession {
     /// writing nothing.
     pub fn send_auth_response(&mut self, response: Secret<Bytes>) -> Result<(), UsageError> {
         self.engine.call(|m, io| {
-            let Some(tag) = m.sasl.clone() else {
+            let Some(tag) = m.sasl else {
                 return Err(UsageError::WrongState("no AUTHENTICATE is in progress"));
             };
             appvalue::check_sasl_response(response.expose())?;
@@ -233,15 +234,15 @@ impl ClientSession {
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
     Greeting,
-    /// Waiting for the completion of our `CAPABILITY`, which ends at
-    /// `sent_at` in our output.
+    /// Waiting for the completion of our `CAPABILITY` (tag number `tag`),
+    /// which ends at `sent_at` in our output.
     Capability {
-        tag: Bytes,
+        tag: u32,
         sent_at: u64,
     },
     /// Waiting for the completion of our `STARTTLS`, which ends at `sent_at`.
     StartTls {
-        tag: Bytes,
+        tag: u32,
         sent_at: u64,
     },
     Ready,
@@ -250,7 +251,8 @@ enum Phase {
 /// A command the application sent and the server has not completed.
 #[derive(Debug)]
 struct Outstanding {
-    tag: Bytes,
+    /// The number of its tag (see [`ClientMachine::our_tag`]).
+    tag: u32,
     kind: Kind,
     /// Where the command (its first part) ends in our output.
     sent_at: u64,
@@ -270,7 +272,7 @@ enum Kind {
 /// response arrived in, which it would otherwise keep alive whole for as long
 /// as the session keeps the list.
 fn detached(caps: &Capabilities) -> Capabilities {
-    Capabilities::parse(&Bytes::copy_from_slice(caps.as_bytes())).unwrap_or_default()
+    caps.detached()
 }
 
 pub(crate) struct ClientMachine {
@@ -288,13 +290,13 @@ pub(crate) struct ClientMachine {
     /// completes (RFC 9051 §7.5: a server may refuse a literal with a tagged
     /// `NO` instead of `+`), its parts are dropped: a later continuation,
     /// whatever it answers, never releases them.
-    literal_tag: Option<Bytes>,
+    literal_tag: Option<u32>,
     /// Where the part that a continuation request answers ends.
     continuation_after: u64,
-    /// Tag of an `AUTHENTICATE` in progress.
-    sasl: Option<Bytes>,
-    /// Tag of an `IDLE` in progress (after its continuation).
-    idle: Option<Bytes>,
+    /// Tag (number) of an `AUTHENTICATE` in progress.
+    sasl: Option<u32>,
+    /// Tag (number) of an `IDLE` in progress (after its continuation).
+    idle: Option<u32>,
     framer: MessageFramer,
 }
 
@@ -318,10 +320,41 @@ impl ClientMachine {
         }
     }
 
-    fn tag(&mut self) -> Bytes {
-        let t = format!("{}{}", self.config.tag_prefix, self.next_tag);
+    /// The number of the next tag: tag `n` is the prefix followed by `n` in
+    /// decimal (`A1`, `A2`, ...). The session keeps numbers, and writes a tag
+    /// only into a command and for the application.
+    fn next_tag(&mut self) -> u32 {
+        let n = self.next_tag;
         self.next_tag += 1;
+        n
+    }
+
+    /// Tag `n`, as written.
+    fn tag_bytes(&self, n: u32) -> Bytes {
+        let mut digits = [0; 10];
+        let digits = decimal(n, &mut digits);
+        let mut t = Vec::with_capacity(self.config.tag_prefix.len() + digits.len());
+        t.extend_from_slice(self.config.tag_prefix.as_bytes());
+        t.extend_from_slice(digits);
         Bytes::from(t)
+    }
+
+    /// Which of our tag numbers `tag` is, if it is one of ours: the prefix
+    /// followed by a decimal number as we write it (no sign, no leading
+    /// zero), so that exactly the octets of tag `n` give `n`.
+    fn our_tag(&self, tag: &[u8]) -> Option<u32> {
+        let digits = tag.strip_prefix(self.config.tag_prefix.as_bytes())?;
+        if digits.is_empty()
+            || digits.len() > 10
+            || digits.first() == Some(&b'0')
+            || !digits.iter().all(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        let n = digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        u32::try_from(n).ok()
     }
 
     fn step(&self, trust: Trust) -> Step {
@@ -336,17 +369,21 @@ impl ClientMachine {
         }
     }
 
-    /// Sends one of the session's own commands.
-    fn own(&mut self, body: CommandBody, io: &mut Io<'_, ClientEvent>) -> (Bytes, u64) {
-        let tag = self.tag();
-        let mut v = Vec::with_capacity(32);
-        Command {
-            tag: tag.clone(),
-            body,
-        }
-        .write_to(&mut v);
-        io.send(&v);
-        (tag, io.written())
+    /// Sends one of the session's own commands (`CAPABILITY`, `STARTTLS`,
+    /// `LOGOUT`: a tag and a name), and returns its tag number and where it
+    /// ends in our output.
+    fn own(&mut self, name: &'static str, io: &mut Io<'_, ClientEvent>) -> (u32, u64) {
+        let n = self.next_tag();
+        let mut digits = [0; 10];
+        let digits = decimal(n, &mut digits);
+        io.send_parts(&[
+            self.config.tag_prefix.as_bytes(),
+            digits,
+            b" ",
+            name.as_bytes(),
+            b"\r\n",
+        ]);
+        (n, io.written())
     }
 
     /// No honest server answers a command it has not received: a reply that
@@ -363,7 +400,7 @@ impl ClientMachine {
 
     /// A failing client says only LOGOUT.
     fn logout_and(&mut self, io: &mut Io<'_, ClientEvent>, e: Error) -> Result<(), Error> {
-        let _ = self.own(CommandBody::Logout, io);
+        let _ = self.own("LOGOUT", io);
         Err(e)
     }
 
@@ -384,7 +421,7 @@ impl ClientMachine {
         }
         let starttls = self.caps.as_ref().is_some_and(|c| c.has_starttls());
         if starttls && self.config.policy.attempts_tls() {
-            let (tag, sent_at) = self.own(CommandBody::StartTls, io);
+            let (tag, sent_at) = self.own("STARTTLS", io);
             self.phase = Phase::StartTls { tag, sent_at };
         } else if self.config.policy.requires_tls() {
             let e = Error::TlsRequired {
@@ -449,7 +486,7 @@ impl ClientMachine {
                         self.decide(io)
                     }
                     None => {
-                        let (tag, sent_at) = self.own(CommandBody::Capability, io);
+                        let (tag, sent_at) = self.own("CAPABILITY", io);
                         self.phase = Phase::Capability { tag, sent_at };
                         Ok(())
                     }
@@ -476,7 +513,7 @@ impl ClientMachine {
                 Ok(())
             }
             (Phase::Capability { tag: ours, sent_at }, Response::Tagged { tag, status })
-                if tag == *ours =>
+                if self.our_tag(&tag) == Some(*ours) =>
             {
                 self.check_sent(io, *sent_at)?;
                 match status.status {
@@ -505,7 +542,7 @@ impl ClientMachine {
                 }
             }
             (Phase::StartTls { tag: ours, sent_at }, Response::Tagged { tag, status })
-                if tag == *ours =>
+                if self.our_tag(&tag) == Some(*ours) =>
             {
                 self.check_sent(io, *sent_at)?;
                 match status.status {
@@ -576,7 +613,8 @@ impl ClientMachine {
                 }
             }
             (Phase::Ready, Response::Tagged { tag, status }) => {
-                let Some(i) = self.outstanding.iter().position(|o| o.tag == tag) else {
+                let ours = self.our_tag(&tag);
+                let Some(i) = self.outstanding.iter().position(|o| Some(o.tag) == ours) else {
                     return Err(self.unexpected(
                         trust,
                         format!("tagged reply for unknown tag \"{}\"", Escaped::new(&tag)),
@@ -590,13 +628,13 @@ impl ClientMachine {
                     Kind::Logout => io.close(),
                     _ => {}
                 }
-                if self.sasl.as_ref() == Some(&o.tag) {
+                if self.sasl == Some(o.tag) {
                     self.sasl = None;
                 }
-                if self.idle.as_ref() == Some(&o.tag) {
+                if self.idle == Some(o.tag) {
                     self.idle = None;
                 }
-                if self.literal_tag.as_ref() == Some(&o.tag) {
+                if self.literal_tag == Some(o.tag) {
                     self.literal_parts.clear();
                     self.literal_tag = None;
                 }
@@ -615,7 +653,7 @@ impl ClientMachine {
                 }
                 if let Some(o) = self.outstanding.last() {
                     if o.kind == Kind::Idle {
-                        self.idle = Some(o.tag.clone());
+                        self.idle = Some(o.tag);
                     }
                 }
                 io.emit(ClientEvent::Continuation(Received::new(text, trust)));
@@ -668,33 +706,67 @@ impl ClientMachine {
             CommandBody::Logout => Kind::Logout,
             _ => Kind::Other,
         };
-        let tag = self.tag();
-        let mut v = Vec::with_capacity(64);
+        let n = self.next_tag();
         let cmd = Command {
-            tag: tag.clone(),
+            tag: self.tag_bytes(n),
             body,
         };
+        let mut v = Vec::with_capacity(64);
         cmd.write_to(&mut v);
-        let wire = Bytes::from(v);
-        cmd.check_written(wire.clone())?;
-        let mut parts = split_at_sync_literals(wire);
-        if let Some(first) = parts.pop_front() {
-            io.send(&first);
-        }
-        let sent_at = io.written();
+        let fieldless = matches!(
+            cmd.body,
+            CommandBody::Capability | CommandBody::Noop | CommandBody::Logout | CommandBody::Idle
+        );
+        let sent_at = if fieldless && is_tag(&cmd.tag) {
+            // The line is the tag and the name, nothing else: with a valid
+            // tag it reads back as this command, and holds no literal.
+            io.send(&v);
+            self.literal_tag = None;
+            self.literal_parts.clear();
+            io.written()
+        } else {
+            let wire = Bytes::from(v);
+            cmd.check_written(wire.clone())?;
+            let mut parts = split_at_sync_literals(wire);
+            if let Some(first) = parts.pop_front() {
+                io.send(&first);
+            }
+            self.literal_tag = (!parts.is_empty()).then_some(n);
+            self.literal_parts = parts;
+            io.written()
+        };
         self.continuation_after = sent_at;
-        self.literal_tag = (!parts.is_empty()).then(|| tag.clone());
-        self.literal_parts = parts;
         if kind == Kind::Authenticate {
-            self.sasl = Some(tag.clone());
+            self.sasl = Some(n);
         }
         self.outstanding.push(Outstanding {
-            tag: tag.clone(),
+            tag: n,
             kind,
             sent_at,
         });
-        Ok(tag)
+        Ok(cmd.tag)
     }
+}
+
+/// `tag` follows RFC 9051 `tag` (`1*<any ASTRING-CHAR except "+">`).
+fn is_tag(tag: &[u8]) -> bool {
+    super::syntax::tag(tag).is_ok_and(|(rest, _)| rest.is_empty())
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    buf.get(i..).unwrap_or_default()
 }
 
 /// Splits a serialized command after every line that ends with a
@@ -739,7 +811,7 @@ impl Machine for ClientMachine {
         if self.after_tls && !self.started {
             // RFC 9051 §6.2.1: discard what was learned before TLS, ask again.
             self.started = true;
-            let (tag, sent_at) = self.own(CommandBody::Capability, io);
+            let (tag, sent_at) = self.own("CAPABILITY", io);
             self.phase = Phase::Capability { tag, sent_at };
         }
         loop {
@@ -834,5 +906,92 @@ impl crate::session::Timed for ClientMachine {
 
     fn goodbye(&self) -> Option<Vec<u8>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    fn machine(prefix: &str) -> ClientMachine {
+        let mut c = ClientConfig::new(TlsPolicy::Opportunistic, ClientTls::External);
+        c.tag_prefix = prefix.into();
+        ClientMachine::new(Arc::new(c), false)
+    }
+
+    #[test]
+    fn tags_are_numbers_written_one_way() {
+        let m = machine("A");
+        for n in [1, 9, 10, 99, 100, 4_294_967_295] {
+            let t = m.tag_bytes(n);
+            assert_eq!(t, format!("A{n}").as_bytes());
+            assert_eq!(m.our_tag(&t), Some(n));
+        }
+        // Only the octets we write name one of our tags.
+        for other in [
+            &b"A01"[..],
+            b"A",
+            b"a1",
+            b"B1",
+            b"A1 ",
+            b"A+1",
+            b"A-1",
+            b"A1x",
+            b"A4294967296",
+            b"A00000000001",
+            b"",
+        ] {
+            assert_eq!(
+                m.our_tag(other),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        // A prefix ending in digits: still one way to read each tag.
+        let m = machine("X1");
+        assert_eq!(m.tag_bytes(2), "X12".as_bytes());
+        assert_eq!(m.our_tag(b"X12"), Some(2));
+        assert_eq!(m.our_tag(b"X1"), None);
+        assert_eq!(m.our_tag(b"X102"), None);
+    }
+
+    #[test]
+    fn a_completion_with_a_look_alike_tag_is_not_ours() {
+        let config = ClientConfig::new(TlsPolicy::StartTlsRequired, ClientTls::External);
+        let mut c = ClientSession::new(Arc::new(config)).unwrap();
+        c.handle_input(b"* OK hello\r\n");
+        while let Ok(Some(_)) = c.poll_event() {}
+        assert_eq!(c.poll_transmit().unwrap().as_ref(), b"A1 CAPABILITY\r\n");
+        c.handle_input(b"* CAPABILITY IMAP4rev2 STARTTLS\r\nA01 OK done\r\n");
+        let e = loop {
+            match c.poll_event() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("A01 taken for A1"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(&e, Error::UnexpectedReply { detail, .. } if detail.contains("unknown tag \"A01\"")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_command_with_an_invalid_tag_is_refused_whole() {
+        let mut config = ClientConfig::new(TlsPolicy::Opportunistic, ClientTls::External);
+        config.insecure_login_in_cleartext = true;
+        config.tag_prefix = "A B".into();
+        let mut c = ClientSession::new(Arc::new(config)).unwrap();
+        c.handle_input(b"* OK [CAPABILITY IMAP4rev2] hello\r\n");
+        while let Ok(Some(_)) = c.poll_event() {}
+        assert!(c.is_ready());
+        for body in [CommandBody::Noop, CommandBody::Logout, CommandBody::Idle] {
+            assert!(
+                matches!(c.send(body), Err(UsageError::InvalidValue { .. })),
+                "the fast path for commands without fields checks the tag too"
+            );
+        }
+        assert_eq!(c.poll_transmit(), None);
     }
 }

@@ -1,9 +1,11 @@
 //! The IMAP server session.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::cache::PerConfig;
 use crate::error::{ConfigError, Error, UsageError};
 use crate::framing::{after_cr, scan_line, without_crlf, LineSkipper, Scan};
 use crate::sasl::{self, ExternalAuth};
@@ -51,6 +53,146 @@ pub struct ServerConfig {
     pub injection: InjectionPolicy,
     /// Size limits.
     pub limits: Limits,
+    /// The greeting and `CAPABILITY` response octets, built at the first
+    /// session and shared by every session of this configuration.
+    replies: PerConfig<CapsReplies>,
+}
+
+/// What the greeting and the `CAPABILITY` response depend on in a
+/// [`ServerConfig`]: the cache is used only while the configuration still
+/// says the same (its fields are public, and a configuration may be changed
+/// after sessions used it, through `Arc::get_mut` or a clone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CapsKey {
+    greeting: String,
+    auth_mechanisms: Vec<String>,
+    capabilities: Vec<String>,
+    insecure_login_in_cleartext: bool,
+    require_tls: bool,
+    literal_plus: bool,
+    implicit_tls: bool,
+    tls_available: bool,
+}
+
+impl CapsKey {
+    fn of(c: &ServerConfig) -> CapsKey {
+        CapsKey {
+            greeting: c.greeting.clone(),
+            auth_mechanisms: c.auth_mechanisms.clone(),
+            capabilities: c.capabilities.clone(),
+            insecure_login_in_cleartext: c.insecure_login_in_cleartext,
+            require_tls: c.require_tls,
+            literal_plus: c.literal_plus,
+            implicit_tls: c.implicit_tls,
+            tls_available: c.tls.is_available(),
+        }
+    }
+
+    fn matches(&self, c: &ServerConfig) -> bool {
+        self.greeting == c.greeting
+            && self.auth_mechanisms == c.auth_mechanisms
+            && self.capabilities == c.capabilities
+            && self.insecure_login_in_cleartext == c.insecure_login_in_cleartext
+            && self.require_tls == c.require_tls
+            && self.literal_plus == c.literal_plus
+            && self.implicit_tls == c.implicit_tls
+            && self.tls_available == c.tls.is_available()
+    }
+}
+
+/// The greeting and the `* CAPABILITY` line of a configuration, as sent,
+/// before TLS (index 0) and over TLS without a client certificate (index 1).
+#[derive(Debug)]
+struct CapsReplies {
+    key: CapsKey,
+    greeting: [Box<[u8]>; 2],
+    capability: [Box<[u8]>; 2],
+}
+
+/// Which of the two cached variants a session at `trust` uses.
+fn variant(trust: Trust) -> usize {
+    match trust {
+        Trust::Cleartext => 0,
+        Trust::Tls => 1,
+    }
+}
+
+impl ServerConfig {
+    /// The cached replies, unless the reply depends on the session
+    /// (`EXTERNAL` offered to a verified client certificate) or the
+    /// configuration changed since the cache was built.
+    fn cached(&self, trust: Trust, tls: Option<&TlsInfo>) -> Option<&CapsReplies> {
+        if sasl::server_identity(trust, tls).is_some() {
+            return None;
+        }
+        let built = self.replies.get_or_init(|| CapsReplies {
+            key: CapsKey::of(self),
+            greeting: [Trust::Cleartext, Trust::Tls].map(|t| self.build_greeting(t, None).into()),
+            capability: [Trust::Cleartext, Trust::Tls]
+                .map(|t| self.build_capability(t, None).into()),
+        });
+        built.key.matches(self).then_some(built)
+    }
+
+    /// The greeting `* OK [CAPABILITY ...] text` for a session at `trust`.
+    fn greeting_reply(&self, trust: Trust, tls: Option<&TlsInfo>) -> Cow<'_, [u8]> {
+        match self.cached(trust, tls) {
+            Some(r) => Cow::Borrowed(&r.greeting[variant(trust)]),
+            None => Cow::Owned(self.build_greeting(trust, tls)),
+        }
+    }
+
+    /// The `* CAPABILITY ...` line for a session at `trust`.
+    fn capability_reply(&self, trust: Trust, tls: Option<&TlsInfo>) -> Cow<'_, [u8]> {
+        match self.cached(trust, tls) {
+            Some(r) => Cow::Borrowed(&r.capability[variant(trust)]),
+            None => Cow::Owned(self.build_capability(trust, tls)),
+        }
+    }
+
+    fn build_greeting(&self, trust: Trust, tls: Option<&TlsInfo>) -> Vec<u8> {
+        let mut v = Vec::with_capacity(128);
+        Response::Status(StatusResponse {
+            status: Status::Ok,
+            code: Some(Code::Capability(self.capabilities(trust, tls))),
+            text: Bytes::copy_from_slice(self.greeting.as_bytes()),
+        })
+        .write_to(&mut v);
+        v
+    }
+
+    fn build_capability(&self, trust: Trust, tls: Option<&TlsInfo>) -> Vec<u8> {
+        let mut v = Vec::with_capacity(128);
+        Response::Capability(self.capabilities(trust, tls)).write_to(&mut v);
+        v
+    }
+
+    fn capabilities(&self, trust: Trust, tls: Option<&TlsInfo>) -> Capabilities {
+        let mut caps = vec![Capability::Imap4rev2, Capability::Imap4rev1];
+        if trust == Trust::Cleartext && !self.implicit_tls && self.tls.is_available() {
+            caps.push(Capability::StartTls);
+        }
+        if self.login_allowed(trust) {
+            for m in sasl::advertised(&self.auth_mechanisms, trust, tls) {
+                caps.push(Capability::Auth(Bytes::from(m.clone())));
+            }
+        } else {
+            caps.push(Capability::LoginDisabled);
+        }
+        caps.push(if self.literal_plus {
+            Capability::LiteralPlus
+        } else {
+            Capability::LiteralMinus
+        });
+        for extra in &self.capabilities {
+            caps.push(Capability::Other(Bytes::from(extra.clone())));
+        }
+        Capabilities::from_caps(&caps)
+    }
+
+    fn login_allowed(&self, trust: Trust) -> bool {
+        trust == Trust::Tls || (self.insecure_login_in_cleartext && !self.require_tls)
+    }
 }
 
 impl ServerConfig {
@@ -72,6 +214,7 @@ impl ServerConfig {
             literal_plus: true,
             injection: InjectionPolicy::Discard,
             limits: Limits::default(),
+            replies: PerConfig::default(),
         }
     }
 
@@ -294,32 +437,27 @@ impl ServerMachine {
         }
     }
 
-    fn capabilities(&self, trust: Trust, tls: Option<&TlsInfo>) -> Capabilities {
-        let c = &self.config;
-        let mut caps = vec![Capability::Imap4rev2, Capability::Imap4rev1];
-        if trust == Trust::Cleartext && !c.implicit_tls && c.tls.is_available() {
-            caps.push(Capability::StartTls);
-        }
-        if self.login_allowed(trust) {
-            for m in sasl::advertised(&c.auth_mechanisms, trust, tls) {
-                caps.push(Capability::Auth(Bytes::from(m.clone())));
-            }
-        } else {
-            caps.push(Capability::LoginDisabled);
-        }
-        caps.push(if c.literal_plus {
-            Capability::LiteralPlus
-        } else {
-            Capability::LiteralMinus
-        });
-        for extra in &c.capabilities {
-            caps.push(Capability::Other(Bytes::from(extra.clone())));
-        }
-        Capabilities::from_caps(&caps)
+    fn login_allowed(&self, trust: Trust) -> bool {
+        self.config.login_allowed(trust)
     }
 
-    fn login_allowed(&self, trust: Trust) -> bool {
-        trust == Trust::Tls || (self.config.insecure_login_in_cleartext && !self.config.require_tls)
+    /// A tagged response the session writes itself, with a fixed text:
+    /// straight into the output (the tag is the one of a parsed command).
+    fn send_tagged(
+        &self,
+        io: &mut Io<'_, ServerEvent>,
+        tag: &[u8],
+        status: Status,
+        text: &'static str,
+    ) {
+        io.send_parts(&[
+            tag,
+            b" ",
+            status.as_str().as_bytes(),
+            b" ",
+            text.as_bytes(),
+            b"\r\n",
+        ]);
     }
 
     fn send(&self, io: &mut Io<'_, ServerEvent>, r: &Response) {
@@ -400,20 +538,14 @@ impl ServerMachine {
         let tag = cmd.tag.clone();
         let kind = match &cmd.body {
             CommandBody::Capability => {
-                let caps = self.capabilities(trust, io.tls_info());
-                self.send(io, &Response::Capability(caps));
-                self.send(
-                    io,
-                    &Self::tagged(&tag, Status::Ok, None, "CAPABILITY completed"),
-                );
+                let caps = self.config.capability_reply(trust, io.tls_info());
+                io.send(&caps);
+                self.send_tagged(io, &tag, Status::Ok, "CAPABILITY completed");
                 return;
             }
             CommandBody::Logout => {
-                self.send(io, &Self::untagged(Status::Bye, None, "Logging out"));
-                self.send(
-                    io,
-                    &Self::tagged(&tag, Status::Ok, None, "LOGOUT completed"),
-                );
+                io.send(b"* BYE Logging out\r\n");
+                self.send_tagged(io, &tag, Status::Ok, "LOGOUT completed");
                 io.close();
                 return;
             }
@@ -431,16 +563,13 @@ impl ServerMachine {
                 if self.config.implicit_tls || !self.config.tls.is_available() {
                     return self.bad(io, Some(&tag), "STARTTLS not available");
                 }
-                self.send(
-                    io,
-                    &Self::tagged(&tag, Status::Ok, None, "Begin TLS negotiation now"),
-                );
+                self.send_tagged(io, &tag, Status::Ok, "Begin TLS negotiation now");
                 // The cut: nothing after this line is ever read in cleartext.
                 io.start_upgrade();
                 return;
             }
             CommandBody::Noop if !self.authenticated => {
-                self.send(io, &Self::tagged(&tag, Status::Ok, None, "NOOP completed"));
+                self.send_tagged(io, &tag, Status::Ok, "NOOP completed");
                 return;
             }
             CommandBody::Login { .. } | CommandBody::Authenticate { .. } => {
@@ -728,13 +857,8 @@ impl ServerMachine {
     fn read(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
         if !self.greeted {
             self.greeted = true;
-            let caps = self.capabilities(io.trust(), io.tls_info());
-            let greeting = Self::untagged(
-                Status::Ok,
-                Some(Code::Capability(caps)),
-                &self.config.greeting,
-            );
-            self.send(io, &greeting);
+            let greeting = self.config.greeting_reply(io.trust(), io.tls_info());
+            io.send(&greeting);
         }
         loop {
             match &self.state {
@@ -937,5 +1061,178 @@ impl crate::session::Timed for ServerMachine {
     /// RFC 9051 §5.4 (autologout) and §7.1.5 (`BYE`).
     fn goodbye(&self) -> Option<Vec<u8>> {
         Some(b"* BYE Autologout; idle for too long\r\n".to_vec())
+    }
+}
+
+#[cfg(test)]
+mod reply_cache_tests {
+    use super::*;
+    use crate::tls::ClientIdentity;
+
+    fn config(f: impl FnOnce(&mut ServerConfig)) -> Arc<ServerConfig> {
+        let mut c = ServerConfig::new(ServerTls::External);
+        c.auth_mechanisms = vec!["PLAIN".into(), "EXTERNAL".into()];
+        f(&mut c);
+        Arc::new(c)
+    }
+
+    fn out(s: &mut ServerSession) -> String {
+        let mut v = Vec::new();
+        while let Some(b) = s.poll_transmit() {
+            v.extend_from_slice(&b);
+        }
+        String::from_utf8(v).unwrap()
+    }
+
+    /// The greeting, then the answer to `CAPABILITY` in cleartext or
+    /// (bring-your-own TLS) after STARTTLS with `info`.
+    fn session(config: &Arc<ServerConfig>, tls: Option<TlsInfo>) -> (String, String) {
+        let mut s = ServerSession::new(Arc::clone(config)).unwrap();
+        let greeting = out(&mut s);
+        if let Some(info) = tls {
+            s.handle_input(b"a STARTTLS\r\n");
+            assert_eq!(out(&mut s), "a OK Begin TLS negotiation now\r\n");
+            s.tls_established(info).unwrap();
+            while let Some(e) = s.poll_event().unwrap() {
+                assert!(matches!(e, ServerEvent::Upgrade(_)), "{e:?}");
+            }
+            assert_eq!(s.trust(), Trust::Tls);
+        }
+        s.handle_input(b"b7 CAPABILITY\r\n");
+        (greeting, out(&mut s))
+    }
+
+    fn identity() -> ClientIdentity {
+        ClientIdentity {
+            subject: "CN=alice".into(),
+            common_names: vec!["alice".into()],
+            dns_names: Vec::new(),
+            emails: Vec::new(),
+            certificate: Vec::new().into(),
+        }
+    }
+
+    #[test]
+    fn built_once_per_configuration_and_shared_by_its_sessions() {
+        let c = config(|_| {});
+        assert!(c.replies.get().is_none(), "built only at the first session");
+        let first = session(&c, None);
+        let at = |c: &ServerConfig| {
+            let r = c.replies.get().expect("built at the first greeting");
+            [
+                &r.greeting[0],
+                &r.greeting[1],
+                &r.capability[0],
+                &r.capability[1],
+            ]
+            .map(|b| b.as_ptr())
+        };
+        let before = at(&c);
+        let second = session(&c, None);
+        let tls = session(&c, Some(TlsInfo::unknown()));
+        assert_eq!(at(&c), before);
+        assert_eq!(first, second);
+        // The cached octets are the responses built from the configuration,
+        // followed by the tagged completion written for this command.
+        assert_eq!(
+            first.0.as_bytes(),
+            &c.build_greeting(Trust::Cleartext, None)[..]
+        );
+        let capability = c.build_capability(Trust::Cleartext, None);
+        assert_eq!(
+            first.1,
+            format!(
+                "{}b7 OK CAPABILITY completed\r\n",
+                String::from_utf8(capability).unwrap()
+            )
+        );
+        let capability = c.build_capability(Trust::Tls, Some(&TlsInfo::unknown()));
+        assert!(tls.1.starts_with(std::str::from_utf8(&capability).unwrap()));
+    }
+
+    #[test]
+    fn cleartext_and_tls_variants() {
+        let c = config(|c| c.greeting = "hi".into());
+        let (greeting, clear) = session(&c, None);
+        assert_eq!(
+            greeting,
+            "* OK [CAPABILITY IMAP4rev2 IMAP4rev1 STARTTLS LOGINDISABLED LITERAL+ IDLE ID \
+             ENABLE SASL-IR] hi\r\n"
+        );
+        assert_eq!(
+            clear,
+            "* CAPABILITY IMAP4rev2 IMAP4rev1 STARTTLS LOGINDISABLED LITERAL+ IDLE ID ENABLE \
+             SASL-IR\r\nb7 OK CAPABILITY completed\r\n"
+        );
+        // Over TLS: AUTH=, no STARTTLS; EXTERNAL only with a verified client
+        // certificate, never from the cache.
+        let (_, tls) = session(&c, Some(TlsInfo::unknown()));
+        assert_eq!(
+            tls,
+            "* CAPABILITY IMAP4rev2 IMAP4rev1 AUTH=PLAIN LITERAL+ IDLE ID ENABLE SASL-IR\r\n\
+             b7 OK CAPABILITY completed\r\n"
+        );
+        let (_, with_cert) = session(
+            &c,
+            Some(TlsInfo::unknown().with_client_identity(identity())),
+        );
+        assert!(
+            with_cert
+                .starts_with("* CAPABILITY IMAP4rev2 IMAP4rev1 AUTH=PLAIN AUTH=EXTERNAL LITERAL+"),
+            "{with_cert}"
+        );
+        // ... and that response did not go into the cache.
+        assert_eq!(session(&c, Some(TlsInfo::unknown())).1, tls);
+        assert_eq!(session(&c, None).1, clear);
+    }
+
+    #[test]
+    fn implicit_tls_greets_with_the_tls_capabilities() {
+        let c = config(|c| c.implicit_tls = true);
+        let mut s = ServerSession::new(Arc::clone(&c)).unwrap();
+        assert_eq!(out(&mut s), "");
+        s.tls_established(TlsInfo::unknown()).unwrap();
+        assert_eq!(
+            out(&mut s),
+            "* OK [CAPABILITY IMAP4rev2 IMAP4rev1 AUTH=PLAIN LITERAL+ IDLE ID ENABLE SASL-IR] \
+             IMAP server ready\r\n"
+        );
+    }
+
+    #[test]
+    fn a_changed_configuration_gets_its_own_replies() {
+        let c = config(|_| {});
+        let before = session(&c, None);
+        // A clone changed after the original was used.
+        let mut clone = (*c).clone();
+        clone.literal_plus = false;
+        clone.greeting = "other".into();
+        let clone = Arc::new(clone);
+        let (greeting, caps) = session(&clone, None);
+        assert!(greeting.contains(" LITERAL- ") && greeting.ends_with("] other\r\n"));
+        assert!(caps.contains(" LITERAL- "), "{caps}");
+        assert_eq!(session(&c, None), before);
+        // The same configuration changed in place once its sessions are gone.
+        let mut c = c;
+        let m = Arc::get_mut(&mut c).expect("no session left");
+        m.insecure_login_in_cleartext = true;
+        m.capabilities = vec!["UIDPLUS".into()];
+        let (greeting, caps) = session(&c, None);
+        assert_eq!(
+            greeting,
+            "* OK [CAPABILITY IMAP4rev2 IMAP4rev1 STARTTLS AUTH=PLAIN LITERAL+ UIDPLUS] \
+             IMAP server ready\r\n"
+        );
+        assert!(caps.starts_with("* CAPABILITY IMAP4rev2 IMAP4rev1 STARTTLS AUTH=PLAIN"));
+        let m = Arc::get_mut(&mut c).unwrap();
+        m.require_tls = true;
+        assert!(session(&c, None).1.contains(" LOGINDISABLED "));
+        let m = Arc::get_mut(&mut c).unwrap();
+        m.require_tls = false;
+        m.tls = ServerTls::None;
+        assert!(!session(&c, None).0.contains("STARTTLS"));
+        let m = Arc::get_mut(&mut c).unwrap();
+        m.auth_mechanisms = vec!["LOGIN".into()];
+        assert!(session(&c, None).1.contains(" AUTH=LOGIN "));
     }
 }

@@ -93,7 +93,7 @@ impl fmt::Display for Source {
 #[non_exhaustive]
 pub enum Authentication {
     /// With the TLSA records (a
-    /// [`DaneVerifier`](super::dane::DaneVerifier)); the WebPKI plays no
+    /// [`DaneVerifier`]); the WebPKI plays no
     /// part, and a PKIX failure does not matter (RFC 7672 §3).
     Dane(UsableTlsa),
     /// With the WebPKI, for the MX host name (RFC 8461 §4.2).
@@ -318,9 +318,9 @@ impl fmt::Display for VerifierError {
 impl std::error::Error for VerifierError {}
 
 /// The rustls verifier for a host's plan: a
-/// [`DaneVerifier`](super::dane::DaneVerifier) for DANE (reference
+/// [`DaneVerifier`] for DANE (reference
 /// identifiers per RFC 7672 §3.2.2), a
-/// [`MailServerVerifier`](super::identity::MailServerVerifier) for the MX
+/// [`MailServerVerifier`] for the MX
 /// host name under MTA-STS or a local requirement (RFC 8461 §4.2), and
 /// [`NoAuthentication`] where TLS is opportunistic or DANE's records are all
 /// unusable. Install it with

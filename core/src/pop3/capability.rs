@@ -99,6 +99,46 @@ const FLAGS: [(&str, Capability); 8] = [
     ("AUTH-RESP-CODE", Capability::AuthRespCode),
 ];
 
+/// A known capability name, read ASCII case-insensitively.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Name {
+    /// One of [`FLAGS`]: the capability it is without arguments.
+    Flag(Capability),
+    Sasl,
+    Implementation,
+    LoginDelay,
+    Expire,
+    Utf8,
+}
+
+impl Name {
+    /// The known name `name` is, by its length and then its upper-case
+    /// octets (one comparison, not one per table entry).
+    fn of(name: &[u8]) -> Option<Name> {
+        let mut upper = [0u8; 16];
+        let folded = upper.get_mut(..name.len())?;
+        for (u, c) in folded.iter_mut().zip(name) {
+            *u = c.to_ascii_uppercase();
+        }
+        Some(match &*folded {
+            b"TOP" => Name::Flag(Capability::Top),
+            b"USER" => Name::Flag(Capability::User),
+            b"RESP-CODES" => Name::Flag(Capability::RespCodes),
+            b"PIPELINING" => Name::Flag(Capability::Pipelining),
+            b"UIDL" => Name::Flag(Capability::Uidl),
+            b"STLS" => Name::Flag(Capability::Stls),
+            b"LANG" => Name::Flag(Capability::Lang),
+            b"AUTH-RESP-CODE" => Name::Flag(Capability::AuthRespCode),
+            b"SASL" => Name::Sasl,
+            b"IMPLEMENTATION" => Name::Implementation,
+            b"LOGIN-DELAY" => Name::LoginDelay,
+            b"EXPIRE" => Name::Expire,
+            b"UTF8" => Name::Utf8,
+            _ => return None,
+        })
+    }
+}
+
 /// RFC 2449 §9 `cchar`: printable ASCII except `.` (DEL is left out).
 fn is_cchar(c: u8) -> bool {
     is_vchar(c) && c != b'.'
@@ -137,8 +177,13 @@ impl Capability {
     /// [`SyntaxError::InvalidResponse`] (the session decides whether to skip
     /// it).
     pub fn parse(line: &Bytes) -> Result<Capability, SyntaxError> {
+        Capability::parse_in(line, line)
+    }
+
+    /// [`Capability::parse`] of `text`, a part of `owner`: the values are
+    /// slices of `owner` (a listing is read without a handle per line).
+    fn parse_in(owner: &Bytes, text: &[u8]) -> Result<Capability, SyntaxError> {
         let invalid = |reason| SyntaxError::InvalidResponse { reason };
-        let text: &[u8] = line;
         let end = text.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
         let text = text.get(..end).unwrap_or_default();
         let (name, args) = split_sp(text);
@@ -151,27 +196,24 @@ impl Capability {
         if !is_line_text(args) {
             return Err(invalid("capability arguments contain CR, LF or NUL"));
         }
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        let typed = if args.is_empty() {
-            FLAGS
-                .iter()
-                .find(|(n, _)| is(n))
-                .map(|(_, cap)| cap.clone())
-        } else {
-            None
+        let known = Name::of(name);
+        let typed = match &known {
+            Some(Name::Flag(cap)) if args.is_empty() => Some(cap.clone()),
+            _ => None,
         };
+        let is = |n: Name| known == Some(n);
         let typed = typed.or_else(|| {
-            if is("SASL") {
-                Some(Capability::Sasl(line.slice_ref(args)))
-            } else if is("IMPLEMENTATION") && !args.is_empty() {
-                Some(Capability::Implementation(line.slice_ref(args)))
-            } else if is("LOGIN-DELAY") {
+            if is(Name::Sasl) {
+                Some(Capability::Sasl(owner.slice_ref(args)))
+            } else if is(Name::Implementation) && !args.is_empty() {
+                Some(Capability::Implementation(owner.slice_ref(args)))
+            } else if is(Name::LoginDelay) {
                 let (delay, user) = one_or_two(args)?;
                 Some(Capability::LoginDelay {
                     delay: whole(delay, number_u32)?,
                     per_user: user_flag(user)?,
                 })
-            } else if is("EXPIRE") {
+            } else if is(Name::Expire) {
                 let (policy, user) = one_or_two(args)?;
                 let days = if policy.eq_ignore_ascii_case(b"NEVER") {
                     None
@@ -182,7 +224,7 @@ impl Capability {
                     days,
                     per_user: user_flag(user)?,
                 })
-            } else if is("UTF8") {
+            } else if is(Name::Utf8) {
                 let user = match one_or_two(args) {
                     None if args.is_empty() => false,
                     Some((w, None)) if w.eq_ignore_ascii_case(b"USER") => true,
@@ -194,8 +236,8 @@ impl Capability {
             }
         });
         Ok(typed.unwrap_or_else(|| Capability::Other {
-            name: line.slice_ref(name),
-            args: line.slice_ref(args),
+            name: owner.slice_ref(name),
+            args: owner.slice_ref(args),
         }))
     }
 
@@ -297,12 +339,20 @@ impl Capabilities {
     /// recognised only as that exact name (any case) without arguments. Text
     /// after the last CRLF (there is none from the session) is ignored.
     pub fn from_listing(listing: &Bytes) -> Capabilities {
-        let mut caps = Vec::new();
-        let mut rest: &[u8] = listing;
-        while let Some(i) = memchr::memmem::find(rest, b"\r\n") {
-            let line = rest.get(..i).unwrap_or_default().trim_ascii();
-            rest = rest.get(i + 2..).unwrap_or_default();
-            if let Ok(cap) = Capability::parse(&listing.slice_ref(line)) {
+        let mut caps = Vec::with_capacity(memchr::memchr_iter(b'\n', listing).count());
+        let text: &[u8] = listing;
+        let (mut start, mut from) = (0, 0);
+        // Each line ends at the next CRLF (an LF without its CR does not end
+        // it).
+        while let Some(i) = text.get(from..).and_then(|r| memchr::memchr(b'\n', r)) {
+            let lf = from + i;
+            from = lf + 1;
+            if lf == start || text.get(lf - 1) != Some(&b'\r') {
+                continue;
+            }
+            let line = text.get(start..lf - 1).unwrap_or_default().trim_ascii();
+            start = from;
+            if let Ok(cap) = Capability::parse_in(listing, line) {
                 caps.push(cap);
             }
         }
@@ -823,6 +873,104 @@ mod tests {
             assert!(!Capabilities::from_listing(&b(not)).has_stls(), "{not:?}");
         }
         assert_eq!(Capabilities::from_listing(&b("")).iter().count(), 0);
+    }
+
+    /// The reading `from_listing` had before it looked for LF with
+    /// `memchr` and typed names by length: lines at each CRLF found with
+    /// `memmem`, names by a search of the table.
+    fn from_listing_reference(listing: &Bytes) -> Vec<Capability> {
+        let mut caps = Vec::new();
+        let mut rest: &[u8] = listing;
+        while let Some(i) = memchr::memmem::find(rest, b"\r\n") {
+            let line = rest[..i].trim_ascii();
+            rest = &rest[i + 2..];
+            if let Ok(cap) = Capability::parse(&listing.slice_ref(line)) {
+                caps.push(cap);
+            }
+        }
+        caps
+    }
+
+    #[test]
+    fn only_crlf_ends_a_listing_line() {
+        // A bare LF or CR does not end a line: the line it is in runs to the
+        // next CRLF. Every listing made of these pieces reads as before.
+        let pieces = [
+            "\r\n",
+            "\n",
+            "\r",
+            " ",
+            "\t",
+            "TOP",
+            "stls",
+            "SASL PLAIN",
+            "sasl",
+            ".",
+            "X-A b",
+            "LOGIN-DELAY 5 USER",
+            "expire 3",
+            "utf8 user",
+            "\0",
+            "caf\u{e9}",
+            "IMPLEMENTATION",
+        ];
+        let mut n = 0;
+        for p1 in pieces {
+            for p2 in pieces {
+                for p3 in pieces {
+                    for end in ["\r\n", "\n", ""] {
+                        let listing = b(&format!("{p1}{p2}{p3}{end}"));
+                        let got = Capabilities::from_listing(&listing);
+                        assert_eq!(
+                            got.iter().cloned().collect::<Vec<_>>(),
+                            from_listing_reference(&listing),
+                            "{listing:?}"
+                        );
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(n, pieces.len().pow(3) * 3);
+        assert_eq!(
+            Capabilities::from_listing(&b("TOP\nSTLS\r\nUIDL\r\n"))
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec![Capability::Uidl]
+        );
+        // Names in any case, each known one by its own length.
+        let all = "top\r\nUser\r\nresp-codes\r\npipelining\r\nuidl\r\nstls\r\nlang\r\n\
+                   auth-resp-code\r\nsasl x\r\nimplementation y\r\nlogin-delay 5\r\n\
+                   expire never\r\nutf8\r\nTOPX\r\nAUTH-RESP-CODES\r\nIMPLEMENTATION-X\r\n";
+        let c = Capabilities::from_listing(&b(all));
+        assert_eq!(
+            c.iter().cloned().collect::<Vec<_>>(),
+            vec![
+                Capability::Top,
+                Capability::User,
+                Capability::RespCodes,
+                Capability::Pipelining,
+                Capability::Uidl,
+                Capability::Stls,
+                Capability::Lang,
+                Capability::AuthRespCode,
+                Capability::Sasl(b("x")),
+                Capability::Implementation(b("y")),
+                Capability::LoginDelay {
+                    delay: 5,
+                    per_user: false
+                },
+                Capability::Expire {
+                    days: None,
+                    per_user: false
+                },
+                Capability::Utf8 { user: false },
+                other("TOPX", ""),
+                other("AUTH-RESP-CODES", ""),
+                other("IMPLEMENTATION-X", ""),
+            ]
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::upgrade::{
 };
 
 use super::capability::Capabilities;
+#[cfg(test)]
+use super::capability::Capability;
 use super::command::Command;
 use super::response::{parse_continuation, Status, StatusLine};
 use super::Limits;
@@ -219,7 +221,7 @@ enum Mode {
     /// Reading a multi-line body; `capa` collects our own CAPA listing.
     Body {
         reader: DataReader,
-        capa: Option<BytesMut>,
+        capa: Option<Listing>,
     },
 }
 
@@ -293,17 +295,19 @@ impl ClientMachine {
     }
 
     fn write(&mut self, cmd: &Command, expect: Expect, io: &mut Io<'_, ClientEvent>) {
-        let mut v = Vec::with_capacity(16);
-        cmd.write_to(&mut v);
-        io.send(&v);
+        if is_fieldless(cmd) {
+            io.send_parts(&[cmd.keyword().as_bytes(), b"\r\n"]);
+        } else {
+            let mut v = Vec::with_capacity(16);
+            cmd.write_to(&mut v);
+            io.send(&v);
+        }
         self.expect.push_back((expect, io.written()));
     }
 
     /// A failing client says only QUIT.
     fn quit_and(&mut self, io: &mut Io<'_, ClientEvent>, e: Error) -> Result<(), Error> {
-        let mut v = Vec::new();
-        Command::Quit.write_to(&mut v);
-        io.send(&v);
+        io.send(b"QUIT\r\n");
         self.quitting = true;
         Err(e)
     }
@@ -413,7 +417,7 @@ impl ClientMachine {
                 if ok {
                     self.mode = Mode::Body {
                         reader: DataReader::default(),
-                        capa: Some(BytesMut::new()),
+                        capa: Some(Listing::Empty),
                     };
                 } else {
                     self.caps = None;
@@ -473,10 +477,10 @@ impl ClientMachine {
         Ok(())
     }
 
-    fn capa_done(&mut self, listing: BytesMut, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
+    fn capa_done(&mut self, listing: Listing, io: &mut Io<'_, ClientEvent>) -> Result<(), Error> {
         // Informational: an odd line (empty, a bad name) is skipped, never
         // fatal (docs/design.md, "Tolerant listings, strict boundary").
-        let listing = listing.freeze();
+        let listing = listing.into_bytes();
         let caps = Capabilities::from_listing(&listing);
         self.caps = Some(Kept {
             listing: listing.as_ref().into(),
@@ -495,7 +499,10 @@ impl ClientMachine {
         if self.quitting {
             return Err(UsageError::Closed);
         }
-        cmd.check()?;
+        if !is_fieldless(&cmd) {
+            // A command without fields is its keyword: it always reads back.
+            cmd.check()?;
+        }
         match cmd {
             Command::Stls => return Err(UsageError::ReservedCommand("STLS")),
             Command::Auth {
@@ -528,6 +535,62 @@ impl ClientMachine {
         };
         self.write(&cmd, expect, io);
         Ok(())
+    }
+}
+
+/// A command whose line is its keyword alone.
+fn is_fieldless(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Capa
+            | Command::Stls
+            | Command::Stat
+            | Command::Noop
+            | Command::Rset
+            | Command::Quit
+            | Command::Utf8
+    )
+}
+
+/// Our own `CAPA` listing as it arrives, dot-stuffing removed: usually in
+/// one piece, kept as it is; further pieces are appended to a copy.
+enum Listing {
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Listing {
+    fn len(&self) -> usize {
+        match self {
+            Listing::Empty => 0,
+            Listing::One(b) => b.len(),
+            Listing::Many(b) => b.len(),
+        }
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        *self = match std::mem::replace(self, Listing::Empty) {
+            Listing::Empty => Listing::One(piece),
+            Listing::One(first) => {
+                let mut all = BytesMut::with_capacity(first.len() + piece.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&piece);
+                Listing::Many(all)
+            }
+            Listing::Many(mut all) => {
+                all.extend_from_slice(&piece);
+                Listing::Many(all)
+            }
+        };
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Listing::Empty => Bytes::new(),
+            Listing::One(b) => b,
+            Listing::Many(b) => b.freeze(),
+        }
     }
 }
 
@@ -575,7 +638,7 @@ impl Machine for ClientMachine {
                                     limit: limits.capa,
                                 });
                             }
-                            buf.extend_from_slice(&p);
+                            buf.push(p);
                         }
                         None => {
                             let trust = io.trust();
@@ -631,5 +694,56 @@ impl crate::session::Timed for ClientMachine {
 
     fn goodbye(&self) -> Option<Vec<u8>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    fn client() -> ClientSession {
+        let config = ClientConfig::new(TlsPolicy::StartTlsRequired, ClientTls::External);
+        let mut c = ClientSession::new(Arc::new(config)).unwrap();
+        c.handle_input(b"+OK ready\r\n");
+        assert!(matches!(c.poll_event(), Ok(Some(ClientEvent::Greeting(_)))));
+        assert_eq!(c.poll_transmit().unwrap().as_ref(), b"CAPA\r\n");
+        c
+    }
+
+    fn listed(c: &mut ClientSession) -> Capabilities {
+        match c.poll_event() {
+            Ok(Some(ClientEvent::Capabilities(caps))) => caps.message,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A listing in one piece, in pieces cut by a stuffed line, and split
+    /// over many inputs reads the same, and the session keeps it the same.
+    #[test]
+    fn a_listing_in_pieces_reads_as_one() {
+        let wire: &[u8] = b"+OK\r\nTOP\r\n..X-DOT\r\nSTLS\r\n..\r\nPIPELINING\r\nSASL A B\r\n.\r\n";
+        let expect = Capabilities::from_listing(&Bytes::from_static(
+            b"TOP\r\n.X-DOT\r\nSTLS\r\n.\r\nPIPELINING\r\nSASL A B\r\n",
+        ));
+        assert_eq!(
+            expect.iter().cloned().collect::<Vec<_>>(),
+            vec![
+                Capability::Top,
+                Capability::Stls,
+                Capability::Pipelining,
+                Capability::Sasl(Bytes::from_static(b"A B")),
+            ]
+        );
+        for split in [wire.len(), 1, 3, 7] {
+            let mut c = client();
+            for chunk in wire.chunks(split) {
+                c.handle_input(chunk);
+            }
+            assert_eq!(listed(&mut c), expect, "split {split}");
+            assert_eq!(c.capabilities(), Some(expect.clone()));
+            // STLS was listed: the session asks for it.
+            assert!(matches!(c.poll_event(), Ok(None)));
+            assert_eq!(c.poll_transmit().unwrap().as_ref(), b"STLS\r\n");
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! The POP3 server session.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::cache::PerConfig;
 use crate::dot::DotStuffer;
 use crate::error::{ConfigError, Error, UsageError};
 use crate::framing::{after_cr, scan_line, without_crlf, LineSkipper, Scan};
@@ -49,6 +51,109 @@ pub struct ServerConfig {
     pub injection: InjectionPolicy,
     /// Size limits.
     pub limits: Limits,
+    /// The `CAPA` answer octets, built at the first `CAPA` and shared by
+    /// every session of this configuration.
+    capa: PerConfig<CapaReplies>,
+}
+
+/// What the `CAPA` answer depends on in a [`ServerConfig`]: the cache is
+/// used only while the configuration still says the same (its fields are
+/// public, and a configuration may be changed after sessions used it,
+/// through `Arc::get_mut` or a clone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CapaKey {
+    sasl_mechanisms: Vec<String>,
+    capabilities: Vec<Capability>,
+    insecure_auth_in_cleartext: bool,
+    require_tls: bool,
+    implicit_tls: bool,
+    tls_available: bool,
+}
+
+impl CapaKey {
+    fn of(c: &ServerConfig) -> CapaKey {
+        CapaKey {
+            sasl_mechanisms: c.sasl_mechanisms.clone(),
+            capabilities: c.capabilities.clone(),
+            insecure_auth_in_cleartext: c.insecure_auth_in_cleartext,
+            require_tls: c.require_tls,
+            implicit_tls: c.implicit_tls,
+            tls_available: c.tls.is_available(),
+        }
+    }
+
+    fn matches(&self, c: &ServerConfig) -> bool {
+        self.sasl_mechanisms == c.sasl_mechanisms
+            && self.capabilities == c.capabilities
+            && self.insecure_auth_in_cleartext == c.insecure_auth_in_cleartext
+            && self.require_tls == c.require_tls
+            && self.implicit_tls == c.implicit_tls
+            && self.tls_available == c.tls.is_available()
+    }
+}
+
+/// The whole `CAPA` answer of a configuration (status line, listing,
+/// terminating `.`), as sent: before TLS and over TLS without a client
+/// certificate.
+#[derive(Debug)]
+struct CapaReplies {
+    key: CapaKey,
+    cleartext: Box<[u8]>,
+    tls: Box<[u8]>,
+}
+
+impl ServerConfig {
+    /// The `CAPA` answer for a session at `trust` with `tls`: from the
+    /// cache, unless it depends on the session (`SASL EXTERNAL` offered to a
+    /// verified client certificate) or the configuration changed since the
+    /// cache was built.
+    fn capa_reply(&self, trust: Trust, tls: Option<&TlsInfo>) -> Cow<'_, [u8]> {
+        if sasl::server_identity(trust, tls).is_none() {
+            let built = self.capa.get_or_init(|| CapaReplies {
+                key: CapaKey::of(self),
+                cleartext: self.build_capa_reply(Trust::Cleartext, None).into(),
+                tls: self.build_capa_reply(Trust::Tls, None).into(),
+            });
+            if built.key.matches(self) {
+                return Cow::Borrowed(match trust {
+                    Trust::Cleartext => &built.cleartext,
+                    Trust::Tls => &built.tls,
+                });
+            }
+        }
+        Cow::Owned(self.build_capa_reply(trust, tls))
+    }
+
+    fn build_capa_reply(&self, trust: Trust, tls: Option<&TlsInfo>) -> Vec<u8> {
+        let mut v = Vec::with_capacity(128);
+        StatusLine::new(Status::Ok, Bytes::from_static(b"Capability list follows"))
+            .write_to(&mut v);
+        self.capabilities(trust, tls).write_to(&mut v);
+        v.extend_from_slice(b".\r\n");
+        v
+    }
+
+    fn auth_allowed(&self, trust: Trust) -> bool {
+        trust == Trust::Tls || (self.insecure_auth_in_cleartext && !self.require_tls)
+    }
+
+    fn capabilities(&self, trust: Trust, tls: Option<&TlsInfo>) -> Capabilities {
+        let mut caps = Vec::new();
+        if trust == Trust::Cleartext && !self.implicit_tls && self.tls.is_available() {
+            caps.push(Capability::Stls);
+        }
+        if self.auth_allowed(trust) {
+            caps.push(Capability::User);
+            let mechs: Vec<&str> = sasl::advertised(&self.sasl_mechanisms, trust, tls)
+                .map(String::as_str)
+                .collect();
+            if !mechs.is_empty() {
+                caps.push(Capability::Sasl(Bytes::from(mechs.join(" "))));
+            }
+        }
+        caps.extend(self.capabilities.iter().cloned());
+        Capabilities::new(caps)
+    }
 }
 
 impl ServerConfig {
@@ -70,6 +175,7 @@ impl ServerConfig {
             ],
             injection: InjectionPolicy::Discard,
             limits: Limits::default(),
+            capa: PerConfig::default(),
         }
     }
 
@@ -140,17 +246,21 @@ session_io!(ServerSession, ServerEvent);
 impl ServerSession {
     /// Starts a session with the configured greeting.
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, ConfigError> {
-        let greeting = config.greeting.clone();
-        Self::with_greeting(config, &greeting)
+        Self::start(config, None)
     }
 
     /// Starts a session with its own greeting text, e.g. one carrying a
     /// fresh APOP timestamp `<pid.clock@host>` (RFC 1939 §7).
     pub fn with_greeting(config: Arc<ServerConfig>, greeting: &str) -> Result<Self, ConfigError> {
+        Self::start(config, Some(Bytes::copy_from_slice(greeting.as_bytes())))
+    }
+
+    /// `greeting`: the session's own text, `None` for the configured one.
+    fn start(config: Arc<ServerConfig>, greeting: Option<Bytes>) -> Result<Self, ConfigError> {
         config.validate()?;
         let ec = EngineConfig::server(&config.tls, config.implicit_tls, config.injection);
         let mut machine = ServerMachine::new(Arc::clone(&config), false);
-        machine.greeting = Some(Bytes::copy_from_slice(greeting.as_bytes()));
+        machine.own_greeting = greeting;
         Ok(ServerSession {
             engine: Engine::new(config, machine, ec),
         })
@@ -236,7 +346,11 @@ impl ServerSession {
 
 pub(crate) struct ServerMachine {
     config: Arc<ServerConfig>,
-    greeting: Option<Bytes>,
+    /// The greeting was sent.
+    greeted: bool,
+    /// The session's own greeting text ([`ServerSession::with_greeting`]);
+    /// `None`: the configured one.
+    own_greeting: Option<Bytes>,
     /// Authorization state: the `USER` was accepted.
     user_ok: bool,
     transaction: bool,
@@ -258,8 +372,9 @@ pub(crate) struct ServerMachine {
 impl ServerMachine {
     fn new(config: Arc<ServerConfig>, greeted: bool) -> Self {
         ServerMachine {
-            greeting: (!greeted).then(|| Bytes::copy_from_slice(config.greeting.as_bytes())),
             config,
+            greeted,
+            own_greeting: None,
             user_ok: false,
             transaction: false,
             pending: None,
@@ -274,26 +389,7 @@ impl ServerMachine {
     }
 
     fn auth_allowed(&self, trust: Trust) -> bool {
-        trust == Trust::Tls || (self.config.insecure_auth_in_cleartext && !self.config.require_tls)
-    }
-
-    fn capabilities(&self, trust: Trust, tls: Option<&TlsInfo>) -> Capabilities {
-        let c = &self.config;
-        let mut caps = Vec::new();
-        if trust == Trust::Cleartext && !c.implicit_tls && c.tls.is_available() {
-            caps.push(Capability::Stls);
-        }
-        if self.auth_allowed(trust) {
-            caps.push(Capability::User);
-            let mechs: Vec<&str> = sasl::advertised(&c.sasl_mechanisms, trust, tls)
-                .map(String::as_str)
-                .collect();
-            if !mechs.is_empty() {
-                caps.push(Capability::Sasl(Bytes::from(mechs.join(" "))));
-            }
-        }
-        caps.extend(c.capabilities.iter().cloned());
-        Capabilities::new(caps)
+        self.config.auth_allowed(trust)
     }
 
     fn send_status(&self, io: &mut Io<'_, ServerEvent>, s: &StatusLine) {
@@ -302,11 +398,9 @@ impl ServerMachine {
         io.send(&v);
     }
 
+    /// `+OK text`, written straight into the output.
     fn ok(&self, io: &mut Io<'_, ServerEvent>, text: &'static str) {
-        self.send_status(
-            io,
-            &StatusLine::new(Status::Ok, Bytes::from_static(text.as_bytes())),
-        );
+        io.send_parts(&[b"+OK ", text.as_bytes(), b"\r\n"]);
     }
 
     fn refuse(&mut self, io: &mut Io<'_, ServerEvent>, code: Option<Code>, text: &'static str) {
@@ -336,11 +430,8 @@ impl ServerMachine {
         let trust = io.trust();
         match &cmd {
             Command::Capa => {
-                self.ok(io, "Capability list follows");
-                let mut v = Vec::new();
-                self.capabilities(trust, io.tls_info()).write_to(&mut v);
-                v.extend_from_slice(b".\r\n");
-                io.send(&v);
+                let reply = self.config.capa_reply(trust, io.tls_info());
+                io.send(&reply);
                 return;
             }
             Command::Stls => {
@@ -547,8 +638,14 @@ impl Machine for ServerMachine {
 
 impl ServerMachine {
     fn read(&mut self, io: &mut Io<'_, ServerEvent>) -> Result<(), Error> {
-        if let Some(text) = self.greeting.take() {
-            self.send_status(io, &StatusLine::new(Status::Ok, text));
+        if !self.greeted {
+            // `+OK text`, as `StatusLine::write_to` writes it, straight into
+            // the output.
+            self.greeted = true;
+            let own = self.own_greeting.take();
+            let text = own.as_deref().unwrap_or(self.config.greeting.as_bytes());
+            let sp: &[u8] = if text.is_empty() { b"" } else { b" " };
+            io.send_parts(&[b"+OK", sp, text, b"\r\n"]);
         }
         loop {
             if self.pending.is_some() && !self.sasl_line {
@@ -641,5 +738,153 @@ impl crate::session::Timed for ServerMachine {
     /// nothing is deleted.
     fn goodbye(&self) -> Option<Vec<u8>> {
         Some(b"-ERR autologout: idle for too long\r\n".to_vec())
+    }
+}
+
+#[cfg(test)]
+mod capa_cache_tests {
+    use super::*;
+    use crate::tls::ClientIdentity;
+
+    fn config(f: impl FnOnce(&mut ServerConfig)) -> Arc<ServerConfig> {
+        let mut c = ServerConfig::new(ServerTls::External);
+        c.sasl_mechanisms = vec!["PLAIN".into(), "EXTERNAL".into()];
+        f(&mut c);
+        Arc::new(c)
+    }
+
+    fn out(s: &mut ServerSession) -> String {
+        let mut v = Vec::new();
+        while let Some(b) = s.poll_transmit() {
+            v.extend_from_slice(&b);
+        }
+        String::from_utf8(v).unwrap()
+    }
+
+    /// The answer to `CAPA` in cleartext or (bring-your-own TLS) after
+    /// STLS with `info`.
+    fn capa(config: &Arc<ServerConfig>, tls: Option<TlsInfo>) -> String {
+        let mut s = ServerSession::new(Arc::clone(config)).unwrap();
+        assert_eq!(out(&mut s), "+OK POP3 server ready\r\n");
+        if let Some(info) = tls {
+            s.handle_input(b"STLS\r\n");
+            assert_eq!(out(&mut s), "+OK Begin TLS negotiation\r\n");
+            s.tls_established(info).unwrap();
+            while let Some(e) = s.poll_event().unwrap() {
+                assert!(matches!(e, ServerEvent::Upgrade(_)), "{e:?}");
+            }
+            assert_eq!(s.trust(), Trust::Tls);
+        }
+        s.handle_input(b"CAPA\r\n");
+        out(&mut s)
+    }
+
+    fn identity() -> ClientIdentity {
+        ClientIdentity {
+            subject: "CN=alice".into(),
+            common_names: vec!["alice".into()],
+            dns_names: Vec::new(),
+            emails: Vec::new(),
+            certificate: Vec::new().into(),
+        }
+    }
+
+    #[test]
+    fn built_once_per_configuration_and_shared_by_its_sessions() {
+        let c = config(|_| {});
+        assert!(c.capa.get().is_none(), "built only at the first CAPA");
+        let first = capa(&c, None);
+        let at = |c: &ServerConfig| {
+            let r = c.capa.get().expect("built at the first CAPA");
+            (r.cleartext.as_ptr(), r.tls.as_ptr())
+        };
+        let before = at(&c);
+        let second = capa(&c, None);
+        let tls = capa(&c, Some(TlsInfo::unknown()));
+        assert_eq!(at(&c), before);
+        assert_eq!(first, second);
+        assert_eq!(
+            first.as_bytes(),
+            &c.build_capa_reply(Trust::Cleartext, None)[..]
+        );
+        assert_eq!(
+            tls.as_bytes(),
+            &c.build_capa_reply(Trust::Tls, Some(&TlsInfo::unknown()))[..]
+        );
+    }
+
+    #[test]
+    fn cleartext_and_tls_variants() {
+        let c = config(|_| {});
+        let clear = capa(&c, None);
+        assert_eq!(
+            clear,
+            "+OK Capability list follows\r\nSTLS\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n\
+             AUTH-RESP-CODE\r\nPIPELINING\r\n.\r\n"
+        );
+        // Over TLS: USER and SASL, no STLS; EXTERNAL only with a verified
+        // client certificate, never from the cache.
+        let tls = capa(&c, Some(TlsInfo::unknown()));
+        assert_eq!(
+            tls,
+            "+OK Capability list follows\r\nUSER\r\nSASL PLAIN\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n\
+             AUTH-RESP-CODE\r\nPIPELINING\r\n.\r\n"
+        );
+        let with_cert = capa(
+            &c,
+            Some(TlsInfo::unknown().with_client_identity(identity())),
+        );
+        assert!(
+            with_cert.contains("\r\nSASL PLAIN EXTERNAL\r\n"),
+            "{with_cert}"
+        );
+        // ... and that answer did not go into the cache.
+        assert_eq!(capa(&c, Some(TlsInfo::unknown())), tls);
+        assert_eq!(capa(&c, None), clear);
+    }
+
+    #[test]
+    fn a_changed_configuration_gets_its_own_reply() {
+        let c = config(|_| {});
+        let before = capa(&c, None);
+        // A clone changed after the original was used.
+        let mut clone = (*c).clone();
+        clone.capabilities = vec![Capability::Top];
+        let clone = Arc::new(clone);
+        assert_eq!(
+            capa(&clone, None),
+            "+OK Capability list follows\r\nSTLS\r\nTOP\r\n.\r\n"
+        );
+        assert_eq!(capa(&c, None), before);
+        // The same configuration changed in place once its sessions are gone.
+        let mut c = c;
+        let m = Arc::get_mut(&mut c).expect("no session left");
+        m.insecure_auth_in_cleartext = true;
+        m.sasl_mechanisms = vec!["LOGIN".into()];
+        let after = capa(&c, None);
+        assert!(
+            after.starts_with("+OK Capability list follows\r\nSTLS\r\nUSER\r\nSASL LOGIN\r\n"),
+            "{after}"
+        );
+        assert_eq!(
+            after.as_bytes(),
+            &c.build_capa_reply(Trust::Cleartext, None)[..]
+        );
+        let m = Arc::get_mut(&mut c).unwrap();
+        m.require_tls = true;
+        assert!(!capa(&c, None).contains("USER"));
+        let m = Arc::get_mut(&mut c).unwrap();
+        m.require_tls = false;
+        m.tls = ServerTls::None;
+        assert!(!capa(&c, None).contains("STLS"));
+    }
+
+    #[test]
+    fn own_and_configured_greetings() {
+        let c = config(|c| c.greeting = String::new());
+        let mut s = ServerSession::new(Arc::clone(&c)).unwrap();
+        assert_eq!(out(&mut s), "+OK\r\n");
+        let mut s = ServerSession::with_greeting(c, "ready <1.2@h>").unwrap();
+        assert_eq!(out(&mut s), "+OK ready <1.2@h>\r\n");
     }
 }
