@@ -402,6 +402,10 @@ pub enum ConfigError {
     /// negative reply (RFC 5321 §4.2.1: `4yz`, with a class 4 enhanced code
     /// if any) other than `421`, which closes the connection. The code given.
     DeferralNotTransient(u16),
+    /// IMAP: the client's tag prefix has a character a tag may not carry
+    /// (RFC 9051 §9: `tag = 1*<any ASTRING-CHAR except "+">`), such as a
+    /// space, CR or LF, which would let it split or end a command line.
+    InvalidTagPrefix,
 }
 
 impl fmt::Display for ConfigError {
@@ -418,6 +422,10 @@ impl fmt::Display for ConfigError {
             ConfigError::DeferralNotTransient(c) => write!(
                 f,
                 "a cleartext deferral must be a transient 4yz reply other than 421 (got {c})"
+            ),
+            ConfigError::InvalidTagPrefix => f.write_str(
+                "the IMAP tag prefix may only hold tag characters (RFC 9051 §9: no space, \
+                 control, ( ) { % * \" \\ or +)",
             ),
         }
     }

@@ -129,6 +129,12 @@ impl ClientSession {
     /// Starts a session.
     pub fn new(config: Arc<ClientConfig>) -> Result<Self, ConfigError> {
         config.limits.validate()?;
+        // RFC 9051 §9: tag = 1*<any ASTRING-CHAR except "+">. The prefix is
+        // written into every command line, the client's own too.
+        let tag_char = |b: u8| (0x21..=0x7e).contains(&b) && !b"(){%*\"\\+".contains(&b);
+        if !config.tag_prefix.bytes().all(tag_char) {
+            return Err(ConfigError::InvalidTagPrefix);
+        }
         let ec = EngineConfig::client(&config.tls, config.policy, config.injection);
         let machine = ClientMachine::new(Arc::clone(&config), false);
         Ok(ClientSession {
@@ -978,20 +984,23 @@ mod tag_tests {
     }
 
     #[test]
-    fn a_command_with_an_invalid_tag_is_refused_whole() {
+    fn a_tag_prefix_that_could_split_a_command_is_refused_at_setup() {
         let mut config = ClientConfig::new(TlsPolicy::Opportunistic, ClientTls::External);
         config.insecure_login_in_cleartext = true;
-        config.tag_prefix = "A B".into();
-        let mut c = ClientSession::new(Arc::new(config)).unwrap();
-        c.handle_input(b"* OK [CAPABILITY IMAP4rev2] hello\r\n");
-        while let Ok(Some(_)) = c.poll_event() {}
-        assert!(c.is_ready());
-        for body in [CommandBody::Noop, CommandBody::Logout, CommandBody::Idle] {
-            assert!(
-                matches!(c.send(body), Err(UsageError::InvalidValue { .. })),
-                "the fast path for commands without fields checks the tag too"
+        for prefix in ["A B", "A\r\nX", "A+", "(", "a\"", "x*", "\u{e9}"] {
+            config.tag_prefix = prefix.into();
+            assert_eq!(
+                ClientSession::new(Arc::new(config.clone())).err(),
+                Some(ConfigError::InvalidTagPrefix),
+                "{prefix:?}"
             );
         }
-        assert_eq!(c.poll_transmit(), None);
+        for prefix in ["", "A", "tag]", "x.y-1_"] {
+            config.tag_prefix = prefix.into();
+            assert!(
+                ClientSession::new(Arc::new(config.clone())).is_ok(),
+                "{prefix:?}"
+            );
+        }
     }
 }
