@@ -96,20 +96,16 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     }
     let roots = Arc::new(roots);
     let config = ResolverConfig::new(vec![a.dns], Validation::InProcess(anchors));
-    // The MTA-STS policy host is looked up with the same validating resolver.
+    // The MTA-STS policy host is looked up with the same validating resolver
+    // (on port 443, or --mta-sts-port for a test server).
     let for_sts = Arc::new(Resolver::new(config.clone())?);
-    let sts_port = a.sts_port;
-    let connect = Connect::from_fn(move |host: String, port: u16| {
-        let r = Arc::clone(&for_sts);
-        async move {
-            let answer = r.addresses(&host).await?;
-            Ok(answer
-                .records
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, sts_port.unwrap_or(port)))
-                .collect())
-        }
-    });
+    let connect = match a.sts_port {
+        None => Connect::Source(for_sts),
+        Some(port) => Connect::from_fn(move |host: String, _: u16| {
+            let r = Arc::clone(&for_sts);
+            async move { starttls_io::mta_sts::AddressSource::addresses(&*r, &host, port).await }
+        }),
+    };
     let fetcher = StsFetcher::new(FetcherConfig::new(Arc::clone(&roots)).connect(connect))?;
     let destinations = Destinations::new(
         Resolver::new(config)?,

@@ -432,3 +432,28 @@ impl Destinations {
         })
     }
 }
+
+/// The DNSSEC-validating resolver as the MTA-STS fetcher's address source:
+/// `Connect::Source(Arc::new(resolver))` looks the policy host up with the
+/// same resolver as the rest of the destination. A failed lookup (bogus or
+/// indeterminate) is an error, never "no address" read as something else.
+impl crate::mta_sts::AddressSource for Resolver {
+    fn addresses<'a>(&'a self, host: &'a str, port: u16) -> crate::mta_sts::AddressFuture<'a> {
+        Box::pin(async move {
+            let answer = Resolver::addresses(self, host).await?;
+            if answer.security.is_failure() {
+                return Err(format!(
+                    "the address lookup of {} failed ({})",
+                    starttls::Escaped::new(host),
+                    answer.security
+                )
+                .into());
+            }
+            Ok(answer
+                .records
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, port))
+                .collect())
+        })
+    }
+}

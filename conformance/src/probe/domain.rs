@@ -28,7 +28,7 @@ use starttls_io::destination::{
 use starttls_io::discovery::{self, Access};
 use starttls_io::dns::{MxKind, Resolver, ResolverConfig, Security, TrustAnchors, Validation};
 use starttls_io::mta_sts::{
-    AddressError, Connect, FetcherConfig, PolicyEvent, StsFetcher, StsPolicies,
+    AddressSource, Connect, FetcherConfig, PolicyEvent, StsFetcher, StsPolicies,
 };
 
 use super::report::{Check, Report, Verdict};
@@ -383,27 +383,13 @@ impl Setup {
             Resolver::new(dns.config().clone()).map_err(|e| format!("DNS resolver: {e}"))?;
         let resolver_for_sts = Arc::new(resolver_for_sts);
         let sts_port = args.mta_sts_port;
-        let connect = Connect::from_fn(move |host: String, port: u16| {
-            let r = Arc::clone(&resolver_for_sts);
-            async move {
-                let port = sts_port.unwrap_or(port);
-                let answer = r
-                    .addresses(&host)
-                    .await
-                    .map_err(|e| -> AddressError { e.to_string().into() })?;
-                if answer.security.is_failure() {
-                    return Err(AddressError::from(format!(
-                        "the address lookup of {host} failed ({})",
-                        answer.security
-                    )));
-                }
-                Ok(answer
-                    .records
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, port))
-                    .collect())
-            }
-        });
+        let connect = match sts_port {
+            None => Connect::Source(resolver_for_sts),
+            Some(port) => Connect::from_fn(move |host: String, _: u16| {
+                let r = Arc::clone(&resolver_for_sts);
+                async move { AddressSource::addresses(&*r, &host, port).await }
+            }),
+        };
         let fetcher = StsFetcher::new(
             FetcherConfig::new(Arc::clone(&roots))
                 .timeout(timeout)
@@ -875,36 +861,18 @@ async fn host_checks(
             run.capped(&mx, &address);
             continue;
         };
-        let started = Instant::now();
         let url = format!("smtp://{mx}:{}", setup.smtp_port);
-        let mut one = args.clone();
-        one.max_connections = Some(budget);
-        one.domain = None;
-        one.url = Some(url.clone());
-        one.server_name = Some(mx.clone());
-        one.resolve = vec![format!("{mx}:{}:{}", setup.smtp_port, bracket(ip))];
-        let report = tokio::task::spawn_blocking(move || super::probe_args(&one)).await;
-        let elapsed = started.elapsed();
+        let resolve = vec![format!("{mx}:{}:{}", setup.smtp_port, bracket(ip))];
+        let (report, elapsed) = probe_address(args, budget, url, mx.clone(), resolve, None).await;
         let mut report = match report {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                run.set(
-                    Some(&mx),
-                    Some(&address),
-                    "upgrade.works",
-                    Verdict::Inconclusive,
-                    e,
-                    Vec::new(),
-                );
-                continue;
-            }
+            Ok(r) => r,
             Err(e) => {
                 run.set(
                     Some(&mx),
                     Some(&address),
                     "upgrade.works",
                     Verdict::Inconclusive,
-                    format!("the probe stopped: {e}"),
+                    e,
                     Vec::new(),
                 );
                 continue;
@@ -1025,6 +993,34 @@ async fn host_checks(
             stages,
         });
     }
+}
+
+/// Probes one address as `probe URL` does (the blocking probe, on the
+/// blocking pool), within what is left of the run's connection budget.
+async fn probe_address(
+    args: &ProbeArgs,
+    budget: usize,
+    url: String,
+    server_name: String,
+    resolve: Vec<String>,
+    implicit_port: Option<u16>,
+) -> (Result<Report, String>, Duration) {
+    let mut one = args.clone();
+    one.max_connections = Some(budget);
+    one.domain = None;
+    one.mail = false;
+    one.url = Some(url);
+    one.server_name = Some(server_name);
+    one.resolve = resolve;
+    if implicit_port.is_some() {
+        one.implicit_port = implicit_port;
+    }
+    let started = Instant::now();
+    let report = match tokio::task::spawn_blocking(move || super::probe_args(&one)).await {
+        Ok(r) => r,
+        Err(e) => Err(format!("the probe stopped: {e}")),
+    };
+    (report, started.elapsed())
 }
 
 /// TLSA records are published for port 25 whatever port the probe
@@ -1313,14 +1309,9 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
                     run.capped(&r.target, &address);
                     continue;
                 };
-                let started = Instant::now();
-                let mut one = args.clone();
-                one.max_connections = Some(budget);
-                one.domain = None;
-                one.mail = false;
-                one.url = Some(format!("{scheme}://{}:{}", r.target, r.port));
-                one.server_name = Some(server_name.clone());
-                one.resolve = vec![format!("{}:{}:{}", r.target, r.port, bracket(ip))];
+                let url = format!("{scheme}://{}:{}", r.target, r.port);
+                let mut resolve = vec![format!("{}:{}:{}", r.target, r.port, bracket(ip))];
+                let mut implicit_port = None;
                 if r.tls != TlsPolicy::Implicit {
                     // The implicit-TLS counterpart `probe URL` also tries:
                     // the one SRV names for this target, or the default port.
@@ -1334,32 +1325,27 @@ async fn mail(args: &ProbeArgs, setup: &Setup, run: &mut Run) {
                         .iter()
                         .find(|x| x.tls == TlsPolicy::Implicit && x.target == r.target)
                         .map_or(default, |x| x.port);
-                    one.implicit_port = Some(port);
-                    one.resolve
-                        .push(format!("{}:{}:{}", r.target, port, bracket(ip)));
+                    implicit_port = Some(port);
+                    resolve.push(format!("{}:{}:{}", r.target, port, bracket(ip)));
                 }
-                let report = tokio::task::spawn_blocking(move || super::probe_args(&one)).await;
-                let elapsed = started.elapsed();
+                let (report, elapsed) = probe_address(
+                    args,
+                    budget,
+                    url,
+                    server_name.clone(),
+                    resolve,
+                    implicit_port,
+                )
+                .await;
                 let report = match report {
-                    Ok(Ok(rep)) => rep,
-                    Ok(Err(e)) => {
-                        run.set(
-                            Some(&r.target),
-                            Some(&address),
-                            "upgrade.works",
-                            Verdict::Inconclusive,
-                            e,
-                            Vec::new(),
-                        );
-                        continue;
-                    }
+                    Ok(rep) => rep,
                     Err(e) => {
                         run.set(
                             Some(&r.target),
                             Some(&address),
                             "upgrade.works",
                             Verdict::Inconclusive,
-                            format!("the probe stopped: {e}"),
+                            e,
                             Vec::new(),
                         );
                         continue;
