@@ -416,6 +416,11 @@ fn lab() -> Option<Lab> {
             hex(&Sha256::digest(b"next key"))
         ))
         .record("_smtp._tls.dane-ok TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@example.test\"")
+        // DANE through a secure CNAME to an IPv4-only host: the AAAA
+        // NODATA at the end of the chain is secure (hickory 0.26 alone
+        // calls it bogus).
+        .record("dane-cname MX 10 mxalias")
+        .record("mxalias CNAME mxdane")
         // DANE: a record that matches nothing.
         .record("dane-mismatch MX 10 mxmis")
         .record(&format!("mxmis A {}", ip(3)))
@@ -614,6 +619,13 @@ fn every_planted_fault_in_the_test_zone_gets_its_verdict() {
             .is_some_and(|s| s.iter().any(|st| st["stage"] == "dane")),
         "{host}"
     );
+
+    let r = lab.probe("dane-cname.example.test", &[]);
+    r.assert("dane-cname", "dns.dnssec", "pass");
+    r.assert("dane-cname", "mx.addresses", "pass");
+    r.assert("dane-cname", "dane.tlsa", "pass");
+    r.assert("dane-cname", "dane.match", "pass");
+    assert_eq!(r.code, 0, "dane-cname exits 0\n{}", r.stdout);
 
     let r = lab.probe("dane-mismatch.example.test", &[]);
     r.assert("dane-mismatch", "dane.match", "fail");
