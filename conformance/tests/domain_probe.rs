@@ -763,6 +763,13 @@ fn trust_ad_through_unbound_gets_the_same_verdicts() {
     );
     assert_eq!(r.code, 0, "dane-ok exits 0\n{}", r.stdout);
 
+    // The MX host a secure CNAME to an IPv4-only host: the same verdicts
+    // as in-process.
+    let r = ad("dane-cname.example.test");
+    r.assert("dane-cname", "mx.addresses", "pass");
+    r.assert("dane-cname", "dane.match", "pass");
+    assert_eq!(r.code, 0, "dane-cname exits 0\n{}", r.stdout);
+
     let r = ad("dane-mismatch.example.test");
     r.assert("dane-mismatch", "dane.match", "fail");
     assert_eq!(r.code, 1, "{}", r.stdout);
