@@ -819,7 +819,8 @@ async fn trust_ad_through_unbound_secure_insecure_bogus() {
     );
 
     // NODATA at the end of a secure CNAME: secure (unbound checks the
-    // target's NSEC; hickory 0.26 in-process calls these bogus).
+    // target's NSEC; hickory 0.26 alone calls these bogus, the glue
+    // re-walks the chain: `cname_chains_in_process`).
     let mx = r.mx("alias.example.test").await.unwrap();
     assert_eq!(
         (mx.kind.clone(), mx.security),
