@@ -1948,8 +1948,26 @@ fn check_probe(ran: &Ran, want: &ProbeWant) -> Result<String, String> {
             .and_then(|c| c["verdict"].as_str())
             .map(str::to_string)
     };
+    let detail = |id: &str| {
+        checks
+            .iter()
+            .find(|c| c["id"] == id)
+            .and_then(|c| c["detail"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     for (id, v) in want.findings {
-        if verdict(id).as_deref() != Some(v) {
+        // `fail-or-late`: a race the probe states (injection.two-writes):
+        // the finding, or a pass whose every attempt's second write reached
+        // the server after its switch to TLS, so it could not show.
+        let ok = if *v == "fail-or-late" {
+            verdict(id).as_deref() == Some("fail")
+                || (verdict(id).as_deref() == Some("pass")
+                    && detail(id).contains("reached the server after it had switched to TLS"))
+        } else {
+            verdict(id).as_deref() == Some(v)
+        };
+        if !ok {
             problems.push(format!("{id}: {:?}, expected {v}", verdict(id)));
         }
     }
@@ -2267,7 +2285,11 @@ fn probe_calibration_aiosmtpd_1_4_5_cve_2024_34083() {
             exit: 1,
             findings: &[
                 ("injection.same-write", "fail"),
-                ("injection.two-writes", "fail"),
+                // The second write races the server's switch to TLS: on a
+                // quiet, fast machine it can land after it in every attempt
+                // (the probe says so); same-write and partial-line are not
+                // races and must find the flaw.
+                ("injection.two-writes", "fail-or-late"),
                 ("injection.partial-line", "fail"),
                 ("state.second-starttls", "fail"),
             ],
