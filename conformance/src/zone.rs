@@ -457,28 +457,11 @@ impl TestZone {
     /// Runs `kdig @addr -p port +noall +answer ARGS...` against the zone and
     /// returns its output (for tests that want to see the raw answer).
     pub fn kdig(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(program_path("kdig"))
-            .arg(format!("@{}", self.addr.ip()))
-            .arg("-p")
-            .arg(self.addr.port().to_string())
-            .args(["+noall", "+answer", "+time=1", "+retry=0"])
-            .args(args)
-            .output()
-            .map_err(|e| format!("kdig: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "kdig {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        kdig(self.addr, &["+noall", "+answer"], args)
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("knotd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
+        log_tail(&self.dir.join("knotd.log"))
     }
 }
 
@@ -624,28 +607,11 @@ impl ValidatingResolver {
     /// Runs `kdig @addr -p port +time=1 +retry=0 ARGS...` against the
     /// resolver and returns its whole output (header and flags included).
     pub fn kdig(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(program_path("kdig"))
-            .arg(format!("@{}", self.addr.ip()))
-            .arg("-p")
-            .arg(self.addr.port().to_string())
-            .args(["+time=1", "+retry=0"])
-            .args(args)
-            .output()
-            .map_err(|e| format!("kdig: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "kdig {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        kdig(self.addr, &[], args)
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("unbound.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
+        log_tail(&self.dir.join("unbound.log"))
     }
 }
 
@@ -724,4 +690,32 @@ impl Drop for ValidatingResolver {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `kdig @ADDR -p PORT +time=1 +retry=0 FLAGS ARGS`: its output, or why not.
+fn kdig(addr: SocketAddr, flags: &[&str], args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program_path("kdig"))
+        .arg(format!("@{}", addr.ip()))
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .args(flags)
+        .args(["+time=1", "+retry=0"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("kdig: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kdig {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The last ten lines of a daemon's log, for a failure message.
+fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
