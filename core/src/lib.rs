@@ -128,6 +128,7 @@ mod error;
 pub mod escape;
 pub mod framing;
 pub mod imap;
+pub mod octets;
 pub mod policy;
 pub mod pop3;
 pub mod sasl;
