@@ -37,6 +37,19 @@ pub fn lines(buf: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
     })
 }
 
+/// Each line as a sub-slice of `raw` (CRLF removed): the input of the
+/// borrowed parse path (`parse_borrowed`), no handle, no reference count.
+pub fn slices(raw: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let rest = raw.get(pos..)?;
+        let i = memchr::memchr(b'\n', rest)?;
+        let line = rest.get(..i.saturating_sub(1))?;
+        pos += i + 1;
+        Some(line)
+    })
+}
+
 /// A pipelined SMTP client stream: complete transactions of EHLO, MAIL with
 /// parameters, a few RCPTs, DATA-less RSET/NOOP, about 32 octets a command on
 /// average, repeated to about 1 MiB. Returns the bytes and the command count.
