@@ -28,6 +28,7 @@ use crate::imap::syntax::{
     Lit, Str,
 };
 use crate::imap::{LiteralHeader, LiteralMode, SyntaxError};
+use crate::octets::{Octets, Source};
 use crate::{Secret, UsageError};
 
 // ---------------------------------------------------------------------------
@@ -38,18 +39,19 @@ use crate::{Secret, UsageError};
 /// literal`: a user name, a password, a mailbox name.
 ///
 /// Kept in its wire form, so that writing it back gives the same octets;
-/// [`AString::value`] gives the value.
+/// [`AString::value`] gives the value. Generic over its byte container (see
+/// [`crate::octets`]): `AString` holds [`Bytes`], [`AStringRef`] borrows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum AString {
+pub enum AString<B: Octets = Bytes> {
     /// `1*ASTRING-CHAR`.
-    Atom(Bytes),
+    Atom(B),
     /// `quoted`: the octets between the double quotes, `\"` and `\\`
     /// escapes kept.
-    Quoted(Bytes),
+    Quoted(B),
     /// `literal` (RFC 9051 §4.3), any [`LiteralMode`].
     Literal {
         /// The literal's data.
-        data: Bytes,
+        data: B,
         /// `{n}` or `{n+}`.
         mode: LiteralMode,
         /// A `~{n}` RFC 3516 `literal8`. Never produced by parsing an
@@ -60,17 +62,61 @@ pub enum AString {
     },
 }
 
-impl AString {
+/// An [`AString`] borrowing the parsed message.
+pub type AStringRef<'a> = AString<&'a [u8]>;
+
+impl<B: Octets> AString<B> {
     /// The value: escapes of a quoted string removed (borrowed unless there
     /// was an escape).
     pub fn value(&self) -> Cow<'_, [u8]> {
         match self {
-            AString::Atom(a) => Cow::Borrowed(a),
-            AString::Quoted(q) => unescape(q),
-            AString::Literal { data, .. } => Cow::Borrowed(data),
+            AString::Atom(a) => Cow::Borrowed(a.as_ref()),
+            AString::Quoted(q) => unescape(q.as_ref()),
+            AString::Literal { data, .. } => Cow::Borrowed(data.as_ref()),
         }
     }
 
+    /// Writes the wire form: the atom, `"quoted"`, or the literal header,
+    /// CRLF and data.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            AString::Atom(a) => out.extend_from_slice(a.as_ref()),
+            AString::Quoted(q) => write_quoted(q.as_ref(), out),
+            AString::Literal { data, mode, binary } => {
+                write_literal(data.as_ref(), *mode, *binary, out)
+            }
+        }
+    }
+
+    /// The same string with another container: `f` is called on its one
+    /// byte string.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> AString<C> {
+        match self {
+            AString::Atom(a) => AString::Atom(f(a)),
+            AString::Quoted(q) => AString::Quoted(f(q)),
+            AString::Literal { data, mode, binary } => AString::Literal {
+                data: f(data),
+                mode,
+                binary,
+            },
+        }
+    }
+
+    #[inline]
+    fn from_lexed<'a, S: Source<'a, Out = B>>(src: S, s: Str<'a>) -> AString<B> {
+        match s {
+            Str::Atom(a) => AString::Atom(src.piece(a)),
+            Str::Quoted(q) => AString::Quoted(src.piece(q)),
+            Str::Literal(Lit { data, header }) => AString::Literal {
+                data: src.piece(data),
+                mode: header.mode,
+                binary: header.binary,
+            },
+        }
+    }
+}
+
+impl AString {
     /// The simplest wire form of `value`: an atom if it is one (and not
     /// empty), else a quoted string if it can be one (no CR, LF, NUL; ASCII or
     /// UTF-8), else a synchronizing literal.
@@ -93,27 +139,12 @@ impl AString {
             }
         }
     }
+}
 
-    /// Writes the wire form: the atom, `"quoted"`, or the literal header,
-    /// CRLF and data.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
-        match self {
-            AString::Atom(a) => out.extend_from_slice(a),
-            AString::Quoted(q) => write_quoted(q, out),
-            AString::Literal { data, mode, binary } => write_literal(data, *mode, *binary, out),
-        }
-    }
-
-    fn from_str(message: &Bytes, s: Str<'_>) -> AString {
-        match s {
-            Str::Atom(a) => AString::Atom(message.slice_ref(a)),
-            Str::Quoted(q) => AString::Quoted(message.slice_ref(q)),
-            Str::Literal(Lit { data, header }) => AString::Literal {
-                data: message.slice_ref(data),
-                mode: header.mode,
-                binary: header.binary,
-            },
-        }
+impl AStringRef<'_> {
+    /// The owned string, its bytes copied.
+    pub fn into_owned(self) -> AString {
+        self.map_octets(crate::octets::copy)
     }
 }
 
@@ -138,22 +169,58 @@ fn write_literal(data: &[u8], mode: LiteralMode, binary: bool, out: &mut Vec<u8>
 // Generic arguments.
 // ---------------------------------------------------------------------------
 
+mod sealed {
+    /// A byte container that can hand out its own sub-slices as itself:
+    /// what [`ArgIter`](super::ArgIter) needs to yield items of the
+    /// container of its [`Args`](super::Args). Implemented by exactly the
+    /// [`Octets`](crate::octets::Octets) types, [`bytes::Bytes`] and `&[u8]`.
+    pub trait Slice: crate::octets::Octets {
+        /// `sub`, a sub-slice of `self`, as the container.
+        fn slice_of(&self, sub: &[u8]) -> Self;
+    }
+}
+
+pub(crate) use sealed::Slice;
+
+impl Slice for Bytes {
+    #[inline]
+    fn slice_of(&self, sub: &[u8]) -> Bytes {
+        if sub.is_empty() {
+            return Bytes::new();
+        }
+        self.slice_ref(sub)
+    }
+}
+
+impl<'x> Slice for &'x [u8] {
+    #[inline]
+    fn slice_of(&self, sub: &[u8]) -> &'x [u8] {
+        let whole: &'x [u8] = self;
+        let start = (sub.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+        whole
+            .get(start..start.wrapping_add(sub.len()))
+            .unwrap_or_default()
+    }
+}
+
 /// One generic argument of a command or of untagged response data.
 ///
 /// Numbers, sequence sets (`1:*,3`), flags (`\Seen`), and fetch items with
 /// their sections (`BODY[HEADER.FIELDS (DATE FROM)]<0.100>`) are all
-/// [`Arg::Atom`]: one token each, kept exactly as written.
+/// [`Arg::Atom`]: one token each, kept exactly as written. Generic over its
+/// byte container (see [`crate::octets`]): `Arg` holds [`Bytes`], [`ArgRef`]
+/// borrows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Arg {
+pub enum Arg<B: Octets = Bytes> {
     /// A bare token: printable ASCII except SP, `(`, `)`, `{` and DQUOTE,
     /// with `[...]` sections that may hold spaces, lists and strings.
-    Atom(Bytes),
+    Atom(B),
     /// RFC 9051 `quoted`: the octets between the quotes, escapes kept.
-    Quoted(Bytes),
+    Quoted(B),
     /// RFC 9051 `literal` or RFC 3516 `literal8`.
     Literal {
         /// The literal's data.
-        data: Bytes,
+        data: B,
         /// `{n}` or `{n+}`.
         mode: LiteralMode,
         /// `~{n}`: a `literal8`.
@@ -162,20 +229,25 @@ pub enum Arg {
     /// RFC 9051 `nil = "NIL"` (any case).
     Nil,
     /// A parenthesized list: its inside, iterable in turn.
-    List(Args),
+    List(Args<B>),
 }
 
-impl Arg {
+/// An [`Arg`] borrowing the parsed message.
+pub type ArgRef<'a> = Arg<&'a [u8]>;
+
+impl<B: Octets> Arg<B> {
     /// Writes the wire form (`NIL` in upper case, lists in parentheses).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self {
-            Arg::Atom(a) => out.extend_from_slice(a),
-            Arg::Quoted(q) => write_quoted(q, out),
-            Arg::Literal { data, mode, binary } => write_literal(data, *mode, *binary, out),
+            Arg::Atom(a) => out.extend_from_slice(a.as_ref()),
+            Arg::Quoted(q) => write_quoted(q.as_ref(), out),
+            Arg::Literal { data, mode, binary } => {
+                write_literal(data.as_ref(), *mode, *binary, out)
+            }
             Arg::Nil => out.extend_from_slice(b"NIL"),
             Arg::List(args) => {
                 out.push(b'(');
-                out.extend_from_slice(args.as_bytes());
+                out.extend_from_slice(args.as_bytes().as_ref());
                 out.push(b')');
             }
         }
@@ -185,11 +257,34 @@ impl Arg {
     /// `None` for NIL and lists.
     pub fn string_value(&self) -> Option<Cow<'_, [u8]>> {
         match self {
-            Arg::Atom(a) => Some(Cow::Borrowed(a)),
-            Arg::Quoted(q) => Some(unescape(q)),
-            Arg::Literal { data, .. } => Some(Cow::Borrowed(data)),
+            Arg::Atom(a) => Some(Cow::Borrowed(a.as_ref())),
+            Arg::Quoted(q) => Some(unescape(q.as_ref())),
+            Arg::Literal { data, .. } => Some(Cow::Borrowed(data.as_ref())),
             Arg::Nil | Arg::List(_) => None,
         }
+    }
+
+    /// The same argument with another container: `f` is called on its byte
+    /// string (a list's raw inside, for [`Arg::List`]).
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Arg<C> {
+        match self {
+            Arg::Atom(a) => Arg::Atom(f(a)),
+            Arg::Quoted(q) => Arg::Quoted(f(q)),
+            Arg::Literal { data, mode, binary } => Arg::Literal {
+                data: f(data),
+                mode,
+                binary,
+            },
+            Arg::Nil => Arg::Nil,
+            Arg::List(args) => Arg::List(args.map_octets(f)),
+        }
+    }
+}
+
+impl ArgRef<'_> {
+    /// The owned argument, its bytes copied.
+    pub fn into_owned(self) -> Arg {
+        self.map_octets(crate::octets::copy)
     }
 }
 
@@ -201,10 +296,16 @@ impl Arg {
 /// Stored as the raw, validated wire bytes (no `Vec`: parsing allocates
 /// nothing); [`Args::iter`] tokenizes them on demand. Literals inside are
 /// framed by their `{n}` count only. Equality compares the raw bytes.
+/// Generic over its byte container (see [`crate::octets`]): `Args` holds
+/// [`Bytes`], [`ArgsRef`] borrows, and its iterator yields items of the
+/// same form.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Args(Bytes, Unsendable);
+pub struct Args<B: Octets = Bytes>(B, Unsendable);
 
-impl std::fmt::Debug for Args {
+/// [`Args`] borrowing the parsed message.
+pub type ArgsRef<'a> = Args<&'a [u8]>;
+
+impl<B: Octets> std::fmt::Debug for Args<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut t = f.debug_tuple("Args");
         t.field(&self.0);
@@ -212,6 +313,50 @@ impl std::fmt::Debug for Args {
             t.field(&format_args!("unsendable: {reason}"));
         }
         t.finish()
+    }
+}
+
+impl<B: Octets> Args<B> {
+    /// True when there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_empty()
+    }
+
+    /// The raw argument text, as on the wire.
+    pub fn as_bytes(&self) -> &B {
+        &self.0
+    }
+
+    /// The arguments, in wire order.
+    pub fn iter(&self) -> ArgIter<'_, B> {
+        ArgIter {
+            args: &self.0,
+            rest: self.0.as_ref(),
+        }
+    }
+
+    /// The same arguments with another container: `f` is called once, on
+    /// the raw argument text.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Args<C> {
+        Args(f(self.0), self.1)
+    }
+
+    /// Wraps already validated bytes.
+    pub(crate) fn from_validated(raw: B) -> Args<B> {
+        Args(raw, Unsendable(None))
+    }
+}
+
+impl<'a> ArgsRef<'a> {
+    /// [`Args::parse`] without the [`Bytes`]: validates `raw` and borrows it.
+    pub fn parse_borrowed(raw: &'a [u8]) -> Result<ArgsRef<'a>, SyntaxError> {
+        scan(raw, false).map_err(|e| e.for_command("command"))?;
+        Ok(Args(raw, Unsendable(None)))
+    }
+
+    /// The owned arguments, their bytes copied.
+    pub fn into_owned(self) -> Args {
+        self.map_octets(crate::octets::copy)
     }
 }
 
@@ -283,53 +428,32 @@ impl Args {
         Args::check_each(args).map_err(|reason| appvalue::invalid(FIELD, reason))?;
         Ok(Args(Args::serialize(args), Unsendable(None)))
     }
-
-    /// True when there are no arguments.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The raw argument text, as on the wire.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
-    }
-
-    /// The arguments, in wire order.
-    pub fn iter(&self) -> ArgIter<'_> {
-        ArgIter {
-            args: &self.0,
-            rest: &self.0,
-        }
-    }
-
-    /// Wraps already validated bytes.
-    pub(crate) fn from_validated(raw: Bytes) -> Args {
-        Args(raw, Unsendable(None))
-    }
 }
 
-impl<'a> IntoIterator for &'a Args {
-    type Item = Arg;
-    type IntoIter = ArgIter<'a>;
+impl<'a, B: Slice> IntoIterator for &'a Args<B> {
+    type Item = Arg<B>;
+    type IntoIter = ArgIter<'a, B>;
 
-    fn into_iter(self) -> ArgIter<'a> {
+    fn into_iter(self) -> ArgIter<'a, B> {
         self.iter()
     }
 }
 
-/// Iterator over [`Args`], from [`Args::iter`]. It stops early (rather than
-/// panicking) on bytes that do not tokenize, which only happens with hand-made
-/// [`Args`].
+/// Iterator over [`Args`], from [`Args::iter`]: yields [`Arg`]s of the same
+/// container as the [`Args`] (sub-slices of a borrowed [`ArgsRef`],
+/// [`Bytes::slice_ref`] handles of an owned [`Args`]). It stops early
+/// (rather than panicking) on bytes that do not tokenize, which only happens
+/// with hand-made [`Args`].
 #[derive(Clone, Debug)]
-pub struct ArgIter<'a> {
-    args: &'a Bytes,
+pub struct ArgIter<'a, B: Octets = Bytes> {
+    args: &'a B,
     rest: &'a [u8],
 }
 
-impl Iterator for ArgIter<'_> {
-    type Item = Arg;
+impl<B: Slice> Iterator for ArgIter<'_, B> {
+    type Item = Arg<B>;
 
-    fn next(&mut self) -> Option<Arg> {
+    fn next(&mut self) -> Option<Arg<B>> {
         let rest = self.rest.strip_prefix(b" ").unwrap_or(self.rest);
         if rest.is_empty() {
             self.rest = rest;
@@ -339,10 +463,7 @@ impl Iterator for ArgIter<'_> {
             match list(rest) {
                 Ok((after, inner)) => {
                     self.rest = after;
-                    return Some(Arg::List(Args(
-                        self.args.slice_ref(inner),
-                        Unsendable(None),
-                    )));
+                    return Some(Arg::List(Args(self.args.slice_of(inner), Unsendable(None))));
                 }
                 Err(_) => {
                     self.rest = &[];
@@ -355,10 +476,10 @@ impl Iterator for ArgIter<'_> {
                 self.rest = after;
                 Some(match item {
                     Str::Atom(a) if a.eq_ignore_ascii_case(b"NIL") => Arg::Nil,
-                    Str::Atom(a) => Arg::Atom(self.args.slice_ref(a)),
-                    Str::Quoted(q) => Arg::Quoted(self.args.slice_ref(q)),
+                    Str::Atom(a) => Arg::Atom(self.args.slice_of(a)),
+                    Str::Quoted(q) => Arg::Quoted(self.args.slice_of(q)),
                     Str::Literal(Lit { data, header }) => Arg::Literal {
-                        data: self.args.slice_ref(data),
+                        data: self.args.slice_of(data),
                         mode: header.mode,
                         binary: header.binary,
                     },
@@ -717,8 +838,8 @@ fn login(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxErro
         return Err(missing);
     }
     Ok(CommandBody::Login {
-        username: AString::from_str(message, user),
-        password: Secret::new(AString::from_str(message, pass)),
+        username: AString::from_lexed(message, user),
+        password: Secret::new(AString::from_lexed(message, pass)),
     })
 }
 
