@@ -15,10 +15,14 @@
 use bytes::Bytes;
 
 use crate::imap::SyntaxError;
+use crate::octets::{Octets, Source};
 
 /// One capability name (RFC 9051 §9 `capability`).
+///
+/// Generic over the container of its byte strings ([`Octets`]): `Capability`
+/// is the owned form (`Bytes`), `Capability<&[u8]>` the borrowed one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Capability {
+pub enum Capability<B = Bytes> {
     /// `IMAP4rev1` (RFC 3501).
     Imap4rev1,
     /// `IMAP4rev2` (RFC 9051).
@@ -29,7 +33,7 @@ pub enum Capability {
     /// connection, typically until TLS is active).
     LoginDisabled,
     /// `AUTH=mechanism` (RFC 9051 §6.2.2): the SASL mechanism, as written.
-    Auth(Bytes),
+    Auth(B),
     /// `SASL-IR` (RFC 4959): initial response in `AUTHENTICATE`.
     SaslIr,
     /// `LITERAL+` (RFC 7888): non-synchronizing literals of any size.
@@ -51,11 +55,14 @@ pub enum Capability {
     /// `UTF8=ACCEPT` (RFC 6855).
     Utf8Accept,
     /// Any other capability atom, as written.
-    Other(Bytes),
+    Other(B),
 }
 
+/// A borrowed [`Capability`]: a view into the parsed input.
+pub type CapabilityRef<'a> = Capability<&'a [u8]>;
+
 /// The names of the parameterless capabilities.
-const NAMES: [(&str, Capability); 14] = [
+const NAMES: [(&str, Capability<()>); 14] = [
     ("IMAP4rev1", Capability::Imap4rev1),
     ("IMAP4rev2", Capability::Imap4rev2),
     ("STARTTLS", Capability::StartTls),
@@ -72,39 +79,83 @@ const NAMES: [(&str, Capability); 14] = [
     ("UTF8=ACCEPT", Capability::Utf8Accept),
 ];
 
+/// Types one capability atom (ASCII case-insensitive), `piece` turning the
+/// kept sub-slices into the container.
+fn from_atom_in<'a, S: Source<'a>>(src: S, atom: &'a [u8]) -> Capability<S::Out> {
+    if let Some((_, cap)) = NAMES
+        .iter()
+        .find(|(name, _)| atom.eq_ignore_ascii_case(name.as_bytes()))
+    {
+        return cap.clone().map_octets(|()| src.piece(b""));
+    }
+    match atom.split_at_checked(5) {
+        Some((prefix, mech)) if prefix.eq_ignore_ascii_case(b"AUTH=") && !mech.is_empty() => {
+            Capability::Auth(src.piece(mech))
+        }
+        _ => Capability::Other(src.piece(atom)),
+    }
+}
+
 impl Capability {
     /// Types one capability atom (ASCII case-insensitive). `AUTH=` with an
     /// empty mechanism is [`Capability::Other`].
     pub fn from_atom(atom: &Bytes) -> Capability {
-        if let Some((_, cap)) = NAMES
-            .iter()
-            .find(|(name, _)| atom.eq_ignore_ascii_case(name.as_bytes()))
-        {
-            return cap.clone();
-        }
-        match atom.split_at_checked(5) {
-            Some((prefix, mech)) if prefix.eq_ignore_ascii_case(b"AUTH=") && !mech.is_empty() => {
-                Capability::Auth(atom.slice_ref(mech))
-            }
-            _ => Capability::Other(atom.clone()),
+        from_atom_in(atom, atom)
+    }
+}
+
+impl<'a> Capability<&'a [u8]> {
+    /// The same capability with its byte strings copied into fresh
+    /// [`Bytes`].
+    pub fn into_owned(self) -> Capability {
+        self.map_octets(crate::octets::copy)
+    }
+}
+
+impl<B> Capability<B> {
+    /// Rebuilds the capability with another container, calling `f` on its
+    /// byte string (the mechanism or the atom), if any.
+    pub fn map_octets<C>(self, mut f: impl FnMut(B) -> C) -> Capability<C> {
+        match self {
+            Capability::Imap4rev1 => Capability::Imap4rev1,
+            Capability::Imap4rev2 => Capability::Imap4rev2,
+            Capability::StartTls => Capability::StartTls,
+            Capability::LoginDisabled => Capability::LoginDisabled,
+            Capability::Auth(mech) => Capability::Auth(f(mech)),
+            Capability::SaslIr => Capability::SaslIr,
+            Capability::LiteralPlus => Capability::LiteralPlus,
+            Capability::LiteralMinus => Capability::LiteralMinus,
+            Capability::Binary => Capability::Binary,
+            Capability::Id => Capability::Id,
+            Capability::Enable => Capability::Enable,
+            Capability::Idle => Capability::Idle,
+            Capability::LoginReferrals => Capability::LoginReferrals,
+            Capability::MailboxReferrals => Capability::MailboxReferrals,
+            Capability::Utf8Accept => Capability::Utf8Accept,
+            Capability::Other(atom) => Capability::Other(f(atom)),
         }
     }
+}
 
+impl<B: Octets> Capability<B> {
     /// Writes the capability atom: the canonical spelling for the known
     /// kinds (`IMAP4rev2`, `AUTH=` + mechanism), as written for `Other`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self {
             Capability::Auth(mech) => {
                 out.extend_from_slice(b"AUTH=");
-                out.extend_from_slice(mech);
+                out.extend_from_slice(mech.as_ref());
             }
-            Capability::Other(atom) => out.extend_from_slice(atom),
-            known => out.extend_from_slice(
-                NAMES
-                    .iter()
-                    .find(|(_, cap)| cap == known)
-                    .map_or(&b""[..], |(name, _)| name.as_bytes()),
-            ),
+            Capability::Other(atom) => out.extend_from_slice(atom.as_ref()),
+            known => {
+                let known = known.clone().map_octets(|_| ());
+                out.extend_from_slice(
+                    NAMES
+                        .iter()
+                        .find(|(_, cap)| *cap == known)
+                        .map_or(&b""[..], |(name, _)| name.as_bytes()),
+                )
+            }
         }
     }
 }
@@ -113,9 +164,38 @@ impl Capability {
 ///
 /// Kept as the bytes received (no `Vec`, so parsing allocates nothing);
 /// [`Capabilities::iter`] types each atom on demand. Equality compares the
-/// raw bytes.
+/// raw bytes. Generic over the container ([`Octets`]): `Capabilities` is the
+/// owned form, [`CapabilitiesRef`] the borrowed one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Capabilities(Bytes);
+pub struct Capabilities<B = Bytes>(B);
+
+/// A borrowed [`Capabilities`]: a view into the parsed input.
+pub type CapabilitiesRef<'a> = Capabilities<&'a [u8]>;
+
+/// The list rule of [`Capabilities::parse`], on both forms.
+fn parse_in<'a, S: Source<'a>>(src: S) -> Result<Capabilities<S::Out>, SyntaxError> {
+    parse_piece(src, src.octets())
+}
+
+/// [`Capabilities::parse`] on `list`, a sub-slice of `src` (the arguments of
+/// a `CAPABILITY` response or response code).
+pub(crate) fn parse_piece<'a, S: Source<'a>>(
+    src: S,
+    list: &'a [u8],
+) -> Result<Capabilities<S::Out>, SyntaxError> {
+    if memchr::memchr3(b'\r', b'\n', 0, list).is_some() {
+        return Err(SyntaxError::InvalidResponse {
+            reason: "CR, LF or NUL in a capability list",
+        });
+    }
+    Ok(Capabilities(src.piece(list)))
+}
+
+/// The atoms of a list: words separated by runs of spaces or tabs.
+fn atoms(list: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    list.split(|&c| c == b' ' || c == b'\t')
+        .filter(|a| !a.is_empty())
+}
 
 impl Capabilities {
     /// Reads a capability list: words separated by spaces (RFC 9051
@@ -128,28 +208,12 @@ impl Capabilities {
     /// NUL, which the framing never lets through, are refused. `STARTTLS` is
     /// still recognised only as that exact word (any case).
     pub fn parse(list: &Bytes) -> Result<Self, SyntaxError> {
-        if memchr::memchr3(b'\r', b'\n', 0, list).is_some() {
-            return Err(SyntaxError::InvalidResponse {
-                reason: "CR, LF or NUL in a capability list",
-            });
-        }
-        Ok(Capabilities(list.clone()))
+        parse_in(list)
     }
 
     /// The capabilities, typed, in wire order.
     pub fn iter(&self) -> impl Iterator<Item = Capability> + '_ {
-        self.atoms()
-            .map(|atom| Capability::from_atom(&self.0.slice_ref(atom)))
-    }
-
-    /// True if `STARTTLS` is listed.
-    pub fn has_starttls(&self) -> bool {
-        self.contains("STARTTLS")
-    }
-
-    /// True if `LOGINDISABLED` is listed.
-    pub fn login_disabled(&self) -> bool {
-        self.contains("LOGINDISABLED")
+        atoms(&self.0).map(|atom| from_atom_in(&self.0, atom))
     }
 
     /// The SASL mechanisms of the `AUTH=` capabilities, as written.
@@ -158,13 +222,6 @@ impl Capabilities {
             Capability::Auth(mech) => Some(mech),
             _ => None,
         })
-    }
-
-    /// True if the capability atom `cap` (e.g. `"AUTH=PLAIN"`, `"IDLE"`) is
-    /// listed, ASCII case-insensitively.
-    pub fn contains(&self, cap: &str) -> bool {
-        self.atoms()
-            .any(|atom| atom.eq_ignore_ascii_case(cap.as_bytes()))
     }
 
     /// Serializes `caps`, separated by single spaces. An empty slice gives an
@@ -185,16 +242,60 @@ impl Capabilities {
     pub(crate) fn detached(&self) -> Capabilities {
         Capabilities(Bytes::copy_from_slice(&self.0))
     }
+}
 
-    /// The raw list, as on the wire.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+impl<'a> Capabilities<&'a [u8]> {
+    /// [`Capabilities::parse`] without a `Bytes` handle: the list borrows
+    /// `list`. Same rule, same errors.
+    pub fn parse_borrowed(list: &'a [u8]) -> Result<Self, SyntaxError> {
+        parse_in(list)
     }
 
-    fn atoms(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.0
-            .split(|&c| c == b' ' || c == b'\t')
-            .filter(|a| !a.is_empty())
+    /// The capabilities, typed, in wire order, borrowing the input.
+    pub fn iter(&self) -> impl Iterator<Item = Capability<&'a [u8]>> + 'a {
+        let list: &'a [u8] = self.0;
+        atoms(list).map(move |atom| from_atom_in(list, atom))
+    }
+
+    /// The SASL mechanisms of the `AUTH=` capabilities, as written.
+    pub fn auth_mechanisms(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter().filter_map(|cap| match cap {
+            Capability::Auth(mech) => Some(mech),
+            _ => None,
+        })
+    }
+
+    /// The same list copied into a fresh [`Bytes`].
+    pub fn into_owned(self) -> Capabilities {
+        self.map_octets(crate::octets::copy)
+    }
+}
+
+impl<B: Octets> Capabilities<B> {
+    /// Rebuilds the list with another container.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Capabilities<C> {
+        Capabilities(f(self.0))
+    }
+
+    /// True if `STARTTLS` is listed.
+    pub fn has_starttls(&self) -> bool {
+        self.contains("STARTTLS")
+    }
+
+    /// True if `LOGINDISABLED` is listed.
+    pub fn login_disabled(&self) -> bool {
+        self.contains("LOGINDISABLED")
+    }
+
+    /// True if the capability atom `cap` (e.g. `"AUTH=PLAIN"`, `"IDLE"`) is
+    /// listed, ASCII case-insensitively.
+    pub fn contains(&self, cap: &str) -> bool {
+        atoms(self.0.as_ref()).any(|atom| atom.eq_ignore_ascii_case(cap.as_bytes()))
+    }
+
+    /// The raw list, as on the wire.
+    pub fn as_bytes(&self) -> &B {
+        &self.0
     }
 }
 
@@ -322,7 +423,7 @@ mod tests {
             );
         }
         assert!(Capabilities::from_caps(&[]).as_bytes().is_empty());
-        assert_eq!(Capabilities::default().iter().count(), 0);
+        assert_eq!(Capabilities::<Bytes>::default().iter().count(), 0);
     }
 
     #[test]
@@ -340,9 +441,64 @@ mod tests {
             Capability::Other(b("AUTH"))
         );
         let mut out = Vec::new();
-        Capability::LiteralMinus.write_to(&mut out);
+        Capability::<Bytes>::LiteralMinus.write_to(&mut out);
         out.push(b' ');
         Capability::Auth(b("PLAIN")).write_to(&mut out);
         assert_eq!(out, b"LITERAL- AUTH=PLAIN");
+    }
+
+    /// `parse_borrowed` and `parse` agree on every list of this module's
+    /// tests and on mutations of them; the borrowed iterator types each atom
+    /// as the owned one does.
+    #[test]
+    fn borrowed_and_owned_agree() {
+        let lists: [&[u8]; 8] = [
+            b"IMAP4rev2 STARTTLS AUTH=GSSAPI LOGINDISABLED",
+            b"imap4REV1 IMAP4rev2 starttls LoginDisabled auth=plain Sasl-IR literal+ LITERAL- \
+              binary id enable idle login-referrals MAILBOX-REFERRALS utf8=accept UTF8=ONLY AUTH= X",
+            b" IMAP4rev1  STARTTLS ",
+            b"",
+            b"a\tSTARTTLS",
+            b"STARTTLS\tIMAP4rev1  x\x1b",
+            b"a\rb",
+            b"caf\xc3\xa9 {5} a\"b",
+        ];
+        let specials = b" \t\r\n\0=+-AUTHSTARTLSauth\xff";
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize
+        };
+        for i in 0..4000 {
+            let mut m = lists[i % lists.len()].to_vec();
+            if i >= lists.len() {
+                let at = next() % (m.len() + 1);
+                match next() % 3 {
+                    0 if at < m.len() => m[at] = specials[next() % specials.len()],
+                    1 => m.insert(at, specials[next() % specials.len()]),
+                    _ => m.truncate(at),
+                }
+            }
+            let line = Bytes::from(m);
+            let owned = Capabilities::parse(&line);
+            match (Capabilities::parse_borrowed(&line), &owned) {
+                (Ok(view), Ok(o)) => {
+                    let types: Vec<Capability> = view.iter().map(|c| c.into_owned()).collect();
+                    assert_eq!(types, o.iter().collect::<Vec<_>>());
+                    assert_eq!(
+                        view.auth_mechanisms().collect::<Vec<_>>(),
+                        o.auth_mechanisms().collect::<Vec<_>>()
+                    );
+                    assert_eq!(view.has_starttls(), o.has_starttls());
+                    assert_eq!(view.login_disabled(), o.login_disabled());
+                    assert_eq!(&view.clone().map_octets(crate::octets::attach(&line)), o);
+                    assert_eq!(&view.into_owned(), o);
+                }
+                (Err(a), Err(b)) => assert_eq!(&a, b),
+                (a, b) => panic!("{line:?}: borrowed {a:?}, owned {b:?}"),
+            }
+        }
     }
 }

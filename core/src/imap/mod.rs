@@ -22,10 +22,11 @@ pub mod response;
 mod server;
 mod syntax;
 
-pub use capability::{Capabilities, Capability};
+pub use capability::{Capabilities, CapabilitiesRef, Capability, CapabilityRef};
 pub use client::{ClientConfig, ClientEvent, ClientSession};
 pub use command::{AString, Arg, Args, Command, CommandBody};
 pub use response::{Code, Response, Status, StatusResponse};
+pub use response::{CodeRef, ResponseRef, StatusResponseRef};
 pub use server::{ServerConfig, ServerEvent, ServerSession};
 pub use syntax::{trailing_literal, LiteralHeader, LiteralMode, SyntaxError};
 

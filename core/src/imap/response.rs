@@ -13,17 +13,24 @@
 //! Parsing is zero-copy: every byte string in the result is a
 //! [`Bytes::slice_ref`] of the message handed to [`Response::parse`], and
 //! parsing a status response allocates nothing.
+//!
+//! Every type here is generic over the container of its byte strings
+//! ([`Octets`], see [`crate::octets`]): `Response` is the owned form (`Bytes`
+//! handles), [`ResponseRef`] the borrowed one ([`Response::parse_borrowed`]:
+//! sub-slices of the caller's buffer, no reference count, no allocation).
+//! Both come out of the same grammar.
 
 use bytes::Bytes;
 
 use crate::appvalue;
-use crate::imap::capability::Capabilities;
+use crate::imap::capability::{self, Capabilities};
 use crate::imap::command::{frames_as_one, Args};
 use crate::imap::syntax::{
     all_atom_chars, atom, atom_word, is_text, list, number, nz_number, scan, tag, whole, word,
     write_decimal,
 };
 use crate::imap::SyntaxError;
+use crate::octets::{Octets, Source};
 use crate::UsageError;
 
 /// The condition of a status response (RFC 9051 §7.1).
@@ -86,24 +93,45 @@ impl Status {
 /// RFC 9051 §9 `resp-cond-state` / `resp-cond-auth` / `resp-cond-bye`: a
 /// status keyword and `resp-text = ["[" resp-text-code "]" SP] [text]`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct StatusResponse {
+pub struct StatusResponse<B: Octets = Bytes> {
     /// The condition.
     pub status: Status,
     /// The response code in brackets, if any.
-    pub code: Option<Code>,
+    pub code: Option<Code<B>>,
     /// The human-readable text (may be empty), as written: any octets but
     /// CR, LF and NUL.
-    pub text: Bytes,
+    pub text: B,
 }
 
-impl StatusResponse {
+/// A borrowed [`StatusResponse`]: a view into the parsed message.
+pub type StatusResponseRef<'a> = StatusResponse<&'a [u8]>;
+
+impl<B: Octets> StatusResponse<B> {
     /// Writes `status SP ["[" code "]" SP] text`, the RFC 9051 form (no CRLF,
     /// no tag). An empty text still gets its SP, as RFC 9051's optional
     /// `[text]` allows: `a1 OK `.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.status.as_str().as_bytes());
         out.push(b' ');
-        write_resp_text(self.code.as_ref(), &self.text, out);
+        write_resp_text(self.code.as_ref(), self.text.as_ref(), out);
+    }
+
+    /// Rebuilds the status response with another container, calling `f` on
+    /// every byte string in wire order (the code's, then the text).
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> StatusResponse<C> {
+        StatusResponse {
+            status: self.status,
+            code: self.code.map(|code| code.map_octets(&mut f)),
+            text: f(self.text),
+        }
+    }
+}
+
+impl<'a> StatusResponse<&'a [u8]> {
+    /// The same status response with its byte strings copied into fresh
+    /// [`Bytes`].
+    pub fn into_owned(self) -> StatusResponse {
+        self.map_octets(crate::octets::copy)
     }
 }
 
@@ -115,15 +143,15 @@ impl StatusResponse {
 /// [`Code::Other`] rather than failing the response. Names are
 /// case-insensitive.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Code {
+pub enum Code<B: Octets = Bytes> {
     /// `ALERT`: the text must be shown to the user.
     Alert,
     /// `CAPABILITY` followed by the capability list (RFC 9051
     /// `capability-data`), e.g. in the greeting or after `LOGIN`.
-    Capability(Capabilities),
+    Capability(Capabilities<B>),
     /// `REFERRAL` (RFC 2221 §3): the raw URL text (RFC 2221 allows several
     /// URLs separated by SP).
-    Referral(Bytes),
+    Referral(B),
     /// `PRIVACYREQUIRED` (RFC 9051 §7.1, RFC 5530): the operation needs TLS.
     PrivacyRequired,
     /// `PARSE`: a message could not be parsed.
@@ -142,16 +170,19 @@ pub enum Code {
     Unseen(u32),
     /// `PERMANENTFLAGS SP "(" [flag-perm *(SP flag-perm)] ")"`: the inside of
     /// the list.
-    PermanentFlags(Args),
+    PermanentFlags(Args<B>),
     /// Any other code, e.g. `[AUTHENTICATIONFAILED]`, `[UNAVAILABLE]`,
     /// `[CLOSED]`, `[APPENDUID 1 2]`, kept as name + raw args.
     Other {
         /// `atom`, as written.
-        name: Bytes,
+        name: B,
         /// `1*<any TEXT-CHAR except "]">` after the name's SP, raw.
-        args: Option<Bytes>,
+        args: Option<B>,
     },
 }
+
+/// A borrowed [`Code`]: a view into the parsed message.
+pub type CodeRef<'a> = Code<&'a [u8]>;
 
 /// The codes that take no arguments.
 #[cfg(test)]
@@ -164,7 +195,40 @@ const FLAG_CODES: [(&str, Code); 6] = [
     ("TRYCREATE", Code::TryCreate),
 ];
 
-impl Code {
+impl<'a> Code<&'a [u8]> {
+    /// The same code with its byte strings copied into fresh [`Bytes`].
+    pub fn into_owned(self) -> Code {
+        self.map_octets(crate::octets::copy)
+    }
+}
+
+impl<B: Octets> Code<B> {
+    /// Rebuilds the code with another container, calling `f` on every byte
+    /// string in wire order.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Code<C> {
+        match self {
+            Code::Alert => Code::Alert,
+            Code::Capability(caps) => Code::Capability(caps.map_octets(f)),
+            Code::Referral(url) => Code::Referral(f(url)),
+            Code::PrivacyRequired => Code::PrivacyRequired,
+            Code::Parse => Code::Parse,
+            Code::ReadOnly => Code::ReadOnly,
+            Code::ReadWrite => Code::ReadWrite,
+            Code::TryCreate => Code::TryCreate,
+            Code::UidNext(n) => Code::UidNext(n),
+            Code::UidValidity(n) => Code::UidValidity(n),
+            Code::Unseen(n) => Code::Unseen(n),
+            Code::PermanentFlags(flags) => Code::PermanentFlags(flags.map_octets(f)),
+            Code::Other { name, args } => {
+                let name = f(name);
+                Code::Other {
+                    name,
+                    args: args.map(f),
+                }
+            }
+        }
+    }
+
     /// The code's name: upper case for the typed codes, as written for
     /// [`Code::Other`].
     pub fn name(&self) -> &[u8] {
@@ -181,7 +245,7 @@ impl Code {
             Code::UidValidity(_) => b"UIDVALIDITY",
             Code::Unseen(_) => b"UNSEEN",
             Code::PermanentFlags(_) => b"PERMANENTFLAGS",
-            Code::Other { name, .. } => name,
+            Code::Other { name, .. } => name.as_ref(),
         }
     }
 
@@ -191,7 +255,7 @@ impl Code {
     /// `inner` is what [`resp_text`] found between `[` and the first `]` of
     /// a valid text: it holds no `]`, CR, LF or NUL, so the arguments need no
     /// further check.
-    fn parse(message: &Bytes, inner: &[u8]) -> Option<Code> {
+    fn parse_in<'a, S: Source<'a>>(src: S, inner: &'a [u8]) -> Option<Code<S::Out>> {
         let (rest, name) = atom(inner).ok()?;
         let args = match rest {
             [] => None,
@@ -221,18 +285,18 @@ impl Code {
             (Some(UIDNEXT), Some(args)) => whole(args, nz_number).map(Code::UidNext),
             (Some(UIDVALIDITY), Some(args)) => whole(args, nz_number).map(Code::UidValidity),
             (Some(UNSEEN), Some(args)) => whole(args, nz_number).map(Code::Unseen),
-            (Some(REFERRAL), Some(args)) => Some(Code::Referral(message.slice_ref(args))),
-            (Some(CAPABILITY), Some(args)) => Capabilities::parse(&message.slice_ref(args))
+            (Some(REFERRAL), Some(args)) => Some(Code::Referral(src.piece(args))),
+            (Some(CAPABILITY), Some(args)) => capability::parse_piece(src, args)
                 .ok()
                 .map(Code::Capability),
             (Some(PERMANENTFLAGS), Some(args)) => whole(args, list)
                 .filter(|flags| is_flag_list(flags))
-                .map(|flags| Code::PermanentFlags(Args::from_validated(message.slice_ref(flags)))),
+                .map(|flags| Code::PermanentFlags(Args::from_validated(src.piece(flags)))),
             _ => None,
         };
         Some(typed.unwrap_or_else(|| Code::Other {
-            name: message.slice_ref(name),
-            args: args.map(|a| message.slice_ref(a)),
+            name: src.piece(name),
+            args: args.map(|a| src.piece(a)),
         }))
     }
 
@@ -242,11 +306,11 @@ impl Code {
         match self {
             Code::Capability(caps) => {
                 out.push(b' ');
-                out.extend_from_slice(caps.as_bytes());
+                out.extend_from_slice(caps.as_bytes().as_ref());
             }
             Code::Referral(url) => {
                 out.push(b' ');
-                out.extend_from_slice(url);
+                out.extend_from_slice(url.as_ref());
             }
             Code::UidNext(n) | Code::UidValidity(n) | Code::Unseen(n) => {
                 out.push(b' ');
@@ -254,14 +318,14 @@ impl Code {
             }
             Code::PermanentFlags(flags) => {
                 out.extend_from_slice(b" (");
-                out.extend_from_slice(flags.as_bytes());
+                out.extend_from_slice(flags.as_bytes().as_ref());
                 out.push(b')');
             }
             Code::Other {
                 args: Some(args), ..
             } => {
                 out.push(b' ');
-                out.extend_from_slice(args);
+                out.extend_from_slice(args.as_ref());
             }
             _ => {}
         }
@@ -280,19 +344,19 @@ fn is_flag_list(flags: &[u8]) -> bool {
 /// One IMAP response message (RFC 9051 §9 `response`, `greeting`,
 /// `continue-req`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Response {
+pub enum Response<B: Octets = Bytes> {
     /// Tagged completion: `a1 OK [code] text` (status is Ok/No/Bad only).
     Tagged {
         /// The tag of the command it completes.
-        tag: Bytes,
+        tag: B,
         /// `OK`, `NO` or `BAD`, code and text.
-        status: StatusResponse,
+        status: StatusResponse<B>,
     },
     /// Untagged status: `* OK/NO/BAD/BYE/PREAUTH [code] text` (also used for
     /// the greeting).
-    Status(StatusResponse),
+    Status(StatusResponse<B>),
     /// `* CAPABILITY ...` (RFC 9051 §7.2.2).
-    Capability(Capabilities),
+    Capability(Capabilities<B>),
     /// Any other untagged data: `* 23 EXISTS`, `* 1 FETCH (FLAGS (\Seen)
     /// BODY[] {28}\r\n...)`, `* LIST () "/" INBOX`, `* ENABLED ...`,
     /// `* ID (...)`.
@@ -300,17 +364,72 @@ pub enum Response {
         /// The leading `number` of message data (`* 23 EXISTS`).
         number: Option<u32>,
         /// The response name, an atom as written.
-        name: Bytes,
+        name: B,
         /// The rest, as generic arguments (empty when there is none).
-        args: Args,
+        args: Args<B>,
     },
     /// `+ text` or `+ base64` (continuation request, RFC 9051 §7.5).
     Continuation {
         /// A response code, if the text starts with one.
-        code: Option<Code>,
+        code: Option<Code<B>>,
         /// The text or base64 SASL challenge (may be empty).
-        text: Bytes,
+        text: B,
     },
+}
+
+/// A borrowed [`Response`]: a view into the parsed message
+/// ([`Response::parse_borrowed`]).
+pub type ResponseRef<'a> = Response<&'a [u8]>;
+
+/// The response grammar, once for both forms: every kept sub-slice goes
+/// through [`Source::piece`].
+fn parse_in<'a, S: Source<'a>>(src: S) -> Result<Response<S::Out>, SyntaxError> {
+    let input = src.octets();
+    let invalid = |reason| SyntaxError::InvalidResponse { reason };
+    if let Some(rest) = input.strip_prefix(b"+") {
+        let text = match rest {
+            [] => rest,
+            [b' ', text @ ..] => text,
+            _ => return Err(invalid("continuation request: expected SP after '+'")),
+        };
+        let (code, text) = resp_text(src, text)?;
+        return Ok(Response::Continuation { code, text });
+    }
+    if let Some(rest) = input.strip_prefix(b"*") {
+        let rest = rest
+            .strip_prefix(b" ")
+            .ok_or(invalid("expected SP after '*'"))?;
+        return untagged(src, rest);
+    }
+    let (rest, tag_text) = tag(input).map_err(|_| SyntaxError::Tag)?;
+    let rest = rest.strip_prefix(b" ").ok_or(SyntaxError::Tag)?;
+    let (after, keyword) = atom(rest).map_err(|_| invalid("expected OK, NO or BAD"))?;
+    let status = match Status::from_keyword(keyword) {
+        Some(s @ (Status::Ok | Status::No | Status::Bad)) => s,
+        Some(_) => return Err(invalid("BYE and PREAUTH are never tagged")),
+        None => return Err(invalid("expected OK, NO or BAD")),
+    };
+    let status = status_tail(src, status, after)?;
+    Ok(Response::Tagged {
+        tag: src.piece(tag_text),
+        status,
+    })
+}
+
+impl<'a> Response<&'a [u8]> {
+    /// [`Response::parse`] without `Bytes` handles: every byte string of the
+    /// result is a sub-slice of `message`. Same grammar, same errors;
+    /// allocates nothing.
+    pub fn parse_borrowed(message: &'a [u8]) -> Result<Self, SyntaxError> {
+        parse_in(message)
+    }
+
+    /// The same response with its byte strings copied into fresh [`Bytes`]
+    /// (to keep it past the buffer). [`crate::octets::attach`] given to
+    /// [`Response::map_octets`] shares the buffer instead.
+    pub fn into_owned(self) -> Response {
+        self.map_octets(crate::octets::copy)
+    }
 }
 
 impl Response {
@@ -326,91 +445,7 @@ impl Response {
     /// keyword, is [`SyntaxError::InvalidResponse`]; a bad tag is
     /// [`SyntaxError::Tag`].
     pub fn parse(message: &Bytes) -> Result<Response, SyntaxError> {
-        let input: &[u8] = message;
-        let invalid = |reason| SyntaxError::InvalidResponse { reason };
-        if let Some(rest) = input.strip_prefix(b"+") {
-            let text = match rest {
-                [] => rest,
-                [b' ', text @ ..] => text,
-                _ => return Err(invalid("continuation request: expected SP after '+'")),
-            };
-            let (code, text) = resp_text(message, text)?;
-            return Ok(Response::Continuation { code, text });
-        }
-        if let Some(rest) = input.strip_prefix(b"*") {
-            let rest = rest
-                .strip_prefix(b" ")
-                .ok_or(invalid("expected SP after '*'"))?;
-            return untagged(message, rest);
-        }
-        let (rest, tag_text) = tag(input).map_err(|_| SyntaxError::Tag)?;
-        let rest = rest.strip_prefix(b" ").ok_or(SyntaxError::Tag)?;
-        let (after, keyword) = atom(rest).map_err(|_| invalid("expected OK, NO or BAD"))?;
-        let status = match Status::from_keyword(keyword) {
-            Some(s @ (Status::Ok | Status::No | Status::Bad)) => s,
-            Some(_) => return Err(invalid("BYE and PREAUTH are never tagged")),
-            None => return Err(invalid("expected OK, NO or BAD")),
-        };
-        let status = status_tail(message, status, after)?;
-        Ok(Response::Tagged {
-            tag: message.slice_ref(tag_text),
-            status,
-        })
-    }
-
-    /// True for a greeting (RFC 9051 §7.1: `greeting = "*" SP (resp-cond-auth
-    /// / resp-cond-bye) CRLF`): an untagged `OK`, `PREAUTH` or `BYE`.
-    pub fn is_greeting(&self) -> bool {
-        matches!(
-            self,
-            Response::Status(StatusResponse {
-                status: Status::Ok | Status::Preauth | Status::Bye,
-                ..
-            })
-        )
-    }
-
-    /// Appends the whole response, literals inline and final CRLF included.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
-        match self {
-            Response::Tagged { tag, status } => {
-                out.extend_from_slice(tag);
-                out.push(b' ');
-                status.write_to(out);
-            }
-            Response::Status(status) => {
-                out.extend_from_slice(b"* ");
-                status.write_to(out);
-            }
-            Response::Capability(caps) => {
-                out.extend_from_slice(b"* CAPABILITY ");
-                out.extend_from_slice(caps.as_bytes());
-            }
-            Response::Data { number, name, args } => {
-                out.extend_from_slice(b"* ");
-                if let Some(n) = number {
-                    write_decimal(u64::from(*n), out);
-                    out.push(b' ');
-                }
-                out.extend_from_slice(name);
-                if !args.is_empty() {
-                    out.push(b' ');
-                    out.extend_from_slice(args.as_bytes());
-                }
-            }
-            Response::Continuation { code, text } => {
-                out.extend_from_slice(b"+ ");
-                write_resp_text(code.as_ref(), text, out);
-            }
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-
-    /// The whole response, final CRLF included.
-    pub fn to_bytes(&self) -> Bytes {
-        let mut out = Vec::with_capacity(64);
-        self.write_to(&mut out);
-        Bytes::from(out)
+        parse_in(message)
     }
 
     /// Checks that the response can be sent: its bytes frame as exactly one
@@ -460,8 +495,94 @@ impl Response {
     }
 }
 
+impl<B: Octets> Response<B> {
+    /// Rebuilds the response with another container, calling `f` on every
+    /// byte string in wire order. With [`crate::octets::attach`] a borrowed
+    /// response becomes exactly the owned one [`Response::parse`] gives.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Response<C> {
+        match self {
+            Response::Tagged { tag, status } => {
+                let tag = f(tag);
+                Response::Tagged {
+                    tag,
+                    status: status.map_octets(f),
+                }
+            }
+            Response::Status(status) => Response::Status(status.map_octets(f)),
+            Response::Capability(caps) => Response::Capability(caps.map_octets(f)),
+            Response::Data { number, name, args } => {
+                let name = f(name);
+                Response::Data {
+                    number,
+                    name,
+                    args: args.map_octets(f),
+                }
+            }
+            Response::Continuation { code, text } => Response::Continuation {
+                code: code.map(|code| code.map_octets(&mut f)),
+                text: f(text),
+            },
+        }
+    }
+
+    /// True for a greeting (RFC 9051 §7.1: `greeting = "*" SP (resp-cond-auth
+    /// / resp-cond-bye) CRLF`): an untagged `OK`, `PREAUTH` or `BYE`.
+    pub fn is_greeting(&self) -> bool {
+        matches!(
+            self,
+            Response::Status(StatusResponse {
+                status: Status::Ok | Status::Preauth | Status::Bye,
+                ..
+            })
+        )
+    }
+
+    /// Appends the whole response, literals inline and final CRLF included.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Response::Tagged { tag, status } => {
+                out.extend_from_slice(tag.as_ref());
+                out.push(b' ');
+                status.write_to(out);
+            }
+            Response::Status(status) => {
+                out.extend_from_slice(b"* ");
+                status.write_to(out);
+            }
+            Response::Capability(caps) => {
+                out.extend_from_slice(b"* CAPABILITY ");
+                out.extend_from_slice(caps.as_bytes().as_ref());
+            }
+            Response::Data { number, name, args } => {
+                out.extend_from_slice(b"* ");
+                if let Some(n) = number {
+                    write_decimal(u64::from(*n), out);
+                    out.push(b' ');
+                }
+                out.extend_from_slice(name.as_ref());
+                if !args.is_empty() {
+                    out.push(b' ');
+                    out.extend_from_slice(args.as_bytes().as_ref());
+                }
+            }
+            Response::Continuation { code, text } => {
+                out.extend_from_slice(b"+ ");
+                write_resp_text(code.as_ref(), text.as_ref(), out);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The whole response, final CRLF included.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64);
+        self.write_to(&mut out);
+        Bytes::from(out)
+    }
+}
+
 /// Everything after `* `.
-fn untagged(message: &Bytes, rest: &[u8]) -> Result<Response, SyntaxError> {
+fn untagged<'a, S: Source<'a>>(src: S, rest: &'a [u8]) -> Result<Response<S::Out>, SyntaxError> {
     let invalid = |reason| SyntaxError::InvalidResponse { reason };
     let (rest, number) = match number(rest) {
         Ok((r, n)) => (
@@ -477,7 +598,7 @@ fn untagged(message: &Bytes, rest: &[u8]) -> Result<Response, SyntaxError> {
     let (after, name) = atom(rest).map_err(|_| invalid("expected a response name"))?;
     if number.is_none() {
         if let Some(status) = Status::from_keyword(name) {
-            return Ok(Response::Status(status_tail(message, status, after)?));
+            return Ok(Response::Status(status_tail(src, status, after)?));
         }
         if name.eq_ignore_ascii_case(b"CAPABILITY") {
             // Informational: an empty list is read as one (docs/design.md,
@@ -487,33 +608,31 @@ fn untagged(message: &Bytes, rest: &[u8]) -> Result<Response, SyntaxError> {
                 [b' ', list @ ..] => list,
                 _ => return Err(invalid("expected SP after CAPABILITY")),
             };
-            return Ok(Response::Capability(Capabilities::parse(
-                &message.slice_ref(list),
-            )?));
+            return Ok(Response::Capability(capability::parse_piece(src, list)?));
         }
     }
     let args = match after {
-        [] | [b' '] => Args::new(),
+        [] | [b' '] => Args::from_validated(src.piece(&after[..0])),
         [b' ', args @ ..] => {
             scan(args, false).map_err(|e| e.for_response())?;
-            Args::from_validated(message.slice_ref(args))
+            Args::from_validated(src.piece(args))
         }
         _ => return Err(invalid("unexpected octet after the response name")),
     };
     Ok(Response::Data {
         number,
-        name: message.slice_ref(name),
+        name: src.piece(name),
         args,
     })
 }
 
 /// What follows a status keyword: `[SP resp-text]`.
 #[inline]
-fn status_tail(
-    message: &Bytes,
+fn status_tail<'a, S: Source<'a>>(
+    src: S,
     status: Status,
-    after: &[u8],
-) -> Result<StatusResponse, SyntaxError> {
+    after: &'a [u8],
+) -> Result<StatusResponse<S::Out>, SyntaxError> {
     let text = match after {
         [] => after,
         [b' ', text @ ..] => text,
@@ -523,14 +642,18 @@ fn status_tail(
             })
         }
     };
-    let (code, text) = resp_text(message, text)?;
+    let (code, text) = resp_text(src, text)?;
     Ok(StatusResponse { status, code, text })
 }
 
 /// `resp-text = ["[" resp-text-code "]" SP] [text]`. Text that starts with
 /// `[` but is not a valid code followed by SP or the end is all text.
 #[inline]
-fn resp_text(message: &Bytes, input: &[u8]) -> Result<(Option<Code>, Bytes), SyntaxError> {
+#[allow(clippy::type_complexity)]
+fn resp_text<'a, S: Source<'a>>(
+    src: S,
+    input: &'a [u8],
+) -> Result<(Option<Code<S::Out>>, S::Out), SyntaxError> {
     if !is_text(input) {
         return Err(SyntaxError::InvalidResponse {
             reason: "CR, LF or NUL in response text",
@@ -546,15 +669,15 @@ fn resp_text(message: &Bytes, input: &[u8]) -> Result<(Option<Code>, Bytes), Syn
                 [b' ', text @ ..] => Some(text),
                 _ => None,
             };
-            if let (Some(text), Some(code)) = (text, Code::parse(message, inner)) {
-                return Ok((Some(code), message.slice_ref(text)));
+            if let (Some(text), Some(code)) = (text, Code::<S::Out>::parse_in(src, inner)) {
+                return Ok((Some(code), src.piece(text)));
             }
         }
     }
-    Ok((None, message.slice_ref(input)))
+    Ok((None, src.piece(input)))
 }
 
-fn write_resp_text(code: Option<&Code>, text: &[u8], out: &mut Vec<u8>) {
+fn write_resp_text<B: Octets>(code: Option<&Code<B>>, text: &[u8], out: &mut Vec<u8>) {
     if let Some(code) = code {
         out.push(b'[');
         code.write_to(out);
@@ -569,13 +692,40 @@ mod tests {
     use crate::imap::capability::Capability;
     use crate::imap::command::Arg;
     use crate::imap::LiteralMode;
+    use crate::octets::attach;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
+    /// The owned parse, checked against the borrowed one: every test vector
+    /// of this module goes through [`differential`].
     fn parse(s: &[u8]) -> Result<Response, SyntaxError> {
-        Response::parse(&Bytes::copy_from_slice(s))
+        differential(s)
+    }
+
+    /// `parse_borrowed` and `parse` agree on `s`: both Ok or both the same
+    /// error; when Ok, the borrowed value attached to the line, and copied,
+    /// is the owned value, and writes the same octets.
+    fn differential(s: &[u8]) -> Result<Response, SyntaxError> {
+        let line = Bytes::copy_from_slice(s);
+        let owned = Response::parse(&line);
+        let borrowed = Response::parse_borrowed(&line);
+        match (&borrowed, &owned) {
+            (Ok(view), Ok(o)) => {
+                let attached = view.clone().map_octets(attach(&line));
+                assert_eq!(&attached, o, "{:?}", String::from_utf8_lossy(s));
+                assert_eq!(view.to_bytes(), o.to_bytes());
+                assert_eq!(&view.clone().into_owned(), o);
+                assert_eq!(view.is_greeting(), o.is_greeting());
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b, "{:?}", String::from_utf8_lossy(s)),
+            _ => panic!(
+                "{:?}: borrowed {borrowed:?}, owned {owned:?}",
+                String::from_utf8_lossy(s)
+            ),
+        }
+        owned
     }
 
     fn ok(s: &[u8]) -> Response {
@@ -588,8 +738,8 @@ mod tests {
         let wire = r.to_bytes();
         assert!(wire.ends_with(b"\r\n"));
         let body = wire.slice(..wire.len() - 2);
-        let again = Response::parse(&body)
-            .unwrap_or_else(|e| panic!("{:?} did not parse again: {e:?}", body));
+        let again =
+            differential(&body).unwrap_or_else(|e| panic!("{:?} did not parse again: {e:?}", body));
         assert_eq!(&again, r);
         assert_eq!(again.to_bytes(), wire);
     }
@@ -830,7 +980,7 @@ mod tests {
                 "{line}"
             );
         }
-        assert_eq!(Code::UidNext(1).name(), b"UIDNEXT");
+        assert_eq!(Code::<Bytes>::UidNext(1).name(), b"UIDNEXT");
         // A capability list is read tolerantly: a word that is not an atom
         // is kept, not a reason to drop the list.
         let Some(Code::Capability(c)) = code("* OK [CAPABILITY IMAP4rev1 a\\b STARTTLS] x") else {
@@ -1277,11 +1427,61 @@ mod tests {
             // What `resp_text` hands to `Code::parse`.
             if is_text(&message) && !message.contains(&b']') {
                 assert_eq!(
-                    Code::parse(&message, &message),
+                    Code::<Bytes>::parse_in(&message, &message),
                     code_parse_general(&message, &message),
                     "{show:?}"
                 );
             }
         }
+    }
+
+    /// The borrowed and the owned parse agree on the seeds, on generated
+    /// responses and on mutations of both (including truncations that cut
+    /// literals and codes), and the attached borrowed value shares the
+    /// line's storage.
+    #[test]
+    fn borrowed_and_owned_agree() {
+        let mut r = Rng(0xd1ff_0000_2026_1207);
+        let mut corpus: Vec<Vec<u8>> = SEEDS.iter().map(|s| s.to_vec()).collect();
+        for _ in 0..2000 {
+            let wire = gen_response(&mut r).to_bytes();
+            corpus.push(wire[..wire.len() - 2].to_vec());
+        }
+        let specials = b" ()[]{}<>\"\\~+-*%:0123456789\r\n\0\xC3\xFFaZ";
+        let mut agreed_ok = 0;
+        for i in 0..corpus.len() * 4 {
+            let mut m = corpus[i % corpus.len()].clone();
+            if i >= corpus.len() {
+                for _ in 0..1 + r.below(3) {
+                    let at = r.below(m.len() + 1);
+                    match r.below(4) {
+                        0 if at < m.len() => {
+                            m.remove(at);
+                        }
+                        1 if at < m.len() => m[at] = r.pick(specials),
+                        2 => m.insert(at, r.pick(specials)),
+                        _ => m.truncate(at),
+                    }
+                }
+            }
+            if differential(&m).is_ok() {
+                agreed_ok += 1;
+            }
+        }
+        assert!(agreed_ok > 2000, "{agreed_ok}");
+        // Attached pieces point into the line: no copy.
+        let line = Bytes::from_static(b"* OK [REFERRAL imap://x/] see there");
+        let view = Response::parse_borrowed(&line).unwrap();
+        let Response::Status(StatusResponse {
+            code: Some(Code::Referral(url)),
+            text,
+            ..
+        }) = view.map_octets(attach(&line))
+        else {
+            panic!()
+        };
+        assert_eq!(url.as_ptr(), line[15..].as_ptr());
+        assert_eq!(text.as_ptr(), line[26..].as_ptr());
+        assert_eq!(text, "see there");
     }
 }

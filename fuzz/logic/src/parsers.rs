@@ -72,9 +72,34 @@ fn walk(args: &imap::Args, depth: usize) {
 }
 
 /// Raw bytes into the IMAP response parser and the capability parser.
+/// The borrowed parse (`parse_borrowed`) is checked against the owned one on
+/// every input: both accept or both refuse with the same error, and the
+/// borrowed value attached to the line (or copied) is the owned value.
 pub fn imap_response(data: &[u8]) {
-    let _ = imap::Capabilities::parse(&Bytes::copy_from_slice(data));
-    let Ok(r) = imap::Response::parse(&Bytes::copy_from_slice(data)) else {
+    let b = Bytes::copy_from_slice(data);
+    let caps = imap::Capabilities::parse(&b);
+    match (imap::Capabilities::parse_borrowed(data), &caps) {
+        (Ok(view), Ok(owned)) => {
+            assert_eq!(
+                &view.clone().map_octets(starttls::octets::attach(&b)),
+                owned
+            );
+            assert_eq!(&view.into_owned(), owned);
+        }
+        (Err(e), Err(e2)) => assert_eq!(&e, e2),
+        (view, owned) => panic!("capabilities: borrowed {view:?}, owned {owned:?}"),
+    }
+    let owned = imap::Response::parse(&b);
+    match (imap::Response::parse_borrowed(data), &owned) {
+        (Ok(view), Ok(o)) => {
+            assert_eq!(&view.clone().map_octets(starttls::octets::attach(&b)), o);
+            assert_eq!(view.to_bytes(), o.to_bytes());
+            assert_eq!(&view.into_owned(), o);
+        }
+        (Err(e), Err(e2)) => assert_eq!(&e, e2),
+        (view, o) => panic!("response: borrowed {view:?}, owned {o:?}"),
+    }
+    let Ok(r) = owned else {
         return;
     };
     let again =
