@@ -39,6 +39,8 @@ use criterion::{criterion_group, Criterion, Throughput};
 use imap_codec::decode::Decoder;
 use imap_codec::{CommandCodec, ResponseCodec};
 use starttls::imap::{trailing_literal, Arg, Args, Command, CommandBody, Response};
+use starttls::imap::command::ArgsRef;
+use starttls::imap::ResponseRef;
 
 #[global_allocator]
 static A: starttls_bench::alloc::Counting = starttls_bench::alloc::Counting;
@@ -392,6 +394,63 @@ fn starttls_responses(input: &Input, deep: bool) -> usize {
     ok
 }
 
+/// Calls `f` on each message of `raw` (without its final CRLF) as a
+/// sub-slice, framed in place by [`frame`]: the borrowed path, no handle, no
+/// copy, literals included. Panics on a framing error.
+#[inline]
+fn each_message_borrowed(raw: &[u8], mut f: impl FnMut(&[u8])) -> usize {
+    let mut pos = 0;
+    let mut n = 0;
+    while let Some(rest) = raw.get(pos..).filter(|r| !r.is_empty()) {
+        let len = match frame(rest) {
+            Ok(Some(len)) => len,
+            Ok(None) => break,
+            Err(()) => panic!("framing error at octet {pos}"),
+        };
+        f(&rest[..len - 2]);
+        pos += len;
+        n += 1;
+    }
+    n
+}
+
+/// [`walk`] over borrowed arguments.
+fn walk_borrowed(args: &ArgsRef<'_>) -> usize {
+    let mut n = 0;
+    for arg in args {
+        n += 1;
+        match &arg {
+            Arg::List(inner) => n += walk_borrowed(inner),
+            Arg::Literal { data, .. } => {
+                black_box(data.len());
+            }
+            _ => {}
+        }
+        black_box(&arg);
+    }
+    n
+}
+
+/// `Response::parse_borrowed` on each message framed in place in the raw
+/// stream (`deep`: every argument walked, as `starttls_walk`).
+fn starttls_responses_borrowed(input: &Input, deep: bool) -> usize {
+    let mut ok = 0usize;
+    let mut tokens = 0usize;
+    each_message_borrowed(&input.raw, |m| {
+        if let Ok(resp) = ResponseRef::parse_borrowed(m) {
+            ok += 1;
+            if deep {
+                if let Response::Data { args, .. } = &resp {
+                    tokens += walk_borrowed(args);
+                }
+            }
+            black_box(&resp);
+        }
+    });
+    black_box(tokens);
+    ok
+}
+
 fn imap_codec_commands(input: &Input) -> usize {
     let codec = CommandCodec::default();
     let mut rest = &input.raw[..];
@@ -473,9 +532,11 @@ const COMMAND_PARSERS: [(&str, Pass); 3] = [
     ("imap_codec", imap_codec_commands),
 ];
 
-const RESPONSE_PARSERS: [(&str, Pass); 4] = [
+const RESPONSE_PARSERS: [(&str, Pass); 6] = [
     ("starttls", |i| starttls_responses(i, false)),
     ("starttls_walk", |i| starttls_responses(i, true)),
+    ("starttls_borrowed", |i| starttls_responses_borrowed(i, false)),
+    ("starttls_borrowed_walk", |i| starttls_responses_borrowed(i, true)),
     ("imap_codec", imap_codec_responses),
     ("imap_proto", imap_proto_responses),
 ];
