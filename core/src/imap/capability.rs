@@ -104,7 +104,7 @@ impl Capability {
     }
 }
 
-impl<'a> Capability<&'a [u8]> {
+impl CapabilityRef<'_> {
     /// The same capability with its byte strings copied into fresh
     /// [`Bytes`].
     pub fn into_owned(self) -> Capability {

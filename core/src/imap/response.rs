@@ -127,7 +127,7 @@ impl<B: Octets> StatusResponse<B> {
     }
 }
 
-impl<'a> StatusResponse<&'a [u8]> {
+impl StatusResponseRef<'_> {
     /// The same status response with its byte strings copied into fresh
     /// [`Bytes`].
     pub fn into_owned(self) -> StatusResponse {
@@ -195,7 +195,7 @@ const FLAG_CODES: [(&str, Code); 6] = [
     ("TRYCREATE", Code::TryCreate),
 ];
 
-impl<'a> Code<&'a [u8]> {
+impl CodeRef<'_> {
     /// The same code with its byte strings copied into fresh [`Bytes`].
     pub fn into_owned(self) -> Code {
         self.map_octets(crate::octets::copy)
