@@ -38,9 +38,9 @@ use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use imap_codec::decode::Decoder;
 use imap_codec::{CommandCodec, ResponseCodec};
-use starttls::imap::{trailing_literal, Arg, Args, Command, CommandBody, Response};
 use starttls::imap::command::ArgsRef;
 use starttls::imap::ResponseRef;
+use starttls::imap::{trailing_literal, Arg, Args, Command, CommandBody, Response};
 
 #[global_allocator]
 static A: starttls_bench::alloc::Counting = starttls_bench::alloc::Counting;
@@ -535,8 +535,12 @@ const COMMAND_PARSERS: [(&str, Pass); 3] = [
 const RESPONSE_PARSERS: [(&str, Pass); 6] = [
     ("starttls", |i| starttls_responses(i, false)),
     ("starttls_walk", |i| starttls_responses(i, true)),
-    ("starttls_borrowed", |i| starttls_responses_borrowed(i, false)),
-    ("starttls_borrowed_walk", |i| starttls_responses_borrowed(i, true)),
+    ("starttls_borrowed", |i| {
+        starttls_responses_borrowed(i, false)
+    }),
+    ("starttls_borrowed_walk", |i| {
+        starttls_responses_borrowed(i, true)
+    }),
     ("imap_codec", imap_codec_responses),
     ("imap_proto", imap_proto_responses),
 ];
