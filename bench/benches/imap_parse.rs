@@ -24,6 +24,9 @@
 //! zero-copy `Bytes` slice, as a session does. `starttls_walk` also iterates
 //! every generic argument, recursively (our `Args` are validated at parse
 //! time and tokenized on demand; the peers build their whole typed tree).
+//! `starttls_borrowed` / `starttls_borrowed_walk` (commands) frame the raw
+//! stream in place with the same rule and parse each message with
+//! `CommandRef::parse_borrowed`: no `Bytes`, no reference counts.
 //! imap-codec and imap-proto decode straight from the buffer and return the
 //! remainder, which is how they are meant to be driven.
 //!
@@ -38,7 +41,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use imap_codec::decode::Decoder;
 use imap_codec::{CommandCodec, ResponseCodec};
-use starttls::imap::command::ArgsRef;
+use starttls::imap::command::{ArgsRef, CommandRef};
 use starttls::imap::ResponseRef;
 use starttls::imap::{trailing_literal, Arg, Args, Command, CommandBody, Response};
 
@@ -376,6 +379,64 @@ fn starttls_commands(input: &Input, deep: bool) -> usize {
     ok
 }
 
+/// Calls `f` on each message of the raw stream (without its final CRLF),
+/// borrowed in place: the framing rule of [`frame`] over `&[u8]`, no copy,
+/// no `Bytes`. Returns how many there were; panics on a framing error.
+#[inline]
+fn each_command_borrowed(raw: &[u8], mut f: impl FnMut(&[u8])) -> usize {
+    let mut rest = raw;
+    let mut n = 0;
+    while !rest.is_empty() {
+        let len = match frame(rest) {
+            Ok(Some(len)) => len,
+            Ok(None) => break,
+            Err(()) => panic!("framing error at octet {}", raw.len() - rest.len()),
+        };
+        let (message, after) = rest.split_at(len);
+        f(&message[..len - 2]);
+        rest = after;
+        n += 1;
+    }
+    n
+}
+
+/// [`walk`] over borrowed arguments.
+fn walk_command_borrowed(args: &ArgsRef<'_>) -> usize {
+    let mut n = 0;
+    for arg in args {
+        n += 1;
+        match &arg {
+            Arg::List(inner) => n += walk_command_borrowed(inner),
+            Arg::Literal { data, .. } => {
+                black_box(data.len());
+            }
+            _ => {}
+        }
+        black_box(&arg);
+    }
+    n
+}
+
+/// The borrowed path: frame the raw stream in place, parse each message
+/// with `CommandRef::parse_borrowed` (no allocation, no reference count).
+fn starttls_borrowed_commands(input: &Input, deep: bool) -> usize {
+    let mut ok = 0usize;
+    let mut tokens = 0usize;
+    each_command_borrowed(&input.raw, |m| {
+        if let Ok(cmd) = CommandRef::parse_borrowed(m) {
+            ok += 1;
+            if deep {
+                if let CommandBody::Other { args, .. } = &cmd.body {
+                    tokens += walk_command_borrowed(args);
+                }
+            }
+            black_box(&cmd);
+        }
+    });
+    black_box(tokens);
+    ok
+}
+
 fn starttls_responses(input: &Input, deep: bool) -> usize {
     let mut ok = 0usize;
     let mut tokens = 0usize;
@@ -526,9 +587,15 @@ fn check_ours(input: &Input, commands: bool) {
 
 type Pass = fn(&Input) -> usize;
 
-const COMMAND_PARSERS: [(&str, Pass); 3] = [
+const COMMAND_PARSERS: [(&str, Pass); 5] = [
     ("starttls", |i| starttls_commands(i, false)),
     ("starttls_walk", |i| starttls_commands(i, true)),
+    ("starttls_borrowed", |i| {
+        starttls_borrowed_commands(i, false)
+    }),
+    ("starttls_borrowed_walk", |i| {
+        starttls_borrowed_commands(i, true)
+    }),
     ("imap_codec", imap_codec_commands),
 ];
 

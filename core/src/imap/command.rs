@@ -11,10 +11,14 @@
 //! generically as a name and an [`Args`] tree, which is enough to relay or
 //! dispatch it.
 //!
-//! Parsing is zero-copy: every byte string in the result is a
-//! [`Bytes::slice_ref`] of the message handed to [`Command::parse`], lists are
-//! kept as validated raw bytes and parsed again when iterated, and parsing
-//! allocates nothing.
+//! Parsing is zero-copy and allocates nothing: lists are kept as validated
+//! raw bytes and parsed again when iterated. Every type holding byte strings
+//! is generic over its container (see [`crate::octets`]): [`Command::parse`]
+//! gives a [`Command`] whose byte strings are [`Bytes::slice_ref`]s of the
+//! message; [`CommandRef::parse_borrowed`] gives a [`CommandRef`] of
+//! sub-slices (no reference count touched), from the same grammar, with the
+//! same errors; `map_octets`, `into_owned` and [`crate::octets::attach`]
+//! convert between them.
 
 use std::borrow::Cow;
 
@@ -24,8 +28,8 @@ use crate::appvalue::{self, Unsendable};
 use crate::imap::frame::{Frame, FrameLimits, MessageFramer};
 use crate::imap::syntax::{
     all_astring_chars, all_atom_chars, atom, atom_word, escape, is_base64, is_quotable,
-    lex_astring, lex_item, list, nil, nstring, scan, string, tag, unescape, whole, word, LexError,
-    Lit, Str,
+    lex_astring, lex_item, list, nil, nstring, scan, skip_list, string, tag, unescape, whole, word,
+    LexError, Lit, Str,
 };
 use crate::imap::{LiteralHeader, LiteralMode, SyntaxError};
 use crate::octets::{Octets, Source};
@@ -460,7 +464,9 @@ impl<B: Slice> Iterator for ArgIter<'_, B> {
             return None;
         }
         if rest.first() == Some(&b'(') {
-            match list(rest) {
+            // The bytes were validated when parsed: the list's end is found
+            // by counting, not by validating again.
+            match skip_list(rest).ok_or(()) {
                 Ok((after, inner)) => {
                     self.rest = after;
                     return Some(Arg::List(Args(self.args.slice_of(inner), Unsendable(None))));
@@ -498,20 +504,30 @@ impl<B: Slice> Iterator for ArgIter<'_, B> {
 // ---------------------------------------------------------------------------
 
 /// One IMAP command: RFC 9051 §9 `command = tag SP (...) CRLF`.
+///
+/// Generic over its byte container (see [`crate::octets`]): `Command` holds
+/// [`Bytes`] ([`Command::parse`]), [`CommandRef`] borrows the message
+/// ([`CommandRef::parse_borrowed`]); both come out of the same parser.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Command {
+pub struct Command<B: Octets = Bytes> {
     /// `tag = 1*<any ASTRING-CHAR except "+">`, as written.
-    pub tag: Bytes,
+    pub tag: B,
     /// The command and its arguments.
-    pub body: CommandBody,
+    pub body: CommandBody<B>,
 }
+
+/// A [`Command`] borrowing the parsed message.
+pub type CommandRef<'a> = Command<&'a [u8]>;
+
+/// A [`CommandBody`] borrowing the parsed message.
+pub type CommandBodyRef<'a> = CommandBody<&'a [u8]>;
 
 /// The command after the tag.
 ///
 /// The `Debug` form of [`CommandBody::Login`] and
 /// [`CommandBody::Authenticate`] hides the credentials (see [`Secret`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CommandBody {
+pub enum CommandBody<B: Octets = Bytes> {
     /// `CAPABILITY` (RFC 9051 §6.1.1).
     Capability,
     /// `NOOP` (RFC 9051 §6.1.2).
@@ -526,40 +542,40 @@ pub enum CommandBody {
     /// `LOGIN SP userid SP password` (RFC 9051 §6.2.3), both `astring`.
     Login {
         /// `userid = astring`.
-        username: AString,
+        username: AString<B>,
         /// `password = astring`.
-        password: Secret<AString>,
+        password: Secret<AString<B>>,
     },
     /// `AUTHENTICATE SP auth-type [SP initial-resp]` (RFC 9051 §6.2.2, RFC
     /// 4959 `SASL-IR`).
     Authenticate {
         /// `auth-type = atom`, as written (SASL mechanism names are
         /// case-insensitive).
-        mechanism: Bytes,
+        mechanism: B,
         /// `initial-resp = (base64 / "=")`, raw: `=` stands for an empty
         /// initial response.
-        initial_response: Option<Secret<Bytes>>,
+        initial_response: Option<Secret<B>>,
     },
     /// `ID SP id_params_list` (RFC 2971 §3.1): `None` for `NIL`, else the
     /// inside of `"(" string SP nstring *(SP string SP nstring) ")"` (possibly
     /// empty), iterable as alternating field and value.
     Id {
         /// The field/value pairs, raw.
-        params: Option<Args>,
+        params: Option<Args<B>>,
     },
     /// `ENABLE 1*(SP capability)` (RFC 5161 §3.1): one atom per capability.
     Enable {
         /// The capability names.
-        capabilities: Args,
+        capabilities: Args<B>,
     },
     /// Any other command: its name (an atom, as written) and arguments as a
     /// generic tree. `UID FETCH ...` is name `UID` with arguments starting
     /// with `FETCH`.
     Other {
         /// The command name, as written (starts with a letter).
-        name: Bytes,
+        name: B,
         /// The arguments (empty when the name is the whole command).
-        args: Args,
+        args: Args<B>,
     },
 }
 
@@ -629,7 +645,7 @@ fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
     SyntaxError::InvalidArguments { command, reason }
 }
 
-impl CommandBody {
+impl<B: Octets> CommandBody<B> {
     /// The command name: upper case for the typed commands (`"LOGIN"`), as
     /// written for [`CommandBody::Other`].
     pub fn name(&self) -> &[u8] {
@@ -643,7 +659,40 @@ impl CommandBody {
             CommandBody::Authenticate { .. } => b"AUTHENTICATE",
             CommandBody::Id { .. } => b"ID",
             CommandBody::Enable { .. } => b"ENABLE",
-            CommandBody::Other { name, .. } => name,
+            CommandBody::Other { name, .. } => name.as_ref(),
+        }
+    }
+
+    /// The same body with another container: `f` is called on every byte
+    /// string, in wire order.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> CommandBody<C> {
+        match self {
+            CommandBody::Capability => CommandBody::Capability,
+            CommandBody::Noop => CommandBody::Noop,
+            CommandBody::Logout => CommandBody::Logout,
+            CommandBody::StartTls => CommandBody::StartTls,
+            CommandBody::Idle => CommandBody::Idle,
+            CommandBody::Login { username, password } => CommandBody::Login {
+                username: username.map_octets(&mut f),
+                password: Secret::new(password.into_inner().map_octets(&mut f)),
+            },
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => CommandBody::Authenticate {
+                mechanism: f(mechanism),
+                initial_response: initial_response.map(|ir| Secret::new(f(ir.into_inner()))),
+            },
+            CommandBody::Id { params } => CommandBody::Id {
+                params: params.map(|p| p.map_octets(&mut f)),
+            },
+            CommandBody::Enable { capabilities } => CommandBody::Enable {
+                capabilities: capabilities.map_octets(&mut f),
+            },
+            CommandBody::Other { name, args } => CommandBody::Other {
+                name: f(name),
+                args: args.map_octets(&mut f),
+            },
         }
     }
 }
@@ -663,85 +712,7 @@ impl Command {
     /// arguments or generic arguments that do not tokenize;
     /// [`SyntaxError::Literal`] for a malformed or truncated literal.
     pub fn parse(message: &Bytes) -> Result<Command, SyntaxError> {
-        let input: &[u8] = message;
-        let (rest, tag_text) = tag(input).map_err(|_| SyntaxError::Tag)?;
-        let rest = match rest.strip_prefix(b" ") {
-            Some(r) if !r.is_empty() => r,
-            _ => return Err(SyntaxError::Tag),
-        };
-        let (rest, name) = atom(rest).map_err(|_| SyntaxError::UnknownCommand)?;
-        if !name.first().is_some_and(u8::is_ascii_alphabetic) {
-            return Err(SyntaxError::UnknownCommand);
-        }
-        let args: Option<&[u8]> = match rest {
-            [] => None,
-            [b' ', args @ ..] => Some(args),
-            _ => return Err(SyntaxError::UnknownCommand),
-        };
-        let body = parse_body(message, name, args)?;
-        Ok(Command {
-            tag: message.slice_ref(tag_text),
-            body,
-        })
-    }
-
-    /// The command name: upper case for the typed commands, as written for
-    /// [`CommandBody::Other`].
-    pub fn name(&self) -> &[u8] {
-        self.body.name()
-    }
-
-    /// Appends the whole command, literals inline and final CRLF included.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.tag);
-        out.push(b' ');
-        out.extend_from_slice(self.name());
-        match &self.body {
-            CommandBody::Capability
-            | CommandBody::Noop
-            | CommandBody::Logout
-            | CommandBody::StartTls
-            | CommandBody::Idle => {}
-            CommandBody::Login { username, password } => {
-                out.push(b' ');
-                username.write_to(out);
-                out.push(b' ');
-                password.expose().write_to(out);
-            }
-            CommandBody::Authenticate {
-                mechanism,
-                initial_response,
-            } => {
-                out.push(b' ');
-                out.extend_from_slice(mechanism);
-                if let Some(ir) = initial_response {
-                    out.push(b' ');
-                    out.extend_from_slice(ir.expose());
-                }
-            }
-            CommandBody::Id { params } => match params {
-                None => out.extend_from_slice(b" NIL"),
-                Some(p) => {
-                    out.extend_from_slice(b" (");
-                    out.extend_from_slice(p.as_bytes());
-                    out.push(b')');
-                }
-            },
-            CommandBody::Enable { capabilities: args } | CommandBody::Other { args, .. } => {
-                if !args.is_empty() {
-                    out.push(b' ');
-                    out.extend_from_slice(args.as_bytes());
-                }
-            }
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-
-    /// The whole command, final CRLF included.
-    pub fn to_bytes(&self) -> Bytes {
-        let mut out = Vec::with_capacity(64);
-        self.write_to(&mut out);
-        Bytes::from(out)
+        parse_in(message)
     }
 
     /// Checks that the command can be sent: its bytes frame as exactly one
@@ -781,6 +752,92 @@ impl Command {
     }
 }
 
+impl<'a> CommandRef<'a> {
+    /// [`Command::parse`] without the [`Bytes`]: the same grammar, the same
+    /// errors, every byte string a sub-slice of `message`. Allocates nothing
+    /// and touches no reference count.
+    pub fn parse_borrowed(message: &'a [u8]) -> Result<CommandRef<'a>, SyntaxError> {
+        parse_in(message)
+    }
+
+    /// The owned command, its byte strings copied into fresh [`Bytes`] (to
+    /// keep it past the buffer; [`crate::octets::attach`] shares the buffer
+    /// instead when it is a [`Bytes`]).
+    pub fn into_owned(self) -> Command {
+        self.map_octets(crate::octets::copy)
+    }
+}
+
+impl<B: Octets> Command<B> {
+    /// The command name: upper case for the typed commands, as written for
+    /// [`CommandBody::Other`].
+    pub fn name(&self) -> &[u8] {
+        self.body.name()
+    }
+
+    /// Appends the whole command, literals inline and final CRLF included.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.tag.as_ref());
+        out.push(b' ');
+        out.extend_from_slice(self.name());
+        match &self.body {
+            CommandBody::Capability
+            | CommandBody::Noop
+            | CommandBody::Logout
+            | CommandBody::StartTls
+            | CommandBody::Idle => {}
+            CommandBody::Login { username, password } => {
+                out.push(b' ');
+                username.write_to(out);
+                out.push(b' ');
+                password.expose().write_to(out);
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                out.push(b' ');
+                out.extend_from_slice(mechanism.as_ref());
+                if let Some(ir) = initial_response {
+                    out.push(b' ');
+                    out.extend_from_slice(ir.expose().as_ref());
+                }
+            }
+            CommandBody::Id { params } => match params {
+                None => out.extend_from_slice(b" NIL"),
+                Some(p) => {
+                    out.extend_from_slice(b" (");
+                    out.extend_from_slice(p.as_bytes().as_ref());
+                    out.push(b')');
+                }
+            },
+            CommandBody::Enable { capabilities: args } | CommandBody::Other { args, .. } => {
+                if !args.is_empty() {
+                    out.push(b' ');
+                    out.extend_from_slice(args.as_bytes().as_ref());
+                }
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The whole command, final CRLF included.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64);
+        self.write_to(&mut out);
+        Bytes::from(out)
+    }
+
+    /// The same command with another container: `f` is called on every byte
+    /// string, in wire order (the tag first).
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Command<C> {
+        Command {
+            tag: f(self.tag),
+            body: self.body.map_octets(f),
+        }
+    }
+}
+
 /// `wire` is exactly one IMAP message as the peer's framer sees it: lines
 /// ending in CRLF, literals after their headers, and nothing after the last
 /// line.
@@ -801,15 +858,40 @@ pub(crate) fn frames_as_one(wire: &[u8]) -> bool {
     }
 }
 
+/// The grammar of [`Command::parse`], once for both containers.
+#[inline]
+fn parse_in<'a, S: Source<'a>>(src: S) -> Result<Command<S::Out>, SyntaxError> {
+    let input: &'a [u8] = src.octets();
+    let (rest, tag_text) = tag(input).map_err(|_| SyntaxError::Tag)?;
+    let rest = match rest.strip_prefix(b" ") {
+        Some(r) if !r.is_empty() => r,
+        _ => return Err(SyntaxError::Tag),
+    };
+    let (rest, name) = atom(rest).map_err(|_| SyntaxError::UnknownCommand)?;
+    if !name.first().is_some_and(u8::is_ascii_alphabetic) {
+        return Err(SyntaxError::UnknownCommand);
+    }
+    let args: Option<&'a [u8]> = match rest {
+        [] => None,
+        [b' ', args @ ..] => Some(args),
+        _ => return Err(SyntaxError::UnknownCommand),
+    };
+    let body = parse_body(src, name, args)?;
+    Ok(Command {
+        tag: src.piece(tag_text),
+        body,
+    })
+}
+
 /// Parses what follows the tag and command name: the name is looked up by
 /// its folded word ([`atom_word`]), and a generic command's arguments are
 /// validated in one pass.
-fn parse_body(
-    message: &Bytes,
-    name: &[u8],
-    args: Option<&[u8]>,
-) -> Result<CommandBody, SyntaxError> {
-    let bare = |n: &'static str, body: CommandBody| match args {
+fn parse_body<'a, S: Source<'a>>(
+    message: S,
+    name: &'a [u8],
+    args: Option<&'a [u8]>,
+) -> Result<CommandBody<S::Out>, SyntaxError> {
+    let bare = |n: &'static str, body: CommandBody<S::Out>| match args {
         None => Ok(body),
         Some(_) => Err(bad(n, "this command takes no arguments")),
     };
@@ -828,7 +910,10 @@ fn parse_body(
 }
 
 /// `LOGIN SP userid SP password`.
-fn login(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxError> {
+fn login<'a, S: Source<'a>>(
+    message: S,
+    args: Option<&'a [u8]>,
+) -> Result<CommandBody<S::Out>, SyntaxError> {
     let missing = bad("LOGIN", "LOGIN takes a user name and a password");
     let args = args.ok_or(missing.clone())?;
     let (rest, user) = lex_astring(args).map_err(|e| e.for_command("LOGIN"))?;
@@ -844,7 +929,10 @@ fn login(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxErro
 }
 
 /// `AUTHENTICATE SP auth-type [SP initial-resp]`.
-fn authenticate(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxError> {
+fn authenticate<'a, S: Source<'a>>(
+    message: S,
+    args: Option<&'a [u8]>,
+) -> Result<CommandBody<S::Out>, SyntaxError> {
     let invalid = bad(
         "AUTHENTICATE",
         "AUTHENTICATE requires a SASL mechanism name",
@@ -852,7 +940,7 @@ fn authenticate(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, Syn
     let (rest, mech) = atom(args.ok_or(invalid.clone())?).map_err(|_| invalid.clone())?;
     let initial_response = match rest {
         [] => None,
-        [b' ', ir @ ..] if ir == b"=" || is_base64(ir) => Some(Secret::new(message.slice_ref(ir))),
+        [b' ', ir @ ..] if ir == b"=" || is_base64(ir) => Some(Secret::new(message.piece(ir))),
         [b' ', ..] => {
             return Err(bad(
                 "AUTHENTICATE",
@@ -862,13 +950,16 @@ fn authenticate(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, Syn
         _ => return Err(invalid),
     };
     Ok(CommandBody::Authenticate {
-        mechanism: message.slice_ref(mech),
+        mechanism: message.piece(mech),
         initial_response,
     })
 }
 
 /// `ID SP id_params_list`.
-fn id(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxError> {
+fn id<'a, S: Source<'a>>(
+    message: S,
+    args: Option<&'a [u8]>,
+) -> Result<CommandBody<S::Out>, SyntaxError> {
     let invalid = bad("ID", "ID takes NIL or a list of field/value string pairs");
     let args = args.ok_or(invalid.clone())?;
     if whole(args, nil).is_some() {
@@ -881,12 +972,15 @@ fn id(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxError> 
         return Err(invalid);
     }
     Ok(CommandBody::Id {
-        params: Some(Args(message.slice_ref(inner), Unsendable(None))),
+        params: Some(Args(message.piece(inner), Unsendable(None))),
     })
 }
 
 /// `ENABLE 1*(SP capability)`.
-fn enable(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxError> {
+fn enable<'a, S: Source<'a>>(
+    message: S,
+    args: Option<&'a [u8]>,
+) -> Result<CommandBody<S::Out>, SyntaxError> {
     let invalid = bad("ENABLE", "ENABLE takes one or more capability names");
     let args = args.ok_or(invalid.clone())?;
     let ok = !args.is_empty()
@@ -897,13 +991,17 @@ fn enable(message: &Bytes, args: Option<&[u8]>) -> Result<CommandBody, SyntaxErr
         return Err(invalid);
     }
     Ok(CommandBody::Enable {
-        capabilities: Args(message.slice_ref(args), Unsendable(None)),
+        capabilities: Args(message.piece(args), Unsendable(None)),
     })
 }
 
 /// Any other command: generic arguments. The name for an error message is
 /// looked up in [`KNOWN`] only when there is an error.
-fn other(message: &Bytes, name: &[u8], args: Option<&[u8]>) -> Result<CommandBody, SyntaxError> {
+fn other<'a, S: Source<'a>>(
+    message: S,
+    name: &'a [u8],
+    args: Option<&'a [u8]>,
+) -> Result<CommandBody<S::Out>, SyntaxError> {
     let command = || {
         KNOWN
             .iter()
@@ -912,15 +1010,15 @@ fn other(message: &Bytes, name: &[u8], args: Option<&[u8]>) -> Result<CommandBod
             .unwrap_or("command")
     };
     let args = match args {
-        None => Args::new(),
+        None => Args(message.piece(&[]), Unsendable(None)),
         Some([]) => return Err(bad(command(), "trailing space")),
         Some(a) => {
             scan(a, false).map_err(|e: LexError| e.for_command(command()))?;
-            Args(message.slice_ref(a), Unsendable(None))
+            Args(message.piece(a), Unsendable(None))
         }
     };
     Ok(CommandBody::Other {
-        name: message.slice_ref(name),
+        name: message.piece(name),
         args,
     })
 }
@@ -965,8 +1063,66 @@ pub(crate) mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
+    /// Parses with [`Command::parse`], checking on the way that
+    /// [`CommandRef::parse_borrowed`] agrees ([`assert_both_forms_agree`]):
+    /// every test vector of the module goes through both parsers.
     fn parse(s: &[u8]) -> Result<Command, SyntaxError> {
-        Command::parse(&Bytes::copy_from_slice(s))
+        assert_both_forms_agree(s)
+    }
+
+    /// The differential check of #18: on `line`, the borrowed and the owned
+    /// parsers both succeed or both fail with the same error; when they
+    /// succeed, the borrowed value attached to the line and the borrowed
+    /// value copied both equal the owned value, and walking the arguments
+    /// of both forms (lists included) gives the same items. Returns the
+    /// owned result.
+    pub(crate) fn assert_both_forms_agree(line: &[u8]) -> Result<Command, SyntaxError> {
+        let message = Bytes::copy_from_slice(line);
+        let owned = Command::parse(&message);
+        let borrowed = CommandRef::parse_borrowed(&message);
+        match (&borrowed, &owned) {
+            (Ok(view), Ok(own)) => {
+                let attached = view.clone().map_octets(crate::octets::attach(&message));
+                assert_eq!(&attached, own, "{:?}", String::from_utf8_lossy(line));
+                assert_eq!(&view.clone().into_owned(), own);
+                assert_eq!(view.name(), own.name());
+                let mut wire = Vec::new();
+                view.write_to(&mut wire);
+                assert_eq!(wire, own.to_bytes());
+                match (&view.body, &own.body) {
+                    (
+                        CommandBody::Other { args: v, .. }
+                        | CommandBody::Enable { capabilities: v },
+                        CommandBody::Other { args: o, .. }
+                        | CommandBody::Enable { capabilities: o },
+                    )
+                    | (CommandBody::Id { params: Some(v) }, CommandBody::Id { params: Some(o) }) => {
+                        assert_walks_agree(&message, v, o)
+                    }
+                    _ => {}
+                }
+            }
+            (Err(v), Err(o)) => assert_eq!(v, o, "{:?}", String::from_utf8_lossy(line)),
+            _ => panic!(
+                "{:?}: borrowed {borrowed:?}, owned {owned:?}",
+                String::from_utf8_lossy(line)
+            ),
+        }
+        owned
+    }
+
+    /// Both forms of the same arguments iterate to the same items, at every
+    /// depth.
+    fn assert_walks_agree(message: &Bytes, view: &ArgsRef<'_>, own: &Args) {
+        let mut o = own.iter();
+        for v in view.iter() {
+            let o = o.next().expect("as many owned items as borrowed ones");
+            if let (Arg::List(vl), Arg::List(ol)) = (&v, &o) {
+                assert_walks_agree(message, vl, ol);
+            }
+            assert_eq!(v.map_octets(crate::octets::attach(message)), o);
+        }
+        assert_eq!(o.next(), None);
     }
 
     fn ok(s: &[u8]) -> Command {
@@ -1090,7 +1246,7 @@ pub(crate) mod tests {
             line.extend_from_slice(&name);
             line.extend_from_slice(r.pick(&argss));
             let message = Bytes::from(line);
-            let fast = Command::parse(&message);
+            let fast = assert_both_forms_agree(&message);
             // The reference, on the same tag and name split.
             let general = (|| {
                 let rest = message.get(2..).unwrap_or_default();
@@ -1818,7 +1974,12 @@ pub(crate) mod tests {
         for _ in 0..3000 {
             let c = gen_command(&mut r);
             assert_round_trip(&c);
-            check_framing(&c.to_bytes());
+            let wire = c.to_bytes();
+            check_framing(&wire);
+            assert_eq!(
+                assert_both_forms_agree(&wire[..wire.len() - 2]).as_ref(),
+                Ok(&c)
+            );
             if let CommandBody::Other { args, .. } = &c.body {
                 // Iterating the parsed arguments and writing them back gives
                 // the same bytes.
@@ -1868,5 +2029,92 @@ pub(crate) mod tests {
         }
         // Enough mutants stay valid for the round trip to mean something.
         assert!(parsed > 2000, "{parsed}");
+    }
+
+    /// #18: the borrowed parser agrees with the owned one on the seeds, on
+    /// commands from the generator, and on random mutations of both (the
+    /// other tests of the module also check every vector through `parse`).
+    #[test]
+    fn borrowed_and_owned_parsers_agree() {
+        let mut r = Rng(0x5eed_0018_b0a1_7ed5);
+        let mut corpus: Vec<Vec<u8>> = SEEDS.iter().map(|s| s.to_vec()).collect();
+        for _ in 0..500 {
+            let wire = gen_command(&mut r).to_bytes();
+            corpus.push(wire[..wire.len() - 2].to_vec());
+        }
+        let specials = b" ()[]{}<>\"\\~+-*%:0123456789\r\n\0\xC3\xFFaZ";
+        let (mut oks, mut errs) = (0, 0);
+        for i in 0..20000 {
+            let mut m = corpus[i % corpus.len()].clone();
+            if i >= corpus.len() {
+                for _ in 0..1 + r.below(3) {
+                    let at = r.below(m.len() + 1);
+                    match r.below(4) {
+                        0 if at < m.len() => {
+                            m.remove(at);
+                        }
+                        1 if at < m.len() => m[at] = r.pick(specials),
+                        2 => m.insert(at, r.pick(specials)),
+                        _ => m.truncate(at),
+                    }
+                }
+            }
+            match assert_both_forms_agree(&m) {
+                Ok(_) => oks += 1,
+                Err(_) => errs += 1,
+            }
+        }
+        // Both outcomes are well represented.
+        assert!(oks > 2000 && errs > 2000, "{oks} {errs}");
+    }
+
+    /// The iterator's `skip_list` finds the end of every list `list` accepts
+    /// exactly where `list` finds it: generated lists, lists from the seeds,
+    /// and random mutations of both.
+    #[test]
+    fn skip_list_agrees_with_list_on_valid_lists() {
+        let mut r = Rng(0x0018_5c1b_4a11_57ed);
+        let mut corpus: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..2000 {
+            let n = r.below(4);
+            let items: Vec<Arg> = (0..n).map(|_| gen_arg(&mut r, 1)).collect();
+            let mut wire = b"(".to_vec();
+            wire.extend_from_slice(Args::from_args(&items).as_bytes());
+            wire.extend_from_slice(b") x");
+            corpus.push(wire);
+        }
+        for seed in SEEDS {
+            if let Some(at) = seed.iter().position(|&c| c == b'(') {
+                corpus.push(seed[at..].to_vec());
+            }
+        }
+        let specials = b" ()[]{}\"\\~+0123456789\r\na";
+        let mut valid = 0;
+        for i in 0..40000 {
+            let mut m = corpus[i % corpus.len()].clone();
+            if i >= corpus.len() {
+                let at = 1 + r.below(m.len());
+                match r.below(3) {
+                    0 if at < m.len() => {
+                        m.remove(at);
+                    }
+                    1 if at < m.len() => m[at] = r.pick(specials),
+                    _ => m.insert(at, r.pick(specials)),
+                }
+            }
+            if let Ok((rest, inner)) = list(&m) {
+                valid += 1;
+                assert_eq!(
+                    skip_list(&m),
+                    Some((rest, inner)),
+                    "{:?}",
+                    String::from_utf8_lossy(&m)
+                );
+            } else {
+                // Never a panic, whatever it returns.
+                let _ = skip_list(&m);
+            }
+        }
+        assert!(valid > 5000, "{valid}");
     }
 }

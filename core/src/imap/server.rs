@@ -17,7 +17,7 @@ use crate::upgrade::{
 };
 
 use super::capability::{Capabilities, Capability};
-use super::command::{is_idle_done, Command, CommandBody};
+use super::command::{is_idle_done, Command, CommandBody, CommandRef};
 use super::frame::{Frame, FrameError, MessageFramer};
 use super::response::{Code, Response, Status, StatusResponse};
 use super::syntax::LiteralMode;
@@ -526,8 +526,13 @@ impl ServerMachine {
         self.refuse(io, r);
     }
 
+    /// Parses a command borrowed from `message` (no reference counts): the
+    /// commands the session answers itself, and those it refuses, never
+    /// touch `message`'s storage; a command handed to the application is
+    /// attached to `message` ([`crate::octets::attach`]), exactly the value
+    /// [`Command::parse`] would give.
     fn command(&mut self, message: Bytes, io: &mut Io<'_, ServerEvent>) {
-        let cmd = match Command::parse(&message) {
+        let cmd = match CommandRef::parse_borrowed(&message) {
             Ok(c) => c,
             Err(e) => {
                 let text = format!("Syntax error: {e}");
@@ -535,50 +540,50 @@ impl ServerMachine {
             }
         };
         let trust = io.trust();
-        let tag = cmd.tag.clone();
+        let tag: &[u8] = cmd.tag;
         let kind = match &cmd.body {
             CommandBody::Capability => {
                 let caps = self.config.capability_reply(trust, io.tls_info());
                 io.send(&caps);
-                self.send_tagged(io, &tag, Status::Ok, "CAPABILITY completed");
+                self.send_tagged(io, tag, Status::Ok, "CAPABILITY completed");
                 return;
             }
             CommandBody::Logout => {
                 io.send(b"* BYE Logging out\r\n");
-                self.send_tagged(io, &tag, Status::Ok, "LOGOUT completed");
+                self.send_tagged(io, tag, Status::Ok, "LOGOUT completed");
                 io.close();
                 return;
             }
             CommandBody::StartTls => {
                 if trust == Trust::Tls {
-                    return self.bad(io, Some(&tag), "TLS already active");
+                    return self.bad(io, Some(tag), "TLS already active");
                 }
                 if self.authenticated {
                     return self.bad(
                         io,
-                        Some(&tag),
+                        Some(tag),
                         "STARTTLS is not allowed after authentication",
                     );
                 }
                 if self.config.implicit_tls || !self.config.tls.is_available() {
-                    return self.bad(io, Some(&tag), "STARTTLS not available");
+                    return self.bad(io, Some(tag), "STARTTLS not available");
                 }
-                self.send_tagged(io, &tag, Status::Ok, "Begin TLS negotiation now");
+                self.send_tagged(io, tag, Status::Ok, "Begin TLS negotiation now");
                 // The cut: nothing after this line is ever read in cleartext.
                 io.start_upgrade();
                 return;
             }
             CommandBody::Noop if !self.authenticated => {
-                self.send_tagged(io, &tag, Status::Ok, "NOOP completed");
+                self.send_tagged(io, tag, Status::Ok, "NOOP completed");
                 return;
             }
             CommandBody::Login { .. } | CommandBody::Authenticate { .. } => {
                 if self.authenticated {
-                    return self.bad(io, Some(&tag), "Already authenticated");
+                    return self.bad(io, Some(tag), "Already authenticated");
                 }
                 if !self.login_allowed(trust) {
                     let r = Self::tagged(
-                        &tag,
+                        tag,
                         Status::No,
                         Some(Code::PrivacyRequired),
                         "Authentication requires TLS; use STARTTLS first",
@@ -591,8 +596,9 @@ impl ServerMachine {
                 } = &cmd.body
                 {
                     if sasl::is_external(mechanism) {
-                        let response = initial_response.as_ref().map(|r| r.expose().clone());
-                        return self.external(tag, response, io);
+                        let mut attach = crate::octets::attach(&message);
+                        let response = initial_response.as_ref().map(|r| attach(r.expose()));
+                        return self.external(attach(tag), response, io);
                     }
                     let known = self
                         .config
@@ -601,7 +607,7 @@ impl ServerMachine {
                         .any(|m| m.as_bytes().eq_ignore_ascii_case(mechanism));
                     if !known {
                         let r = Self::tagged(
-                            &tag,
+                            tag,
                             Status::No,
                             None,
                             "Unsupported authentication mechanism",
@@ -616,7 +622,7 @@ impl ServerMachine {
             CommandBody::Id { .. } => Kind::Other,
             _ if self.config.require_tls && trust == Trust::Cleartext => {
                 let r = Self::tagged(
-                    &tag,
+                    tag,
                     Status::No,
                     Some(Code::PrivacyRequired),
                     "Use STARTTLS first",
@@ -624,13 +630,14 @@ impl ServerMachine {
                 return self.refuse(io, r);
             }
             _ if !self.authenticated => {
-                return self.bad(io, Some(&tag), "Command not valid before authentication");
+                return self.bad(io, Some(tag), "Command not valid before authentication");
             }
             CommandBody::Idle => Kind::Idle,
             _ => Kind::Other,
         };
+        let cmd: Command = cmd.map_octets(crate::octets::attach(&message));
         self.state = State::AppBusy {
-            tag,
+            tag: cmd.tag.clone(),
             name: Bytes::copy_from_slice(cmd.name()),
             kind,
         };

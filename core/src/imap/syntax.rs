@@ -380,11 +380,31 @@ pub(crate) const fn word(name: &str) -> u128 {
 /// words mean equal lengths, and the atom's word equals the [`word`] of a
 /// name of letters, digits and `-` exactly when `eq_ignore_ascii_case` says
 /// they are equal.
+///
+/// Built from at most two overlapping fixed-size loads (no `memcpy` call
+/// for a variable length): the octets the loads share are the same, so
+/// OR-ing them is exact.
 #[inline]
 pub(crate) fn atom_word(atom: &[u8]) -> Option<u128> {
-    let mut w = [0u8; 16];
-    w.get_mut(..atom.len())?.copy_from_slice(atom);
-    Some(u128::from_le_bytes(w) & 0xDFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF)
+    const FOLD: u128 = 0xDFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF_DFDF;
+    let n = atom.len();
+    let w: u128 = if n >= 8 {
+        let lo = u64::from_le_bytes(atom.first_chunk::<8>().copied()?);
+        let hi = u64::from_le_bytes(atom.get(n.checked_sub(8)?..)?.first_chunk::<8>().copied()?);
+        if n > 16 {
+            return None;
+        }
+        u128::from(lo) | (u128::from(hi) << (8 * (n - 8)))
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes(atom.first_chunk::<4>().copied()?);
+        let hi = u32::from_le_bytes(atom.get(n - 4..)?.first_chunk::<4>().copied()?);
+        u128::from(lo) | (u128::from(hi) << (8 * (n - 4)))
+    } else {
+        atom.iter()
+            .rev()
+            .fold(0u128, |w, &c| (w << 8) | u128::from(c))
+    };
+    Some(w & FOLD)
 }
 
 /// True if `s` is RFC 9051 `base64 = *(4base64-char) [base64-terminal]`,
@@ -664,6 +684,63 @@ pub(crate) fn list(input: &[u8]) -> PResult<'_, &[u8]> {
             _ => fail(),
         },
         Err(_) => fail(),
+    }
+}
+
+/// The octets [`skip_list`] stops at.
+static LIST_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'(' as usize] = true;
+    t[b')' as usize] = true;
+    t[b'"' as usize] = true;
+    t[b'{' as usize] = true;
+    t
+};
+
+/// [`list`] for octets already validated by [`scan`] (the arguments of a
+/// parsed message): returns what follows the list at the start of `input`
+/// and its inside, counting parentheses and skipping quoted strings and
+/// literals as units, with no other check. In validated arguments a DQUOTE
+/// always opens a quoted string and a `{` a literal (neither is a token or
+/// section octet), so the result is [`list`]'s. On octets that do not
+/// balance (only hand-made arguments hold them) it returns `None`; it never
+/// panics.
+pub(crate) fn skip_list(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let inner = input.strip_prefix(b"(")?;
+    let mut depth = 1usize;
+    let mut i = 0;
+    loop {
+        i += inner
+            .get(i..)?
+            .iter()
+            .position(|&c| LIST_SPECIAL.get(usize::from(c)).copied().unwrap_or(false))?;
+        match inner.get(i)? {
+            b'(' => {
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((inner.get(i + 1..)?, inner.get(..i)?));
+                }
+                i += 1;
+            }
+            b'"' => {
+                let (after, _) = quoted(inner.get(i..)?).ok()?;
+                i = inner.len() - after.len();
+            }
+            _ => {
+                // `{`, or the `{` of a `~{` literal8 (in validated arguments
+                // a `~` before `{` is never the end of a token).
+                let start = match i.checked_sub(1) {
+                    Some(t) if inner.get(t) == Some(&b'~') => t,
+                    _ => i,
+                };
+                let (after, _) = lex_literal(inner.get(start..)?).ok()?;
+                i = inner.len() - after.len();
+            }
+        }
     }
 }
 

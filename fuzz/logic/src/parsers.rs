@@ -48,9 +48,32 @@ pub fn smtp_reply(data: &[u8]) {
 
 /// Raw bytes into the IMAP command parser (a whole message, literals
 /// included).
+///
+/// Differential (#18): the borrowed parser agrees with the owned one (same
+/// result or same error; attached and copied borrowed values equal the owned
+/// one; both forms walk to the same arguments).
 pub fn imap_command(data: &[u8]) {
     let _ = imap::trailing_literal(data);
-    let Ok(c) = imap::Command::parse(&Bytes::copy_from_slice(data)) else {
+    let message = Bytes::copy_from_slice(data);
+    let owned = imap::Command::parse(&message);
+    let borrowed = imap::command::CommandRef::parse_borrowed(&message);
+    match (&borrowed, &owned) {
+        (Ok(view), Ok(own)) => {
+            let attached = view.clone().map_octets(starttls::octets::attach(&message));
+            assert_eq!(&attached, own, "borrowed and owned commands differ");
+            assert_eq!(&view.clone().into_owned(), own);
+            if let (
+                imap::CommandBody::Other { args: v, .. },
+                imap::CommandBody::Other { args: o, .. },
+            ) = (&view.body, &own.body)
+            {
+                imap_walks_agree(&message, v, o, 0);
+            }
+        }
+        (Err(v), Err(o)) => assert_eq!(v, o, "borrowed and owned errors differ"),
+        _ => panic!("borrowed {borrowed:?} but owned {owned:?}"),
+    }
+    let Ok(c) = owned else {
         return;
     };
     let mut v = Vec::new();
@@ -60,6 +83,28 @@ pub fn imap_command(data: &[u8]) {
     if let imap::CommandBody::Other { args, .. } = &c.body {
         walk(args, 0);
     }
+}
+
+/// Both forms of the same arguments iterate to the same items at every depth.
+fn imap_walks_agree(
+    message: &Bytes,
+    view: &imap::command::ArgsRef<'_>,
+    own: &imap::Args,
+    depth: usize,
+) {
+    assert!(depth <= 64, "lists nest deeper than the parser allows");
+    let mut o = own.iter();
+    for v in view.iter() {
+        let o = o.next().expect("as many owned arguments as borrowed ones");
+        if let (imap::Arg::List(vl), imap::Arg::List(ol)) = (&v, &o) {
+            imap_walks_agree(message, vl, ol, depth + 1);
+        }
+        assert_eq!(v.map_octets(starttls::octets::attach(message)), o);
+    }
+    assert!(
+        o.next().is_none(),
+        "more owned arguments than borrowed ones"
+    );
 }
 
 fn walk(args: &imap::Args, depth: usize) {
