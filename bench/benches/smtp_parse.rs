@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
-use starttls::smtp::reply::{parse_reply_line, Reply};
+use starttls::smtp::reply::{parse_reply_line, Reply, ReplyRef};
 use starttls_bench::{alloc, bytes_split, lines, memchr_split};
 
 #[global_allocator]
@@ -81,6 +81,29 @@ fn our_replies(buf: &Bytes) -> usize {
     replies
 }
 
+/// The borrowed path over the same stream: each reply read once, line by
+/// line, every line checked as `parse_reply_line` checks it
+/// (`ReplyRef::parse_next`), no handle, no reference count. A reply that
+/// fails is skipped a line at a time, as `our_replies` counts it out.
+fn our_replies_borrowed(raw: &[u8]) -> usize {
+    let mut replies = 0;
+    let mut rest = raw;
+    while !rest.is_empty() {
+        match ReplyRef::parse_next(rest) {
+            Ok((reply, after)) => {
+                black_box(&reply);
+                replies += 1;
+                rest = after;
+            }
+            Err(_) => match memchr::memchr(b'\n', rest) {
+                Some(i) => rest = &rest[i + 1..],
+                None => break,
+            },
+        }
+    }
+    replies
+}
+
 /// smtp-proto's `ResponseReceiver` over the same stream.
 fn proto_replies(raw: &[u8]) -> usize {
     let mut r = smtp_proto::response::parser::ResponseReceiver::default();
@@ -109,6 +132,13 @@ fn smtp_replies(c: &mut Criterion) {
     g.bench_function("starttls", |b| {
         b.iter(|| {
             let n = our_replies(&buf);
+            assert_eq!(n, count);
+            black_box(n)
+        })
+    });
+    g.bench_function("starttls_borrowed", |b| {
+        b.iter(|| {
+            let n = our_replies_borrowed(&raw);
             assert_eq!(n, count);
             black_box(n)
         })
@@ -162,6 +192,12 @@ fn allocation_report() {
     let (n, got) = alloc::measure(|| our_replies(&buf));
     assert_eq!(got, count);
     println!("alloc smtp_replies/starttls {:.2} allocs/item", per(n));
+    let (n, got) = alloc::measure(|| our_replies_borrowed(&raw));
+    assert_eq!(got, count);
+    println!(
+        "alloc smtp_replies/starttls_borrowed {:.2} allocs/item",
+        per(n)
+    );
     let (n, got) = alloc::measure(|| proto_replies(&raw));
     assert_eq!(got, count);
     println!("alloc smtp_replies/smtp_proto {:.2} allocs/item", per(n));

@@ -16,7 +16,8 @@ use std::io::Write as _;
 
 use bytes::Bytes;
 
-use crate::smtp::reply::Reply;
+use crate::octets::{Octets, Source};
+use crate::smtp::reply::{Reply, ReplyRef};
 use crate::smtp::syntax::{digits_value, esmtp_keyword, SyntaxError};
 
 /// One `ehlo-line` of an EHLO/LHLO reply (RFC 5321 §4.1.1.1).
@@ -24,8 +25,12 @@ use crate::smtp::syntax::{digits_value, esmtp_keyword, SyntaxError};
 /// Keywords are case-insensitive. A known keyword whose parameters do not
 /// fit its extension (`SIZE abc`, `STARTTLS now`) is kept as
 /// [`Capability::Other`] rather than failing the whole reply.
+///
+/// Generic over the container of its octets ([`crate::octets`]):
+/// `Capability` owns them ([`Bytes`]), `Capability<&[u8]>` (from
+/// [`Capability::parse_borrowed`]) borrows the line.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Capability {
+pub enum Capability<B: Octets = Bytes> {
     /// RFC 1870 `SIZE [1*DIGIT]`: the maximum message size, if given
     /// (0 means no fixed limit).
     Size(Option<u64>),
@@ -47,30 +52,46 @@ pub enum Capability {
     StartTls,
     /// RFC 4954 `AUTH mech *(SP mech)`: the raw space-separated mechanism
     /// list. The pre-standard `AUTH=LOGIN PLAIN` form is read as this too.
-    Auth(Bytes),
+    Auth(B),
     /// RFC 8689 `REQUIRETLS`.
     RequireTls,
     /// Any other `ehlo-keyword *( SP ehlo-param )`.
     Other {
         /// The keyword as written.
-        keyword: Bytes,
+        keyword: B,
         /// Everything after the keyword and its SP, raw (may be empty).
-        params: Bytes,
+        params: B,
     },
 }
 
 /// The keyword of each parameterless capability.
-const FLAGS: [(&str, Capability); 9] = [
-    ("PIPELINING", Capability::Pipelining),
-    ("8BITMIME", Capability::EightBitMime),
-    ("SMTPUTF8", Capability::SmtpUtf8),
-    ("CHUNKING", Capability::Chunking),
-    ("BINARYMIME", Capability::BinaryMime),
-    ("DSN", Capability::Dsn),
-    ("ENHANCEDSTATUSCODES", Capability::EnhancedStatusCodes),
-    ("STARTTLS", Capability::StartTls),
-    ("REQUIRETLS", Capability::RequireTls),
+const FLAGS: [&str; 9] = [
+    "PIPELINING",
+    "8BITMIME",
+    "SMTPUTF8",
+    "CHUNKING",
+    "BINARYMIME",
+    "DSN",
+    "ENHANCEDSTATUSCODES",
+    "STARTTLS",
+    "REQUIRETLS",
 ];
+
+/// The parameterless capability named `FLAGS[i]`.
+fn flag<B: Octets>(i: usize) -> Option<Capability<B>> {
+    Some(match i {
+        0 => Capability::Pipelining,
+        1 => Capability::EightBitMime,
+        2 => Capability::SmtpUtf8,
+        3 => Capability::Chunking,
+        4 => Capability::BinaryMime,
+        5 => Capability::Dsn,
+        6 => Capability::EnhancedStatusCodes,
+        7 => Capability::StartTls,
+        8 => Capability::RequireTls,
+        _ => return None,
+    })
+}
 
 impl Capability {
     /// Parses one `ehlo-line` (the text after `250-`/`250 `).
@@ -82,62 +103,107 @@ impl Capability {
     /// `ehlo-keyword` followed by SP or its end is
     /// [`SyntaxError::InvalidReply`].
     pub fn parse(line: &Bytes) -> Result<Capability, SyntaxError> {
-        Capability::parse_in(line, line)
+        parse_in(line, line)
+    }
+}
+
+impl<'a> Capability<&'a [u8]> {
+    /// [`Capability::parse`] of a borrowed line: the keyword and parameters
+    /// are sub-slices of `line`; nothing is allocated. Same rules, same
+    /// errors (the same code).
+    pub fn parse_borrowed(line: &'a [u8]) -> Result<Self, SyntaxError> {
+        parse_in(line, line)
     }
 
-    /// [`Capability::parse`] of `text`, a part of `base`: the keyword and
-    /// parameters kept are slices of `base` (no handle per line read).
-    pub(crate) fn parse_in(base: &Bytes, text: &[u8]) -> Result<Capability, SyntaxError> {
-        let line = base;
-        let invalid = SyntaxError::InvalidReply {
-            reason: "malformed EHLO line (expected keyword [SP params])",
-        };
-        let end = text.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
-        let text = text.get(..end).unwrap_or_default();
-        let (rest, keyword) = esmtp_keyword(text).map_err(|_| invalid.clone())?;
-        let params = match rest {
-            [] => rest,
-            [b' ', ..] => rest.trim_ascii_start(),
-            [b'=', mechs @ ..]
-                if keyword.eq_ignore_ascii_case(b"AUTH")
-                    && !mechs.trim_ascii_start().is_empty() =>
-            {
-                return Ok(Capability::Auth(line.slice_ref(mechs.trim_ascii_start())));
-            }
-            _ => return Err(invalid),
-        };
-        let is = |name: &str| keyword.eq_ignore_ascii_case(name.as_bytes());
-        if params.is_empty() {
-            if let Some((_, cap)) = FLAGS.iter().find(|(name, _)| is(name)) {
-                return Ok(cap.clone());
-            }
-            if is("SIZE") {
-                return Ok(Capability::Size(None));
-            }
-        } else if is("SIZE") {
-            if let Some(n) = digits_value(params) {
-                return Ok(Capability::Size(Some(n)));
-            }
-        } else if is("AUTH") {
-            return Ok(Capability::Auth(line.slice_ref(params)));
+    /// A copy that owns its octets (an allocation per byte string).
+    pub fn into_owned(self) -> Capability {
+        self.map_octets(crate::octets::copy)
+    }
+}
+
+/// The `ehlo-line` grammar, once for both forms: `text` is a part of
+/// `src`'s input and the byte strings kept are [`Source::piece`]s of it.
+fn parse_in<'a, S: Source<'a>>(src: S, text: &'a [u8]) -> Result<Capability<S::Out>, SyntaxError> {
+    let invalid = SyntaxError::InvalidReply {
+        reason: "malformed EHLO line (expected keyword [SP params])",
+    };
+    let end = text.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
+    let text = text.get(..end).unwrap_or_default();
+    let (rest, keyword) = esmtp_keyword(text).map_err(|_| invalid.clone())?;
+    let params = match rest {
+        [] => rest,
+        [b' ', ..] => rest.trim_ascii_start(),
+        [b'=', mechs @ ..]
+            if keyword.eq_ignore_ascii_case(b"AUTH") && !mechs.trim_ascii_start().is_empty() =>
+        {
+            return Ok(Capability::Auth(src.piece(mechs.trim_ascii_start())));
         }
-        Ok(Capability::Other {
-            keyword: line.slice_ref(keyword),
-            params: line.slice_ref(params),
-        })
+        _ => return Err(invalid),
+    };
+    let is = |name: &str| keyword.eq_ignore_ascii_case(name.as_bytes());
+    if params.is_empty() {
+        if let Some(cap) = FLAGS.iter().position(|name| is(name)).and_then(flag) {
+            return Ok(cap);
+        }
+        if is("SIZE") {
+            return Ok(Capability::Size(None));
+        }
+    } else if is("SIZE") {
+        if let Some(n) = digits_value(params) {
+            return Ok(Capability::Size(Some(n)));
+        }
+    } else if is("AUTH") {
+        return Ok(Capability::Auth(src.piece(params)));
+    }
+    Ok(Capability::Other {
+        keyword: src.piece(keyword),
+        params: src.piece(params),
+    })
+}
+
+impl<B: Octets> Capability<B> {
+    /// The same capability with its byte strings in another container: `f`
+    /// is called on each (the keyword, then the parameters), in wire order.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Capability<C> {
+        match self {
+            Capability::Size(n) => Capability::Size(n),
+            Capability::Pipelining => Capability::Pipelining,
+            Capability::EightBitMime => Capability::EightBitMime,
+            Capability::SmtpUtf8 => Capability::SmtpUtf8,
+            Capability::Chunking => Capability::Chunking,
+            Capability::BinaryMime => Capability::BinaryMime,
+            Capability::Dsn => Capability::Dsn,
+            Capability::EnhancedStatusCodes => Capability::EnhancedStatusCodes,
+            Capability::StartTls => Capability::StartTls,
+            Capability::Auth(mechs) => Capability::Auth(f(mechs)),
+            Capability::RequireTls => Capability::RequireTls,
+            Capability::Other { keyword, params } => {
+                let keyword = f(keyword);
+                Capability::Other {
+                    keyword,
+                    params: f(params),
+                }
+            }
+        }
     }
 
     /// The keyword: upper case for the known kinds, as written for `Other`.
     pub fn keyword(&self) -> &[u8] {
-        match self {
-            Capability::Size(_) => b"SIZE",
-            Capability::Auth(_) => b"AUTH",
-            Capability::Other { keyword, .. } => keyword,
-            flag => FLAGS
-                .iter()
-                .find(|(_, cap)| cap == flag)
-                .map_or(&b""[..], |(name, _)| name.as_bytes()),
-        }
+        let name = match self {
+            Capability::Size(_) => "SIZE",
+            Capability::Auth(_) => "AUTH",
+            Capability::Other { keyword, .. } => return keyword.as_ref(),
+            Capability::Pipelining => "PIPELINING",
+            Capability::EightBitMime => "8BITMIME",
+            Capability::SmtpUtf8 => "SMTPUTF8",
+            Capability::Chunking => "CHUNKING",
+            Capability::BinaryMime => "BINARYMIME",
+            Capability::Dsn => "DSN",
+            Capability::EnhancedStatusCodes => "ENHANCEDSTATUSCODES",
+            Capability::StartTls => "STARTTLS",
+            Capability::RequireTls => "REQUIRETLS",
+        };
+        name.as_bytes()
     }
 
     /// Writes the `ehlo-line` (no reply code, no CRLF).
@@ -149,8 +215,8 @@ impl Capability {
                 drop(write!(out, " {n}"));
                 return;
             }
-            Capability::Auth(mechs) => mechs,
-            Capability::Other { params, .. } => params,
+            Capability::Auth(mechs) => mechs.as_ref(),
+            Capability::Other { params, .. } => params.as_ref(),
             _ => return,
         };
         if !params.is_empty() {
@@ -162,18 +228,18 @@ impl Capability {
 
 /// What a server announced in its positive EHLO/LHLO reply: its domain and
 /// its capabilities, in order (RFC 5321 §4.1.1.1 `ehlo-ok-rsp`).
+///
+/// Generic over the container of its octets ([`crate::octets`]):
+/// `Capabilities` owns them, `Capabilities<&[u8]>` (from
+/// [`Capabilities::from_ehlo_reply_borrowed`]) borrows the reply's buffer
+/// (the list itself is still one `Vec`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Capabilities {
-    domain: Bytes,
-    caps: Vec<Capability>,
+pub struct Capabilities<B: Octets = Bytes> {
+    domain: B,
+    caps: Vec<Capability<B>>,
 }
 
 impl Capabilities {
-    /// An announcement of `domain` with `caps`.
-    pub fn new(domain: Bytes, caps: Vec<Capability>) -> Capabilities {
-        Capabilities { domain, caps }
-    }
-
     /// From a positive EHLO/LHLO reply: first line is the greeting domain,
     /// each following line one ehlo-line.
     ///
@@ -193,28 +259,90 @@ impl Capabilities {
     ///
     /// The `Result` is kept for the reply code.
     pub fn from_ehlo_reply(reply: &Reply) -> Result<Capabilities, SyntaxError> {
-        if reply.code().get() != 250 {
-            return Err(SyntaxError::InvalidReply {
-                reason: "a positive EHLO reply has code 250",
-            });
-        }
-        let raw = reply.raw();
-        let mut lines = reply.raw_lines();
-        let first = lines.next().unwrap_or_default().trim_ascii_start();
-        let domain_len = memchr::memchr(b' ', first).unwrap_or(first.len());
-        let caps = lines
-            .filter_map(|line| Capability::parse_in(raw, line.trim_ascii()).ok())
+        from_ehlo_in(reply.raw(), reply)
+    }
+
+    /// Every SASL mechanism of every `AUTH` line, in order, as written. A
+    /// server that sends both `AUTH` and `AUTH=` lines lists its mechanisms
+    /// twice.
+    pub fn auth_mechanisms(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.auth_lists()
+            .flat_map(|mechs| split_mechanisms(mechs).map(move |m| mechs.slice_ref(m)))
+    }
+}
+
+impl<'a> Capabilities<&'a [u8]> {
+    /// [`Capabilities::from_ehlo_reply`] of a borrowed reply: the domain,
+    /// keywords and parameters are sub-slices of the reply's buffer. Same
+    /// rules, same errors (the same code).
+    pub fn from_ehlo_reply_borrowed(reply: &ReplyRef<'a>) -> Result<Self, SyntaxError> {
+        let raw: &'a [u8] = reply.raw();
+        from_ehlo_in(raw, reply)
+    }
+
+    /// A copy that owns its octets (an allocation per byte string).
+    pub fn into_owned(self) -> Capabilities {
+        self.map_octets(crate::octets::copy)
+    }
+
+    /// [`Capabilities::auth_mechanisms`] of a borrowed list: sub-slices of
+    /// the reply's buffer.
+    pub fn auth_mechanisms(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.auth_lists()
+            .flat_map(|mechs: &&'a [u8]| split_mechanisms(mechs))
+    }
+}
+
+/// The mechanisms of one `AUTH` line.
+fn split_mechanisms(mechs: &[u8]) -> impl Iterator<Item = &[u8]> {
+    mechs.split(|&c| c == b' ').filter(|m| !m.is_empty())
+}
+
+/// The EHLO listing grammar, once for both forms: `src` is the reply's raw
+/// octets.
+fn from_ehlo_in<'a, S: Source<'a>, B: Octets>(
+    src: S,
+    reply: &Reply<B>,
+) -> Result<Capabilities<S::Out>, SyntaxError> {
+    if reply.code().get() != 250 {
+        return Err(SyntaxError::InvalidReply {
+            reason: "a positive EHLO reply has code 250",
+        });
+    }
+    let mut lines = crate::smtp::reply::line_texts(src.octets());
+    let first = lines.next().unwrap_or_default().trim_ascii_start();
+    let domain_len = memchr::memchr(b' ', first).unwrap_or(first.len());
+    let caps = lines
+        .filter_map(|line| parse_in(src, line.trim_ascii()).ok())
+        .collect();
+    Ok(Capabilities {
+        domain: src.piece(first.get(..domain_len).unwrap_or_default()),
+        caps,
+    })
+}
+
+impl<B: Octets> Capabilities<B> {
+    /// An announcement of `domain` with `caps`.
+    pub fn new(domain: B, caps: Vec<Capability<B>>) -> Capabilities<B> {
+        Capabilities { domain, caps }
+    }
+
+    /// The same list with its byte strings in another container: `f` is
+    /// called on each (the domain, then each capability's), in wire order.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Capabilities<C> {
+        let domain = f(self.domain);
+        let caps = self
+            .caps
+            .into_iter()
+            .map(|cap| cap.map_octets(&mut f))
             .collect();
-        Ok(Capabilities {
-            domain: raw.slice_ref(first.get(..domain_len).unwrap_or_default()),
-            caps,
-        })
+        Capabilities { domain, caps }
     }
 
     /// Builds the EHLO reply a server sends: code 250, first line `domain`
     /// and, if not empty, SP and `greeting`; then one line per capability.
     pub fn to_reply(&self, greeting: &[u8]) -> Reply {
-        let mut first = self.domain.to_vec();
+        let mut first = self.domain.as_ref().to_vec();
         if !greeting.is_empty() {
             first.push(b' ');
             first.extend_from_slice(greeting);
@@ -231,23 +359,23 @@ impl Capabilities {
     }
 
     /// Adds a capability at the end.
-    pub fn push(&mut self, cap: Capability) {
+    pub fn push(&mut self, cap: Capability<B>) {
         self.caps.push(cap);
     }
 
     /// The server's domain, from the first line of the reply.
-    pub fn domain(&self) -> &Bytes {
+    pub fn domain(&self) -> &B {
         &self.domain
     }
 
     /// The capabilities, in the order announced.
-    pub fn iter(&self) -> impl Iterator<Item = &Capability> {
+    pub fn iter(&self) -> impl Iterator<Item = &Capability<B>> {
         self.caps.iter()
     }
 
     /// The first capability whose keyword is `keyword` (ASCII
     /// case-insensitive).
-    pub fn get(&self, keyword: &str) -> Option<&Capability> {
+    pub fn get(&self, keyword: &str) -> Option<&Capability<B>> {
         self.caps
             .iter()
             .find(|c| c.keyword().eq_ignore_ascii_case(keyword.as_bytes()))
@@ -259,7 +387,7 @@ impl Capabilities {
         self.get(keyword).is_some()
     }
 
-    fn has(&self, cap: &Capability) -> bool {
+    fn has(&self, cap: &Capability<B>) -> bool {
         self.caps.contains(cap)
     }
 
@@ -332,22 +460,12 @@ impl Capabilities {
         self.caps.iter().any(|c| matches!(c, Capability::Auth(_)))
     }
 
-    /// The SASL mechanisms of every `AUTH` line, in order, as written. A
-    /// server that sends both `AUTH` and `AUTH=` lines lists its mechanisms
-    /// twice.
-    pub fn auth_mechanisms(&self) -> impl Iterator<Item = Bytes> + '_ {
-        self.caps
-            .iter()
-            .filter_map(|c| match c {
-                Capability::Auth(mechs) => Some(mechs),
-                _ => None,
-            })
-            .flat_map(|mechs| {
-                mechs
-                    .split(|&c| c == b' ')
-                    .filter(|m| !m.is_empty())
-                    .map(|m| mechs.slice_ref(m))
-            })
+    /// The raw mechanism list of each `AUTH` line.
+    fn auth_lists(&self) -> impl Iterator<Item = &B> {
+        self.caps.iter().filter_map(|c| match c {
+            Capability::Auth(mechs) => Some(mechs),
+            _ => None,
+        })
     }
 }
 
@@ -404,6 +522,7 @@ impl Kept {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::octets::attach;
 
     fn reply(s: &str) -> Reply {
         Reply::parse(Bytes::copy_from_slice(s.as_bytes())).unwrap()
@@ -774,6 +893,144 @@ mod tests {
                 .collect();
             let c = Capabilities::new(b("host.example"), list);
             round_trip(&c);
+        }
+    }
+
+    /// The borrowed and owned forms of one EHLO line agree.
+    fn differential_line(x: &[u8]) {
+        let line = Bytes::copy_from_slice(x);
+        let owned = Capability::parse(&line);
+        let borrowed = Capability::parse_borrowed(&line);
+        match (&borrowed, &owned) {
+            (Ok(b), Ok(o)) => {
+                assert_eq!(&b.clone().map_octets(attach(&line)), o, "{x:?}");
+                assert_eq!(&b.clone().into_owned(), o, "{x:?}");
+                assert_eq!(b.keyword(), o.keyword());
+                let (mut wb, mut wo) = (Vec::new(), Vec::new());
+                b.write_to(&mut wb);
+                o.write_to(&mut wo);
+                assert_eq!(wb, wo);
+            }
+            (Err(b), Err(o)) => assert_eq!(b, o, "{x:?}"),
+            _ => panic!("forms disagree on {x:?}: {borrowed:?} vs {owned:?}"),
+        }
+    }
+
+    /// The borrowed and owned forms of one EHLO reply agree.
+    fn differential_reply(x: &[u8]) {
+        let raw = Bytes::copy_from_slice(x);
+        let (Ok(owned_reply), Ok(borrowed_reply)) =
+            (Reply::parse(raw.clone()), ReplyRef::parse_borrowed(&raw))
+        else {
+            return;
+        };
+        let owned = Capabilities::from_ehlo_reply(&owned_reply);
+        let borrowed = Capabilities::from_ehlo_reply_borrowed(&borrowed_reply);
+        match (&borrowed, &owned) {
+            (Ok(b), Ok(o)) => {
+                assert_eq!(&b.clone().map_octets(attach(&raw)), o, "{x:?}");
+                assert_eq!(&b.clone().into_owned(), o, "{x:?}");
+                assert_eq!(
+                    b.auth_mechanisms().collect::<Vec<_>>(),
+                    o.auth_mechanisms().collect::<Vec<_>>()
+                );
+                assert_eq!(b.to_reply(b"x"), o.to_reply(b"x"));
+                assert_eq!(b.has_starttls(), o.has_starttls());
+                assert_eq!(b.size(), o.size());
+            }
+            (Err(b), Err(o)) => assert_eq!(b, o, "{x:?}"),
+            _ => panic!("forms disagree on {x:?}: {borrowed:?} vs {owned:?}"),
+        }
+    }
+
+    #[test]
+    fn borrowed_and_owned_agree() {
+        let lines = [
+            "PIPELINING ",
+            "SIZE  100  ",
+            "SIZE 0",
+            "SIZE abc",
+            "SIZE 1 2",
+            "SIZE 99999999999999999999999",
+            "STARTTLS now",
+            "AUTH",
+            "AUTH  CRAM-MD5   PLAIN",
+            "AUTH=LOGIN PLAIN",
+            "X-\u{dc}TF8 \u{e9}",
+            "X-PARAM \u{e9}",
+            "",
+            " ",
+            " PIPELINING",
+            "-X",
+            "PIPE_LINING",
+            "=x",
+            "AUTH=",
+            "SIZE=10",
+            "X:Y",
+            "\u{e9}",
+            "HELP",
+            "8BITMIME",
+            "starttls",
+            "Size 100",
+            "auth plain",
+            "auth=login",
+            "XCLIENT NAME ADDR PROTO HELO",
+            "REQUIRETLS",
+            "CHUNKING",
+            "DSN",
+            "SMTPUTF8",
+            "BINARYMIME",
+            "ENHANCEDSTATUSCODES",
+        ];
+        for l in lines {
+            differential_line(l.as_bytes());
+        }
+        let mut state = 0xFEED_FACE_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pieces = [
+            "AUTH",
+            "=",
+            " ",
+            "SIZE",
+            "1",
+            "x",
+            "-",
+            "_",
+            "\u{e9}",
+            "PIPELINING",
+            "STARTTLS",
+            "9",
+        ];
+        let mut ok = 0;
+        for _ in 0..5_000 {
+            let line: String = (0..next() % 6)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            differential_line(line.as_bytes());
+            ok += cap(&line).is_ok() as usize;
+            // The same line inside an EHLO reply, after a domain line.
+            let code = if next() % 8 == 0 { "251" } else { "250" };
+            let reply = format!("{code}-mx.example hi\r\n{code}-{line}\r\n{code} {line}\r\n");
+            differential_reply(reply.as_bytes());
+        }
+        assert!(ok > 1000, "{ok}");
+        for raw in [
+            "250-foo.com greets bar.com\r\n250-8BITMIME\r\n250-SIZE\r\n250-DSN\r\n250 HELP\r\n",
+            "250 mx.example.com ESMTP ready\r\n",
+            "250\r\n",
+            "250 \r\n",
+            "250  mx\r\n",
+            "250-\r\n250 DSN\r\n",
+            "250-mx\r\n250-\t STARTTLS \t\r\n250-=x\r\n250 AUTH=\r\n",
+            "502 5.5.1 no EHLO\r\n",
+            "250-mx\r\n250-AUTH PLAIN LOGIN\r\n250-AUTH=PLAIN LOGIN\r\n250 SIZE 10\r\n",
+        ] {
+            differential_reply(raw.as_bytes());
         }
     }
 }

@@ -27,7 +27,7 @@ pub use capability::{Capabilities, Capability};
 pub use client::{ClientConfig, ClientEvent, ClientSession};
 pub use command::Command;
 pub use policy::{CleartextDegradation, CleartextMail, DeferSchedule, Deferral, RequireTlsRefusal};
-pub use reply::{EnhancedCode, Reply, ReplyCode};
+pub use reply::{EnhancedCode, Reply, ReplyCode, ReplyRef};
 pub use server::{Extensions, ServerConfig, ServerEvent, ServerSession};
 pub use syntax::SyntaxError;
 

@@ -13,11 +13,9 @@
 use std::fmt;
 
 use bytes::Bytes;
-use nom::bytes::complete::take_while_m_n;
-use nom::character::complete::char;
-use nom::sequence::tuple;
 
-use crate::smtp::syntax::{digits_value, is_reply_text, PResult, SyntaxError};
+use crate::octets::Octets;
+use crate::smtp::syntax::{is_reply_text, SyntaxError};
 
 /// An RFC 5321 §4.2 reply code: `%x32-35 %x30-35 %x30-39`, i.e. 200 to 559
 /// with a second digit of 0 to 5.
@@ -146,7 +144,7 @@ impl EnhancedCode {
     /// Parses exactly `class "." subject "." detail`, e.g. `b"5.5.1"`.
     pub fn parse(text: &[u8]) -> Option<EnhancedCode> {
         match enhanced_code(text) {
-            Ok(([], code)) => Some(code),
+            Some((code, [])) => Some(code),
             _ => None,
         }
     }
@@ -158,33 +156,49 @@ impl fmt::Display for EnhancedCode {
     }
 }
 
-fn enhanced_code(input: &[u8]) -> PResult<'_, EnhancedCode> {
-    let digits = |i| take_while_m_n(1, 3, |c: u8| c.is_ascii_digit())(i);
-    let (rest, (class, _, subject, _, detail)) = tuple((
-        take_while_m_n(1, 1, |c: u8| matches!(c, b'2' | b'4' | b'5')),
-        char('.'),
-        digits,
-        char('.'),
-        digits,
-    ))(input)?;
-    let num = |d: &[u8]| {
-        digits_value(d)
-            .and_then(|v| u16::try_from(v).ok())
-            .unwrap_or(0)
-    };
+/// `1*3digit` at the start of `input`, as many digits as there are (up to
+/// three), and the rest.
+#[inline]
+fn digits_1_3(input: &[u8]) -> Option<(u16, &[u8])> {
+    let mut value = 0u16;
+    let mut n = 0;
+    for &c in input.iter().take(3) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        value = value * 10 + u16::from(c - b'0');
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    Some((value, input.get(n..).unwrap_or_default()))
+}
+
+/// `class "." subject "." detail` at the start of `input` (RFC 3463), and
+/// the rest.
+#[inline]
+fn enhanced_code(input: &[u8]) -> Option<(EnhancedCode, &[u8])> {
+    let (&class, rest) = input.split_first()?;
+    if !matches!(class, b'2' | b'4' | b'5') {
+        return None;
+    }
+    let (subject, rest) = digits_1_3(rest.strip_prefix(b".")?)?;
+    let (detail, rest) = digits_1_3(rest.strip_prefix(b".")?)?;
     let code = EnhancedCode {
-        class: class.first().map_or(0, |c| c - b'0'),
-        subject: num(subject),
-        detail: num(detail),
+        class: class - b'0',
+        subject,
+        detail,
     };
-    Ok((rest, code))
+    Some((code, rest))
 }
 
 /// The enhanced code at the start of a line's text, if its class is the
 /// reply's class and it is followed by SP or the end of the text; returns it
 /// and the text after the SP.
+#[inline]
 fn enhanced_prefix(text: &[u8], code: ReplyCode) -> Option<(EnhancedCode, &[u8])> {
-    let (rest, enhanced) = enhanced_code(text).ok()?;
+    let (enhanced, rest) = enhanced_code(text)?;
     if enhanced.class != code.class() {
         return None;
     }
@@ -232,22 +246,122 @@ fn write_decimal(out: &mut Vec<u8>, n: u16) {
 /// NUL.
 pub fn parse_reply_line(line: &[u8]) -> Result<ReplyLine<'_>, SyntaxError> {
     let invalid = |reason| SyntaxError::InvalidReply { reason };
-    let (rest, digits) = take_while_m_n::<_, _, ()>(3, 3, |c: u8| c.is_ascii_digit())(line)
-        .map_err(|_| invalid("a reply line must start with a three-digit code"))?;
-    let code = digits_value(digits)
-        .and_then(|v| u16::try_from(v).ok())
-        .and_then(ReplyCode::new)
-        .ok_or(invalid("reply code out of range (RFC 5321 §4.2)"))?;
+    let (code, rest) = reply_code(line)?;
     let (last, text) = match rest {
         [] => (true, rest),
         [b' ', text @ ..] => (true, text),
         [b'-', text @ ..] => (false, text),
         _ => return Err(invalid("reply code must be followed by SP, \"-\" or CRLF")),
     };
-    if !is_reply_text(text) {
+    // One vector scan; the rule is `is_reply_text`.
+    let clean = memchr::memchr3(b'\r', b'\n', 0, text).is_none();
+    debug_assert_eq!(clean, is_reply_text(text));
+    if !clean {
         return Err(invalid("reply text contains CR, LF or NUL"));
     }
     Ok(ReplyLine { code, last, text })
+}
+
+/// The three-digit reply code at the start of a line, and the rest.
+#[inline]
+fn reply_code(line: &[u8]) -> Result<(ReplyCode, &[u8]), SyntaxError> {
+    let invalid = |reason| SyntaxError::InvalidReply { reason };
+    let Some((&[a, b, c], rest)) = line.split_first_chunk::<3>() else {
+        return Err(invalid("a reply line must start with a three-digit code"));
+    };
+    if !(a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit()) {
+        return Err(invalid("a reply line must start with a three-digit code"));
+    }
+    let value = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+    let code = ReplyCode::new(value).ok_or(invalid("reply code out of range (RFC 5321 §4.2)"))?;
+    Ok((code, rest))
+}
+
+/// One line of a reply at the start of `input` (a reply or a stream of
+/// them), checked as [`parse_reply_line`] checks it: the line (CRLF
+/// excluded), what it says, and the rest of the input after its CRLF.
+///
+/// The usual line (valid code, `-` or SP, text, CRLF) takes one scan for the
+/// first CR, LF or NUL; anything else goes the long way, which finds the
+/// exact error.
+#[inline]
+fn next_line(input: &[u8]) -> Result<(&[u8], ReplyLine<'_>, &[u8]), SyntaxError> {
+    if let Some((&[a, b, c, sep], text)) = input.split_first_chunk::<4>() {
+        let code_ok = matches!(a, b'2'..=b'5') && matches!(b, b'0'..=b'5') && c.is_ascii_digit();
+        if code_ok && (sep == b'-' || sep == b' ') {
+            if let Some(end) = memchr::memchr3(b'\r', b'\n', 0, text) {
+                if let (Some(b'\r'), Some(b'\n')) = (text.get(end), text.get(end + 1)) {
+                    if let (Some(line), Some(rest)) = (input.get(..end + 4), text.get(end + 2..)) {
+                        let value = u16::from(a - b'0') * 100
+                            + u16::from(b - b'0') * 10
+                            + u16::from(c - b'0');
+                        let parsed = ReplyLine {
+                            code: ReplyCode(value),
+                            last: sep == b' ',
+                            text: text.get(..end).unwrap_or_default(),
+                        };
+                        return Ok((line, parsed, rest));
+                    }
+                }
+            }
+        }
+    }
+    next_line_slow(input)
+}
+
+/// [`next_line`] by the book: find the LF, require the CR before it, then
+/// [`parse_reply_line`].
+#[cold]
+fn next_line_slow(input: &[u8]) -> Result<(&[u8], ReplyLine<'_>, &[u8]), SyntaxError> {
+    let invalid = |reason| SyntaxError::InvalidReply { reason };
+    let nl = memchr::memchr(b'\n', input).ok_or(invalid("reply line does not end in CRLF"))?;
+    let (with_cr, after) = input
+        .split_at_checked(nl)
+        .ok_or(invalid("reply line does not end in CRLF"))?;
+    let line = with_cr
+        .strip_suffix(b"\r")
+        .ok_or(invalid("reply line ends in a bare LF"))?;
+    let parsed = parse_reply_line(line)?;
+    Ok((line, parsed, after.get(1..).unwrap_or_default()))
+}
+
+/// The reply grammar, once for every form: reads the reply at the start of
+/// `input` line by line (each line as [`parse_reply_line`] reads it; every
+/// line carries the first line's code; only the last line is a last line)
+/// and returns its code, its enhanced code and the input after its last
+/// line. What follows the reply is not looked at.
+fn scan_reply(input: &[u8]) -> Result<(ReplyCode, Option<EnhancedCode>, &[u8]), SyntaxError> {
+    let invalid = |reason| SyntaxError::InvalidReply { reason };
+    if input.is_empty() {
+        return Err(invalid("empty reply"));
+    }
+    let (_, first, mut rest) = next_line(input)?;
+    let code = first.code;
+    let enhanced = enhanced_prefix(first.text, code).map(|(e, _)| e);
+    let mut last = first.last;
+    while !last {
+        if rest.is_empty() {
+            return Err(invalid("multi-line reply has no last line"));
+        }
+        let (_, line, after) = next_line(rest)?;
+        if line.code != code {
+            return Err(invalid("code changed inside a multi-line reply"));
+        }
+        last = line.last;
+        rest = after;
+    }
+    Ok((code, enhanced, rest))
+}
+
+/// [`scan_reply`] of a whole reply: nothing may follow its last line.
+fn check_reply(raw: &[u8]) -> Result<(ReplyCode, Option<EnhancedCode>), SyntaxError> {
+    let (code, enhanced, rest) = scan_reply(raw)?;
+    if !rest.is_empty() {
+        return Err(SyntaxError::InvalidReply {
+            reason: "data after the last line of the reply",
+        });
+    }
+    Ok((code, enhanced))
 }
 
 /// One complete SMTP reply, single- or multi-line (RFC 5321 §4.2), kept as
@@ -256,12 +370,21 @@ pub fn parse_reply_line(line: &[u8]) -> Result<ReplyLine<'_>, SyntaxError> {
 /// `enhanced` is the RFC 3463 code found at the start of the first line's
 /// text, if any (RFC 2034 §4: only when its class equals the reply code's
 /// first digit, and followed by SP or the end of the line).
+///
+/// Generic over the container of its octets ([`crate::octets`]): `Reply`
+/// (`Reply<Bytes>`) owns them and is what the sessions hand out;
+/// [`ReplyRef`] (`Reply<&[u8]>`) borrows the caller's buffer, from
+/// [`Reply::parse_borrowed`] or [`Reply::parse_next`], and allocates
+/// nothing. Both come out of the same grammar.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
+pub struct Reply<B: Octets = Bytes> {
     code: ReplyCode,
     enhanced: Option<EnhancedCode>,
-    raw: Bytes,
+    raw: B,
 }
+
+/// A reply borrowing the buffer it was parsed from: see [`Reply`].
+pub type ReplyRef<'a> = Reply<&'a [u8]>;
 
 impl Reply {
     /// Parses one complete reply: `raw` is all its lines, EACH ending in
@@ -271,43 +394,7 @@ impl Reply {
     /// (or nothing) after the code, and nothing may follow the last line.
     /// A valid reply is stored as it is, without allocating.
     pub fn parse(raw: Bytes) -> Result<Reply, SyntaxError> {
-        let invalid = |reason| SyntaxError::InvalidReply { reason };
-        if raw.is_empty() {
-            return Err(invalid("empty reply"));
-        }
-        let mut rest: &[u8] = &raw;
-        let mut first: Option<ReplyLine<'_>> = None;
-        loop {
-            let nl =
-                memchr::memchr(b'\n', rest).ok_or(invalid("reply line does not end in CRLF"))?;
-            let (with_cr, after) = rest
-                .split_at_checked(nl)
-                .ok_or(invalid("reply line does not end in CRLF"))?;
-            let line = with_cr
-                .strip_suffix(b"\r")
-                .ok_or(invalid("reply line ends in a bare LF"))?;
-            rest = after.get(1..).unwrap_or_default();
-            let parsed = parse_reply_line(line)?;
-            match &first {
-                None => first = Some(parsed),
-                Some(f) if f.code != parsed.code => {
-                    return Err(invalid("code changed inside a multi-line reply"))
-                }
-                Some(_) => {}
-            }
-            if parsed.last {
-                if !rest.is_empty() {
-                    return Err(invalid("data after the last line of the reply"));
-                }
-                break;
-            }
-            if rest.is_empty() {
-                return Err(invalid("multi-line reply has no last line"));
-            }
-        }
-        let first = first.ok_or(invalid("empty reply"))?;
-        let code = first.code;
-        let enhanced = enhanced_prefix(first.text, code).map(|(e, _)| e);
+        let (code, enhanced) = check_reply(&raw)?;
         Ok(Reply {
             code,
             enhanced,
@@ -411,6 +498,104 @@ impl Reply {
         }
     }
 
+    /// The text of each line after `250-`/`250 ` (zero-copy slices of the
+    /// raw reply; a bare `250` line yields empty text).
+    pub fn lines(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.raw_lines().map(|text| self.raw.slice_ref(text))
+    }
+
+    /// Like [`Reply::lines`], with the enhanced code (and the SP after it)
+    /// removed from each line that starts with one of the reply's class.
+    pub fn text(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.raw_lines()
+            .map(|text| self.raw.slice_ref(strip_enhanced(text, self.code)))
+    }
+
+    /// The reply, final CRLF included (a cheap clone of the raw bytes).
+    pub fn to_bytes(&self) -> Bytes {
+        self.raw.clone()
+    }
+}
+
+impl<'a> Reply<&'a [u8]> {
+    /// [`Reply::parse`] without taking ownership: `raw` is one complete
+    /// reply, every line ending in CRLF, nothing after the last line. The
+    /// reply borrows `raw`; nothing is allocated. Same rules, same errors
+    /// as [`Reply::parse`] (the same code).
+    pub fn parse_borrowed(raw: &'a [u8]) -> Result<Self, SyntaxError> {
+        let (code, enhanced) = check_reply(raw)?;
+        Ok(Reply {
+            code,
+            enhanced,
+            raw,
+        })
+    }
+
+    /// The first reply of `stream` (replies back to back, as a server
+    /// sends them), read line by line, each line checked once, and the rest
+    /// of the stream after it. The reply is what [`Reply::parse_borrowed`]
+    /// makes of its own octets; what follows it is not looked at.
+    ///
+    /// `stream` must hold the whole reply: a reply cut short fails as
+    /// [`Reply::parse`] fails on it ("reply line does not end in CRLF",
+    /// "multi-line reply has no last line"). An empty `stream` is "empty
+    /// reply".
+    ///
+    /// ```
+    /// use starttls::smtp::reply::ReplyRef;
+    ///
+    /// let mut stream = &b"220 mx ESMTP\r\n250-mx\r\n250 STARTTLS\r\n"[..];
+    /// let mut codes = Vec::new();
+    /// while !stream.is_empty() {
+    ///     let (reply, rest) = ReplyRef::parse_next(stream).unwrap();
+    ///     codes.push(reply.code().get());
+    ///     stream = rest;
+    /// }
+    /// assert_eq!(codes, [220, 250]);
+    /// ```
+    pub fn parse_next(stream: &'a [u8]) -> Result<(Self, &'a [u8]), SyntaxError> {
+        let (code, enhanced, rest) = scan_reply(stream)?;
+        let raw = stream.get(..stream.len() - rest.len()).unwrap_or_default();
+        Ok((
+            Reply {
+                code,
+                enhanced,
+                raw,
+            },
+            rest,
+        ))
+    }
+
+    /// A copy that owns its octets (one allocation), to keep past the
+    /// buffer. To share an existing [`Bytes`] instead of copying, use
+    /// [`Reply::map_octets`] with [`crate::octets::attach`].
+    pub fn into_owned(self) -> Reply {
+        self.map_octets(crate::octets::copy)
+    }
+
+    /// [`Reply::lines`] of a borrowed reply: sub-slices of its buffer.
+    pub fn lines(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        line_texts(self.raw)
+    }
+
+    /// [`Reply::text`] of a borrowed reply: sub-slices of its buffer.
+    pub fn text(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let code = self.code;
+        line_texts(self.raw).map(move |text| strip_enhanced(text, code))
+    }
+}
+
+impl<B: Octets> Reply<B> {
+    /// The same reply with its octets in another container: `f` is called
+    /// once, on the whole raw reply.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Reply<C> {
+        Reply {
+            code: self.code,
+            enhanced: self.enhanced,
+            raw: f(self.raw),
+        }
+    }
+
     /// The reply code.
     pub fn code(&self) -> ReplyCode {
         self.code
@@ -421,55 +606,48 @@ impl Reply {
         self.enhanced
     }
 
-    /// The text of each line after `250-`/`250 ` (zero-copy slices of the
-    /// raw reply; a bare `250` line yields empty text).
-    pub fn lines(&self) -> impl Iterator<Item = Bytes> + '_ {
-        self.raw_lines().map(|text| self.raw.slice_ref(text))
-    }
-
-    /// Like [`Reply::lines`], with the enhanced code (and the SP after it)
-    /// removed from each line that starts with one of the reply's class.
-    pub fn text(&self) -> impl Iterator<Item = Bytes> + '_ {
-        self.raw_lines().map(|text| {
-            let text = enhanced_prefix(text, self.code).map_or(text, |(_, rest)| rest);
-            self.raw.slice_ref(text)
-        })
-    }
-
+    /// The text of each line, as slices of [`Reply::raw`] (what
+    /// [`Reply::lines`] gives, in any form).
     pub(crate) fn raw_lines(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.raw
-            .split(|&c| c == b'\n')
-            .filter(|segment| !segment.is_empty())
-            .map(|segment| {
-                let line = segment.strip_suffix(b"\r").unwrap_or(segment);
-                line.get(4..).unwrap_or_default()
-            })
+        line_texts(self.raw.as_ref())
     }
 
     /// The number of lines.
     pub fn line_count(&self) -> usize {
-        memchr::memchr_iter(b'\n', &self.raw).count()
+        memchr::memchr_iter(b'\n', self.raw.as_ref()).count()
     }
 
     /// The whole reply as on the wire, CRLFs included.
-    pub fn raw(&self) -> &Bytes {
+    pub fn raw(&self) -> &B {
         &self.raw
     }
 
     /// Appends the reply, final CRLF included.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.raw);
+        out.extend_from_slice(self.raw.as_ref());
     }
+}
 
-    /// The reply, final CRLF included (a cheap clone of the raw bytes).
-    pub fn to_bytes(&self) -> Bytes {
-        self.raw.clone()
-    }
+/// The text of each line of a checked reply, after `250-`/`250 `.
+pub(crate) fn line_texts(raw: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    raw.split(|&c| c == b'\n')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| {
+            let line = segment.strip_suffix(b"\r").unwrap_or(segment);
+            line.get(4..).unwrap_or_default()
+        })
+}
+
+/// A line's text without the enhanced code of the reply's class (and its
+/// SP) at its start, if it has one.
+fn strip_enhanced(text: &[u8], code: ReplyCode) -> &[u8] {
+    enhanced_prefix(text, code).map_or(text, |(_, rest)| rest)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::octets::attach;
 
     fn parse(s: &str) -> Result<Reply, SyntaxError> {
         Reply::parse(Bytes::copy_from_slice(s.as_bytes()))
@@ -939,5 +1117,328 @@ mod tests {
                 assert_eq!(lines.iter().map(|b| &b[..]).collect::<Vec<_>>(), refs);
             }
         }
+    }
+    /// The reply grammar as it was written before the borrowed path (nom
+    /// line split, byte-at-a-time text check): the fast scan must accept and
+    /// refuse exactly what it did, with the same errors.
+    fn reference_parse(raw: &[u8]) -> Result<(ReplyCode, Option<EnhancedCode>), SyntaxError> {
+        fn line_ref(line: &[u8]) -> Result<ReplyLine<'_>, SyntaxError> {
+            let invalid = |reason| SyntaxError::InvalidReply { reason };
+            let digits = line
+                .get(..3)
+                .filter(|d| d.iter().all(u8::is_ascii_digit))
+                .ok_or(invalid("a reply line must start with a three-digit code"))?;
+            let code = crate::smtp::syntax::digits_value(digits)
+                .and_then(|v| u16::try_from(v).ok())
+                .and_then(ReplyCode::new)
+                .ok_or(invalid("reply code out of range (RFC 5321 §4.2)"))?;
+            let rest = &line[3..];
+            let (last, text) = match rest {
+                [] => (true, rest),
+                [b' ', text @ ..] => (true, text),
+                [b'-', text @ ..] => (false, text),
+                _ => return Err(invalid("reply code must be followed by SP, \"-\" or CRLF")),
+            };
+            if !is_reply_text(text) {
+                return Err(invalid("reply text contains CR, LF or NUL"));
+            }
+            Ok(ReplyLine { code, last, text })
+        }
+        let invalid = |reason| SyntaxError::InvalidReply { reason };
+        if raw.is_empty() {
+            return Err(invalid("empty reply"));
+        }
+        let mut rest = raw;
+        let mut first: Option<ReplyLine<'_>> = None;
+        loop {
+            let nl = rest
+                .iter()
+                .position(|&c| c == b'\n')
+                .ok_or(invalid("reply line does not end in CRLF"))?;
+            let line = rest[..nl]
+                .strip_suffix(b"\r")
+                .ok_or(invalid("reply line ends in a bare LF"))?;
+            rest = &rest[nl + 1..];
+            let parsed = line_ref(line)?;
+            assert_eq!(parse_reply_line(line), Ok(parsed));
+            match &first {
+                None => first = Some(parsed),
+                Some(f) if f.code != parsed.code => {
+                    return Err(invalid("code changed inside a multi-line reply"))
+                }
+                Some(_) => {}
+            }
+            if parsed.last {
+                if !rest.is_empty() {
+                    return Err(invalid("data after the last line of the reply"));
+                }
+                break;
+            }
+            if rest.is_empty() {
+                return Err(invalid("multi-line reply has no last line"));
+            }
+        }
+        let first = first.ok_or(invalid("empty reply"))?;
+        // The enhanced code by its RFC 3463 grammar, spelled out.
+        let t = first.text;
+        let class_ok = t.first() == Some(&(b'0' + first.code.class()));
+        let enhanced = (|| {
+            if !class_ok
+                || !matches!(t.first(), Some(b'2' | b'4' | b'5'))
+                || t.get(1) != Some(&b'.')
+            {
+                return None;
+            }
+            let d1 = t[2..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if !(1..=3).contains(&d1) || t.get(2 + d1) != Some(&b'.') {
+                return None;
+            }
+            let s2 = 3 + d1;
+            let d2 = t[s2..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if !(1..=3).contains(&d2) || !matches!(t.get(s2 + d2), None | Some(b' ')) {
+                return None;
+            }
+            let num = |d: &[u8]| d.iter().fold(0u16, |a, &c| a * 10 + u16::from(c - b'0'));
+            Some(EnhancedCode::new(
+                t[0] - b'0',
+                num(&t[2..2 + d1]),
+                num(&t[s2..s2 + d2]),
+            ))
+        })();
+        Ok((first.code, enhanced))
+    }
+
+    /// Every check the borrowed path owes the owned one, on one input.
+    fn differential(x: &[u8]) {
+        let line = Bytes::copy_from_slice(x);
+        let owned = Reply::parse(line.clone());
+        let borrowed = ReplyRef::parse_borrowed(&line);
+        assert_eq!(
+            owned
+                .as_ref()
+                .map(|r| (r.code(), r.enhanced()))
+                .map_err(Clone::clone),
+            reference_parse(x),
+            "{x:?}"
+        );
+        match (&borrowed, &owned) {
+            (Ok(b), Ok(o)) => {
+                assert_eq!(&b.clone().map_octets(attach(&line)), o, "{x:?}");
+                assert_eq!(&b.clone().into_owned(), o, "{x:?}");
+                assert_eq!(b.code(), o.code());
+                assert_eq!(b.enhanced(), o.enhanced());
+                assert_eq!(b.line_count(), o.line_count());
+                let lines: Vec<&[u8]> = b.lines().collect();
+                let owned_lines: Vec<Bytes> = o.lines().collect();
+                assert_eq!(
+                    lines,
+                    owned_lines.iter().map(|l| &l[..]).collect::<Vec<_>>()
+                );
+                let text: Vec<&[u8]> = b.text().collect();
+                let owned_text: Vec<Bytes> = o.text().collect();
+                assert_eq!(text, owned_text.iter().map(|l| &l[..]).collect::<Vec<_>>());
+                let (mut out_b, mut out_o) = (Vec::new(), Vec::new());
+                b.write_to(&mut out_b);
+                o.write_to(&mut out_o);
+                assert_eq!(out_b, out_o);
+            }
+            (Err(b), Err(o)) => assert_eq!(b, o, "{x:?}"),
+            _ => panic!("forms disagree on {x:?}: {borrowed:?} vs {owned:?}"),
+        }
+        // The stream reader: the first reply, and the same verdict.
+        match ReplyRef::parse_next(x) {
+            Ok((r, rest)) => {
+                let n = x.len() - rest.len();
+                assert_eq!(ReplyRef::parse_borrowed(&x[..n]), Ok(r.clone()), "{x:?}");
+                assert_eq!(r.raw().as_ptr(), x.as_ptr());
+                if rest.is_empty() {
+                    assert_eq!(borrowed, Ok(r));
+                } else {
+                    assert_eq!(
+                        owned,
+                        Err(SyntaxError::InvalidReply {
+                            reason: "data after the last line of the reply"
+                        })
+                    );
+                }
+            }
+            Err(e) => assert_eq!(owned, Err(e), "{x:?}"),
+        }
+    }
+
+    /// Every reply the tests above use, valid or not.
+    const VECTORS: &[&str] = &[
+        "220 foo.com Simple Mail Transfer Service Ready\r\n",
+        "250-foo.com greets bar.com\r\n250-8BITMIME\r\n250-SIZE\r\n250-DSN\r\n250 HELP\r\n",
+        "250 OK\r\n",
+        "354 Start mail input; end with <CRLF>.<CRLF>\r\n",
+        "221 foo.com Service closing transmission channel\r\n",
+        "550 No such user here\r\n",
+        "251 User not local; will forward to <Brown@foo.com>\r\n",
+        "250 2.1.0 Ok\r\n",
+        "550-5.7.1 Relaying denied\r\n550-5.7.1 see policy\r\n550 5.7.1\r\n",
+        "451 4.123.999 try later\r\n",
+        "250 2.01.001 leading zeros\r\n",
+        "250 5.0.0 class differs\r\n",
+        "354 3.0.0 class 3 has none\r\n",
+        "250 2.0.0x\r\n",
+        "250 2.0\r\n",
+        "250 2.1000.0 x\r\n",
+        "250 2.0.1000 x\r\n",
+        "250 2..0 x\r\n",
+        "250  2.0.0 x\r\n",
+        "250 x 2.0.0\r\n",
+        "250\r\n",
+        "250-2.0.0 a\r\n250-b\r\n250 2.0.0 c\r\n",
+        "250-a\r\n250 2.0.0 c\r\n",
+        "",
+        "250 OK",
+        "250 OK\n",
+        "250-a\n250 b\r\n",
+        "250 OK\r",
+        "250 O\rK\r\n",
+        "250-a\r\n251 b\r\n",
+        "250-a\r\n550 b\r\n",
+        "250-a\r\n",
+        "250-a\r\n250-b\r\n",
+        "250 a\r\n250 b\r\n",
+        "250 a\r\nx",
+        "250 a\r\n\r\n",
+        "\r\n",
+        "600 x\r\n",
+        "250_x\r\n",
+        "250 a\0\r\n",
+        "250-a\r\n250-\r\n250\r\n",
+        "25\r\n",
+        "2500 x\r\n",
+        "199 x\r\n",
+        "260 x\r\n",
+        "2x0 x\r\n",
+        " 250 x\r\n",
+        "250\tx\r\n",
+        "250 a\nb\r\n",
+        "220 h\u{e9}llo w\u{f6}rld\r\n",
+        "250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n",
+        "250-\r\n250 DSN\r\n",
+    ];
+
+    /// Random mutations of a valid reply: bytes changed, cut, repeated.
+    fn mutations(seed: u64, base: &[u8], out: &mut Vec<Vec<u8>>) {
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"\r\n\0 -.0123456789ab\xff";
+        for _ in 0..64 {
+            let mut m = base.to_vec();
+            for _ in 0..1 + next() % 3 {
+                if m.is_empty() {
+                    break;
+                }
+                let at = (next() % m.len() as u64) as usize;
+                match next() % 4 {
+                    0 => m[at] = alphabet[(next() % alphabet.len() as u64) as usize],
+                    1 => m.truncate(at),
+                    2 => {
+                        m.remove(at);
+                    }
+                    _ => m.insert(at, alphabet[(next() % alphabet.len() as u64) as usize]),
+                }
+            }
+            out.push(m);
+        }
+    }
+
+    #[test]
+    fn borrowed_and_owned_agree() {
+        let mut corpus: Vec<Vec<u8>> = VECTORS.iter().map(|v| v.as_bytes().to_vec()).collect();
+        // Streams: every vector followed by another.
+        for (i, a) in VECTORS.iter().enumerate() {
+            corpus.push(format!("{a}{}", VECTORS[(i * 7 + 3) % VECTORS.len()]).into_bytes());
+        }
+        // Every reply the round-trip generator builds, and mutations of it.
+        let mut state = 0x5EED_0FD1_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..400u64 {
+            let code = [220, 221, 250, 354, 451, 550, 559][(next() % 7) as usize];
+            let enhanced = match next() % 3 {
+                0 => None,
+                1 => Some(EnhancedCode::new(
+                    (code / 100) as u8,
+                    (next() % 1000) as u16,
+                    0,
+                )),
+                _ => Some(EnhancedCode::new(2, 1, (next() % 1000) as u16)),
+            };
+            let texts: [&[u8]; 4] = [b"mx.example ESMTP", b"PIPELINING", b"", b"2.0.0 ok"];
+            let lines: Vec<&[u8]> = (0..next() % 4)
+                .map(|_| texts[(next() % 4) as usize])
+                .collect();
+            let raw = Reply::new(code, enhanced, &lines).to_bytes().to_vec();
+            mutations(i, &raw, &mut corpus);
+            corpus.push(raw);
+        }
+        for v in VECTORS {
+            mutations(v.len() as u64, v.as_bytes(), &mut corpus);
+        }
+        let mut accepted = 0;
+        for x in &corpus {
+            differential(x);
+            accepted += Reply::parse(Bytes::copy_from_slice(x)).is_ok() as usize;
+        }
+        // Both verdicts are well represented.
+        assert!(
+            accepted > 1000 && corpus.len() - accepted > 1000,
+            "{accepted} of {}",
+            corpus.len()
+        );
+    }
+
+    #[test]
+    fn parse_next_walks_a_stream() {
+        let stream =
+            b"220 mx ESMTP\r\n250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n250 2.1.0 Ok\r\n";
+        let mut rest = &stream[..];
+        let mut got = Vec::new();
+        while !rest.is_empty() {
+            let (r, after) = ReplyRef::parse_next(rest).unwrap();
+            got.push((r.code().get(), r.line_count(), r.enhanced()));
+            rest = after;
+        }
+        assert_eq!(
+            got,
+            [
+                (220, 1, None),
+                (250, 3, None),
+                (250, 1, Some(EnhancedCode::new(2, 1, 0)))
+            ]
+        );
+        assert_eq!(
+            ReplyRef::parse_next(b"250-a\r\n250-b\r\n"),
+            Err(SyntaxError::InvalidReply {
+                reason: "multi-line reply has no last line"
+            })
+        );
+        assert_eq!(
+            ReplyRef::parse_next(b"250 a\r\n250 b"),
+            Ok((
+                ReplyRef::parse_borrowed(b"250 a\r\n").unwrap(),
+                &b"250 b"[..]
+            ))
+        );
+        assert_eq!(
+            ReplyRef::parse_next(b""),
+            Err(SyntaxError::InvalidReply {
+                reason: "empty reply"
+            })
+        );
     }
 }

@@ -31,7 +31,46 @@ pub fn smtp_command(data: &[u8]) {
 /// capability parser.
 pub fn smtp_reply(data: &[u8]) {
     let _ = smtp::reply::parse_reply_line(data);
-    let Ok(r) = smtp::Reply::parse(Bytes::copy_from_slice(data)) else {
+    // Differential (#18): the borrowed form is the owned one, verdict,
+    // error and value; the stream reader reads the same first reply.
+    let owned_in = Bytes::copy_from_slice(data);
+    let owned = smtp::Reply::parse(owned_in.clone());
+    let borrowed = smtp::ReplyRef::parse_borrowed(&owned_in);
+    match (&borrowed, &owned) {
+        (Ok(b), Ok(o)) => {
+            let attached = b.clone().map_octets(starttls::octets::attach(&owned_in));
+            assert_eq!(&attached, o, "attach(borrowed) differs from owned");
+            assert_eq!(&b.clone().into_owned(), o, "into_owned differs from owned");
+            assert!(b.text().eq(o.text().map(|t| t.to_vec())));
+            if let Ok(bc) = smtp::Capabilities::from_ehlo_reply_borrowed(b) {
+                let oc = smtp::Capabilities::from_ehlo_reply(o).expect("owned EHLO list too");
+                let attached = bc.clone().map_octets(starttls::octets::attach(&owned_in));
+                assert_eq!(attached, oc, "borrowed EHLO list differs from owned");
+                assert_eq!(bc.into_owned(), oc);
+            } else {
+                assert!(smtp::Capabilities::from_ehlo_reply(o).is_err());
+            }
+        }
+        (Err(b), Err(o)) => assert_eq!(b, o, "forms fail differently"),
+        _ => panic!("forms disagree: {borrowed:?} vs {owned:?}"),
+    }
+    match smtp::ReplyRef::parse_next(data) {
+        Ok((first, rest)) => {
+            let n = data.len() - rest.len();
+            assert_eq!(smtp::ReplyRef::parse_borrowed(&data[..n]), Ok(first));
+            assert_eq!(rest.is_empty(), owned.is_ok());
+        }
+        Err(e) => assert_eq!(owned.as_ref().err(), Some(&e)),
+    }
+    if let Ok(c) = smtp::Capability::parse_borrowed(data) {
+        assert_eq!(
+            c.map_octets(starttls::octets::attach(&owned_in)),
+            smtp::Capability::parse(&owned_in).expect("owned EHLO line too")
+        );
+    } else {
+        assert!(smtp::Capability::parse(&owned_in).is_err());
+    }
+    let Ok(r) = owned else {
         return;
     };
     let again = smtp::Reply::parse(r.to_bytes()).expect("a serialized reply parses");
