@@ -116,6 +116,7 @@ pub(crate) fn number_u32(input: &[u8]) -> PResult<'_, u32> {
 }
 
 /// `1*DIGIT` that fits in a `u64`.
+#[cfg(test)]
 pub(crate) fn number_u64(input: &[u8]) -> PResult<'_, u64> {
     let (rest, d) = digits(input)?;
     match digits_value(d) {
