@@ -20,16 +20,10 @@
 use std::io::Write as _;
 
 use bytes::Bytes;
-use nom::character::complete::char;
-use nom::sequence::separated_pair;
 
 use crate::appvalue;
 use crate::octets::{Octets, Source};
-use crate::pop3::syntax::{
-    is_base64, is_line_text, is_word_arg, msg_number, number_u32, split_sp, whole, SyntaxError,
-    MAX_ARG,
-};
-use crate::words::{self, Entry};
+use crate::pop3::syntax::{is_base64, is_line_text, is_word_arg, split_sp, SyntaxError, MAX_ARG};
 use crate::{Secret, UsageError};
 
 /// One POP3 command.
@@ -159,32 +153,87 @@ enum Keyword {
     Lang,
 }
 
-const KEYWORDS: [(&str, Keyword); 17] = [
-    ("RETR", Keyword::Retr),
-    ("LIST", Keyword::List),
-    ("UIDL", Keyword::Uidl),
-    ("DELE", Keyword::Dele),
-    ("STAT", Keyword::Stat),
-    ("TOP", Keyword::Top),
-    ("NOOP", Keyword::Noop),
-    ("USER", Keyword::User),
-    ("PASS", Keyword::Pass),
-    ("APOP", Keyword::Apop),
-    ("AUTH", Keyword::Auth),
-    ("CAPA", Keyword::Capa),
-    ("STLS", Keyword::Stls),
-    ("RSET", Keyword::Rset),
-    ("QUIT", Keyword::Quit),
-    ("UTF8", Keyword::Utf8),
-    ("LANG", Keyword::Lang),
-];
+/// `name` (4 octets, upper case) as a little-endian word, with bit 5
+/// (the ASCII case bit) of every octet cleared.
+const fn word4(name: &[u8; 4]) -> u32 {
+    u32::from_le_bytes(*name) & FOLD
+}
 
-/// [`KEYWORDS`] as a folded-word table.
-static KEYWORD_WORDS: [Entry<Keyword>; 17] = words::table(KEYWORDS, Keyword::Quit);
+/// Clearing bit 5 of an octet folds a letter to upper case. It maps
+/// exactly two octets to each letter (its two cases), so a folded word made
+/// of letters matches only that word in any case; the digit of `UTF8` is
+/// checked apart (`8` folds to `\x18`, as `\x18` does).
+const FOLD: u32 = 0xDFDF_DFDF;
 
-/// The keyword whose name is `text` (ASCII case-insensitive).
+const RETR: u32 = word4(b"RETR");
+const LIST: u32 = word4(b"LIST");
+const UIDL: u32 = word4(b"UIDL");
+const DELE: u32 = word4(b"DELE");
+const STAT: u32 = word4(b"STAT");
+const NOOP: u32 = word4(b"NOOP");
+const USER: u32 = word4(b"USER");
+const PASS: u32 = word4(b"PASS");
+const APOP: u32 = word4(b"APOP");
+const AUTH: u32 = word4(b"AUTH");
+const CAPA: u32 = word4(b"CAPA");
+const STLS: u32 = word4(b"STLS");
+const RSET: u32 = word4(b"RSET");
+const QUIT: u32 = word4(b"QUIT");
+const UTF8: u32 = word4(b"UTF8");
+const LANG: u32 = word4(b"LANG");
+/// `TOP` and a zero octet, folded.
+const TOP: u32 = word4(b"TOP\0");
+
+/// The keyword whose name is `text` (ASCII case-insensitive), matched as
+/// one folded word.
+#[inline]
 fn keyword_of(text: &[u8]) -> Option<(&'static str, Keyword)> {
-    words::lookup(&KEYWORD_WORDS, text)
+    let (word, last) = match *text {
+        [a, b, c] => (u32::from_le_bytes([a, b, c, 0]), 0),
+        [a, b, c, d] => (u32::from_le_bytes([a, b, c, d]), d),
+        _ => return None,
+    };
+    // Three octets: the zero fourth octet stays zero, only TOP matches.
+    Some(match word & FOLD {
+        RETR => ("RETR", Keyword::Retr),
+        LIST => ("LIST", Keyword::List),
+        UIDL => ("UIDL", Keyword::Uidl),
+        DELE => ("DELE", Keyword::Dele),
+        STAT => ("STAT", Keyword::Stat),
+        NOOP => ("NOOP", Keyword::Noop),
+        USER => ("USER", Keyword::User),
+        PASS => ("PASS", Keyword::Pass),
+        APOP => ("APOP", Keyword::Apop),
+        AUTH => ("AUTH", Keyword::Auth),
+        CAPA => ("CAPA", Keyword::Capa),
+        STLS => ("STLS", Keyword::Stls),
+        RSET => ("RSET", Keyword::Rset),
+        QUIT => ("QUIT", Keyword::Quit),
+        UTF8 if last == b'8' => ("UTF8", Keyword::Utf8),
+        LANG => ("LANG", Keyword::Lang),
+        TOP if text.len() == 3 => ("TOP", Keyword::Top),
+        _ => return None,
+    })
+}
+
+/// Splits a command line into its keyword and, after the first SP, its
+/// arguments. Keywords are 3 or 4 octets, so only an SP at offset 3 or 4
+/// can end one: a line with an SP before, or a longer first word, has no
+/// keyword the lookup knows (an SP folds to a zero octet, never a letter),
+/// exactly as if it had been split at its first SP.
+#[inline]
+fn split_keyword(input: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let at = if input.get(3) == Some(&b' ') {
+        3
+    } else if input.get(4) == Some(&b' ') {
+        4
+    } else {
+        return (input, None);
+    };
+    match input.split_at_checked(at) {
+        Some((keyword, rest)) => (keyword, rest.get(1..)),
+        None => (input, None),
+    }
 }
 
 fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
@@ -193,12 +242,33 @@ fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
 
 const BAD_MSG: &str = "message number must be 1*DIGIT, non-zero, at most 4294967295";
 
-/// A message-number argument (RFC 1939 §5 `msg`), at most 40 octets.
-fn msg_arg(arg: &[u8]) -> Option<u32> {
-    if arg.len() > MAX_ARG {
+/// `1*DIGIT` of at most 40 octets (RFC 2449 §4) whose value fits in a
+/// `u32` (leading zeros allowed).
+#[inline]
+fn number_arg(arg: &[u8]) -> Option<u32> {
+    if arg.is_empty() || arg.len() > MAX_ARG {
         return None;
     }
-    whole(arg, msg_number)
+    let mut value = 0u64;
+    for &c in arg {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        // At most u32::MAX * 10 + 9: no overflow of the u64.
+        value = value * 10 + u64::from(digit);
+        if value > u64::from(u32::MAX) {
+            return None;
+        }
+    }
+    u32::try_from(value).ok()
+}
+
+/// A message-number argument (RFC 1939 §5 `msg`: `1*DIGIT`, non-zero,
+/// fitting in a `u32`), at most 40 octets.
+#[inline]
+fn msg_arg(arg: &[u8]) -> Option<u32> {
+    number_arg(arg).filter(|&n| n != 0)
 }
 
 /// RFC 4422 §3.1 `sasl-mech = 1*20mech-char`,
@@ -489,7 +559,7 @@ impl<B: Octets> Command<B> {
 /// The grammar of [`Command::parse`], once for both forms.
 fn parse_in<'a, S: Source<'a>>(line: S) -> Result<Command<S::Out>, SyntaxError> {
     let input: &'a [u8] = line.octets();
-    let (keyword, args) = split_sp(input);
+    let (keyword, args) = split_keyword(input);
     let (name, kw) = keyword_of(keyword).ok_or(SyntaxError::UnknownCommand)?;
     let no_args = |cmd: Command<S::Out>| match args {
         None => Ok(cmd),
@@ -535,8 +605,8 @@ fn parse_in<'a, S: Source<'a>>(line: S) -> Result<Command<S::Out>, SyntaxError> 
             if msg_text.len() > MAX_ARG || lines_text.is_some_and(|l| l.len() > MAX_ARG) {
                 return Err(bad(name, "an argument is longer than 40 octets"));
             }
-            let (msg, lines) =
-                whole(args, separated_pair(msg_number, char(' '), number_u32)).ok_or(invalid)?;
+            let msg = msg_arg(msg_text).ok_or(invalid.clone())?;
+            let lines = lines_text.and_then(number_arg).ok_or(invalid)?;
             Ok(Command::Top { msg, lines })
         }
         Keyword::User => {
@@ -668,6 +738,40 @@ mod tests {
             (Err(e1), Err(e2)) => assert_eq!(e1, e2, "{line:?}"),
             (view, owned) => panic!("{line:?}: borrowed {view:?}, owned {owned:?}"),
         }
+    }
+
+    #[test]
+    fn keyword_lookup_matches_the_plain_definition() {
+        const NAMES: [&str; 17] = [
+            "USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "STAT", "LIST", "RETR", "DELE", "NOOP",
+            "RSET", "QUIT", "TOP", "UIDL", "UTF8", "LANG",
+        ];
+        let plain = |text: &[u8]| {
+            NAMES
+                .iter()
+                .find(|n| n.as_bytes().eq_ignore_ascii_case(text))
+                .copied()
+        };
+        // Every keyword octet in both cases, and the octets that fold onto
+        // them when bit 5 is cleared (`8` and `\x18`, `@` and `` ` ``, …).
+        let mut alphabet: Vec<u8> = b"USERPAOTHCLIDNQF8LG".to_vec();
+        alphabet.extend(b"userpaothclidnqf8lg");
+        alphabet.extend([0x18, 0x38, 0x00, 0x20, b'@', b'`', 0xD5, 0xF5, 0x7F, 0x9F]);
+        let mut r = Rng(3);
+        for _ in 0..200_000 {
+            let len = 3 + r.below(2);
+            let text: Vec<u8> = (0..len).map(|_| r.pick(&alphabet)).collect();
+            assert_eq!(keyword_of(&text).map(|(n, _)| n), plain(&text), "{text:?}");
+        }
+        for name in NAMES {
+            assert_eq!(keyword_of(name.as_bytes()).map(|(n, _)| n), Some(name));
+            let lower = name.to_ascii_lowercase();
+            assert_eq!(keyword_of(lower.as_bytes()).map(|(n, _)| n), Some(name));
+        }
+        assert!(keyword_of(b"TOP\0").is_none());
+        assert!(keyword_of(b"UTF\x18").is_none());
+        assert!(keyword_of(b"TO").is_none());
+        assert!(keyword_of(b"QUITS").is_none());
     }
 
     #[test]
