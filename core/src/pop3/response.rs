@@ -35,7 +35,7 @@ use nom::sequence::{delimited, pair, preceded};
 
 use crate::escape::Escaped;
 use crate::octets::{Octets, Source};
-use crate::pop3::syntax::{digits_value, is_base64, is_line_text, is_vchar, PResult, SyntaxError};
+use crate::pop3::syntax::{is_base64, is_line_text, is_vchar, PResult, SyntaxError};
 use crate::{appvalue, UsageError};
 
 /// The status indicator of a response (RFC 1939 §3): positive `+OK` or
@@ -448,9 +448,20 @@ fn continuation_in<'a, S: Source<'a>>(line: S) -> Result<S::Out, SyntaxError> {
 /// `1*DIGIT` at the start of `text` that fits in a `u64`, and the rest.
 #[inline]
 fn leading_number(text: &[u8]) -> Option<(u64, &[u8])> {
-    let n = text.iter().take_while(|c| c.is_ascii_digit()).count();
-    let (digits, rest) = text.split_at_checked(n)?;
-    Some((digits_value(digits)?, rest))
+    let mut value = 0u64;
+    let mut n = 0;
+    for &c in text {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    Some((value, text.get(n..)?))
 }
 
 /// Parses `1*DIGIT SP 1*DIGIT` at the start of `text`, then either the end
