@@ -13,14 +13,26 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use starttls::pop3::command::Command;
-use starttls::pop3::response::{parse_scan_listing, parse_uidl_listing, StatusLine};
-use starttls_bench::{alloc, bytes_split, lines, memchr_split};
+use starttls::pop3::response::{
+    parse_scan_listing, parse_scan_listing_borrowed, parse_uidl_listing,
+    parse_uidl_listing_borrowed, StatusLine,
+};
+use starttls_bench::{alloc, bytes_split, lines, memchr_split, slices};
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
 
+#[inline(never)]
 fn parse_commands(buf: &Bytes) -> usize {
     lines(buf).filter(|l| Command::parse(l).is_ok()).count()
+}
+
+/// The borrowed path: each line a sub-slice, each command a `CommandRef`.
+#[inline(never)]
+fn parse_commands_borrowed(raw: &[u8]) -> usize {
+    slices(raw)
+        .filter(|l| Command::parse_borrowed(l).is_ok())
+        .count()
 }
 
 /// What the next lines are, in the order `pop3_responses` writes them.
@@ -44,6 +56,7 @@ const SCRIPT: [Option<Next>; 6] = [
 ];
 
 /// Counts of what was parsed: status, scan, uidl, body lines.
+#[inline(never)]
 fn parse_responses(buf: &Bytes) -> [usize; 4] {
     let mut counts = [0usize; 4];
     let mut next = Next::Status;
@@ -77,6 +90,42 @@ fn parse_responses(buf: &Bytes) -> [usize; 4] {
     counts
 }
 
+/// [`parse_responses`] on the borrowed path: the same script over
+/// sub-slices, with the `_borrowed` parsers.
+#[inline(never)]
+fn parse_responses_borrowed(raw: &[u8]) -> [usize; 4] {
+    let mut counts = [0usize; 4];
+    let mut next = Next::Status;
+    let mut step = 0;
+    for line in slices(raw) {
+        match next {
+            Next::Status => {
+                if StatusLine::parse_borrowed(line).is_ok() {
+                    counts[0] += 1;
+                }
+                next = SCRIPT[step % SCRIPT.len()].unwrap_or(Next::Status);
+                step += 1;
+            }
+            multi => {
+                if line == b"." {
+                    next = Next::Status;
+                    continue;
+                }
+                match multi {
+                    Next::Scan => counts[1] += parse_scan_listing_borrowed(line).is_ok() as usize,
+                    Next::Uidl => counts[2] += parse_uidl_listing_borrowed(line).is_ok() as usize,
+                    _ => {
+                        let body = line.strip_prefix(b".").unwrap_or(line);
+                        counts[3] += 1;
+                        black_box(body);
+                    }
+                }
+            }
+        }
+    }
+    counts
+}
+
 fn pop3(c: &mut Criterion) {
     let (raw, count) = starttls_bench::pop3_commands();
     let buf = Bytes::from(raw.clone());
@@ -87,6 +136,13 @@ fn pop3(c: &mut Criterion) {
     g.bench_function("starttls", |b| {
         b.iter(|| {
             let n = parse_commands(&buf);
+            assert_eq!(n, count);
+            black_box(n)
+        })
+    });
+    g.bench_function("starttls_borrowed", |b| {
+        b.iter(|| {
+            let n = parse_commands_borrowed(&raw);
             assert_eq!(n, count);
             black_box(n)
         })
@@ -109,6 +165,13 @@ fn pop3(c: &mut Criterion) {
             black_box(got)
         })
     });
+    g.bench_function("starttls_borrowed", |b| {
+        b.iter(|| {
+            let got = parse_responses_borrowed(&r.bytes);
+            assert_eq!(got, expect);
+            black_box(got)
+        })
+    });
     g.finish();
 }
 
@@ -121,6 +184,12 @@ fn allocation_report() {
     assert_eq!(got, count);
     println!(
         "alloc pop3_commands/starttls {:.2} allocs/item",
+        n as f64 / count as f64
+    );
+    let (n, got) = alloc::measure(|| parse_commands_borrowed(&raw));
+    assert_eq!(got, count);
+    println!(
+        "alloc pop3_commands/starttls_borrowed {:.2} allocs/item",
         n as f64 / count as f64
     );
     let r = starttls_bench::pop3_responses();
@@ -137,6 +206,13 @@ fn allocation_report() {
     let (n, _) = alloc::measure(|| parse_responses(&buf));
     println!(
         "alloc pop3_responses/starttls {:.2} allocs/item",
+        n as f64 / lines as f64
+    );
+    let expect = [r.status_lines, r.scan_lines, r.uidl_lines, r.body_lines];
+    let (n, got) = alloc::measure(|| parse_responses_borrowed(&r.bytes));
+    assert_eq!(got, expect);
+    println!(
+        "alloc pop3_responses/starttls_borrowed {:.2} allocs/item",
         n as f64 / lines as f64
     );
 }

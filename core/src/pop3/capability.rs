@@ -16,13 +16,16 @@
 //! `IMPLEMENTATION`), RFC 2595 §4 `STLS`, RFC 3206 `AUTH-RESP-CODE` and
 //! RFC 6856 §2-§3 `UTF8` and `LANG`.
 //!
-//! Parsing one line is zero-copy and allocates nothing; [`Capabilities`]
-//! holds a `Vec`, built once per session.
+//! Parsing one line is zero-copy and allocates nothing
+//! ([`Capability::parse_borrowed`] is the same grammar over a `&[u8]` line,
+//! see [`crate::octets`]); [`Capabilities`] holds a `Vec` of owned
+//! capabilities, built once per session.
 
 use std::io::Write as _;
 
 use bytes::Bytes;
 
+use crate::octets::{Octets, Source};
 use crate::pop3::syntax::{is_line_text, is_vchar, number_u32, split_sp, whole, SyntaxError};
 
 /// One capability line of a `CAPA` response (RFC 2449 §5).
@@ -31,15 +34,19 @@ use crate::pop3::syntax::{is_line_text, is_vchar, number_u32, split_sp, whole, S
 /// case-insensitive. A known name whose arguments do not fit its definition
 /// (`TOP now`, `LOGIN-DELAY soon`) is kept as [`Capability::Other`] rather
 /// than failing the whole response.
+///
+/// Generic over the container of its byte strings (see [`crate::octets`]):
+/// `Capability` is the owned form ([`Bytes`]), [`CapabilityRef`] the form
+/// borrowed from the parsed line.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Capability {
+pub enum Capability<B: Octets = Bytes> {
     /// RFC 2449 §6.1 `TOP`: the `TOP` command is available.
     Top,
     /// RFC 2449 §6.2 `USER`: `USER`/`PASS` login is available.
     User,
     /// RFC 2449 §6.3 / RFC 5034 §3 `SASL *(SP mechanism)`: the raw
     /// space-separated mechanism list (may be empty).
-    Sasl(Bytes),
+    Sasl(B),
     /// RFC 2449 §6.4 `RESP-CODES`: `-ERR` replies carry §8 response codes.
     RespCodes,
     /// RFC 2449 §6.5 `LOGIN-DELAY delay [USER]`: minimum seconds between
@@ -66,7 +73,7 @@ pub enum Capability {
     Uidl,
     /// RFC 2449 §6.9 `IMPLEMENTATION impl-text`: free text naming the
     /// server software (not empty).
-    Implementation(Bytes),
+    Implementation(B),
     /// RFC 2595 §4 `STLS`: the server can switch to TLS.
     Stls,
     /// RFC 6856 §2 `UTF8 [USER]`: the `UTF8` command is available.
@@ -81,29 +88,50 @@ pub enum Capability {
     /// Any other capability, or a known name with unexpected arguments.
     Other {
         /// The `capa-tag`, as written.
-        name: Bytes,
+        name: B,
         /// Everything after the name and its SP, raw (may be empty).
-        args: Bytes,
+        args: B,
     },
 }
 
-/// The name of each argumentless capability.
-const FLAGS: [(&str, Capability); 8] = [
-    ("TOP", Capability::Top),
-    ("USER", Capability::User),
-    ("RESP-CODES", Capability::RespCodes),
-    ("PIPELINING", Capability::Pipelining),
-    ("UIDL", Capability::Uidl),
-    ("STLS", Capability::Stls),
-    ("LANG", Capability::Lang),
-    ("AUTH-RESP-CODE", Capability::AuthRespCode),
-];
+/// A [`Capability`] borrowed from the line it was parsed from
+/// ([`Capability::parse_borrowed`]).
+pub type CapabilityRef<'a> = Capability<&'a [u8]>;
+
+/// The argumentless capabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flag {
+    Top,
+    User,
+    RespCodes,
+    Pipelining,
+    Uidl,
+    Stls,
+    Lang,
+    AuthRespCode,
+}
+
+impl Flag {
+    /// The capability it is.
+    fn capability<B: Octets>(self) -> Capability<B> {
+        match self {
+            Flag::Top => Capability::Top,
+            Flag::User => Capability::User,
+            Flag::RespCodes => Capability::RespCodes,
+            Flag::Pipelining => Capability::Pipelining,
+            Flag::Uidl => Capability::Uidl,
+            Flag::Stls => Capability::Stls,
+            Flag::Lang => Capability::Lang,
+            Flag::AuthRespCode => Capability::AuthRespCode,
+        }
+    }
+}
 
 /// A known capability name, read ASCII case-insensitively.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Name {
-    /// One of [`FLAGS`]: the capability it is without arguments.
-    Flag(Capability),
+    /// The capability it is without arguments.
+    Flag(Flag),
     Sasl,
     Implementation,
     LoginDelay,
@@ -121,14 +149,14 @@ impl Name {
             *u = c.to_ascii_uppercase();
         }
         Some(match &*folded {
-            b"TOP" => Name::Flag(Capability::Top),
-            b"USER" => Name::Flag(Capability::User),
-            b"RESP-CODES" => Name::Flag(Capability::RespCodes),
-            b"PIPELINING" => Name::Flag(Capability::Pipelining),
-            b"UIDL" => Name::Flag(Capability::Uidl),
-            b"STLS" => Name::Flag(Capability::Stls),
-            b"LANG" => Name::Flag(Capability::Lang),
-            b"AUTH-RESP-CODE" => Name::Flag(Capability::AuthRespCode),
+            b"TOP" => Name::Flag(Flag::Top),
+            b"USER" => Name::Flag(Flag::User),
+            b"RESP-CODES" => Name::Flag(Flag::RespCodes),
+            b"PIPELINING" => Name::Flag(Flag::Pipelining),
+            b"UIDL" => Name::Flag(Flag::Uidl),
+            b"STLS" => Name::Flag(Flag::Stls),
+            b"LANG" => Name::Flag(Flag::Lang),
+            b"AUTH-RESP-CODE" => Name::Flag(Flag::AuthRespCode),
             b"SASL" => Name::Sasl,
             b"IMPLEMENTATION" => Name::Implementation,
             b"LOGIN-DELAY" => Name::LoginDelay,
@@ -177,68 +205,117 @@ impl Capability {
     /// [`SyntaxError::InvalidResponse`] (the session decides whether to skip
     /// it).
     pub fn parse(line: &Bytes) -> Result<Capability, SyntaxError> {
-        Capability::parse_in(line, line)
+        capability_in(line, line)
+    }
+}
+
+impl<'a> Capability<&'a [u8]> {
+    /// [`Capability::parse`] of a borrowed line: the same grammar and
+    /// errors, the byte strings are sub-slices of `line`.
+    pub fn parse_borrowed(line: &'a [u8]) -> Result<Self, SyntaxError> {
+        capability_in(line, line)
     }
 
-    /// [`Capability::parse`] of `text`, a part of `owner`: the values are
-    /// slices of `owner` (a listing is read without a handle per line).
-    fn parse_in(owner: &Bytes, text: &[u8]) -> Result<Capability, SyntaxError> {
-        let invalid = |reason| SyntaxError::InvalidResponse { reason };
-        let end = text.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
-        let text = text.get(..end).unwrap_or_default();
-        let (name, args) = split_sp(text);
-        if name.is_empty() || !name.iter().all(|&c| is_cchar(c)) {
-            return Err(invalid(
-                "capability name must be printable ASCII without \".\" (RFC 2449 §9)",
-            ));
-        }
-        let args = args.map_or(&[][..], <[u8]>::trim_ascii_start);
-        if !is_line_text(args) {
-            return Err(invalid("capability arguments contain CR, LF or NUL"));
-        }
-        let known = Name::of(name);
-        let typed = match &known {
-            Some(Name::Flag(cap)) if args.is_empty() => Some(cap.clone()),
-            _ => None,
-        };
-        let is = |n: Name| known == Some(n);
-        let typed = typed.or_else(|| {
-            if is(Name::Sasl) {
-                Some(Capability::Sasl(owner.slice_ref(args)))
-            } else if is(Name::Implementation) && !args.is_empty() {
-                Some(Capability::Implementation(owner.slice_ref(args)))
-            } else if is(Name::LoginDelay) {
-                let (delay, user) = one_or_two(args)?;
-                Some(Capability::LoginDelay {
-                    delay: whole(delay, number_u32)?,
-                    per_user: user_flag(user)?,
-                })
-            } else if is(Name::Expire) {
-                let (policy, user) = one_or_two(args)?;
-                let days = if policy.eq_ignore_ascii_case(b"NEVER") {
-                    None
-                } else {
-                    Some(whole(policy, number_u32)?)
-                };
-                Some(Capability::Expire {
-                    days,
-                    per_user: user_flag(user)?,
-                })
-            } else if is(Name::Utf8) {
-                let user = match one_or_two(args) {
-                    None if args.is_empty() => false,
-                    Some((w, None)) if w.eq_ignore_ascii_case(b"USER") => true,
-                    _ => return None,
-                };
-                Some(Capability::Utf8 { user })
-            } else {
+    /// The owned capability, its byte strings copied into fresh [`Bytes`]
+    /// (use `map_octets(`[`attach`](crate::octets::attach)`(&line))` to
+    /// share `line` instead).
+    pub fn into_owned(self) -> Capability {
+        self.map_octets(crate::octets::copy)
+    }
+}
+
+/// [`Capability::parse`] of `text`, a part of `owner`: the values are
+/// pieces of `owner` (a listing is read without a handle per line).
+fn capability_in<'a, S: Source<'a>>(
+    owner: S,
+    text: &'a [u8],
+) -> Result<Capability<S::Out>, SyntaxError> {
+    let invalid = |reason| SyntaxError::InvalidResponse { reason };
+    let end = text.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
+    let text = text.get(..end).unwrap_or_default();
+    let (name, args) = split_sp(text);
+    if name.is_empty() || !name.iter().all(|&c| is_cchar(c)) {
+        return Err(invalid(
+            "capability name must be printable ASCII without \".\" (RFC 2449 §9)",
+        ));
+    }
+    let args = args.map_or(&[][..], <[u8]>::trim_ascii_start);
+    if !is_line_text(args) {
+        return Err(invalid("capability arguments contain CR, LF or NUL"));
+    }
+    let known = Name::of(name);
+    let typed = match known {
+        Some(Name::Flag(flag)) if args.is_empty() => Some(flag.capability()),
+        _ => None,
+    };
+    let is = |n: Name| known == Some(n);
+    let typed = typed.or_else(|| {
+        if is(Name::Sasl) {
+            Some(Capability::Sasl(owner.piece(args)))
+        } else if is(Name::Implementation) && !args.is_empty() {
+            Some(Capability::Implementation(owner.piece(args)))
+        } else if is(Name::LoginDelay) {
+            let (delay, user) = one_or_two(args)?;
+            Some(Capability::LoginDelay {
+                delay: whole(delay, number_u32)?,
+                per_user: user_flag(user)?,
+            })
+        } else if is(Name::Expire) {
+            let (policy, user) = one_or_two(args)?;
+            let days = if policy.eq_ignore_ascii_case(b"NEVER") {
                 None
+            } else {
+                Some(whole(policy, number_u32)?)
+            };
+            Some(Capability::Expire {
+                days,
+                per_user: user_flag(user)?,
+            })
+        } else if is(Name::Utf8) {
+            let user = match one_or_two(args) {
+                None if args.is_empty() => false,
+                Some((w, None)) if w.eq_ignore_ascii_case(b"USER") => true,
+                _ => return None,
+            };
+            Some(Capability::Utf8 { user })
+        } else {
+            None
+        }
+    });
+    Ok(typed.unwrap_or_else(|| Capability::Other {
+        name: owner.piece(name),
+        args: owner.piece(args),
+    }))
+}
+
+impl<B: Octets> Capability<B> {
+    /// The same capability with every byte string turned by `f`, in wire
+    /// order (name, then arguments).
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Capability<C> {
+        match self {
+            Capability::Top => Capability::Top,
+            Capability::User => Capability::User,
+            Capability::Sasl(args) => Capability::Sasl(f(args)),
+            Capability::RespCodes => Capability::RespCodes,
+            Capability::LoginDelay { delay, per_user } => {
+                Capability::LoginDelay { delay, per_user }
             }
-        });
-        Ok(typed.unwrap_or_else(|| Capability::Other {
-            name: owner.slice_ref(name),
-            args: owner.slice_ref(args),
-        }))
+            Capability::Pipelining => Capability::Pipelining,
+            Capability::Expire { days, per_user } => Capability::Expire { days, per_user },
+            Capability::Uidl => Capability::Uidl,
+            Capability::Implementation(text) => Capability::Implementation(f(text)),
+            Capability::Stls => Capability::Stls,
+            Capability::Utf8 { user } => Capability::Utf8 { user },
+            Capability::Lang => Capability::Lang,
+            Capability::AuthRespCode => Capability::AuthRespCode,
+            Capability::Other { name, args } => {
+                let name = f(name);
+                Capability::Other {
+                    name,
+                    args: f(args),
+                }
+            }
+        }
     }
 
     /// The name (`capa-tag`): upper case for the known kinds, as written for
@@ -250,11 +327,15 @@ impl Capability {
             Capability::Expire { .. } => b"EXPIRE",
             Capability::Implementation(_) => b"IMPLEMENTATION",
             Capability::Utf8 { .. } => b"UTF8",
-            Capability::Other { name, .. } => name,
-            flag => FLAGS
-                .iter()
-                .find(|(_, cap)| cap == flag)
-                .map_or(&b""[..], |(name, _)| name.as_bytes()),
+            Capability::Other { name, .. } => name.as_ref(),
+            Capability::Top => b"TOP",
+            Capability::User => b"USER",
+            Capability::RespCodes => b"RESP-CODES",
+            Capability::Pipelining => b"PIPELINING",
+            Capability::Uidl => b"UIDL",
+            Capability::Stls => b"STLS",
+            Capability::Lang => b"LANG",
+            Capability::AuthRespCode => b"AUTH-RESP-CODE",
         }
     }
 
@@ -285,10 +366,10 @@ impl Capability {
             Capability::Sasl(args)
             | Capability::Implementation(args)
             | Capability::Other { args, .. }
-                if !args.is_empty() =>
+                if !args.as_ref().is_empty() =>
             {
                 out.push(b' ');
-                out.extend_from_slice(args);
+                out.extend_from_slice(args.as_ref());
             }
             _ => {}
         }
@@ -352,7 +433,7 @@ impl Capabilities {
             }
             let line = text.get(start..lf - 1).unwrap_or_default().trim_ascii();
             start = from;
-            if let Ok(cap) = Capability::parse_in(listing, line) {
+            if let Ok(cap) = capability_in(listing, line) {
                 caps.push(cap);
             }
         }
@@ -439,7 +520,48 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
+    /// The differential check (issue #18): the borrowed parse of `line`
+    /// succeeds or fails exactly as the owned one, and when it succeeds,
+    /// attaching it to `line` or copying it gives the owned value.
+    fn same_both_ways(line: &Bytes) {
+        match (Capability::parse_borrowed(line), Capability::parse(line)) {
+            (Ok(view), Ok(owned)) => {
+                let attached = view.clone().map_octets(crate::octets::attach(line));
+                assert_eq!(attached, owned, "{line:?}");
+                assert_eq!(view.name(), owned.name());
+                assert_eq!(view.to_bytes(), owned.to_bytes());
+                assert_eq!(view.into_owned(), owned, "{line:?}");
+            }
+            (Err(e1), Err(e2)) => assert_eq!(e1, e2, "{line:?}"),
+            (view, owned) => panic!("{line:?}: borrowed {view:?}, owned {owned:?}"),
+        }
+    }
+
+    #[test]
+    fn borrowed_parse_matches_owned_parse() {
+        let line = b("SASL PLAIN LOGIN");
+        let view = CapabilityRef::parse_borrowed(&line).unwrap();
+        assert_eq!(view, Capability::Sasl(&line[5..]));
+        let Capability::Sasl(list) = &view else {
+            panic!()
+        };
+        assert_eq!(list.as_ptr(), line[5..].as_ptr());
+        let owned = view.map_octets(crate::octets::attach(&line));
+        assert_eq!(owned, Capability::Sasl(b("PLAIN LOGIN")));
+        for s in [
+            "STLS",
+            "X-FOO a  b ",
+            "LOGIN-DELAY soon",
+            " STLS",
+            "",
+            "A.B",
+        ] {
+            same_both_ways(&b(s));
+        }
+    }
+
     fn ok(s: &str) -> Capability {
+        same_both_ways(&b(s));
         match Capability::parse(&b(s)) {
             Ok(c) => c,
             Err(e) => panic!("{s:?} should parse: {e}"),
@@ -827,6 +949,7 @@ mod tests {
         for _ in 0..5000 {
             let c = gen_capability(&mut r);
             let wire = c.to_bytes();
+            same_both_ways(&wire.slice(..wire.len() - 2));
             let parsed = Capability::parse(&wire.slice(..wire.len() - 2)).unwrap();
             assert_eq!(parsed, c, "{:?}", String::from_utf8_lossy(&wire));
             assert_eq!(parsed.to_bytes(), wire);
@@ -999,6 +1122,7 @@ mod tests {
                 }
             }
             let line = Bytes::from(line);
+            same_both_ways(&line);
             if let Ok(c) = Capability::parse(&line) {
                 let wire = c.to_bytes();
                 let again = Capability::parse(&wire.slice(..wire.len() - 2));

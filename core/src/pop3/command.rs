@@ -10,35 +10,37 @@
 //!
 //! Parsing is zero-copy: every byte string in the result is a
 //! [`Bytes::slice_ref`] of the line handed to [`Command::parse`], and parsing
-//! a command (or failing to) allocates nothing. The 255-octet command line
+//! a command (or failing to) allocates nothing. [`Command::parse_borrowed`]
+//! is the same grammar over a `&[u8]` line ([`CommandRef`]): the byte
+//! strings are sub-slices, with no reference count touched (see
+//! [`crate::octets`]). The 255-octet command line
 //! limit of RFC 2449 §4 is the session's framing's business, not this
 //! module's.
 
 use std::io::Write as _;
 
 use bytes::Bytes;
-use nom::character::complete::char;
-use nom::sequence::separated_pair;
 
 use crate::appvalue;
-use crate::pop3::syntax::{
-    is_base64, is_line_text, is_word_arg, msg_number, number_u32, split_sp, whole, SyntaxError,
-    MAX_ARG,
-};
-use crate::words::{self, Entry};
+use crate::octets::{Octets, Source};
+use crate::pop3::syntax::{is_base64, is_line_text, is_word_arg, split_sp, SyntaxError, MAX_ARG};
 use crate::{Secret, UsageError};
 
 /// One POP3 command.
 ///
 /// `Debug` never shows a `PASS` password, an `APOP` digest or an `AUTH`
 /// initial response: they are [`Secret`]s.
+///
+/// Generic over the container of its byte strings (see [`crate::octets`]):
+/// `Command` is the owned form ([`Bytes`]), [`CommandRef`] the form
+/// borrowed from the parsed line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<B: Octets = Bytes> {
     /// RFC 1939 §7 `USER name`: a mailbox name of 1 to 40 octets, printable
     /// ASCII or (RFC 6856 §2) UTF-8, without spaces.
     User {
         /// The mailbox name, as written.
-        name: Bytes,
+        name: B,
     },
     /// RFC 1939 §7 `PASS string`: the password is the rest of the line,
     /// verbatim ("the server may treat spaces in the argument as part of the
@@ -46,18 +48,18 @@ pub enum Command {
     /// except CR, LF and NUL, and is not limited to 40 octets.
     Pass {
         /// The password (not empty).
-        password: Secret<Bytes>,
+        password: Secret<B>,
     },
     /// RFC 1939 §7 `APOP name digest`: `digest` is the MD5 of the greeting's
     /// timestamp followed by the shared secret, as 32 hexadecimal digits.
     Apop {
         /// The mailbox name (as for [`Command::User`]).
-        name: Bytes,
+        name: B,
         /// 32 hexadecimal digits, as written. RFC 1939 asks for lower case;
         /// upper case is accepted too. A [`Secret`]: the MD5 of the
         /// timestamp and the shared secret can be attacked offline, so it
         /// never shows in `Debug`.
-        digest: Secret<Bytes>,
+        digest: Secret<B>,
     },
     /// RFC 5034 §4 `"AUTH" SP sasl-mech [SP initial-response]`,
     /// `initial-response = base64 / "="`.
@@ -68,11 +70,11 @@ pub enum Command {
     Auth {
         /// RFC 4422 `sasl-mech = 1*20mech-char` (letters, digits, `-`, `_`;
         /// lower case tolerated), as written. `None` for a bare `AUTH`.
-        mechanism: Option<Bytes>,
+        mechanism: Option<B>,
         /// The raw initial response (base64, not decoded; `=` is the empty
         /// response). Never present without a mechanism: when writing a
         /// command that has one but no mechanism, it is left out.
-        initial_response: Option<Secret<Bytes>>,
+        initial_response: Option<Secret<B>>,
     },
     /// RFC 2449 §5 `CAPA`.
     Capa,
@@ -122,9 +124,13 @@ pub enum Command {
     Lang {
         /// The language tag or `*`, as written; `None` to list the
         /// languages (multi-line).
-        tag: Option<Bytes>,
+        tag: Option<B>,
     },
 }
+
+/// A [`Command`] borrowed from the line it was parsed from
+/// ([`Command::parse_borrowed`]).
+pub type CommandRef<'a> = Command<&'a [u8]>;
 
 #[derive(Clone, Copy)]
 enum Keyword {
@@ -147,32 +153,87 @@ enum Keyword {
     Lang,
 }
 
-const KEYWORDS: [(&str, Keyword); 17] = [
-    ("RETR", Keyword::Retr),
-    ("LIST", Keyword::List),
-    ("UIDL", Keyword::Uidl),
-    ("DELE", Keyword::Dele),
-    ("STAT", Keyword::Stat),
-    ("TOP", Keyword::Top),
-    ("NOOP", Keyword::Noop),
-    ("USER", Keyword::User),
-    ("PASS", Keyword::Pass),
-    ("APOP", Keyword::Apop),
-    ("AUTH", Keyword::Auth),
-    ("CAPA", Keyword::Capa),
-    ("STLS", Keyword::Stls),
-    ("RSET", Keyword::Rset),
-    ("QUIT", Keyword::Quit),
-    ("UTF8", Keyword::Utf8),
-    ("LANG", Keyword::Lang),
-];
+/// `name` (4 octets, upper case) as a little-endian word, with bit 5
+/// (the ASCII case bit) of every octet cleared.
+const fn word4(name: &[u8; 4]) -> u32 {
+    u32::from_le_bytes(*name) & FOLD
+}
 
-/// [`KEYWORDS`] as a folded-word table.
-static KEYWORD_WORDS: [Entry<Keyword>; 17] = words::table(KEYWORDS, Keyword::Quit);
+/// Clearing bit 5 of an octet folds a letter to upper case. It maps
+/// exactly two octets to each letter (its two cases), so a folded word made
+/// of letters matches only that word in any case; the digit of `UTF8` is
+/// checked apart (`8` folds to `\x18`, as `\x18` does).
+const FOLD: u32 = 0xDFDF_DFDF;
 
-/// The keyword whose name is `text` (ASCII case-insensitive).
+const RETR: u32 = word4(b"RETR");
+const LIST: u32 = word4(b"LIST");
+const UIDL: u32 = word4(b"UIDL");
+const DELE: u32 = word4(b"DELE");
+const STAT: u32 = word4(b"STAT");
+const NOOP: u32 = word4(b"NOOP");
+const USER: u32 = word4(b"USER");
+const PASS: u32 = word4(b"PASS");
+const APOP: u32 = word4(b"APOP");
+const AUTH: u32 = word4(b"AUTH");
+const CAPA: u32 = word4(b"CAPA");
+const STLS: u32 = word4(b"STLS");
+const RSET: u32 = word4(b"RSET");
+const QUIT: u32 = word4(b"QUIT");
+const UTF8: u32 = word4(b"UTF8");
+const LANG: u32 = word4(b"LANG");
+/// `TOP` and a zero octet, folded.
+const TOP: u32 = word4(b"TOP\0");
+
+/// The keyword whose name is `text` (ASCII case-insensitive), matched as
+/// one folded word.
+#[inline]
 fn keyword_of(text: &[u8]) -> Option<(&'static str, Keyword)> {
-    words::lookup(&KEYWORD_WORDS, text)
+    let (word, last) = match *text {
+        [a, b, c] => (u32::from_le_bytes([a, b, c, 0]), 0),
+        [a, b, c, d] => (u32::from_le_bytes([a, b, c, d]), d),
+        _ => return None,
+    };
+    // Three octets: the zero fourth octet stays zero, only TOP matches.
+    Some(match word & FOLD {
+        RETR => ("RETR", Keyword::Retr),
+        LIST => ("LIST", Keyword::List),
+        UIDL => ("UIDL", Keyword::Uidl),
+        DELE => ("DELE", Keyword::Dele),
+        STAT => ("STAT", Keyword::Stat),
+        NOOP => ("NOOP", Keyword::Noop),
+        USER => ("USER", Keyword::User),
+        PASS => ("PASS", Keyword::Pass),
+        APOP => ("APOP", Keyword::Apop),
+        AUTH => ("AUTH", Keyword::Auth),
+        CAPA => ("CAPA", Keyword::Capa),
+        STLS => ("STLS", Keyword::Stls),
+        RSET => ("RSET", Keyword::Rset),
+        QUIT => ("QUIT", Keyword::Quit),
+        UTF8 if last == b'8' => ("UTF8", Keyword::Utf8),
+        LANG => ("LANG", Keyword::Lang),
+        TOP if text.len() == 3 => ("TOP", Keyword::Top),
+        _ => return None,
+    })
+}
+
+/// Splits a command line into its keyword and, after the first SP, its
+/// arguments. Keywords are 3 or 4 octets, so only an SP at offset 3 or 4
+/// can end one: a line with an SP before, or a longer first word, has no
+/// keyword the lookup knows (an SP folds to a zero octet, never a letter),
+/// exactly as if it had been split at its first SP.
+#[inline]
+fn split_keyword(input: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let at = if input.get(3) == Some(&b' ') {
+        3
+    } else if input.get(4) == Some(&b' ') {
+        4
+    } else {
+        return (input, None);
+    };
+    match input.split_at_checked(at) {
+        Some((keyword, rest)) => (keyword, rest.get(1..)),
+        None => (input, None),
+    }
 }
 
 fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
@@ -181,12 +242,33 @@ fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
 
 const BAD_MSG: &str = "message number must be 1*DIGIT, non-zero, at most 4294967295";
 
-/// A message-number argument (RFC 1939 §5 `msg`), at most 40 octets.
-fn msg_arg(arg: &[u8]) -> Option<u32> {
-    if arg.len() > MAX_ARG {
+/// `1*DIGIT` of at most 40 octets (RFC 2449 §4) whose value fits in a
+/// `u32` (leading zeros allowed).
+#[inline]
+fn number_arg(arg: &[u8]) -> Option<u32> {
+    if arg.is_empty() || arg.len() > MAX_ARG {
         return None;
     }
-    whole(arg, msg_number)
+    let mut value = 0u64;
+    for &c in arg {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        // At most u32::MAX * 10 + 9: no overflow of the u64.
+        value = value * 10 + u64::from(digit);
+        if value > u64::from(u32::MAX) {
+            return None;
+        }
+    }
+    u32::try_from(value).ok()
+}
+
+/// A message-number argument (RFC 1939 §5 `msg`: `1*DIGIT`, non-zero,
+/// fitting in a `u32`), at most 40 octets.
+#[inline]
+fn msg_arg(arg: &[u8]) -> Option<u32> {
+    number_arg(arg).filter(|&n| n != 0)
 }
 
 /// RFC 4422 §3.1 `sasl-mech = 1*20mech-char`,
@@ -234,120 +316,111 @@ impl Command {
     /// [`SyntaxError::UnknownCommand`]; a known one with bad arguments is
     /// [`SyntaxError::InvalidArguments`].
     pub fn parse(line: &Bytes) -> Result<Command, SyntaxError> {
-        let input: &[u8] = line;
-        let (keyword, args) = split_sp(input);
-        let (name, kw) = keyword_of(keyword).ok_or(SyntaxError::UnknownCommand)?;
-        let no_args = |cmd: Command| match args {
-            None => Ok(cmd),
-            Some(_) => Err(bad(name, "this command takes no arguments")),
-        };
-        let optional_msg = || match args {
-            None => Ok(None),
-            Some(a) => msg_arg(a).map(Some).ok_or(bad(name, BAD_MSG)),
-        };
-        let required_msg = || {
-            args.and_then(msg_arg).ok_or(bad(
-                name,
-                "expected one message number (1*DIGIT, non-zero, at most 4294967295)",
-            ))
-        };
-        match kw {
-            Keyword::Capa => no_args(Command::Capa),
-            Keyword::Stls => no_args(Command::Stls),
-            Keyword::Stat => no_args(Command::Stat),
-            Keyword::Noop => no_args(Command::Noop),
-            Keyword::Rset => no_args(Command::Rset),
-            Keyword::Quit => no_args(Command::Quit),
-            Keyword::Utf8 => no_args(Command::Utf8),
-            Keyword::List => Ok(Command::List {
-                msg: optional_msg()?,
-            }),
-            Keyword::Uidl => Ok(Command::Uidl {
-                msg: optional_msg()?,
-            }),
-            Keyword::Retr => Ok(Command::Retr {
-                msg: required_msg()?,
-            }),
-            Keyword::Dele => Ok(Command::Dele {
-                msg: required_msg()?,
-            }),
-            Keyword::Top => {
-                let invalid = bad(
+        parse_in(line)
+    }
+}
+
+impl<'a> Command<&'a [u8]> {
+    /// [`Command::parse`] of a borrowed line: the same grammar and errors,
+    /// the byte strings are sub-slices of `line` (no allocation, no
+    /// reference count).
+    pub fn parse_borrowed(line: &'a [u8]) -> Result<Self, SyntaxError> {
+        parse_in(line)
+    }
+
+    /// The owned command, its byte strings copied into fresh [`Bytes`]
+    /// (use `map_octets(`[`attach`](crate::octets::attach)`(&line))` to
+    /// share `line` instead).
+    pub fn into_owned(self) -> Command {
+        self.map_octets(crate::octets::copy)
+    }
+}
+
+impl<B: Octets> Command<B> {
+    /// The same command with every byte string turned by `f`, in wire
+    /// order (name, then password, digest, mechanism, initial response or
+    /// tag).
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Command<C> {
+        let mut secret = |s: Secret<B>| Secret::new(f(s.into_inner()));
+        match self {
+            Command::User { name } => Command::User { name: f(name) },
+            Command::Pass { password } => Command::Pass {
+                password: secret(password),
+            },
+            Command::Apop { name, digest } => {
+                let name = f(name);
+                Command::Apop {
                     name,
-                    "TOP requires a non-zero message number and a line count",
-                );
-                let args = args.ok_or(invalid.clone())?;
-                let (msg_text, lines_text) = split_sp(args);
-                if msg_text.len() > MAX_ARG || lines_text.is_some_and(|l| l.len() > MAX_ARG) {
-                    return Err(bad(name, "an argument is longer than 40 octets"));
+                    digest: Secret::new(f(digest.into_inner())),
                 }
-                let (msg, lines) = whole(args, separated_pair(msg_number, char(' '), number_u32))
-                    .ok_or(invalid)?;
-                Ok(Command::Top { msg, lines })
             }
-            Keyword::User => {
-                let arg = args
-                    .filter(|a| is_word_arg(a))
-                    .ok_or(bad(name, "USER requires one name of 1 to 40 octets"))?;
-                Ok(Command::User {
-                    name: line.slice_ref(arg),
-                })
-            }
-            Keyword::Pass => {
-                let arg = args
-                    .filter(|a| !a.is_empty())
-                    .ok_or(bad(name, "PASS requires a password"))?;
-                if !is_line_text(arg) {
-                    return Err(bad(name, "password contains CR, LF or NUL"));
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                let mechanism = mechanism.map(&mut f);
+                Command::Auth {
+                    mechanism,
+                    initial_response: initial_response.map(|r| Secret::new(f(r.into_inner()))),
                 }
-                Ok(Command::Pass {
-                    password: Secret::new(line.slice_ref(arg)),
-                })
             }
-            Keyword::Apop => {
-                let invalid = bad(name, "APOP requires a name and a 32-digit hex digest");
-                let (user, digest) = split_sp(args.ok_or(invalid.clone())?);
-                let digest = digest.ok_or(invalid.clone())?;
-                if !is_word_arg(user)
-                    || digest.len() != 32
-                    || !digest.iter().all(u8::is_ascii_hexdigit)
-                {
-                    return Err(invalid);
-                }
-                Ok(Command::Apop {
-                    name: line.slice_ref(user),
-                    digest: Secret::new(line.slice_ref(digest)),
-                })
-            }
-            Keyword::Auth => {
-                let Some(args) = args else {
-                    return Ok(Command::Auth {
-                        mechanism: None,
-                        initial_response: None,
-                    });
-                };
-                let (mech, resp) = split_sp(args);
-                if !is_sasl_mech(mech) {
-                    return Err(bad(name, "invalid SASL mechanism name (1*20mech-char)"));
-                }
-                let initial_response = match resp {
-                    None => None,
-                    Some(r) if r == b"=" || is_base64(r) => Some(Secret::new(line.slice_ref(r))),
-                    Some(_) => {
-                        return Err(bad(name, "AUTH initial response must be base64 or \"=\""))
-                    }
-                };
-                Ok(Command::Auth {
-                    mechanism: Some(line.slice_ref(mech)),
-                    initial_response,
-                })
-            }
-            Keyword::Lang => match args {
-                None => Ok(Command::Lang { tag: None }),
-                Some(t) if is_lang_or_wild(t) => Ok(Command::Lang {
-                    tag: Some(line.slice_ref(t)),
-                }),
-                Some(_) => Err(bad(name, "LANG takes a language tag or \"*\"")),
+            Command::Capa => Command::Capa,
+            Command::Stls => Command::Stls,
+            Command::Stat => Command::Stat,
+            Command::List { msg } => Command::List { msg },
+            Command::Retr { msg } => Command::Retr { msg },
+            Command::Dele { msg } => Command::Dele { msg },
+            Command::Noop => Command::Noop,
+            Command::Rset => Command::Rset,
+            Command::Quit => Command::Quit,
+            Command::Top { msg, lines } => Command::Top { msg, lines },
+            Command::Uidl { msg } => Command::Uidl { msg },
+            Command::Utf8 => Command::Utf8,
+            Command::Lang { tag } => Command::Lang { tag: tag.map(f) },
+        }
+    }
+
+    /// A view of this command borrowing its byte strings.
+    fn view(&self) -> CommandRef<'_> {
+        fn v<B: Octets>(b: &B) -> &[u8] {
+            b.as_ref()
+        }
+        fn sv<B: Octets>(s: &Secret<B>) -> Secret<&[u8]> {
+            Secret::new(s.expose().as_ref())
+        }
+        match self {
+            Command::User { name } => Command::User { name: v(name) },
+            Command::Pass { password } => Command::Pass {
+                password: sv(password),
+            },
+            Command::Apop { name, digest } => Command::Apop {
+                name: v(name),
+                digest: sv(digest),
+            },
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => Command::Auth {
+                mechanism: mechanism.as_ref().map(v),
+                initial_response: initial_response.as_ref().map(sv),
+            },
+            Command::Capa => Command::Capa,
+            Command::Stls => Command::Stls,
+            Command::Stat => Command::Stat,
+            Command::List { msg } => Command::List { msg: *msg },
+            Command::Retr { msg } => Command::Retr { msg: *msg },
+            Command::Dele { msg } => Command::Dele { msg: *msg },
+            Command::Noop => Command::Noop,
+            Command::Rset => Command::Rset,
+            Command::Quit => Command::Quit,
+            Command::Top { msg, lines } => Command::Top {
+                msg: *msg,
+                lines: *lines,
+            },
+            Command::Uidl { msg } => Command::Uidl { msg: *msg },
+            Command::Utf8 => Command::Utf8,
+            Command::Lang { tag } => Command::Lang {
+                tag: tag.as_ref().map(v),
             },
         }
     }
@@ -409,26 +482,26 @@ impl Command {
             out.extend_from_slice(a);
         };
         match self {
-            Command::User { name } => arg(name),
-            Command::Pass { password } => arg(password.expose()),
+            Command::User { name } => arg(name.as_ref()),
+            Command::Pass { password } => arg(password.expose().as_ref()),
             Command::Apop { name, digest } => {
-                arg(name);
-                arg(digest.expose());
+                arg(name.as_ref());
+                arg(digest.expose().as_ref());
             }
             Command::Auth {
                 mechanism,
                 initial_response,
             } => {
                 if let Some(mech) = mechanism {
-                    arg(mech);
+                    arg(mech.as_ref());
                     if let Some(resp) = initial_response {
-                        arg(resp.expose());
+                        arg(resp.expose().as_ref());
                     }
                 }
             }
             Command::Lang { tag } => {
                 if let Some(tag) = tag {
-                    arg(tag);
+                    arg(tag.as_ref());
                 }
             }
             Command::List { msg: Some(n) }
@@ -473,13 +546,129 @@ impl Command {
         let wire = self.to_bytes();
         let keyword = self.keyword();
         let line = appvalue::one_line(keyword, &wire)?;
-        let reason = match Command::parse(&wire.slice_ref(line)) {
-            Ok(back) if back == *self => return Ok(()),
+        let reason = match Command::parse_borrowed(line) {
+            Ok(back) if back == self.view() => return Ok(()),
             Ok(_) => "would be read back as a different command",
             Err(SyntaxError::InvalidArguments { reason, .. }) => reason,
             Err(_) => "does not follow the command grammar",
         };
         Err(appvalue::invalid(keyword, reason))
+    }
+}
+
+/// The grammar of [`Command::parse`], once for both forms.
+fn parse_in<'a, S: Source<'a>>(line: S) -> Result<Command<S::Out>, SyntaxError> {
+    let input: &'a [u8] = line.octets();
+    let (keyword, args) = split_keyword(input);
+    let (name, kw) = keyword_of(keyword).ok_or(SyntaxError::UnknownCommand)?;
+    let no_args = |cmd: Command<S::Out>| match args {
+        None => Ok(cmd),
+        Some(_) => Err(bad(name, "this command takes no arguments")),
+    };
+    let optional_msg = || match args {
+        None => Ok(None),
+        Some(a) => msg_arg(a).map(Some).ok_or(bad(name, BAD_MSG)),
+    };
+    let required_msg = || {
+        args.and_then(msg_arg).ok_or(bad(
+            name,
+            "expected one message number (1*DIGIT, non-zero, at most 4294967295)",
+        ))
+    };
+    match kw {
+        Keyword::Capa => no_args(Command::Capa),
+        Keyword::Stls => no_args(Command::Stls),
+        Keyword::Stat => no_args(Command::Stat),
+        Keyword::Noop => no_args(Command::Noop),
+        Keyword::Rset => no_args(Command::Rset),
+        Keyword::Quit => no_args(Command::Quit),
+        Keyword::Utf8 => no_args(Command::Utf8),
+        Keyword::List => Ok(Command::List {
+            msg: optional_msg()?,
+        }),
+        Keyword::Uidl => Ok(Command::Uidl {
+            msg: optional_msg()?,
+        }),
+        Keyword::Retr => Ok(Command::Retr {
+            msg: required_msg()?,
+        }),
+        Keyword::Dele => Ok(Command::Dele {
+            msg: required_msg()?,
+        }),
+        Keyword::Top => {
+            let invalid = bad(
+                name,
+                "TOP requires a non-zero message number and a line count",
+            );
+            let args = args.ok_or(invalid.clone())?;
+            let (msg_text, lines_text) = split_sp(args);
+            if msg_text.len() > MAX_ARG || lines_text.is_some_and(|l| l.len() > MAX_ARG) {
+                return Err(bad(name, "an argument is longer than 40 octets"));
+            }
+            let msg = msg_arg(msg_text).ok_or(invalid.clone())?;
+            let lines = lines_text.and_then(number_arg).ok_or(invalid)?;
+            Ok(Command::Top { msg, lines })
+        }
+        Keyword::User => {
+            let arg = args
+                .filter(|a| is_word_arg(a))
+                .ok_or(bad(name, "USER requires one name of 1 to 40 octets"))?;
+            Ok(Command::User {
+                name: line.piece(arg),
+            })
+        }
+        Keyword::Pass => {
+            let arg = args
+                .filter(|a| !a.is_empty())
+                .ok_or(bad(name, "PASS requires a password"))?;
+            if !is_line_text(arg) {
+                return Err(bad(name, "password contains CR, LF or NUL"));
+            }
+            Ok(Command::Pass {
+                password: Secret::new(line.piece(arg)),
+            })
+        }
+        Keyword::Apop => {
+            let invalid = bad(name, "APOP requires a name and a 32-digit hex digest");
+            let (user, digest) = split_sp(args.ok_or(invalid.clone())?);
+            let digest = digest.ok_or(invalid.clone())?;
+            if !is_word_arg(user) || digest.len() != 32 || !digest.iter().all(u8::is_ascii_hexdigit)
+            {
+                return Err(invalid);
+            }
+            Ok(Command::Apop {
+                name: line.piece(user),
+                digest: Secret::new(line.piece(digest)),
+            })
+        }
+        Keyword::Auth => {
+            let Some(args) = args else {
+                return Ok(Command::Auth {
+                    mechanism: None,
+                    initial_response: None,
+                });
+            };
+            let (mech, resp) = split_sp(args);
+            if !is_sasl_mech(mech) {
+                return Err(bad(name, "invalid SASL mechanism name (1*20mech-char)"));
+            }
+            let initial_response = match resp {
+                None => None,
+                Some(r) if r == b"=" || is_base64(r) => Some(Secret::new(line.piece(r))),
+                Some(_) => return Err(bad(name, "AUTH initial response must be base64 or \"=\"")),
+            };
+            Ok(Command::Auth {
+                mechanism: Some(line.piece(mech)),
+                initial_response,
+            })
+        }
+        Keyword::Lang => match args {
+            None => Ok(Command::Lang { tag: None }),
+            Some(t) if is_lang_or_wild(t) => Ok(Command::Lang {
+                tag: Some(line.piece(t)),
+            }),
+            Some(_) => Err(bad(name, "LANG takes a language tag or \"*\"")),
+        },
     }
 }
 
@@ -493,9 +682,19 @@ impl Command {
 /// [`SyntaxError::InvalidArguments`] for `"AUTH"` (the server answers
 /// `-ERR` and ends the exchange).
 pub fn parse_sasl_response(line: &Bytes) -> Result<Secret<Bytes>, SyntaxError> {
-    let text: &[u8] = line;
+    sasl_response_in(line)
+}
+
+/// [`parse_sasl_response`] of a borrowed line: the same rules, the secret
+/// is `line` itself.
+pub fn parse_sasl_response_borrowed(line: &[u8]) -> Result<Secret<&[u8]>, SyntaxError> {
+    sasl_response_in(line)
+}
+
+fn sasl_response_in<'a, S: Source<'a>>(line: S) -> Result<Secret<S::Out>, SyntaxError> {
+    let text = line.octets();
     if text.is_empty() || text == b"*" || is_base64(text) {
-        Ok(Secret::new(line.clone()))
+        Ok(Secret::new(line.piece(text)))
     } else {
         Err(bad("AUTH", "SASL response must be base64 or \"*\""))
     }
@@ -510,7 +709,92 @@ mod tests {
     }
 
     fn parse(s: &str) -> Result<Command, SyntaxError> {
-        Command::parse(&b(s))
+        let line = b(s);
+        same_both_ways(&line);
+        Command::parse(&line)
+    }
+
+    /// The differential check (issue #18): the borrowed parse of `line`
+    /// succeeds or fails exactly as the owned one, and when it succeeds,
+    /// attaching it to `line` or copying it gives the owned value.
+    fn same_both_ways(line: &Bytes) {
+        match (Command::parse_borrowed(line), Command::parse(line)) {
+            (Ok(view), Ok(owned)) => {
+                let attached = view.clone().map_octets(crate::octets::attach(line));
+                assert_eq!(attached, owned, "{line:?}");
+                assert_eq!(view.clone().into_owned(), owned, "{line:?}");
+                assert_eq!(view.keyword(), owned.keyword());
+                assert_eq!(view.has_multiline_reply(), owned.has_multiline_reply());
+                assert_eq!(view.to_bytes(), owned.to_bytes());
+            }
+            (Err(e1), Err(e2)) => assert_eq!(e1, e2, "{line:?}"),
+            (view, owned) => panic!("{line:?}: borrowed {view:?}, owned {owned:?}"),
+        }
+        match (
+            parse_sasl_response_borrowed(line),
+            parse_sasl_response(line),
+        ) {
+            (Ok(view), Ok(owned)) => assert_eq!(&view.expose()[..], &owned.expose()[..]),
+            (Err(e1), Err(e2)) => assert_eq!(e1, e2, "{line:?}"),
+            (view, owned) => panic!("{line:?}: borrowed {view:?}, owned {owned:?}"),
+        }
+    }
+
+    #[test]
+    fn keyword_lookup_matches_the_plain_definition() {
+        const NAMES: [&str; 17] = [
+            "USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "STAT", "LIST", "RETR", "DELE", "NOOP",
+            "RSET", "QUIT", "TOP", "UIDL", "UTF8", "LANG",
+        ];
+        let plain = |text: &[u8]| {
+            NAMES
+                .iter()
+                .find(|n| n.as_bytes().eq_ignore_ascii_case(text))
+                .copied()
+        };
+        // Every keyword octet in both cases, and the octets that fold onto
+        // them when bit 5 is cleared (`8` and `\x18`, `@` and `` ` ``, …).
+        let mut alphabet: Vec<u8> = b"USERPAOTHCLIDNQF8LG".to_vec();
+        alphabet.extend(b"userpaothclidnqf8lg");
+        alphabet.extend([0x18, 0x38, 0x00, 0x20, b'@', b'`', 0xD5, 0xF5, 0x7F, 0x9F]);
+        let mut r = Rng(3);
+        for _ in 0..200_000 {
+            let len = 3 + r.below(2);
+            let text: Vec<u8> = (0..len).map(|_| r.pick(&alphabet)).collect();
+            assert_eq!(keyword_of(&text).map(|(n, _)| n), plain(&text), "{text:?}");
+        }
+        for name in NAMES {
+            assert_eq!(keyword_of(name.as_bytes()).map(|(n, _)| n), Some(name));
+            let lower = name.to_ascii_lowercase();
+            assert_eq!(keyword_of(lower.as_bytes()).map(|(n, _)| n), Some(name));
+        }
+        assert!(keyword_of(b"TOP\0").is_none());
+        assert!(keyword_of(b"UTF\x18").is_none());
+        assert!(keyword_of(b"TO").is_none());
+        assert!(keyword_of(b"QUITS").is_none());
+    }
+
+    #[test]
+    fn borrowed_parse_matches_owned_parse() {
+        let line = b("APOP mrose c4c9334bac560ecc979e58001b3e22fb");
+        let view = CommandRef::parse_borrowed(&line).unwrap();
+        let Command::Apop { name, digest } = &view else {
+            panic!("{view:?}")
+        };
+        // Sub-slices of the line, no copy.
+        assert_eq!(name.as_ptr(), line[5..].as_ptr());
+        assert_eq!(digest.expose().as_ptr(), line[11..].as_ptr());
+        // Attached, the owned value shares the line's storage.
+        let Command::Apop { name, .. } = view.map_octets(crate::octets::attach(&line)) else {
+            panic!()
+        };
+        assert_eq!(name.as_ptr(), line[5..].as_ptr());
+        assert!(Command::parse_borrowed(b"AUTH PLAIN dGVzdA==")
+            .unwrap()
+            .check()
+            .is_ok());
+        let bad = Command::Retr { msg: 0 };
+        assert!(CommandRef::check(&bad).is_err());
     }
 
     fn ok(s: &str) -> Command {
@@ -1158,6 +1442,7 @@ mod tests {
             let wire = c.to_bytes();
             assert!(wire.ends_with(b"\r\n"));
             let line = wire.slice(..wire.len() - 2);
+            same_both_ways(&line);
             let parsed = Command::parse(&line).unwrap_or_else(|e| {
                 panic!("{:?} did not parse: {e}", String::from_utf8_lossy(&line))
             });
@@ -1201,6 +1486,7 @@ mod tests {
                 }
             }
             let line = Bytes::from(line);
+            same_both_ways(&line);
             if let Ok(c) = Command::parse(&line) {
                 let wire = c.to_bytes();
                 let again = Command::parse(&wire.slice(..wire.len() - 2));

@@ -20,10 +20,10 @@ pub mod response;
 mod server;
 mod syntax;
 
-pub use capability::{Capabilities, Capability};
+pub use capability::{Capabilities, Capability, CapabilityRef};
 pub use client::{ClientConfig, ClientEvent, ClientSession};
-pub use command::Command;
-pub use response::{Code, Status, StatusLine};
+pub use command::{Command, CommandRef};
+pub use response::{Code, Status, StatusLine, StatusLineRef};
 pub use server::{ServerConfig, ServerEvent, ServerSession};
 pub use syntax::SyntaxError;
 

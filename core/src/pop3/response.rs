@@ -19,6 +19,9 @@
 //!
 //! Parsing is zero-copy: every byte string in a result is a
 //! [`Bytes::slice_ref`] of the line handed in, and parsing allocates nothing.
+//! Every parser has a borrowed twin over a `&[u8]` line
+//! ([`StatusLine::parse_borrowed`], [`parse_continuation_borrowed`], …): the
+//! same grammar, the byte strings are sub-slices (see [`crate::octets`]).
 
 use std::fmt;
 use std::io::Write as _;
@@ -31,9 +34,8 @@ use nom::multi::many0_count;
 use nom::sequence::{delimited, pair, preceded};
 
 use crate::escape::Escaped;
-use crate::pop3::syntax::{
-    is_base64, is_line_text, is_vchar, msg_number, number_u32, number_u64, PResult, SyntaxError,
-};
+use crate::octets::{Octets, Source};
+use crate::pop3::syntax::{is_base64, is_line_text, is_vchar, PResult, SyntaxError};
 use crate::{appvalue, UsageError};
 
 /// The status indicator of a response (RFC 1939 §3): positive `+OK` or
@@ -69,7 +71,7 @@ impl fmt::Display for Status {
 /// written upper case; any other code (including deeper levels of a known
 /// one, e.g. `SYS/TEMP/QUOTA`) is kept as written.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Code {
+pub enum Code<B: Octets = Bytes> {
     /// RFC 2449 §8 `[IN-USE]`: the maildrop is locked by another session.
     InUse,
     /// RFC 2449 §8 `[LOGIN-DELAY]`: logged in too soon after the last
@@ -87,39 +89,72 @@ pub enum Code {
     /// Any other `resp-level *("/" resp-level)`, without its brackets, as
     /// written. For the code to parse back the same it must follow that
     /// grammar and not be one of the codes above.
-    Other(Bytes),
+    Other(B),
 }
 
-/// The known codes and their spelling.
-const CODES: [(&str, Code); 6] = [
-    ("IN-USE", Code::InUse),
-    ("LOGIN-DELAY", Code::LoginDelay),
-    ("SYS/TEMP", Code::SysTemp),
-    ("SYS/PERM", Code::SysPerm),
-    ("AUTH", Code::Auth),
-    ("UTF8", Code::Utf8),
-];
+/// The spelling of each known code, upper case.
+const IN_USE: &str = "IN-USE";
+const LOGIN_DELAY: &str = "LOGIN-DELAY";
+const SYS_TEMP: &str = "SYS/TEMP";
+const SYS_PERM: &str = "SYS/PERM";
+const AUTH: &str = "AUTH";
+const UTF8: &str = "UTF8";
 
-impl Code {
+impl<B: Octets> Code<B> {
     /// The code without its brackets: upper case for the known ones, as
     /// written for [`Code::Other`].
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            Code::Other(raw) => raw,
-            known => CODES
-                .iter()
-                .find(|(_, c)| c == known)
-                .map_or(&b""[..], |(name, _)| name.as_bytes()),
+            Code::InUse => IN_USE.as_bytes(),
+            Code::LoginDelay => LOGIN_DELAY.as_bytes(),
+            Code::SysTemp => SYS_TEMP.as_bytes(),
+            Code::SysPerm => SYS_PERM.as_bytes(),
+            Code::Auth => AUTH.as_bytes(),
+            Code::Utf8 => UTF8.as_bytes(),
+            Code::Other(raw) => raw.as_ref(),
+        }
+    }
+
+    /// The same code with its byte string (for [`Code::Other`]) turned by
+    /// `f`.
+    pub fn map_octets<C: Octets>(self, f: impl FnOnce(B) -> C) -> Code<C> {
+        match self {
+            Code::InUse => Code::InUse,
+            Code::LoginDelay => Code::LoginDelay,
+            Code::SysTemp => Code::SysTemp,
+            Code::SysPerm => Code::SysPerm,
+            Code::Auth => Code::Auth,
+            Code::Utf8 => Code::Utf8,
+            Code::Other(raw) => Code::Other(f(raw)),
+        }
+    }
+
+    /// A view of this code borrowing its byte string.
+    fn view(&self) -> Code<&[u8]> {
+        match self {
+            Code::Other(raw) => Code::Other(raw.as_ref()),
+            Code::InUse => Code::InUse,
+            Code::LoginDelay => Code::LoginDelay,
+            Code::SysTemp => Code::SysTemp,
+            Code::SysPerm => Code::SysPerm,
+            Code::Auth => Code::Auth,
+            Code::Utf8 => Code::Utf8,
         }
     }
 
     /// Types the contents of a code (between the brackets), already checked
-    /// against the grammar; `mk` turns it into `Bytes` for [`Code::Other`].
-    fn from_raw(raw: &[u8], mk: impl FnOnce(&[u8]) -> Bytes) -> Code {
-        CODES
-            .iter()
-            .find(|(name, _)| raw.eq_ignore_ascii_case(name.as_bytes()))
-            .map_or_else(|| Code::Other(mk(raw)), |(_, code)| code.clone())
+    /// against the grammar; `mk` turns it into `B` for [`Code::Other`].
+    fn from_raw<'a>(raw: &'a [u8], mk: impl FnOnce(&'a [u8]) -> B) -> Code<B> {
+        let is = |name: &str| raw.eq_ignore_ascii_case(name.as_bytes());
+        match raw.len() {
+            4 if is(AUTH) => Code::Auth,
+            4 if is(UTF8) => Code::Utf8,
+            6 if is(IN_USE) => Code::InUse,
+            8 if is(SYS_TEMP) => Code::SysTemp,
+            8 if is(SYS_PERM) => Code::SysPerm,
+            11 if is(LOGIN_DELAY) => Code::LoginDelay,
+            _ => Code::Other(mk(raw)),
+        }
     }
 }
 
@@ -143,28 +178,23 @@ fn resp_code(input: &[u8]) -> PResult<'_, &[u8]> {
 /// (RFC 1939 §3, RFC 2449 §8): `+OK`/`-ERR`, an optional extended response
 /// code and the text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct StatusLine {
+pub struct StatusLine<B: Octets = Bytes> {
     /// `+OK` or `-ERR`.
     pub status: Status,
     /// The RFC 2449 §8 code at the start of the text, if any.
-    pub code: Option<Code>,
+    pub code: Option<Code<B>>,
     /// The text after the status (and after the code and the SP that
     /// follows it), possibly empty. Any octets but CR, LF and NUL. Without a
     /// code, it must not itself start with a valid `[code]` for the line to
     /// parse back the same.
-    pub text: Bytes,
+    pub text: B,
 }
 
-impl StatusLine {
-    /// A line with this status and text and no response code.
-    pub fn new(status: Status, text: Bytes) -> StatusLine {
-        StatusLine {
-            status,
-            code: None,
-            text,
-        }
-    }
+/// A [`StatusLine`] borrowed from the line it was parsed from
+/// ([`StatusLine::parse_borrowed`]).
+pub type StatusLineRef<'a> = StatusLine<&'a [u8]>;
 
+impl StatusLine {
     /// Parses one status line, given without its CRLF: `+OK`, `+OK text`,
     /// `-ERR [SYS/PERM] text`, …
     ///
@@ -175,41 +205,71 @@ impl StatusLine {
     /// `resp-code` follows; otherwise it is plain text. After a code, one SP
     /// (if present) separates it from the text.
     pub fn parse(line: &Bytes) -> Result<StatusLine, SyntaxError> {
-        let invalid = |reason| SyntaxError::InvalidResponse { reason };
-        let input: &[u8] = line;
-        let (status, rest) = if input
-            .get(..3)
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"+OK"))
-        {
-            (Status::Ok, input.get(3..).unwrap_or_default())
-        } else if input
-            .get(..4)
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"-ERR"))
-        {
-            (Status::Err, input.get(4..).unwrap_or_default())
-        } else {
-            return Err(invalid("status must be +OK or -ERR (RFC 1939 §3)"));
-        };
-        let text = match rest {
-            [] => rest,
-            [b' ', text @ ..] => text,
-            _ => return Err(invalid("status must be followed by SP or the end of line")),
-        };
-        if !is_line_text(text) {
-            return Err(invalid("response text contains CR, LF or NUL"));
-        }
-        let (code, text) = match resp_code(text) {
-            Ok((after, raw)) => (
-                Some(Code::from_raw(raw, |s| line.slice_ref(s))),
-                after.strip_prefix(b" ").unwrap_or(after),
-            ),
-            Err(_) => (None, text),
-        };
-        Ok(StatusLine {
+        status_line_in(line)
+    }
+
+    /// RFC 1939 §7 `APOP`: the timestamp of a greeting, e.g.
+    /// `<1896.697170952@dbc.mtview.ca.us>`, with its angle brackets, exactly
+    /// as written (it is what the client hashes).
+    ///
+    /// It is the first `<` … `>` span of the text that contains `@` and no
+    /// SP, CR, LF or other `<` (RFC 1939 uses the RFC 822 `msg-id` syntax).
+    /// `None` if there is none: the server does not offer `APOP`.
+    pub fn apop_timestamp(&self) -> Option<Bytes> {
+        apop_span(&self.text).map(|t| self.text.slice_ref(t))
+    }
+}
+
+impl<'a> StatusLine<&'a [u8]> {
+    /// [`StatusLine::parse`] of a borrowed line: the same grammar and
+    /// errors, the code and text are sub-slices of `line` (no allocation,
+    /// no reference count).
+    pub fn parse_borrowed(line: &'a [u8]) -> Result<Self, SyntaxError> {
+        status_line_in(line)
+    }
+
+    /// The owned line, its byte strings copied into fresh [`Bytes`] (use
+    /// `map_octets(`[`attach`](crate::octets::attach)`(&line))` to share
+    /// `line` instead).
+    pub fn into_owned(self) -> StatusLine {
+        self.map_octets(crate::octets::copy)
+    }
+
+    /// [`StatusLine::apop_timestamp`] of a borrowed line: a sub-slice of
+    /// the text.
+    pub fn apop_timestamp(&self) -> Option<&'a [u8]> {
+        apop_span(self.text)
+    }
+}
+
+impl<B: Octets> StatusLine<B> {
+    /// A line with this status and text and no response code.
+    pub fn new(status: Status, text: B) -> StatusLine<B> {
+        StatusLine {
             status,
+            code: None,
+            text,
+        }
+    }
+
+    /// The same line with every byte string turned by `f`, in wire order
+    /// (the code, then the text).
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> StatusLine<C> {
+        let code = self.code.map(|c| c.map_octets(&mut f));
+        StatusLine {
+            status: self.status,
             code,
-            text: line.slice_ref(text),
-        })
+            text: f(self.text),
+        }
+    }
+
+    /// A view of this line borrowing its byte strings.
+    fn view(&self) -> StatusLineRef<'_> {
+        StatusLine {
+            status: self.status,
+            code: self.code.as_ref().map(Code::view),
+            text: self.text.as_ref(),
+        }
     }
 
     /// True for `+OK`.
@@ -226,16 +286,17 @@ impl StatusLine {
             out.extend_from_slice(code.as_bytes());
             out.push(b']');
         }
-        if !self.text.is_empty() {
+        let text = self.text.as_ref();
+        if !text.is_empty() {
             out.push(b' ');
-            out.extend_from_slice(&self.text);
+            out.extend_from_slice(text);
         }
         out.extend_from_slice(b"\r\n");
     }
 
     /// The line, final CRLF included.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = Vec::with_capacity(self.text.len() + 24);
+        let mut out = Vec::with_capacity(self.text.as_ref().len() + 24);
         self.write_to(&mut out);
         Bytes::from(out)
     }
@@ -259,8 +320,8 @@ impl StatusLine {
         const FIELD: &str = "POP3 status line";
         let wire = self.to_bytes();
         let line = appvalue::one_line(FIELD, &wire)?;
-        let reason = match StatusLine::parse(&wire.slice_ref(line)) {
-            Ok(back) if back == *self => return Ok(()),
+        let reason = match StatusLine::parse_borrowed(line) {
+            Ok(back) if back == self.view() => return Ok(()),
             Ok(back) if text_may_hold_code && back.to_bytes() == wire => return Ok(()),
             Ok(_) => "would be read back as a different line (a text starting with a [code]?)",
             Err(SyntaxError::InvalidResponse { reason }) => reason,
@@ -268,53 +329,87 @@ impl StatusLine {
         };
         Err(appvalue::invalid(FIELD, reason))
     }
+}
 
-    /// RFC 1939 §7 `APOP`: the timestamp of a greeting, e.g.
-    /// `<1896.697170952@dbc.mtview.ca.us>`, with its angle brackets, exactly
-    /// as written (it is what the client hashes).
-    ///
-    /// It is the first `<` … `>` span of the text that contains `@` and no
-    /// SP, CR, LF or other `<` (RFC 1939 uses the RFC 822 `msg-id` syntax).
-    /// `None` if there is none: the server does not offer `APOP`.
-    pub fn apop_timestamp(&self) -> Option<Bytes> {
-        let text: &[u8] = &self.text;
-        let mut from = 0;
-        while let Some(open) = text
-            .get(from..)
-            .and_then(|t| memchr::memchr(b'<', t))
-            .map(|p| p + from)
-        {
-            let after = text.get(open + 1..).unwrap_or_default();
-            let close = memchr::memchr(b'>', after)?;
-            let inner = after.get(..close).unwrap_or_default();
-            match memchr::memchr(b'<', inner) {
-                // Another `<` inside: restart from it.
-                Some(p) => from = open + 1 + p,
-                None => {
-                    if inner.contains(&b'@') && !inner.iter().any(|&c| c == b' ' || c < 0x21) {
-                        return text
-                            .get(open..open + close + 2)
-                            .map(|t| self.text.slice_ref(t));
-                    }
-                    from = open + close + 2;
+/// The grammar of [`StatusLine::parse`], once for both forms.
+fn status_line_in<'a, S: Source<'a>>(line: S) -> Result<StatusLine<S::Out>, SyntaxError> {
+    let invalid = |reason| SyntaxError::InvalidResponse { reason };
+    let input = line.octets();
+    let (status, rest) = if input
+        .get(..3)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"+OK"))
+    {
+        (Status::Ok, input.get(3..).unwrap_or_default())
+    } else if input
+        .get(..4)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"-ERR"))
+    {
+        (Status::Err, input.get(4..).unwrap_or_default())
+    } else {
+        return Err(invalid("status must be +OK or -ERR (RFC 1939 §3)"));
+    };
+    let text = match rest {
+        [] => rest,
+        [b' ', text @ ..] => text,
+        _ => return Err(invalid("status must be followed by SP or the end of line")),
+    };
+    if !is_line_text(text) {
+        return Err(invalid("response text contains CR, LF or NUL"));
+    }
+    let (code, text) = match text.first() {
+        Some(b'[') => match resp_code(text) {
+            Ok((after, raw)) => (
+                Some(Code::from_raw(raw, |s| line.piece(s))),
+                after.strip_prefix(b" ").unwrap_or(after),
+            ),
+            Err(_) => (None, text),
+        },
+        _ => (None, text),
+    };
+    Ok(StatusLine {
+        status,
+        code,
+        text: line.piece(text),
+    })
+}
+
+/// The span of [`StatusLine::apop_timestamp`] in `text`.
+fn apop_span(text: &[u8]) -> Option<&[u8]> {
+    let mut from = 0;
+    while let Some(open) = text
+        .get(from..)
+        .and_then(|t| memchr::memchr(b'<', t))
+        .map(|p| p + from)
+    {
+        let after = text.get(open + 1..).unwrap_or_default();
+        let close = memchr::memchr(b'>', after)?;
+        let inner = after.get(..close).unwrap_or_default();
+        match memchr::memchr(b'<', inner) {
+            // Another `<` inside: restart from it.
+            Some(p) => from = open + 1 + p,
+            None => {
+                if inner.contains(&b'@') && !inner.iter().any(|&c| c == b' ' || c < 0x21) {
+                    return text.get(open..open + close + 2);
                 }
+                from = open + close + 2;
             }
         }
-        None
     }
+    None
 }
 
 /// The line as a user should see it: the code and the text
 /// [escaped](crate::Escaped), so that control characters and bidirectional
 /// controls from the peer show as visible escapes.
-impl fmt::Display for StatusLine {
+impl<B: Octets> fmt::Display for StatusLine<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.status.as_str())?;
         if let Some(code) = &self.code {
             write!(f, " [{}]", Escaped::new(code.as_bytes()))?;
         }
-        if !self.text.is_empty() {
-            write!(f, " {}", Escaped::new(&self.text))?;
+        let text = self.text.as_ref();
+        if !text.is_empty() {
+            write!(f, " {}", Escaped::new(text))?;
         }
         Ok(())
     }
@@ -328,8 +423,18 @@ impl fmt::Display for StatusLine {
 /// some servers send it) a bare `+`. `+OK…` and anything else is
 /// [`SyntaxError::InvalidResponse`], as is a challenge that is not base64.
 pub fn parse_continuation(line: &Bytes) -> Result<Bytes, SyntaxError> {
+    continuation_in(line)
+}
+
+/// [`parse_continuation`] of a borrowed line: the challenge is a sub-slice
+/// of `line`.
+pub fn parse_continuation_borrowed(line: &[u8]) -> Result<&[u8], SyntaxError> {
+    continuation_in(line)
+}
+
+fn continuation_in<'a, S: Source<'a>>(line: S) -> Result<S::Out, SyntaxError> {
     let invalid = |reason| SyntaxError::InvalidResponse { reason };
-    let challenge: &[u8] = match &line[..] {
+    let challenge: &[u8] = match line.octets() {
         [b'+'] => &[],
         [b'+', b' ', rest @ ..] => rest,
         _ => return Err(invalid("a SASL continuation starts with \"+ \"")),
@@ -337,21 +442,37 @@ pub fn parse_continuation(line: &Bytes) -> Result<Bytes, SyntaxError> {
     if !challenge.is_empty() && !is_base64(challenge) {
         return Err(invalid("SASL challenge is not base64"));
     }
-    Ok(line.slice_ref(challenge))
+    Ok(line.piece(challenge))
+}
+
+/// `1*DIGIT` at the start of `text` that fits in a `u64`, and the rest.
+#[inline]
+fn leading_number(text: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    let mut n = 0;
+    for &c in text {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    Some((value, text.get(n..)?))
 }
 
 /// Parses `1*DIGIT SP 1*DIGIT` at the start of `text`, then either the end
 /// or SP and anything (RFC 1939 §5 lets servers add information after the
 /// size). Returns the two numbers.
 fn number_pair(text: &[u8], first_nonzero: bool) -> Option<(u32, u64)> {
-    let first = if first_nonzero {
-        msg_number(text)
-    } else {
-        number_u32(text)
-    };
-    let (rest, n) = first.ok()?;
-    let (rest, _) = char::<_, ()>(' ')(rest).ok()?;
-    let (rest, size) = number_u64(rest).ok()?;
+    let (n, rest) = leading_number(text)?;
+    let n = u32::try_from(n)
+        .ok()
+        .filter(|&n| n != 0 || !first_nonzero)?;
+    let (size, rest) = leading_number(rest.strip_prefix(b" ")?)?;
     match rest {
         [] | [b' ', ..] => Some((n, size)),
         _ => None,
@@ -366,6 +487,11 @@ fn number_pair(text: &[u8], first_nonzero: bool) -> Option<(u32, u64)> {
 /// size in the scan listing", so SP and anything after the size is
 /// ignored.
 pub fn parse_scan_listing(line: &Bytes) -> Result<(u32, u64), SyntaxError> {
+    parse_scan_listing_borrowed(line)
+}
+
+/// [`parse_scan_listing`] of a borrowed line.
+pub fn parse_scan_listing_borrowed(line: &[u8]) -> Result<(u32, u64), SyntaxError> {
     number_pair(line, true).ok_or(SyntaxError::InvalidResponse {
         reason: "scan listing must be a message number, SP and a size",
     })
@@ -376,15 +502,28 @@ pub fn parse_scan_listing(line: &Bytes) -> Result<(u32, u64), SyntaxError> {
 /// `1 whqtswO00WBw418f9t5JxYwZ`. The unique-id is 1 to 70 octets in
 /// `%x21-7E`; nothing may follow it.
 pub fn parse_uidl_listing(line: &Bytes) -> Result<(u32, Bytes), SyntaxError> {
+    uidl_listing_in(line)
+}
+
+/// [`parse_uidl_listing`] of a borrowed line: the unique-id is a sub-slice
+/// of `line`.
+pub fn parse_uidl_listing_borrowed(line: &[u8]) -> Result<(u32, &[u8]), SyntaxError> {
+    uidl_listing_in(line)
+}
+
+fn uidl_listing_in<'a, S: Source<'a>>(line: S) -> Result<(u32, S::Out), SyntaxError> {
     let invalid = SyntaxError::InvalidResponse {
         reason: "unique-id listing must be a message number, SP and 1 to 70 printable octets",
     };
-    let (rest, n) = msg_number(line).map_err(|_| invalid.clone())?;
-    let uid = rest.strip_prefix(b" ").ok_or(invalid.clone())?;
-    if !(1..=70).contains(&uid.len()) || !uid.iter().all(|&c| is_vchar(c)) {
-        return Err(invalid);
+    let parsed = leading_number(line.octets()).and_then(|(n, rest)| {
+        let n = u32::try_from(n).ok().filter(|&n| n != 0)?;
+        let uid = rest.strip_prefix(b" ")?;
+        ((1..=70).contains(&uid.len()) && uid.iter().all(|&c| is_vchar(c))).then_some((n, uid))
+    });
+    match parsed {
+        Some((n, uid)) => Ok((n, line.piece(uid))),
+        None => Err(invalid),
     }
-    Ok((n, line.slice_ref(uid)))
 }
 
 /// Parses the text of a positive `STAT` reply (RFC 1939 §5 drop listing),
@@ -392,6 +531,11 @@ pub fn parse_uidl_listing(line: &Bytes) -> Result<(u32, Bytes), SyntaxError> {
 /// size of the maildrop in octets. As for scan listings, SP and anything
 /// after the size is ignored.
 pub fn parse_stat(text: &Bytes) -> Result<(u32, u64), SyntaxError> {
+    parse_stat_borrowed(text)
+}
+
+/// [`parse_stat`] of a borrowed text.
+pub fn parse_stat_borrowed(text: &[u8]) -> Result<(u32, u64), SyntaxError> {
     number_pair(text, false).ok_or(SyntaxError::InvalidResponse {
         reason: "drop listing must be a message count, SP and a size",
     })
@@ -420,7 +564,95 @@ mod tests {
     }
 
     fn parse(s: &str) -> Result<StatusLine, SyntaxError> {
-        StatusLine::parse(&b(s))
+        let line = b(s);
+        same_both_ways(&line);
+        StatusLine::parse(&line)
+    }
+
+    /// Both results are Ok and equal, or both Err with the same error.
+    fn same_result<T: PartialEq + fmt::Debug, U: fmt::Debug>(
+        line: &Bytes,
+        borrowed: Result<U, SyntaxError>,
+        owned: Result<T, SyntaxError>,
+        to_owned: impl FnOnce(U) -> T,
+    ) {
+        match (borrowed, owned) {
+            (Ok(view), Ok(owned)) => assert_eq!(to_owned(view), owned, "{line:?}"),
+            (Err(e1), Err(e2)) => assert_eq!(e1, e2, "{line:?}"),
+            (view, owned) => panic!("{line:?}: borrowed {view:?}, owned {owned:?}"),
+        }
+    }
+
+    /// The differential check (issue #18) of every parser of the module:
+    /// the borrowed parse of `line` succeeds or fails exactly as the owned
+    /// one, and when it succeeds, attaching it to `line` or copying it gives
+    /// the owned value.
+    fn same_both_ways(line: &Bytes) {
+        let attach = || crate::octets::attach(line);
+        match (StatusLine::parse_borrowed(line), StatusLine::parse(line)) {
+            (Ok(view), Ok(owned)) => {
+                assert_eq!(view.clone().map_octets(attach()), owned, "{line:?}");
+                assert_eq!(view.clone().into_owned(), owned, "{line:?}");
+                assert_eq!(view.to_bytes(), owned.to_bytes());
+                assert_eq!(view.to_string(), owned.to_string());
+                assert_eq!(view.apop_timestamp().map(attach()), owned.apop_timestamp());
+            }
+            (Err(e1), Err(e2)) => assert_eq!(e1, e2, "{line:?}"),
+            (view, owned) => panic!("{line:?}: borrowed {view:?}, owned {owned:?}"),
+        }
+        same_result(
+            line,
+            parse_continuation_borrowed(line),
+            parse_continuation(line),
+            attach(),
+        );
+        same_result(
+            line,
+            parse_scan_listing_borrowed(line),
+            parse_scan_listing(line),
+            |v| v,
+        );
+        same_result(line, parse_stat_borrowed(line), parse_stat(line), |v| v);
+        same_result(
+            line,
+            parse_uidl_listing_borrowed(line),
+            parse_uidl_listing(line),
+            |(n, uid)| (n, attach()(uid)),
+        );
+    }
+
+    #[test]
+    fn borrowed_parse_matches_owned_parse() {
+        let line = b("-ERR [SYS/TEMP/QUOTA] over quota");
+        let view = StatusLineRef::parse_borrowed(&line).unwrap();
+        assert_eq!(view.code, Some(Code::Other(&line[6..20])));
+        assert_eq!(view.text.as_ptr(), line[22..].as_ptr());
+        let owned = view.clone().map_octets(crate::octets::attach(&line));
+        assert_eq!(owned.text.as_ptr(), line[22..].as_ptr());
+        assert!(view.check().is_ok());
+        assert_eq!(
+            owned.code.map(|c| c.as_bytes().to_vec()),
+            Some(b"SYS/TEMP/QUOTA".to_vec())
+        );
+        let bad = StatusLine::new(Status::Ok, &b"a\r\nb"[..]);
+        assert!(bad.check().is_err());
+        assert_eq!(parse_uidl_listing_borrowed(b"3 abc"), Ok((3, &b"abc"[..])));
+        assert_eq!(
+            parse_continuation_borrowed(b"+ dGVzdA=="),
+            Ok(&b"dGVzdA=="[..])
+        );
+        for s in [
+            "+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>",
+            "-ERR [IN-USE] x",
+            "+ ",
+            "1 120",
+            "2 320 more",
+            "1 whqtswO00WBw418f9t5JxYwZ",
+            "-ERR [AUTH]bad",
+            "+OK x\0y",
+        ] {
+            same_both_ways(&b(s));
+        }
     }
 
     fn ok(s: &str) -> StatusLine {
@@ -893,6 +1125,7 @@ mod tests {
         for _ in 0..5000 {
             let l = gen_status_line(&mut r);
             let wire = l.to_bytes();
+            same_both_ways(&wire.slice(..wire.len() - 2));
             let parsed = StatusLine::parse(&wire.slice(..wire.len() - 2)).unwrap();
             // A code with an empty text followed by a text starting with SP
             // keeps that SP; everything else is the same value.
@@ -946,6 +1179,7 @@ mod tests {
                 }
             }
             let line = Bytes::from(line);
+            same_both_ways(&line);
             if let Ok(l) = StatusLine::parse(&line) {
                 let _ = l.apop_timestamp();
                 let wire = l.to_bytes();

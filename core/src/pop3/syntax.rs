@@ -116,6 +116,7 @@ pub(crate) fn number_u32(input: &[u8]) -> PResult<'_, u32> {
 }
 
 /// `1*DIGIT` that fits in a `u64`.
+#[cfg(test)]
 pub(crate) fn number_u64(input: &[u8]) -> PResult<'_, u64> {
     let (rest, d) = digits(input)?;
     match digits_value(d) {
@@ -126,6 +127,7 @@ pub(crate) fn number_u64(input: &[u8]) -> PResult<'_, u64> {
 
 /// RFC 1939 §3 / RFC 1939 §5 `msg`: a message number, `1*DIGIT`, non-zero
 /// ("message numbers start at 1"), fitting in a `u32`.
+#[cfg(test)]
 pub(crate) fn msg_number(input: &[u8]) -> PResult<'_, u32> {
     let (rest, n) = number_u32(input)?;
     if n == 0 {
@@ -138,15 +140,46 @@ pub(crate) fn msg_number(input: &[u8]) -> PResult<'_, u32> {
 /// UTF-8 user names): 1 to 40 octets, each a VCHAR or part of well-formed
 /// UTF-8 beyond ASCII. No SP, no control characters.
 pub(crate) fn is_word_arg(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ARG
-        && s.iter().all(|&c| c >= 0x80 || is_vchar(c))
-        && std::str::from_utf8(s).is_ok()
+    if s.is_empty() || s.len() > MAX_ARG {
+        return false;
+    }
+    let mut ascii = true;
+    for &c in s {
+        if c >= 0x80 {
+            ascii = false;
+        } else if !is_vchar(c) {
+            return false;
+        }
+    }
+    // All-ASCII words (the usual case) need no UTF-8 check.
+    ascii || std::str::from_utf8(s).is_ok()
 }
 
 /// True if `text` may appear in a line: any octets except CR, LF, NUL.
+///
+/// Word at a time: eight octets are checked for a zero octet, for CR and
+/// for LF with the usual "has a zero byte" bit trick (exact: no false
+/// positive, no false negative), the tail octet by octet.
 pub(crate) fn is_line_text(text: &[u8]) -> bool {
-    !text.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0))
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let bad_octet = |c: &u8| matches!(c, b'\r' | b'\n' | 0);
+    let mut words = text.chunks_exact(8);
+    for chunk in &mut words {
+        let Ok(octets) = <[u8; 8]>::try_from(chunk) else {
+            // Not reached: every chunk has eight octets.
+            if chunk.iter().any(bad_octet) {
+                return false;
+            }
+            continue;
+        };
+        let w = u64::from_le_bytes(octets);
+        if has_zero(w) || has_zero(w ^ (ONES * 0x0d)) || has_zero(w ^ (ONES * 0x0a)) {
+            return false;
+        }
+    }
+    !words.remainder().iter().any(bad_octet)
 }
 
 /// RFC 4648 base64 alphabet (without the `=` pad).
@@ -224,6 +257,18 @@ mod tests {
         assert!(!is_line_text(b"a\rb"));
         assert!(!is_line_text(b"a\nb"));
         assert!(!is_line_text(b"a\0b"));
+        // The word-at-a-time scan against the plain definition: every octet
+        // value at every position of lines of 0 to 24 octets.
+        for len in 0..25 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut line = vec![b'x'; len];
+                    line[at] = c;
+                    let plain = !line.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0));
+                    assert_eq!(is_line_text(&line), plain, "{line:?}");
+                }
+            }
+        }
         assert_eq!(split_sp(b"a b c"), (&b"a"[..], Some(&b"b c"[..])));
         assert_eq!(split_sp(b"a "), (&b"a"[..], Some(&b""[..])));
         assert_eq!(split_sp(b"abc"), (&b"abc"[..], None));

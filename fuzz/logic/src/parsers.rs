@@ -194,11 +194,40 @@ pub fn imap_response(data: &[u8]) {
     }
 }
 
+/// POP3 differential: both Ok and equal, or both Err with the same error.
+fn pop3_same<T: PartialEq + std::fmt::Debug, E: PartialEq + std::fmt::Debug>(
+    borrowed: Result<T, E>,
+    owned: Result<T, E>,
+) {
+    assert_eq!(borrowed, owned, "borrowed and owned parses differ");
+}
+
 /// Raw bytes into the POP3 command parser.
 pub fn pop3_command(data: &[u8]) {
     let b = Bytes::copy_from_slice(data);
-    let _ = pop3::command::parse_sasl_response(&b);
-    let Ok(c) = pop3::Command::parse(&b) else {
+    // Differential (#18): the borrowed parse of the same line gives the
+    // same result; attached or copied, the owned value.
+    match (
+        pop3::command::parse_sasl_response_borrowed(&b),
+        pop3::command::parse_sasl_response(&b),
+    ) {
+        (Ok(view), Ok(owned)) => assert_eq!(*view.expose(), &owned.expose()[..]),
+        (Err(e1), Err(e2)) => assert_eq!(e1, e2),
+        (view, owned) => panic!("borrowed {view:?}, owned {owned:?}"),
+    }
+    let owned = pop3::Command::parse(&b);
+    match (pop3::Command::parse_borrowed(&b), &owned) {
+        (Ok(view), Ok(owned)) => {
+            assert_eq!(
+                &view.clone().map_octets(starttls::octets::attach(&b)),
+                owned
+            );
+            assert_eq!(&view.into_owned(), owned);
+        }
+        (Err(e1), Err(e2)) => assert_eq!(&e1, e2),
+        (view, owned) => panic!("borrowed {view:?}, owned {owned:?}"),
+    }
+    let Ok(c) = owned else {
         return;
     };
     let mut v = Vec::new();
@@ -211,12 +240,42 @@ pub fn pop3_command(data: &[u8]) {
 /// Raw bytes into the POP3 status, continuation, listing and capability
 /// parsers.
 pub fn pop3_response(data: &[u8]) {
+    use pop3::response as r;
     let b = Bytes::copy_from_slice(data);
-    let _ = pop3::response::parse_continuation(&b);
-    let _ = pop3::response::parse_scan_listing(&b);
-    let _ = pop3::response::parse_uidl_listing(&b);
-    let _ = pop3::response::parse_stat(&b);
-    if let Ok(cap) = pop3::Capability::parse(&b) {
+    // Differential (#18): every borrowed parser gives the owned parser's
+    // result on the same line; attached or copied, the owned value.
+    pop3_same(
+        r::parse_continuation_borrowed(&b).map(starttls::octets::attach(&b)),
+        r::parse_continuation(&b),
+    );
+    pop3_same(
+        r::parse_scan_listing_borrowed(&b),
+        r::parse_scan_listing(&b),
+    );
+    pop3_same(
+        r::parse_uidl_listing_borrowed(&b).map(|(n, uid)| (n, starttls::octets::attach(&b)(uid))),
+        r::parse_uidl_listing(&b),
+    );
+    pop3_same(r::parse_stat_borrowed(&b), r::parse_stat(&b));
+    let cap = pop3::Capability::parse(&b);
+    if let Ok(view) = pop3::Capability::parse_borrowed(&b) {
+        assert_eq!(Ok(view.clone().into_owned()), cap);
+    }
+    pop3_same(
+        pop3::Capability::parse_borrowed(&b).map(|v| v.map_octets(starttls::octets::attach(&b))),
+        cap.clone(),
+    );
+    let status = pop3::StatusLine::parse(&b);
+    if let Ok(view) = pop3::StatusLine::parse_borrowed(&b) {
+        assert_eq!(Ok(view.clone().into_owned()), status);
+        let ts = view.apop_timestamp().map(starttls::octets::attach(&b));
+        assert_eq!(status.as_ref().ok().and_then(|s| s.apop_timestamp()), ts);
+    }
+    pop3_same(
+        pop3::StatusLine::parse_borrowed(&b).map(|v| v.map_octets(starttls::octets::attach(&b))),
+        status,
+    );
+    if let Ok(cap) = cap {
         let again = pop3::Capability::parse(&line(cap.to_bytes().to_vec()))
             .expect("a serialized capability parses");
         assert_eq!(again, cap);
