@@ -336,13 +336,24 @@ impl<B: Octets> Args<B> {
         ArgIter {
             args: &self.0,
             rest: self.0.as_ref(),
+            checked: self.1 .0.is_none(),
         }
     }
 
     /// The same arguments with another container: `f` is called once, on
-    /// the raw argument text.
+    /// the raw argument text. If `f` returns other octets than it was given
+    /// (anything but a copy or a view of the same text), the result is no
+    /// longer known to follow the grammar: it is marked so, and a command
+    /// carrying it is refused when sent ([`Command::check`]).
     pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Args<C> {
-        Args(f(self.0), self.1)
+        let Args(raw, unsendable) = self;
+        let mapped = f(raw.clone());
+        let unsendable = if mapped.as_ref() == raw.as_ref() {
+            unsendable
+        } else {
+            Unsendable(Some("changed by map_octets"))
+        };
+        Args(mapped, unsendable)
     }
 
     /// Wraps already validated bytes.
@@ -452,6 +463,11 @@ impl<'a, B: Slice> IntoIterator for &'a Args<B> {
 pub struct ArgIter<'a, B: Octets = Bytes> {
     args: &'a B,
     rest: &'a [u8],
+    /// The text is known to follow the grammar (parsed, or built from
+    /// arguments that each read back as themselves): lists end where their
+    /// parentheses balance. Otherwise every list is validated again and the
+    /// iteration stops at the first that does not follow the grammar.
+    checked: bool,
 }
 
 impl<B: Slice> Iterator for ArgIter<'_, B> {
@@ -464,9 +480,15 @@ impl<B: Slice> Iterator for ArgIter<'_, B> {
             return None;
         }
         if rest.first() == Some(&b'(') {
-            // The bytes were validated when parsed: the list's end is found
-            // by counting, not by validating again.
-            match skip_list(rest).ok_or(()) {
+            // Validated bytes: the list's end is found by counting, not by
+            // validating again. Anything else (an unsendable hand-made or
+            // remapped `Args`) is validated as it is walked.
+            let found = if self.checked {
+                skip_list(rest).ok_or(())
+            } else {
+                list(rest).map_err(|_| ())
+            };
+            match found {
                 Ok((after, inner)) => {
                     self.rest = after;
                     return Some(Arg::List(Args(self.args.slice_of(inner), Unsendable(None))));
@@ -2066,6 +2088,48 @@ pub(crate) mod tests {
         }
         // Both outcomes are well represented.
         assert!(oks > 2000 && errs > 2000, "{oks} {errs}");
+    }
+
+    /// Review finding (#18): an unsendable hand-made `Args` iterates as
+    /// before the counting fast path (each list validated as it is walked,
+    /// the walk stopping at the first list that does not follow the
+    /// grammar); a parsed one counts parentheses.
+    #[test]
+    fn hand_made_unsendable_args_validate_their_lists_when_walked() {
+        for inner in [&b"a\r\nb"[..], b"a  b", b"a b ", b"a\0b", b"a[", b"a\xff"] {
+            let list = Args::from_args(&[Arg::Atom(Bytes::copy_from_slice(inner))]);
+            let outer = Args::from_args(&[Arg::List(list), Arg::Atom(b("z"))]);
+            assert!(outer.1 .0.is_some(), "{outer:?} should be unsendable");
+            assert_eq!(outer.iter().count(), 0, "{outer:?} walked past a bad list");
+        }
+        let parsed = Args::parse(&b("(a b) z")).unwrap();
+        let items: Vec<Arg> = parsed.iter().collect();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1], Arg::Atom(b("z")));
+    }
+
+    /// Review finding (#18): `map_octets` may return other octets than it
+    /// was given; the result is then unsendable and walked with validation,
+    /// so it cannot smuggle a second command line past `check`.
+    #[test]
+    fn remapped_args_are_unsendable_unless_the_octets_are_the_same() {
+        let args = Args::parse(&b("INBOX")).unwrap();
+        let same = args.clone().map_octets(|raw| Bytes::copy_from_slice(&raw));
+        assert_eq!(same.1 .0, None);
+        let evil = args.map_octets(|_| b("INBOX\r\nA2 DELETE Important"));
+        assert_eq!(evil.1 .0, Some("changed by map_octets"));
+        let cmd = Command {
+            tag: b("A1"),
+            body: CommandBody::Other {
+                name: b("SELECT"),
+                args: evil,
+            },
+        };
+        assert!(cmd.check().is_err());
+        let bad_list = Args::parse(&b("(a) z"))
+            .unwrap()
+            .map_octets(|_| b("(a\r\nb) z"));
+        assert_eq!(bad_list.iter().count(), 0);
     }
 
     /// The iterator's `skip_list` finds the end of every list `list` accepts
