@@ -274,7 +274,10 @@ impl Capabilities {
 impl<'a> Capabilities<&'a [u8]> {
     /// [`Capabilities::from_ehlo_reply`] of a borrowed reply: the domain,
     /// keywords and parameters are sub-slices of the reply's buffer. Same
-    /// rules, same errors (the same code).
+    /// rules, same errors (the same code). The list itself is a `Vec` (one
+    /// allocation, two for a long reply); to look at the extensions of a
+    /// reply without allocating, read [`Capability::parse_borrowed`] line
+    /// by line from the borrowed reply's `lines()`.
     pub fn from_ehlo_reply_borrowed(reply: &ReplyRef<'a>) -> Result<Self, SyntaxError> {
         let raw: &'a [u8] = reply.raw();
         from_ehlo_in(raw, reply)
