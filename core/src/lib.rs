@@ -91,6 +91,32 @@
 //! repository's `docs/policy.md` explains each knob with the RFC text it
 //! implements.
 //!
+//! ## The parsers on their own
+//!
+//! The grammars the sessions use are public: [`smtp::Command`],
+//! [`smtp::Reply`], [`imap::Command`], [`imap::Response`],
+//! [`pop3::Command`], [`pop3::StatusLine`] and the types inside them. Each is
+//! one definition in two [forms](octets): owned (`Command`, byte strings as
+//! [`bytes::Bytes`] handles of the line, what the sessions hand out) and
+//! borrowed (`CommandRef<'a>`, sub-slices of your buffer: no allocation, no
+//! reference count, for acting on a message before the next read). Both come
+//! from the same code, so they accept the same inputs and give the same
+//! values.
+//!
+//! ```
+//! use starttls::smtp::command::{Command, ForwardPath};
+//!
+//! let cmd = Command::parse_borrowed(b"RCPT TO:<bob@example.net> NOTIFY=NEVER").unwrap();
+//! match &cmd {
+//!     Command::Rcpt { to: ForwardPath::Path(p), .. } => {
+//!         assert_eq!(p.mailbox.local_part, &b"bob"[..]);
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! let kept: Command = cmd.into_owned(); // outlives the buffer
+//! assert_eq!(kept.verb(), "RCPT");
+//! ```
+//!
 //! ## Determinism
 //!
 //! Events depend only on the bytes received and on the order of the caller's

@@ -25,6 +25,7 @@ mod syntax;
 pub use capability::{Capabilities, CapabilitiesRef, Capability, CapabilityRef};
 pub use client::{ClientConfig, ClientEvent, ClientSession};
 pub use command::{AString, Arg, Args, Command, CommandBody};
+pub use command::{AStringRef, ArgRef, ArgsRef, CommandBodyRef, CommandRef};
 pub use response::{Code, Response, Status, StatusResponse};
 pub use response::{CodeRef, ResponseRef, StatusResponseRef};
 pub use server::{ServerConfig, ServerEvent, ServerSession};
