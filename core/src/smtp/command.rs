@@ -29,11 +29,9 @@ use crate::appvalue::{self, Unsendable};
 use crate::escape::Escaped;
 use crate::octets::{Octets, Source};
 use crate::smtp::syntax::{
-    digits_value, domain, esmtp_keyword, esmtp_value, fail, general_literal, ipv4_literal,
-    ipv6_literal, is_atext, is_base64, local_part, utf8_non_ascii, whole, xtext1, PResult,
-    SyntaxError,
+    digits_value, domain, esmtp_value, fail, general_literal, ipv4_literal, ipv6_literal, is_atext,
+    is_base64, is_ldh, is_let_dig, local_part, utf8_non_ascii, whole, xtext1, PResult, SyntaxError,
 };
-use crate::words::{self, Entry};
 use crate::{Secret, UsageError};
 
 // ---------------------------------------------------------------------------
@@ -649,9 +647,20 @@ impl Parameters {
             1u64 << (hash % 64)
         };
         let mut seen = 0u64;
+        let mut seen_known = 0u32;
         for (i, token) in raw.split(|&c| c == b' ').enumerate() {
             let (keyword, value) = split_param(token)?;
-            typed_param(keyword, value, |_| ())?;
+            let kw = known_keyword(keyword);
+            typed_kw(kw, keyword, value, |_| ())?;
+            if kw != Kw::Other {
+                // A known keyword: an exact bit per kind.
+                let bit = 1u32 << (kw as u32);
+                if seen_known & bit != 0 {
+                    return Err("duplicate ESMTP parameter");
+                }
+                seen_known |= bit;
+                continue;
+            }
             let bit = fingerprint(keyword);
             if seen & bit != 0
                 && raw.split(|&c| c == b' ').take(i).any(|t| {
@@ -673,15 +682,21 @@ fn split_param(token: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
     if token.is_empty() {
         return Err("empty ESMTP parameter (extra space)");
     }
-    let (keyword, value) = match memchr::memchr(b'=', token) {
-        None => (token, None),
-        Some(p) => match token.split_at_checked(p) {
-            Some((k, v)) => (k, v.get(1..)),
-            None => (token, None),
-        },
+    // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-"), up to the
+    // first "=": the scan stops at the first octet outside the keyword
+    // class, which must be that "=" or the end.
+    let bad_keyword = "invalid ESMTP parameter keyword";
+    let mut k = 0;
+    while token.get(k).copied().is_some_and(is_ldh) {
+        k += 1;
+    }
+    let (keyword, value) = match token.split_at_checked(k) {
+        Some((kw, [])) => (kw, None),
+        Some((kw, [b'=', v @ ..])) => (kw, Some(v)),
+        _ => return Err(bad_keyword),
     };
-    if whole(keyword, esmtp_keyword).is_none() {
-        return Err("invalid ESMTP parameter keyword");
+    if !keyword.first().copied().is_some_and(is_let_dig) {
+        return Err(bad_keyword);
     }
     if let Some(v) = value {
         if whole(v, esmtp_value).is_none() {
@@ -691,56 +706,111 @@ fn split_param(token: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
     Ok((keyword, value))
 }
 
+/// The ESMTP keywords this module types.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kw {
+    Size,
+    Body,
+    SmtpUtf8,
+    RequireTls,
+    Ret,
+    EnvId,
+    Auth,
+    Notify,
+    Orcpt,
+    Other,
+}
+
+/// `text` equals `name` (upper case) ignoring ASCII case. The length is
+/// fixed at compile time, so the comparison unrolls: a letter of `name`
+/// matches its two cases (bit 5 masked), any other octet only itself.
+#[inline(always)]
+fn eq_fold<const N: usize>(text: &[u8], name: &[u8; N]) -> bool {
+    match <&[u8; N]>::try_from(text) {
+        Ok(t) => t.iter().zip(name).fold(true, |ok, (&c, &n)| {
+            let mask = if n.is_ascii_uppercase() { 0xDF } else { 0xFF };
+            ok & (c & mask == n)
+        }),
+        Err(_) => false,
+    }
+}
+
+/// Which known keyword `keyword` is (ASCII case-insensitive): one length
+/// switch and at most one comparison.
+fn known_keyword(keyword: &[u8]) -> Kw {
+    let first = keyword.first().map_or(0, |c| c & 0xDF);
+    match (keyword.len(), first) {
+        (3, b'R') if eq_fold(keyword, b"RET") => Kw::Ret,
+        (4, b'S') if eq_fold(keyword, b"SIZE") => Kw::Size,
+        (4, b'B') if eq_fold(keyword, b"BODY") => Kw::Body,
+        (4, b'A') if eq_fold(keyword, b"AUTH") => Kw::Auth,
+        (5, b'E') if eq_fold(keyword, b"ENVID") => Kw::EnvId,
+        (5, b'O') if eq_fold(keyword, b"ORCPT") => Kw::Orcpt,
+        (6, b'N') if eq_fold(keyword, b"NOTIFY") => Kw::Notify,
+        (8, b'S') if eq_fold(keyword, b"SMTPUTF8") => Kw::SmtpUtf8,
+        (10, b'R') if eq_fold(keyword, b"REQUIRETLS") => Kw::RequireTls,
+        _ => Kw::Other,
+    }
+}
+
 /// Types one checked `esmtp-param`; `mk` turns a sub-slice into the
 /// container (`()` when only the check matters).
 fn typed_param<'a, C>(
     keyword: &'a [u8],
     value: Option<&'a [u8]>,
+    mk: impl FnMut(&'a [u8]) -> C,
+) -> Result<Parameter<C>, &'static str> {
+    typed_kw(known_keyword(keyword), keyword, value, mk)
+}
+
+/// [`typed_param`] once the keyword is known to be `kw`.
+fn typed_kw<'a, C>(
+    kw: Kw,
+    keyword: &'a [u8],
+    value: Option<&'a [u8]>,
     mut mk: impl FnMut(&'a [u8]) -> C,
 ) -> Result<Parameter<C>, &'static str> {
-    let is = |name: &[u8]| keyword.eq_ignore_ascii_case(name);
-    let eq = |v: &[u8], name: &[u8]| v.eq_ignore_ascii_case(name);
-    let param = if is(b"SIZE") {
+    let param = if kw == Kw::Size {
         let v = value.ok_or("SIZE requires a decimal value")?;
         Parameter::Size(digits_value(v).ok_or("SIZE requires a decimal value")?)
-    } else if is(b"BODY") {
+    } else if kw == Kw::Body {
         let bad = "BODY must be 7BIT, 8BITMIME or BINARYMIME";
         Parameter::Body(match value.ok_or(bad)? {
-            v if eq(v, b"7BIT") => Body::SevenBit,
-            v if eq(v, b"8BITMIME") => Body::EightBitMime,
-            v if eq(v, b"BINARYMIME") => Body::BinaryMime,
+            v if eq_fold(v, b"7BIT") => Body::SevenBit,
+            v if eq_fold(v, b"8BITMIME") => Body::EightBitMime,
+            v if eq_fold(v, b"BINARYMIME") => Body::BinaryMime,
             _ => return Err(bad),
         })
-    } else if is(b"SMTPUTF8") {
+    } else if kw == Kw::SmtpUtf8 {
         if value.is_some() {
             return Err("SMTPUTF8 takes no value");
         }
         Parameter::SmtpUtf8
-    } else if is(b"REQUIRETLS") {
+    } else if kw == Kw::RequireTls {
         if value.is_some() {
             return Err("REQUIRETLS takes no value");
         }
         Parameter::RequireTls
-    } else if is(b"RET") {
+    } else if kw == Kw::Ret {
         let bad = "RET must be FULL or HDRS";
         Parameter::Ret(match value.ok_or(bad)? {
-            v if eq(v, b"FULL") => Ret::Full,
-            v if eq(v, b"HDRS") => Ret::Hdrs,
+            v if eq_fold(v, b"FULL") => Ret::Full,
+            v if eq_fold(v, b"HDRS") => Ret::Hdrs,
             _ => return Err(bad),
         })
-    } else if is(b"ENVID") {
+    } else if kw == Kw::EnvId {
         let bad = "ENVID must be xtext";
         let v = value.ok_or(bad)?;
         whole(v, xtext1).ok_or(bad)?;
         Parameter::EnvId(mk(v))
-    } else if is(b"AUTH") {
+    } else if kw == Kw::Auth {
         let bad = "AUTH= must be an xtext mailbox or <>";
         let v = value.ok_or(bad)?;
         whole(v, xtext1).ok_or(bad)?;
         Parameter::Auth(mk(v))
-    } else if is(b"NOTIFY") {
+    } else if kw == Kw::Notify {
         Parameter::Notify(notify(value).ok_or("NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY")?)
-    } else if is(b"ORCPT") {
+    } else if kw == Kw::Orcpt {
         let bad = "ORCPT must be addr-type;xtext";
         let v = value.ok_or(bad)?;
         let (addr_type, addr) = whole(v, |i| {
@@ -767,16 +837,17 @@ fn typed_param<'a, C>(
 
 fn notify(value: Option<&[u8]>) -> Option<Notify> {
     let value = value?;
-    if value.eq_ignore_ascii_case(b"NEVER") {
+    if eq_fold(value, b"NEVER") {
         return Some(Notify::Never);
     }
     let (mut success, mut failure, mut delay) = (false, false, false);
     for item in value.split(|&c| c == b',') {
-        let flag = if item.eq_ignore_ascii_case(b"SUCCESS") {
+        // One comparison per item: length and first letter pick the name.
+        let flag = if eq_fold(item, b"SUCCESS") {
             &mut success
-        } else if item.eq_ignore_ascii_case(b"FAILURE") {
+        } else if eq_fold(item, b"FAILURE") {
             &mut failure
-        } else if item.eq_ignore_ascii_case(b"DELAY") {
+        } else if eq_fold(item, b"DELAY") {
             &mut delay
         } else {
             return None; // includes NEVER in a list, and empty items
@@ -902,30 +973,41 @@ enum Verb {
     Auth,
 }
 
-const VERBS: [(&str, Verb); 15] = [
-    ("MAIL", Verb::Mail),
-    ("RCPT", Verb::Rcpt),
-    ("DATA", Verb::Data),
-    ("BDAT", Verb::Bdat),
-    ("EHLO", Verb::Ehlo),
-    ("HELO", Verb::Helo),
-    ("LHLO", Verb::Lhlo),
-    ("RSET", Verb::Rset),
-    ("QUIT", Verb::Quit),
-    ("NOOP", Verb::Noop),
-    ("STARTTLS", Verb::StartTls),
-    ("AUTH", Verb::Auth),
-    ("VRFY", Verb::Vrfy),
-    ("EXPN", Verb::Expn),
-    ("HELP", Verb::Help),
-];
-
-/// [`VERBS`] as a folded-word table.
-static VERB_WORDS: [Entry<Verb>; 15] = words::table(VERBS, Verb::Data);
-
-/// The verb whose name is `text` (ASCII case-insensitive).
+/// The verb whose name is `text` (ASCII case-insensitive). Every verb is
+/// four letters but `STARTTLS`; a letter `L` is the only octet besides its
+/// lower-case twin whose value with bit 5 cleared is `L`, so one masked
+/// word comparison per candidate is an exact case-insensitive match.
 fn verb(text: &[u8]) -> Option<(&'static str, Verb)> {
-    words::lookup(&VERB_WORDS, text)
+    const fn w4(name: &[u8; 4]) -> u32 {
+        u32::from_le_bytes(*name)
+    }
+    match *text {
+        [a, b, c, d] => {
+            let v = match u32::from_le_bytes([a, b, c, d]) & 0xDFDF_DFDF {
+                x if x == w4(b"MAIL") => ("MAIL", Verb::Mail),
+                x if x == w4(b"RCPT") => ("RCPT", Verb::Rcpt),
+                x if x == w4(b"EHLO") => ("EHLO", Verb::Ehlo),
+                x if x == w4(b"DATA") => ("DATA", Verb::Data),
+                x if x == w4(b"RSET") => ("RSET", Verb::Rset),
+                x if x == w4(b"NOOP") => ("NOOP", Verb::Noop),
+                x if x == w4(b"QUIT") => ("QUIT", Verb::Quit),
+                x if x == w4(b"BDAT") => ("BDAT", Verb::Bdat),
+                x if x == w4(b"HELO") => ("HELO", Verb::Helo),
+                x if x == w4(b"LHLO") => ("LHLO", Verb::Lhlo),
+                x if x == w4(b"AUTH") => ("AUTH", Verb::Auth),
+                x if x == w4(b"VRFY") => ("VRFY", Verb::Vrfy),
+                x if x == w4(b"EXPN") => ("EXPN", Verb::Expn),
+                x if x == w4(b"HELP") => ("HELP", Verb::Help),
+                _ => return None,
+            };
+            Some(v)
+        }
+        [a, b, c, d, e, f, g, h] => {
+            let x = u64::from_le_bytes([a, b, c, d, e, f, g, h]) & 0xDFDF_DFDF_DFDF_DFDF;
+            (x == u64::from_le_bytes(*b"STARTTLS")).then_some(("STARTTLS", Verb::StartTls))
+        }
+        _ => None,
+    }
 }
 
 fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
@@ -2725,5 +2807,77 @@ mod tests {
             c.into_owned().to_bytes(),
             Bytes::from_static(b"MAIL FROM:<a@b.example> SIZE=10 ENVID=x\r\n")
         );
+    }
+
+    /// The masked-word verb lookup is exactly an ASCII case-insensitive
+    /// match: every verb, every octet of it replaced by each of the 256
+    /// values, matches only when the result equals the verb ignoring case.
+    #[test]
+    fn verb_lookup_is_exact() {
+        let names = [
+            "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP",
+            "NOOP", "QUIT", "STARTTLS", "AUTH",
+        ];
+        for name in names {
+            assert_eq!(verb(name.as_bytes()).map(|v| v.0), Some(name));
+            let lower = name.to_ascii_lowercase();
+            assert_eq!(verb(lower.as_bytes()).map(|v| v.0), Some(name));
+            for i in 0..name.len() {
+                for c in 0..=255u8 {
+                    let mut t = name.as_bytes().to_vec();
+                    t[i] = c;
+                    let want = names
+                        .iter()
+                        .find(|n| n.as_bytes().eq_ignore_ascii_case(&t))
+                        .copied();
+                    assert_eq!(verb(&t).map(|v| v.0), want, "{t:?}");
+                }
+            }
+        }
+        for t in [
+            &b""[..],
+            b"MAI",
+            b"MAILX",
+            b"STARTTL",
+            b"STARTTLSX",
+            b"MAIL\0\0\0\0",
+        ] {
+            assert_eq!(verb(t).map(|v| v.0), None, "{t:?}");
+        }
+    }
+
+    /// `eq_fold` is `eq_ignore_ascii_case` for upper-case names with digits
+    /// and hyphens: every octet value at every position of the names.
+    #[test]
+    fn eq_fold_is_exact() {
+        fn check<const N: usize>(name: &[u8; N]) {
+            for i in 0..N {
+                for c in 0..=255u8 {
+                    let mut t = *name;
+                    t[i] = c;
+                    assert_eq!(eq_fold(&t, name), t.eq_ignore_ascii_case(name), "{t:?}");
+                }
+            }
+            assert!(!eq_fold(&name[1..], name));
+        }
+        check(b"SMTPUTF8");
+        check(b"8BITMIME");
+        check(b"X-Y9");
+        check(b"REQUIRETLS");
+    }
+
+    /// Duplicate keywords are refused, known or not, whatever the case.
+    #[test]
+    fn duplicate_parameters() {
+        for line in [
+            "MAIL FROM:<a@b> SIZE=1 size=2",
+            "MAIL FROM:<a@b> BODY=7BIT SMTPUTF8 body=8BITMIME",
+            "RCPT TO:<a@b> NOTIFY=NEVER ORCPT=rfc822;a Notify=DELAY",
+            "MAIL FROM:<a@b> X-A=1 X-B X-a",
+            "MAIL FROM:<a@b> REQUIRETLS RequireTLS",
+        ] {
+            assert_eq!(invalid(line).1, "duplicate ESMTP parameter", "{line}");
+        }
+        ok("MAIL FROM:<a@b> X-A=1 X-B X-AB SIZE=1 AUTH=<> RET=FULL ENVID=x");
     }
 }
