@@ -19,7 +19,7 @@ use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
-use nom::bytes::complete::{tag_no_case, take_while1, take_while_m_n};
+use nom::bytes::complete::{take_while1, take_while_m_n};
 use nom::character::complete::char;
 use nom::combinator::{opt, recognize};
 use nom::multi::{many0_count, many1_count};
@@ -1203,8 +1203,10 @@ fn parse_in<'a, S: Source<'a>>(line: S) -> Result<Command<S::Out>, SyntaxError> 
             Verb::Mail => {
                 let missing = bad(name, "MAIL requires FROM:<reverse-path>");
                 let args = args.ok_or(missing.clone())?;
-                let (rest, _) = terminated(tag_no_case("FROM:"), opt(char(' ')))(args)
-                    .map_err(|_: nom::Err<()>| missing)?;
+                let rest = match args.split_at_checked(5) {
+                    Some((head, r)) if eq_fold(head, b"FROM:") => r.strip_prefix(b" ").unwrap_or(r),
+                    _ => return Err(missing),
+                };
                 let (rest, from) = if let Some(r) = rest.strip_prefix(b"<>") {
                     (r, ReversePath::Null)
                 } else {
@@ -1217,9 +1219,14 @@ fn parse_in<'a, S: Source<'a>>(line: S) -> Result<Command<S::Out>, SyntaxError> 
             Verb::Rcpt => {
                 let missing = bad(name, "RCPT requires TO:<forward-path>");
                 let args = args.ok_or(missing.clone())?;
-                let (rest, _) = terminated(tag_no_case("TO:"), opt(char(' ')))(args)
-                    .map_err(|_: nom::Err<()>| missing)?;
-                let (rest, to) = if let Ok((r, _)) = tag_no_case::<_, _, ()>("<Postmaster>")(rest) {
+                let rest = match args.split_at_checked(3) {
+                    Some((head, r)) if eq_fold(head, b"TO:") => r.strip_prefix(b" ").unwrap_or(r),
+                    _ => return Err(missing),
+                };
+                let postmaster = rest
+                    .split_at_checked(12)
+                    .filter(|(head, _)| eq_fold(head, b"<POSTMASTER>"));
+                let (rest, to) = if let Some((_, r)) = postmaster {
                     (r, ForwardPath::Postmaster)
                 } else {
                     let (r, p) = path(line, rest).map_err(|_| bad(name, "invalid forward-path"))?;
