@@ -1010,6 +1010,23 @@ fn verb(text: &[u8]) -> Option<(&'static str, Verb)> {
     }
 }
 
+/// Splits a line into the verb and what follows its SP. Every verb is four
+/// or eight letters, so only those two places are looked at: the line ends
+/// there or has its SP there. Otherwise the whole line is returned as the
+/// "verb", which [`verb`] refuses like any name that is not a verb (a verb
+/// text holding a SP is refused by [`verb`] too: SP matches no letter).
+#[inline(always)]
+fn split_verb(input: &[u8]) -> (&[u8], Option<&[u8]>) {
+    for n in [4, 8] {
+        match input.split_at_checked(n) {
+            Some((v, [])) => return (v, None),
+            Some((v, [b' ', rest @ ..])) => return (v, Some(rest)),
+            _ => {}
+        }
+    }
+    (input, None)
+}
+
 fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
     SyntaxError::InvalidArguments { command, reason }
 }
@@ -1173,13 +1190,7 @@ impl<'a> Command<&'a [u8]> {
 fn parse_in<'a, S: Source<'a>>(line: S) -> Result<Command<S::Out>, SyntaxError> {
     {
         let input: &'a [u8] = line.octets();
-        let (verb_text, args) = match memchr::memchr(b' ', input) {
-            None => (input, None),
-            Some(p) => match input.split_at_checked(p) {
-                Some((v, rest)) => (v, rest.get(1..)),
-                None => (input, None),
-            },
-        };
+        let (verb_text, args) = split_verb(input);
         let (name, verb) = verb(verb_text).ok_or(SyntaxError::UnknownCommand)?;
         let no_args = |cmd: Command<S::Out>| match args {
             None => Ok(cmd),
@@ -2851,6 +2862,59 @@ mod tests {
         ] {
             assert_eq!(verb(t).map(|v| v.0), None, "{t:?}");
         }
+    }
+
+    /// `split_verb` then `verb` finds the same verb and arguments as a split
+    /// at the first SP (the rule by the book), over every line of up to ten
+    /// octets from an alphabet of verb letters, SP and others.
+    #[test]
+    fn split_verb_agrees_with_the_first_space() {
+        fn by_the_book(line: &[u8]) -> Option<(&'static str, Option<&[u8]>)> {
+            let (v, args) = match line.iter().position(|&c| c == b' ') {
+                None => (line, None),
+                Some(p) => (&line[..p], Some(&line[p + 1..])),
+            };
+            verb(v).map(|(name, _)| (name, args))
+        }
+        fn fast(line: &[u8]) -> Option<(&'static str, Option<&[u8]>)> {
+            let (v, args) = split_verb(line);
+            verb(v).map(|(name, _)| (name, args))
+        }
+        let alphabet = b"Ms TDAIL";
+        let mut checked = 0;
+        for len in 0..=6u32 {
+            for n in 0..(alphabet.len() as u64).pow(len) {
+                let mut line = Vec::new();
+                let mut k = n;
+                for _ in 0..len {
+                    line.push(alphabet[(k % alphabet.len() as u64) as usize]);
+                    k /= alphabet.len() as u64;
+                }
+                for tail in [&b""[..], b" ", b"x y", b"  "] {
+                    let mut l = line.clone();
+                    l.extend_from_slice(tail);
+                    assert_eq!(fast(&l), by_the_book(&l), "{l:?}");
+                    checked += 1;
+                }
+            }
+        }
+        for l in [
+            &b"STARTTLS"[..],
+            b"starttls x",
+            b"STARTTLS ",
+            b"DATA",
+            b"DATA ",
+            b"MAIL FROM:<>",
+            b"MAIL  FROM:<>",
+            b"STARTTLSX",
+            b"STARTTLSX y",
+            b"STAR TLS",
+            b"MAILMAIL x",
+            b"RSET\0",
+        ] {
+            assert_eq!(fast(l), by_the_book(l), "{l:?}");
+        }
+        assert!(checked > 100_000, "{checked}");
     }
 
     /// `eq_fold` is `eq_ignore_ascii_case` for upper-case names with digits
