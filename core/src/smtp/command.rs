@@ -649,6 +649,64 @@ impl Parameters {
         let mut seen = 0u64;
         let mut seen_known = 0u32;
         for (i, token) in raw.split(|&c| c == b' ').enumerate() {
+            let (keyword, value) = split_keyword(token)?;
+            let kw = known_keyword(keyword);
+            // The typed rules of these keywords accept only values inside
+            // `esmtp-value` (digits, letters, commas, xtext), so the generic
+            // value scan runs only to pick the error when the typed rule
+            // fails: the first failing rule is the one reported, as in
+            // `split_param` then `typed_kw`.
+            let typed_within_value = !matches!(kw, Kw::Other | Kw::Orcpt);
+            if !typed_within_value {
+                check_value(value)?;
+            }
+            if let Err(reason) = typed_kw(kw, keyword, value, |_| ()) {
+                check_value(value)?;
+                return Err(reason);
+            }
+            if kw != Kw::Other {
+                // A known keyword: an exact bit per kind.
+                let bit = 1u32 << (kw as u32);
+                if seen_known & bit != 0 {
+                    return Err("duplicate ESMTP parameter");
+                }
+                seen_known |= bit;
+                continue;
+            }
+            let bit = fingerprint(keyword);
+            if seen & bit != 0
+                && raw.split(|&c| c == b' ').take(i).any(|t| {
+                    t.split(|&c| c == b'=')
+                        .next()
+                        .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+                })
+            {
+                return Err("duplicate ESMTP parameter");
+            }
+            seen |= bit;
+        }
+        Ok(())
+    }
+}
+
+impl Parameters {
+    /// [`Parameters::validate`] by the book (each token split and checked,
+    /// then typed), kept to test the fast path against.
+    #[cfg(test)]
+    fn validate_general(raw: &[u8]) -> Result<(), &'static str> {
+        // A cheap filter so that duplicate detection is a rescan only when a
+        // keyword's fingerprint was seen before.
+        let fingerprint = |kw: &[u8]| -> u64 {
+            let first = kw.first().map_or(0, u8::to_ascii_lowercase);
+            let last = kw.last().map_or(0, u8::to_ascii_lowercase);
+            let hash = (kw.len() as u64)
+                .wrapping_mul(7)
+                .wrapping_add(u64::from(first) * 3 + u64::from(last));
+            1u64 << (hash % 64)
+        };
+        let mut seen = 0u64;
+        let mut seen_known = 0u32;
+        for (i, token) in raw.split(|&c| c == b' ').enumerate() {
             let (keyword, value) = split_param(token)?;
             let kw = known_keyword(keyword);
             typed_kw(kw, keyword, value, |_| ())?;
@@ -679,6 +737,14 @@ impl Parameters {
 
 /// Splits `esmtp-keyword ["=" esmtp-value]` and checks both halves.
 fn split_param(token: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
+    let (keyword, value) = split_keyword(token)?;
+    check_value(value)?;
+    Ok((keyword, value))
+}
+
+/// Splits `esmtp-keyword ["=" value]` and checks the keyword only.
+#[inline(always)]
+fn split_keyword(token: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
     if token.is_empty() {
         return Err("empty ESMTP parameter (extra space)");
     }
@@ -698,12 +764,15 @@ fn split_param(token: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
     if !keyword.first().copied().is_some_and(is_let_dig) {
         return Err(bad_keyword);
     }
-    if let Some(v) = value {
-        if whole(v, esmtp_value).is_none() {
-            return Err("invalid ESMTP parameter value");
-        }
-    }
     Ok((keyword, value))
+}
+
+/// Checks a parameter's value, if any, against `esmtp-value`.
+fn check_value(value: Option<&[u8]>) -> Result<(), &'static str> {
+    match value {
+        Some(v) if whole(v, esmtp_value).is_none() => Err("invalid ESMTP parameter value"),
+        _ => Ok(()),
+    }
 }
 
 /// The ESMTP keywords this module types.
@@ -835,7 +904,43 @@ fn typed_kw<'a, C>(
     Ok(param)
 }
 
+/// `NOTIFY = "NEVER" / 1#( "SUCCESS" / "FAILURE" / "DELAY" )` (RFC 3461
+/// §4.1, each at most once, ASCII case-insensitive): one pass, the first
+/// letter picks the only name that can match there.
 fn notify(value: Option<&[u8]>) -> Option<Notify> {
+    let value = value?;
+    if eq_fold(value, b"NEVER") {
+        return Some(Notify::Never);
+    }
+    let mut seen = 0u8;
+    let mut rest = value;
+    loop {
+        let (bit, len) = match rest.first().map(|c| c & 0xDF) {
+            Some(b'S') if rest.get(..7).is_some_and(|h| eq_fold(h, b"SUCCESS")) => (1u8, 7),
+            Some(b'F') if rest.get(..7).is_some_and(|h| eq_fold(h, b"FAILURE")) => (2, 7),
+            Some(b'D') if rest.get(..5).is_some_and(|h| eq_fold(h, b"DELAY")) => (4, 5),
+            _ => return None, // includes NEVER in a list, and empty items
+        };
+        if seen & bit != 0 {
+            return None; // listed twice
+        }
+        seen |= bit;
+        match rest.get(len..) {
+            Some([]) => break,
+            Some([b',', r @ ..]) => rest = r,
+            _ => return None,
+        }
+    }
+    Some(Notify::On {
+        success: seen & 1 != 0,
+        failure: seen & 2 != 0,
+        delay: seen & 4 != 0,
+    })
+}
+
+/// [`notify`] by the book (split at commas), kept to test it against.
+#[cfg(test)]
+fn notify_general(value: Option<&[u8]>) -> Option<Notify> {
     let value = value?;
     if eq_fold(value, b"NEVER") {
         return Some(Notify::Never);
@@ -2862,6 +2967,87 @@ mod tests {
         ] {
             assert_eq!(verb(t).map(|v| v.0), None, "{t:?}");
         }
+    }
+
+    /// The one-pass parameter check and NOTIFY scan against the rules by the
+    /// book (`validate_general`, `notify_general`): the same verdict and the
+    /// same reason over generated parameter lists and random mutations of
+    /// them, and over every NOTIFY list of up to four items.
+    #[test]
+    fn parameter_fast_paths_agree_with_the_general_rules() {
+        let mut r = Rng(0x9A7A_3E7E_45CA);
+        let (mut ok, mut err) = (0, 0);
+        for _ in 0..20_000 {
+            let params = gen_params(&mut r);
+            let mut raw = params.as_bytes().to_vec();
+            if raw.is_empty() {
+                continue;
+            }
+            for round in 0..3 {
+                if round > 0 {
+                    let interesting = b" =,+;<>0aAS-\"\x00\x7f\xc3\xa9\xff";
+                    let i = r.below(raw.len() + 1);
+                    let c = interesting[r.below(interesting.len())];
+                    match r.below(3) {
+                        0 if i < raw.len() => raw[i] = c,
+                        1 if i < raw.len() => {
+                            raw.remove(i);
+                        }
+                        _ => raw.insert(i, c),
+                    }
+                }
+                let fast = Parameters::validate(&raw);
+                assert_eq!(
+                    fast,
+                    Parameters::validate_general(&raw),
+                    "{:?}",
+                    String::from_utf8_lossy(&raw)
+                );
+                if fast.is_ok() {
+                    ok += 1;
+                } else {
+                    err += 1;
+                }
+            }
+        }
+        assert!(ok > 10_000 && err > 5_000, "ok {ok} err {err}");
+        let items = [
+            "SUCCESS", "failure", "Delay", "NEVER", "", "SUCCES", "DELAYS", "x",
+        ];
+        let mut lists = vec![Vec::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for l in &lists {
+                for it in items {
+                    let mut l2: Vec<&str> = l.clone();
+                    l2.push(it);
+                    next.push(l2);
+                }
+            }
+            lists.extend(next.iter().cloned());
+            lists.dedup();
+            lists = lists.into_iter().filter(|l| l.len() <= 4).collect();
+            lists.sort();
+            lists.dedup();
+        }
+        for l in &lists {
+            for sep in [",", ";", ", "] {
+                let v = l.join(sep);
+                assert_eq!(
+                    notify(Some(v.as_bytes())),
+                    notify_general(Some(v.as_bytes())),
+                    "{v:?}"
+                );
+                let trailing = format!("{v},");
+                assert_eq!(
+                    notify(Some(trailing.as_bytes())),
+                    notify_general(Some(trailing.as_bytes())),
+                    "{trailing:?}"
+                );
+            }
+        }
+        assert_eq!(notify(None), notify_general(None));
+        assert!(lists.len() > 4000, "{}", lists.len());
     }
 
     /// `split_verb` then `verb` finds the same verb and arguments as a split
