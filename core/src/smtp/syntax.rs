@@ -272,28 +272,33 @@ fn split_ok(input: &[u8], len: usize) -> PResult<'_, &[u8]> {
 /// inside the run hands over to the general parser.
 #[inline(always)]
 fn dotted_ascii(input: &[u8], flag: u8, label_ok: impl Fn(&[u8]) -> bool) -> Fast {
-    let mut start = 0; // start of the current label
     let mut good = None; // end of the last good label
-    let mut i = 0;
+    let mut rest = input; // from the start of the current label
+    let mut start = 0;
     loop {
-        let c = input.get(i).copied();
-        match c {
-            Some(c) if class(c) & flag != 0 => i += 1,
-            Some(c) if c >= 0x80 => return Fast::NonAscii,
-            _ => {
-                let label = input.get(start..i).unwrap_or_default();
+        // The label: a tight scan (no per-octet bounds check or branch on
+        // what stopped it), then one look at the octet after it.
+        let n = rest
+            .iter()
+            .position(|&c| class(c) & flag == 0)
+            .unwrap_or(rest.len());
+        let (label, after) = rest.split_at_checked(n).unwrap_or((rest, &[]));
+        let end = start + n;
+        match after.first() {
+            Some(&c) if c >= 0x80 => return Fast::NonAscii,
+            next => {
                 if label.is_empty() || !label_ok(label) {
                     return match good {
                         Some(end) => Fast::Done(end),
                         None => Fast::Fail,
                     };
                 }
-                good = Some(i);
-                if c == Some(b'.') {
-                    i += 1;
-                    start = i;
+                good = Some(end);
+                if next == Some(&b'.') {
+                    rest = after.get(1..).unwrap_or_default();
+                    start = end + 1;
                 } else {
-                    return Fast::Done(i);
+                    return Fast::Done(end);
                 }
             }
         }
