@@ -30,7 +30,8 @@ use crate::escape::Escaped;
 use crate::octets::{Octets, Source};
 use crate::smtp::syntax::{
     digits_value, domain, esmtp_value, fail, general_literal, ipv4_literal, ipv6_literal, is_atext,
-    is_base64, is_ldh, is_let_dig, local_part, utf8_non_ascii, whole, xtext1, PResult, SyntaxError,
+    is_base64, is_ldh, is_let_dig, is_xchar, local_part, utf8_non_ascii, whole, xtext1, PResult,
+    SyntaxError,
 };
 use crate::{Secret, UsageError};
 
@@ -634,8 +635,18 @@ impl<B: Octets + Piece> Parameters<B> {
 }
 
 impl Parameters {
-    /// Checks a parameter list (the part after the path's SP).
+    /// Checks a parameter list (the part after the path's SP): the one-pass
+    /// scan of [`params_known_ok`] when it can tell, else token by token
+    /// (which also finds the reason of a refusal).
     fn validate(raw: &[u8]) -> Result<(), &'static str> {
+        if params_known_ok(raw) {
+            return Ok(());
+        }
+        Parameters::validate_tokens(raw)
+    }
+
+    /// Checks a parameter list token by token.
+    fn validate_tokens(raw: &[u8]) -> Result<(), &'static str> {
         // A cheap filter so that duplicate detection is a rescan only when a
         // keyword's fingerprint was seen before.
         let fingerprint = |kw: &[u8]| -> u64 {
@@ -732,6 +743,86 @@ impl Parameters {
             seen |= bit;
         }
         Ok(())
+    }
+}
+
+/// One pass over a parameter list made only of the keywords typed here
+/// whose rules imply `esmtp-value` (SIZE, BODY, RET, NOTIFY, SMTPUTF8,
+/// REQUIRETLS, ENVID and AUTH without `+` escapes), each at most once: true
+/// when the list is certainly valid. False means "not known": the caller
+/// runs the token-by-token check, which decides and gives the reason.
+fn params_known_ok(raw: &[u8]) -> bool {
+    let mut rest = raw;
+    let mut seen = 0u32;
+    loop {
+        let k = rest.iter().position(|&c| !is_ldh(c)).unwrap_or(rest.len());
+        let Some((keyword, after)) = rest.split_at_checked(k) else {
+            return false;
+        };
+        if !keyword.first().copied().is_some_and(is_let_dig) {
+            return false;
+        }
+        let kw = known_keyword(keyword);
+        let bit = 1u32 << (kw as u32);
+        if seen & bit != 0 {
+            return false;
+        }
+        seen |= bit;
+        // The value (after "="), and how many of its octets the rule took.
+        let (value, len) = match (kw, after) {
+            (Kw::SmtpUtf8 | Kw::RequireTls, _) => (after, 0),
+            (_, [b'=', v @ ..]) => {
+                let len = match kw {
+                    Kw::Size => {
+                        let n = v
+                            .iter()
+                            .position(|c| !c.is_ascii_digit())
+                            .unwrap_or(v.len());
+                        // 19 digits always fit in 64 bits.
+                        if n > 19 {
+                            return false;
+                        }
+                        n
+                    }
+                    Kw::Body => {
+                        if v.get(..4).is_some_and(|h| eq_fold(h, b"7BIT")) {
+                            4
+                        } else if v.get(..8).is_some_and(|h| eq_fold(h, b"8BITMIME")) {
+                            8
+                        } else if v.get(..10).is_some_and(|h| eq_fold(h, b"BINARYMIME")) {
+                            10
+                        } else {
+                            return false;
+                        }
+                    }
+                    Kw::Ret => {
+                        if v.get(..4)
+                            .is_some_and(|h| eq_fold(h, b"FULL") || eq_fold(h, b"HDRS"))
+                        {
+                            4
+                        } else {
+                            return false;
+                        }
+                    }
+                    Kw::Notify => match notify_prefix(v) {
+                        Some((_, n)) => n,
+                        None => return false,
+                    },
+                    Kw::EnvId | Kw::Auth => v.iter().position(|&c| !is_xchar(c)).unwrap_or(v.len()),
+                    _ => return false,
+                };
+                (v, len)
+            }
+            _ => return false,
+        };
+        if len == 0 && !matches!(kw, Kw::SmtpUtf8 | Kw::RequireTls) {
+            return false;
+        }
+        match value.get(len..) {
+            Some([]) => return true,
+            Some([b' ', r @ ..]) => rest = r,
+            _ => return false,
+        }
     }
 }
 
@@ -909,12 +1000,24 @@ fn typed_kw<'a, C>(
 /// letter picks the only name that can match there.
 fn notify(value: Option<&[u8]>) -> Option<Notify> {
     let value = value?;
-    if eq_fold(value, b"NEVER") {
-        return Some(Notify::Never);
+    match notify_prefix(value) {
+        Some((n, len)) if len == value.len() => Some(n),
+        _ => None,
+    }
+}
+
+/// [`notify`] of the longest prefix of `value` that ends at its end or at a
+/// SP, with that prefix's length.
+#[inline(always)]
+fn notify_prefix(value: &[u8]) -> Option<(Notify, usize)> {
+    if value.get(..5).is_some_and(|h| eq_fold(h, b"NEVER"))
+        && matches!(value.get(5), None | Some(b' '))
+    {
+        return Some((Notify::Never, 5));
     }
     let mut seen = 0u8;
     let mut rest = value;
-    loop {
+    let consumed = loop {
         let (bit, len) = match rest.first().map(|c| c & 0xDF) {
             Some(b'S') if rest.get(..7).is_some_and(|h| eq_fold(h, b"SUCCESS")) => (1u8, 7),
             Some(b'F') if rest.get(..7).is_some_and(|h| eq_fold(h, b"FAILURE")) => (2, 7),
@@ -926,16 +1029,17 @@ fn notify(value: Option<&[u8]>) -> Option<Notify> {
         }
         seen |= bit;
         match rest.get(len..) {
-            Some([]) => break,
             Some([b',', r @ ..]) => rest = r,
+            Some([] | [b' ', ..]) => break value.len() - rest.len() + len,
             _ => return None,
         }
-    }
-    Some(Notify::On {
+    };
+    let on = Notify::On {
         success: seen & 1 != 0,
         failure: seen & 2 != 0,
         delay: seen & 4 != 0,
-    })
+    };
+    Some((on, consumed))
 }
 
 /// [`notify`] by the book (split at commas), kept to test it against.
@@ -2976,7 +3080,7 @@ mod tests {
     #[test]
     fn parameter_fast_paths_agree_with_the_general_rules() {
         let mut r = Rng(0x9A7A_3E7E_45CA);
-        let (mut ok, mut err) = (0, 0);
+        let (mut ok, mut err, mut known) = (0, 0, 0);
         for _ in 0..20_000 {
             let params = gen_params(&mut r);
             let mut raw = params.as_bytes().to_vec();
@@ -2997,6 +3101,9 @@ mod tests {
                     }
                 }
                 let fast = Parameters::validate(&raw);
+                if params_known_ok(&raw) {
+                    known += 1;
+                }
                 assert_eq!(
                     fast,
                     Parameters::validate_general(&raw),
@@ -3010,7 +3117,10 @@ mod tests {
                 }
             }
         }
-        assert!(ok > 10_000 && err > 5_000, "ok {ok} err {err}");
+        assert!(
+            ok > 10_000 && err > 5_000 && known > 2_000,
+            "ok {ok} err {err} known {known}"
+        );
         let items = [
             "SUCCESS", "failure", "Delay", "NEVER", "", "SUCCES", "DELAYS", "x",
         ];
