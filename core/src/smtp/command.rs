@@ -795,14 +795,11 @@ fn params_known_ok(raw: &[u8]) -> bool {
                             return false;
                         }
                     }
-                    Kw::Ret => {
+                    Kw::Ret
                         if v.get(..4)
-                            .is_some_and(|h| eq_fold(h, b"FULL") || eq_fold(h, b"HDRS"))
-                        {
-                            4
-                        } else {
-                            return false;
-                        }
+                            .is_some_and(|h| eq_fold(h, b"FULL") || eq_fold(h, b"HDRS")) =>
+                    {
+                        4
                     }
                     Kw::Notify => match notify_prefix(v) {
                         Some((_, n)) => n,
@@ -3136,7 +3133,7 @@ mod tests {
             }
             lists.extend(next.iter().cloned());
             lists.dedup();
-            lists = lists.into_iter().filter(|l| l.len() <= 4).collect();
+            lists.retain(|l| l.len() <= 4);
             lists.sort();
             lists.dedup();
         }
