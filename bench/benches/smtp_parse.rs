@@ -9,7 +9,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use starttls::smtp::reply::{parse_reply_line, Reply, ReplyRef};
-use starttls_bench::{alloc, bytes_split, lines, memchr_split};
+use starttls_bench::{alloc, bytes_split, lines, memchr_split, slices};
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -26,6 +26,16 @@ fn smtp_commands(c: &mut Criterion) {
             let mut ok = 0usize;
             for l in lines(&buf) {
                 ok += starttls::smtp::Command::parse(&l).is_ok() as usize;
+            }
+            assert_eq!(ok, count);
+            black_box(ok)
+        })
+    });
+    g.bench_function("starttls_borrowed", |b| {
+        b.iter(|| {
+            let mut ok = 0usize;
+            for l in slices(&raw) {
+                ok += starttls::smtp::command::CommandRef::parse_borrowed(l).is_ok() as usize;
             }
             assert_eq!(ok, count);
             black_box(ok)
@@ -166,6 +176,16 @@ fn allocation_report() {
             .count()
     });
     println!("alloc smtp_commands/starttls {:.2} allocs/item", per(n));
+    let (n, got) = alloc::measure(|| {
+        slices(&raw)
+            .filter(|l| starttls::smtp::command::CommandRef::parse_borrowed(l).is_ok())
+            .count()
+    });
+    assert_eq!(got, count);
+    println!(
+        "alloc smtp_commands/starttls_borrowed {:.2} allocs/item",
+        per(n)
+    );
     let (n, _) = alloc::measure(|| {
         let mut r = smtp_proto::request::receiver::RequestReceiver::default();
         let mut it = raw.iter();

@@ -28,7 +28,7 @@
 //!   value [`Bytes::slice_ref`]-ing `line`, with no copy — exactly what the
 //!   owned parser would have produced.
 //!
-//! ```ignore
+//! ```
 //! use bytes::Bytes;
 //! use starttls::smtp::Command;
 //!

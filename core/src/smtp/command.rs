@@ -6,9 +6,12 @@
 //! RFC 4954 `AUTH`, RFC 6531 `SMTPUTF8` (UTF-8 in addresses), RFC 8689
 //! `REQUIRETLS`, RFC 3207 `STARTTLS` and RFC 2033 `LHLO`.
 //!
-//! Parsing is zero-copy: every byte string in the result is a
-//! [`Bytes::slice_ref`] of the line handed to [`Command::parse`], and parsing
-//! a command allocates nothing.
+//! Parsing is zero-copy and comes in two forms from one grammar (see
+//! [`crate::octets`]): [`Command::parse`] gives a [`Command`] whose byte
+//! strings are [`Bytes::slice_ref`] handles of the line, and
+//! [`Command::parse_borrowed`] gives a [`CommandRef`] whose byte strings are
+//! sub-slices of the caller's buffer (no reference count). Neither
+//! allocates.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,7 +19,7 @@ use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
-use nom::bytes::complete::{tag_no_case, take_while1, take_while_m_n};
+use nom::bytes::complete::{take_while1, take_while_m_n};
 use nom::character::complete::char;
 use nom::combinator::{opt, recognize};
 use nom::multi::{many0_count, many1_count};
@@ -24,12 +27,12 @@ use nom::sequence::{delimited, pair, preceded, terminated};
 
 use crate::appvalue::{self, Unsendable};
 use crate::escape::Escaped;
+use crate::octets::{Octets, Source};
 use crate::smtp::syntax::{
-    digits_value, domain, esmtp_keyword, esmtp_value, fail, general_literal, ipv4_literal,
-    ipv6_literal, is_atext, is_base64, local_part, utf8_non_ascii, whole, xtext1, PResult,
+    digits_value, domain, esmtp_value, fail, general_literal, ipv4_literal, ipv6_literal, is_atext,
+    is_base64, is_ldh, is_let_dig, is_xchar, local_part, utf8_non_ascii, whole, xtext1, PResult,
     SyntaxError,
 };
-use crate::words::{self, Entry};
 use crate::{Secret, UsageError};
 
 // ---------------------------------------------------------------------------
@@ -49,9 +52,9 @@ use crate::{Secret, UsageError};
 /// written out as they are: they must follow the same grammar to parse again
 /// (in particular a [`Host::General`] tag must not be `IPv6`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Host {
+pub enum Host<B = Bytes> {
     /// `Domain = sub-domain *("." sub-domain)`, as written (case kept).
-    Domain(Bytes),
+    Domain(B),
     /// `IPv4-address-literal`, written `[192.0.2.1]`.
     Ipv4(Ipv4Addr),
     /// `IPv6-address-literal`, written `[IPv6:2001:db8::1]`.
@@ -60,25 +63,39 @@ pub enum Host {
     /// `[tag:content]`.
     General {
         /// `Standardized-tag = Ldh-str`.
-        tag: Bytes,
+        tag: B,
         /// `1*dcontent`.
-        content: Bytes,
+        content: B,
     },
 }
 
-impl Host {
+impl<B: Octets> Host<B> {
+    /// Rebuilds the host with another byte container, calling `f` on every
+    /// byte string in wire order (see [`crate::octets`]).
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Host<C> {
+        match self {
+            Host::Domain(d) => Host::Domain(f(d)),
+            Host::Ipv4(a) => Host::Ipv4(a),
+            Host::Ipv6(a) => Host::Ipv6(a),
+            Host::General { tag, content } => Host::General {
+                tag: f(tag),
+                content: f(content),
+            },
+        }
+    }
+
     /// Writes the host in its wire form (no CRLF: it is part of a line).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self {
-            Host::Domain(d) => out.extend_from_slice(d),
+            Host::Domain(d) => out.extend_from_slice(d.as_ref()),
             // Writing to a Vec cannot fail.
             Host::Ipv4(a) => drop(write!(out, "[{a}]")),
             Host::Ipv6(a) => drop(write!(out, "[IPv6:{a}]")),
             Host::General { tag, content } => {
                 out.push(b'[');
-                out.extend_from_slice(tag);
+                out.extend_from_slice(tag.as_ref());
                 out.push(b':');
-                out.extend_from_slice(content);
+                out.extend_from_slice(content.as_ref());
                 out.push(b']');
             }
         }
@@ -86,15 +103,18 @@ impl Host {
 }
 
 /// The host as a user should see it, peer bytes [escaped](crate::Escaped).
-impl fmt::Display for Host {
+impl<B: Octets> fmt::Display for Host<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Host::Domain(d) => write!(f, "{}", Escaped::new(d)),
+            Host::Domain(d) => write!(f, "{}", Escaped::new(d.as_ref())),
             Host::Ipv4(a) => write!(f, "[{a}]"),
             Host::Ipv6(a) => write!(f, "[IPv6:{a}]"),
-            Host::General { tag, content } => {
-                write!(f, "[{}:{}]", Escaped::new(tag), Escaped::new(content))
-            }
+            Host::General { tag, content } => write!(
+                f,
+                "[{}:{}]",
+                Escaped::new(tag.as_ref()),
+                Escaped::new(content.as_ref())
+            ),
         }
     }
 }
@@ -103,19 +123,29 @@ impl fmt::Display for Host {
 ///
 /// `Local-part = Dot-string / Quoted-string`; RFC 6531 allows UTF-8 in both.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Mailbox {
+pub struct Mailbox<B = Bytes> {
     /// The local part exactly as on the wire: a `Dot-string`, or a
     /// `Quoted-string` with its double quotes and backslash escapes.
-    pub local_part: Bytes,
+    pub local_part: B,
     /// The part after `@`.
-    pub domain: Host,
+    pub domain: Host<B>,
 }
 
-impl Mailbox {
+impl<B: Octets> Mailbox<B> {
+    /// Rebuilds the mailbox with another byte container, calling `f` on
+    /// every byte string in wire order.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Mailbox<C> {
+        let local_part = f(self.local_part);
+        Mailbox {
+            local_part,
+            domain: self.domain.map_octets(f),
+        }
+    }
+
     /// The local part with the quotes and `quoted-pairSMTP` escapes of a
     /// `Quoted-string` removed (borrowed unless there was an escape).
     pub fn local_part_unquoted(&self) -> Cow<'_, [u8]> {
-        let lp: &[u8] = &self.local_part;
+        let lp: &[u8] = self.local_part.as_ref();
         let inner = match lp.strip_prefix(b"\"").and_then(|s| s.strip_suffix(b"\"")) {
             None => return Cow::Borrowed(lp),
             Some(inner) => inner,
@@ -138,7 +168,7 @@ impl Mailbox {
 
     /// Writes `local-part@domain` (no angle brackets, no CRLF).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.local_part);
+        out.extend_from_slice(self.local_part.as_ref());
         out.push(b'@');
         self.domain.write_to(out);
     }
@@ -147,9 +177,14 @@ impl Mailbox {
 /// The mailbox as a user should see it, peer bytes
 /// [escaped](crate::Escaped) (a backslash of a quoted local part shows
 /// doubled).
-impl fmt::Display for Mailbox {
+impl<B: Octets> fmt::Display for Mailbox<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", Escaped::new(&self.local_part), self.domain)
+        write!(
+            f,
+            "{}@{}",
+            Escaped::new(self.local_part.as_ref()),
+            self.domain
+        )
     }
 }
 
@@ -160,19 +195,29 @@ impl fmt::Display for Mailbox {
 /// are kept raw here only so that writing the command back gives the same
 /// line.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Path {
+pub struct Path<B = Bytes> {
     /// The mailbox.
-    pub mailbox: Mailbox,
+    pub mailbox: Mailbox<B>,
     /// The raw `A-d-l`, e.g. `@a.example,@b.example` (without the `:`).
-    pub source_route: Option<Bytes>,
+    pub source_route: Option<B>,
 }
 
-impl Path {
+impl<B: Octets> Path<B> {
+    /// Rebuilds the path with another byte container, calling `f` on every
+    /// byte string in wire order (the source route first).
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Path<C> {
+        let source_route = self.source_route.map(&mut f);
+        Path {
+            mailbox: self.mailbox.map_octets(f),
+            source_route,
+        }
+    }
+
     /// Writes `<[A-d-l:]mailbox>` (no CRLF).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         out.push(b'<');
         if let Some(route) = &self.source_route {
-            out.extend_from_slice(route);
+            out.extend_from_slice(route.as_ref());
             out.push(b':');
         }
         self.mailbox.write_to(out);
@@ -182,14 +227,23 @@ impl Path {
 
 /// RFC 5321 §4.1.2 `Reverse-path = Path / "<>"`: the `MAIL FROM` argument.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ReversePath {
+pub enum ReversePath<B = Bytes> {
     /// The null reverse-path `<>` (bounces, RFC 5321 §4.5.5).
     Null,
     /// A mailbox.
-    Path(Path),
+    Path(Path<B>),
 }
 
-impl ReversePath {
+impl<B: Octets> ReversePath<B> {
+    /// Rebuilds the reverse-path with another byte container, calling `f` on
+    /// every byte string in wire order.
+    pub fn map_octets<C: Octets>(self, f: impl FnMut(B) -> C) -> ReversePath<C> {
+        match self {
+            ReversePath::Null => ReversePath::Null,
+            ReversePath::Path(p) => ReversePath::Path(p.map_octets(f)),
+        }
+    }
+
     /// Writes `<>` or the path (no CRLF).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self {
@@ -205,14 +259,23 @@ impl ReversePath {
 /// `<Postmaster@domain>` is an ordinary [`ForwardPath::Path`]; only the
 /// domain-less form is [`ForwardPath::Postmaster`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ForwardPath {
+pub enum ForwardPath<B = Bytes> {
     /// `Forward-path = Path`.
-    Path(Path),
+    Path(Path<B>),
     /// `<Postmaster>` (case-insensitive), the local postmaster.
     Postmaster,
 }
 
-impl ForwardPath {
+impl<B: Octets> ForwardPath<B> {
+    /// Rebuilds the forward-path with another byte container, calling `f`
+    /// on every byte string in wire order.
+    pub fn map_octets<C: Octets>(self, f: impl FnMut(B) -> C) -> ForwardPath<C> {
+        match self {
+            ForwardPath::Path(p) => ForwardPath::Path(p.map_octets(f)),
+            ForwardPath::Postmaster => ForwardPath::Postmaster,
+        }
+    }
+
     /// Writes the path or `<Postmaster>` (no CRLF).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self {
@@ -221,6 +284,39 @@ impl ForwardPath {
         }
     }
 }
+
+mod piece {
+    use bytes::Bytes;
+
+    /// A container that can hand out a piece of itself: what
+    /// [`Parameters::iter`](super::Parameters::iter) needs to give typed
+    /// parameters in the list's own container. Implemented for [`Bytes`]
+    /// and `&[u8]`, the two [`Octets`](crate::octets::Octets) forms; not
+    /// nameable outside the crate.
+    pub trait Piece: Sized {
+        /// `sub`, a sub-slice of `self`, in the container of `self`. A
+        /// slice that is not inside `self` gives an empty (or copied, for
+        /// `Bytes`) value rather than a panic.
+        fn piece_of(&self, sub: &[u8]) -> Self;
+    }
+
+    impl Piece for Bytes {
+        fn piece_of(&self, sub: &[u8]) -> Bytes {
+            crate::octets::attach(self)(sub)
+        }
+    }
+
+    impl Piece for &[u8] {
+        fn piece_of(&self, sub: &[u8]) -> Self {
+            let offset = (sub.as_ptr() as usize).wrapping_sub(self.as_ptr() as usize);
+            offset
+                .checked_add(sub.len())
+                .and_then(|end| self.get(offset..end))
+                .unwrap_or_default()
+        }
+    }
+}
+use piece::Piece;
 
 // ---------------------------------------------------------------------------
 // ESMTP parameters.
@@ -271,7 +367,7 @@ pub enum Notify {
 /// Both commands accept every kind here: whether a parameter is allowed on a
 /// command is the session's decision, not the grammar's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Parameter {
+pub enum Parameter<B = Bytes> {
     /// RFC 1870 `SIZE=1*20DIGIT`.
     Size(u64),
     /// RFC 6152 / RFC 3030 `BODY=7BIT|8BITMIME|BINARYMIME`.
@@ -281,31 +377,60 @@ pub enum Parameter {
     /// RFC 3461 `RET=FULL|HDRS`.
     Ret(Ret),
     /// RFC 3461 `ENVID=xtext`, the xtext as written (not decoded).
-    EnvId(Bytes),
+    EnvId(B),
     /// RFC 3461 `NOTIFY=`.
     Notify(Notify),
     /// RFC 3461 `ORCPT=addr-type ";" xtext`.
     Orcpt {
         /// `addr-type = atom`, usually `rfc822`.
-        addr_type: Bytes,
+        addr_type: B,
         /// The xtext as written (not decoded).
-        addr: Bytes,
+        addr: B,
     },
     /// RFC 4954 §5 `AUTH=` mailbox: xtext (not decoded) or `<>`.
-    Auth(Bytes),
+    Auth(B),
     /// RFC 8689 `REQUIRETLS` (no value).
     RequireTls,
     /// Any other `esmtp-keyword ["=" esmtp-value]`. The keyword must not be
     /// one of the known ones above for the value to parse back the same.
     Other {
         /// `esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")`.
-        keyword: Bytes,
+        keyword: B,
         /// `esmtp-value = 1*(%d33-60 / %d62-126)` (RFC 6531: and UTF-8).
-        value: Option<Bytes>,
+        value: Option<B>,
     },
 }
 
-impl Parameter {
+impl<B: Octets> Parameter<B> {
+    /// Rebuilds the parameter with another byte container, calling `f` on
+    /// every byte string in wire order.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Parameter<C> {
+        match self {
+            Parameter::Size(n) => Parameter::Size(n),
+            Parameter::Body(b) => Parameter::Body(b),
+            Parameter::SmtpUtf8 => Parameter::SmtpUtf8,
+            Parameter::Ret(r) => Parameter::Ret(r),
+            Parameter::EnvId(v) => Parameter::EnvId(f(v)),
+            Parameter::Notify(n) => Parameter::Notify(n),
+            Parameter::Orcpt { addr_type, addr } => {
+                let addr_type = f(addr_type);
+                Parameter::Orcpt {
+                    addr_type,
+                    addr: f(addr),
+                }
+            }
+            Parameter::Auth(v) => Parameter::Auth(f(v)),
+            Parameter::RequireTls => Parameter::RequireTls,
+            Parameter::Other { keyword, value } => {
+                let keyword = f(keyword);
+                Parameter::Other {
+                    keyword,
+                    value: value.map(f),
+                }
+            }
+        }
+    }
+
     /// The keyword: upper case for the known kinds, as written for `Other`.
     pub fn keyword(&self) -> &[u8] {
         match self {
@@ -318,7 +443,7 @@ impl Parameter {
             Parameter::Orcpt { .. } => b"ORCPT",
             Parameter::Auth(_) => b"AUTH",
             Parameter::RequireTls => b"REQUIRETLS",
-            Parameter::Other { keyword, .. } => keyword,
+            Parameter::Other { keyword, .. } => keyword.as_ref(),
         }
     }
 
@@ -339,7 +464,7 @@ impl Parameter {
             }),
             Parameter::EnvId(v) | Parameter::Auth(v) => {
                 out.push(b'=');
-                out.extend_from_slice(v);
+                out.extend_from_slice(v.as_ref());
             }
             Parameter::Notify(Notify::Never) => out.extend_from_slice(b"=NEVER"),
             Parameter::Notify(Notify::On {
@@ -362,14 +487,14 @@ impl Parameter {
             }
             Parameter::Orcpt { addr_type, addr } => {
                 out.push(b'=');
-                out.extend_from_slice(addr_type);
+                out.extend_from_slice(addr_type.as_ref());
                 out.push(b';');
-                out.extend_from_slice(addr);
+                out.extend_from_slice(addr.as_ref());
             }
             Parameter::Other { value, .. } => {
                 if let Some(v) = value {
                     out.push(b'=');
-                    out.extend_from_slice(v);
+                    out.extend_from_slice(v.as_ref());
                 }
             }
         }
@@ -388,9 +513,9 @@ impl Parameter {
 /// whether [`Parameters::from_params`] found a value that would not read
 /// back as itself (such a list is never sent).
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Parameters(Bytes, Unsendable);
+pub struct Parameters<B = Bytes>(B, Unsendable);
 
-impl std::fmt::Debug for Parameters {
+impl<B: std::fmt::Debug> std::fmt::Debug for Parameters<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut t = f.debug_tuple("Parameters");
         t.field(&self.0);
@@ -462,39 +587,66 @@ impl Parameters {
         }
         Ok(all)
     }
+}
+
+impl<B: Octets> Parameters<B> {
+    /// Rebuilds the list with another byte container: `f` is called once,
+    /// on the raw parameter text.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Parameters<C> {
+        Parameters(f(self.0), self.1)
+    }
 
     /// True when there are no parameters.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.as_ref().is_empty()
     }
 
     /// The raw parameter text, as on the wire.
-    pub fn as_bytes(&self) -> &Bytes {
+    pub fn as_bytes(&self) -> &B {
         &self.0
     }
+}
 
-    /// The parameters, typed, in wire order.
-    pub fn iter(&self) -> impl Iterator<Item = Parameter> + '_ {
-        self.0.split(|&c| c == b' ').filter_map(move |token| {
-            let (keyword, value) = split_param(token).ok()?;
-            typed_param(keyword, value, |s| self.0.slice_ref(s)).ok()
-        })
+impl<B: Octets + Piece> Parameters<B> {
+    /// The parameters, typed, in wire order. Each byte string is a piece of
+    /// the raw text (a [`Bytes::slice_ref`] handle, or a sub-slice of the
+    /// same buffer for the borrowed form).
+    pub fn iter(&self) -> impl Iterator<Item = Parameter<B>> + '_ {
+        self.0
+            .as_ref()
+            .split(|&c| c == b' ')
+            .filter_map(move |token| {
+                let (keyword, value) = split_param(token).ok()?;
+                typed_param(keyword, value, |s| self.0.piece_of(s)).ok()
+            })
     }
 
     /// The parameter whose keyword equals `keyword` (ASCII case-insensitive).
-    pub fn get(&self, keyword: &str) -> Option<Parameter> {
-        self.0.split(|&c| c == b' ').find_map(|token| {
+    pub fn get(&self, keyword: &str) -> Option<Parameter<B>> {
+        self.0.as_ref().split(|&c| c == b' ').find_map(|token| {
             let (kw, value) = split_param(token).ok()?;
             if kw.eq_ignore_ascii_case(keyword.as_bytes()) {
-                typed_param(kw, value, |s| self.0.slice_ref(s)).ok()
+                typed_param(kw, value, |s| self.0.piece_of(s)).ok()
             } else {
                 None
             }
         })
     }
+}
 
-    /// Checks a parameter list (the part after the path's SP).
+impl Parameters {
+    /// Checks a parameter list (the part after the path's SP): the one-pass
+    /// scan of [`params_known_ok`] when it can tell, else token by token
+    /// (which also finds the reason of a refusal).
     fn validate(raw: &[u8]) -> Result<(), &'static str> {
+        if params_known_ok(raw) {
+            return Ok(());
+        }
+        Parameters::validate_tokens(raw)
+    }
+
+    /// Checks a parameter list token by token.
+    fn validate_tokens(raw: &[u8]) -> Result<(), &'static str> {
         // A cheap filter so that duplicate detection is a rescan only when a
         // keyword's fingerprint was seen before.
         let fingerprint = |kw: &[u8]| -> u64 {
@@ -506,9 +658,32 @@ impl Parameters {
             1u64 << (hash % 64)
         };
         let mut seen = 0u64;
+        let mut seen_known = 0u32;
         for (i, token) in raw.split(|&c| c == b' ').enumerate() {
-            let (keyword, value) = split_param(token)?;
-            typed_param(keyword, value, |_| Bytes::new())?;
+            let (keyword, value) = split_keyword(token)?;
+            let kw = known_keyword(keyword);
+            // The typed rules of these keywords accept only values inside
+            // `esmtp-value` (digits, letters, commas, xtext), so the generic
+            // value scan runs only to pick the error when the typed rule
+            // fails: the first failing rule is the one reported, as in
+            // `split_param` then `typed_kw`.
+            let typed_within_value = !matches!(kw, Kw::Other | Kw::Orcpt);
+            if !typed_within_value {
+                check_value(value)?;
+            }
+            if let Err(reason) = typed_kw(kw, keyword, value, |_| ()) {
+                check_value(value)?;
+                return Err(reason);
+            }
+            if kw != Kw::Other {
+                // A known keyword: an exact bit per kind.
+                let bit = 1u32 << (kw as u32);
+                if seen_known & bit != 0 {
+                    return Err("duplicate ESMTP parameter");
+                }
+                seen_known |= bit;
+                continue;
+            }
             let bit = fingerprint(keyword);
             if seen & bit != 0
                 && raw.split(|&c| c == b' ').take(i).any(|t| {
@@ -525,78 +700,274 @@ impl Parameters {
     }
 }
 
+impl Parameters {
+    /// [`Parameters::validate`] by the book (each token split and checked,
+    /// then typed), kept to test the fast path against.
+    #[cfg(test)]
+    fn validate_general(raw: &[u8]) -> Result<(), &'static str> {
+        // A cheap filter so that duplicate detection is a rescan only when a
+        // keyword's fingerprint was seen before.
+        let fingerprint = |kw: &[u8]| -> u64 {
+            let first = kw.first().map_or(0, u8::to_ascii_lowercase);
+            let last = kw.last().map_or(0, u8::to_ascii_lowercase);
+            let hash = (kw.len() as u64)
+                .wrapping_mul(7)
+                .wrapping_add(u64::from(first) * 3 + u64::from(last));
+            1u64 << (hash % 64)
+        };
+        let mut seen = 0u64;
+        let mut seen_known = 0u32;
+        for (i, token) in raw.split(|&c| c == b' ').enumerate() {
+            let (keyword, value) = split_param(token)?;
+            let kw = known_keyword(keyword);
+            typed_kw(kw, keyword, value, |_| ())?;
+            if kw != Kw::Other {
+                // A known keyword: an exact bit per kind.
+                let bit = 1u32 << (kw as u32);
+                if seen_known & bit != 0 {
+                    return Err("duplicate ESMTP parameter");
+                }
+                seen_known |= bit;
+                continue;
+            }
+            let bit = fingerprint(keyword);
+            if seen & bit != 0
+                && raw.split(|&c| c == b' ').take(i).any(|t| {
+                    t.split(|&c| c == b'=')
+                        .next()
+                        .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+                })
+            {
+                return Err("duplicate ESMTP parameter");
+            }
+            seen |= bit;
+        }
+        Ok(())
+    }
+}
+
+/// One pass over a parameter list made only of the keywords typed here
+/// whose rules imply `esmtp-value` (SIZE, BODY, RET, NOTIFY, SMTPUTF8,
+/// REQUIRETLS, ENVID and AUTH without `+` escapes), each at most once: true
+/// when the list is certainly valid. False means "not known": the caller
+/// runs the token-by-token check, which decides and gives the reason.
+fn params_known_ok(raw: &[u8]) -> bool {
+    let mut rest = raw;
+    let mut seen = 0u32;
+    loop {
+        let k = rest.iter().position(|&c| !is_ldh(c)).unwrap_or(rest.len());
+        let Some((keyword, after)) = rest.split_at_checked(k) else {
+            return false;
+        };
+        if !keyword.first().copied().is_some_and(is_let_dig) {
+            return false;
+        }
+        let kw = known_keyword(keyword);
+        let bit = 1u32 << (kw as u32);
+        if seen & bit != 0 {
+            return false;
+        }
+        seen |= bit;
+        // The value (after "="), and how many of its octets the rule took.
+        let (value, len) = match (kw, after) {
+            (Kw::SmtpUtf8 | Kw::RequireTls, _) => (after, 0),
+            (_, [b'=', v @ ..]) => {
+                let len = match kw {
+                    Kw::Size => {
+                        let n = v
+                            .iter()
+                            .position(|c| !c.is_ascii_digit())
+                            .unwrap_or(v.len());
+                        // 19 digits always fit in 64 bits.
+                        if n > 19 {
+                            return false;
+                        }
+                        n
+                    }
+                    Kw::Body => {
+                        if v.get(..4).is_some_and(|h| eq_fold(h, b"7BIT")) {
+                            4
+                        } else if v.get(..8).is_some_and(|h| eq_fold(h, b"8BITMIME")) {
+                            8
+                        } else if v.get(..10).is_some_and(|h| eq_fold(h, b"BINARYMIME")) {
+                            10
+                        } else {
+                            return false;
+                        }
+                    }
+                    Kw::Ret
+                        if v.get(..4)
+                            .is_some_and(|h| eq_fold(h, b"FULL") || eq_fold(h, b"HDRS")) =>
+                    {
+                        4
+                    }
+                    Kw::Notify => match notify_prefix(v) {
+                        Some((_, n)) => n,
+                        None => return false,
+                    },
+                    Kw::EnvId | Kw::Auth => v.iter().position(|&c| !is_xchar(c)).unwrap_or(v.len()),
+                    _ => return false,
+                };
+                (v, len)
+            }
+            _ => return false,
+        };
+        if len == 0 && !matches!(kw, Kw::SmtpUtf8 | Kw::RequireTls) {
+            return false;
+        }
+        match value.get(len..) {
+            Some([]) => return true,
+            Some([b' ', r @ ..]) => rest = r,
+            _ => return false,
+        }
+    }
+}
+
 /// Splits `esmtp-keyword ["=" esmtp-value]` and checks both halves.
 fn split_param(token: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
+    let (keyword, value) = split_keyword(token)?;
+    check_value(value)?;
+    Ok((keyword, value))
+}
+
+/// Splits `esmtp-keyword ["=" value]` and checks the keyword only.
+#[inline(always)]
+fn split_keyword(token: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
     if token.is_empty() {
         return Err("empty ESMTP parameter (extra space)");
     }
-    let (keyword, value) = match memchr::memchr(b'=', token) {
-        None => (token, None),
-        Some(p) => match token.split_at_checked(p) {
-            Some((k, v)) => (k, v.get(1..)),
-            None => (token, None),
-        },
-    };
-    if whole(keyword, esmtp_keyword).is_none() {
-        return Err("invalid ESMTP parameter keyword");
+    // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-"), up to the
+    // first "=": the scan stops at the first octet outside the keyword
+    // class, which must be that "=" or the end.
+    let bad_keyword = "invalid ESMTP parameter keyword";
+    let mut k = 0;
+    while token.get(k).copied().is_some_and(is_ldh) {
+        k += 1;
     }
-    if let Some(v) = value {
-        if whole(v, esmtp_value).is_none() {
-            return Err("invalid ESMTP parameter value");
-        }
+    let (keyword, value) = match token.split_at_checked(k) {
+        Some((kw, [])) => (kw, None),
+        Some((kw, [b'=', v @ ..])) => (kw, Some(v)),
+        _ => return Err(bad_keyword),
+    };
+    if !keyword.first().copied().is_some_and(is_let_dig) {
+        return Err(bad_keyword);
     }
     Ok((keyword, value))
 }
 
-/// Types one checked `esmtp-param`; `mk` turns a sub-slice into `Bytes`.
-fn typed_param(
-    keyword: &[u8],
-    value: Option<&[u8]>,
-    mk: impl Fn(&[u8]) -> Bytes,
-) -> Result<Parameter, &'static str> {
-    let is = |name: &[u8]| keyword.eq_ignore_ascii_case(name);
-    let eq = |v: &[u8], name: &[u8]| v.eq_ignore_ascii_case(name);
-    let param = if is(b"SIZE") {
+/// Checks a parameter's value, if any, against `esmtp-value`.
+fn check_value(value: Option<&[u8]>) -> Result<(), &'static str> {
+    match value {
+        Some(v) if whole(v, esmtp_value).is_none() => Err("invalid ESMTP parameter value"),
+        _ => Ok(()),
+    }
+}
+
+/// The ESMTP keywords this module types.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kw {
+    Size,
+    Body,
+    SmtpUtf8,
+    RequireTls,
+    Ret,
+    EnvId,
+    Auth,
+    Notify,
+    Orcpt,
+    Other,
+}
+
+/// `text` equals `name` (upper case) ignoring ASCII case. The length is
+/// fixed at compile time, so the comparison unrolls: a letter of `name`
+/// matches its two cases (bit 5 masked), any other octet only itself.
+#[inline(always)]
+fn eq_fold<const N: usize>(text: &[u8], name: &[u8; N]) -> bool {
+    match <&[u8; N]>::try_from(text) {
+        Ok(t) => t.iter().zip(name).fold(true, |ok, (&c, &n)| {
+            let mask = if n.is_ascii_uppercase() { 0xDF } else { 0xFF };
+            ok & (c & mask == n)
+        }),
+        Err(_) => false,
+    }
+}
+
+/// Which known keyword `keyword` is (ASCII case-insensitive): one length
+/// switch and at most one comparison.
+fn known_keyword(keyword: &[u8]) -> Kw {
+    let first = keyword.first().map_or(0, |c| c & 0xDF);
+    match (keyword.len(), first) {
+        (3, b'R') if eq_fold(keyword, b"RET") => Kw::Ret,
+        (4, b'S') if eq_fold(keyword, b"SIZE") => Kw::Size,
+        (4, b'B') if eq_fold(keyword, b"BODY") => Kw::Body,
+        (4, b'A') if eq_fold(keyword, b"AUTH") => Kw::Auth,
+        (5, b'E') if eq_fold(keyword, b"ENVID") => Kw::EnvId,
+        (5, b'O') if eq_fold(keyword, b"ORCPT") => Kw::Orcpt,
+        (6, b'N') if eq_fold(keyword, b"NOTIFY") => Kw::Notify,
+        (8, b'S') if eq_fold(keyword, b"SMTPUTF8") => Kw::SmtpUtf8,
+        (10, b'R') if eq_fold(keyword, b"REQUIRETLS") => Kw::RequireTls,
+        _ => Kw::Other,
+    }
+}
+
+/// Types one checked `esmtp-param`; `mk` turns a sub-slice into the
+/// container (`()` when only the check matters).
+fn typed_param<'a, C>(
+    keyword: &'a [u8],
+    value: Option<&'a [u8]>,
+    mk: impl FnMut(&'a [u8]) -> C,
+) -> Result<Parameter<C>, &'static str> {
+    typed_kw(known_keyword(keyword), keyword, value, mk)
+}
+
+/// [`typed_param`] once the keyword is known to be `kw`.
+fn typed_kw<'a, C>(
+    kw: Kw,
+    keyword: &'a [u8],
+    value: Option<&'a [u8]>,
+    mut mk: impl FnMut(&'a [u8]) -> C,
+) -> Result<Parameter<C>, &'static str> {
+    let param = if kw == Kw::Size {
         let v = value.ok_or("SIZE requires a decimal value")?;
         Parameter::Size(digits_value(v).ok_or("SIZE requires a decimal value")?)
-    } else if is(b"BODY") {
+    } else if kw == Kw::Body {
         let bad = "BODY must be 7BIT, 8BITMIME or BINARYMIME";
         Parameter::Body(match value.ok_or(bad)? {
-            v if eq(v, b"7BIT") => Body::SevenBit,
-            v if eq(v, b"8BITMIME") => Body::EightBitMime,
-            v if eq(v, b"BINARYMIME") => Body::BinaryMime,
+            v if eq_fold(v, b"7BIT") => Body::SevenBit,
+            v if eq_fold(v, b"8BITMIME") => Body::EightBitMime,
+            v if eq_fold(v, b"BINARYMIME") => Body::BinaryMime,
             _ => return Err(bad),
         })
-    } else if is(b"SMTPUTF8") {
+    } else if kw == Kw::SmtpUtf8 {
         if value.is_some() {
             return Err("SMTPUTF8 takes no value");
         }
         Parameter::SmtpUtf8
-    } else if is(b"REQUIRETLS") {
+    } else if kw == Kw::RequireTls {
         if value.is_some() {
             return Err("REQUIRETLS takes no value");
         }
         Parameter::RequireTls
-    } else if is(b"RET") {
+    } else if kw == Kw::Ret {
         let bad = "RET must be FULL or HDRS";
         Parameter::Ret(match value.ok_or(bad)? {
-            v if eq(v, b"FULL") => Ret::Full,
-            v if eq(v, b"HDRS") => Ret::Hdrs,
+            v if eq_fold(v, b"FULL") => Ret::Full,
+            v if eq_fold(v, b"HDRS") => Ret::Hdrs,
             _ => return Err(bad),
         })
-    } else if is(b"ENVID") {
+    } else if kw == Kw::EnvId {
         let bad = "ENVID must be xtext";
         let v = value.ok_or(bad)?;
         whole(v, xtext1).ok_or(bad)?;
         Parameter::EnvId(mk(v))
-    } else if is(b"AUTH") {
+    } else if kw == Kw::Auth {
         let bad = "AUTH= must be an xtext mailbox or <>";
         let v = value.ok_or(bad)?;
         whole(v, xtext1).ok_or(bad)?;
         Parameter::Auth(mk(v))
-    } else if is(b"NOTIFY") {
+    } else if kw == Kw::Notify {
         Parameter::Notify(notify(value).ok_or("NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY")?)
-    } else if is(b"ORCPT") {
+    } else if kw == Kw::Orcpt {
         let bad = "ORCPT must be addr-type;xtext";
         let v = value.ok_or(bad)?;
         let (addr_type, addr) = whole(v, |i| {
@@ -606,31 +977,83 @@ fn typed_param(
             Ok((i, (t, a)))
         })
         .ok_or(bad)?;
+        let addr_type = mk(addr_type);
         Parameter::Orcpt {
-            addr_type: mk(addr_type),
+            addr_type,
             addr: mk(addr),
         }
     } else {
+        let keyword = mk(keyword);
         Parameter::Other {
-            keyword: mk(keyword),
+            keyword,
             value: value.map(mk),
         }
     };
     Ok(param)
 }
 
+/// `NOTIFY = "NEVER" / 1#( "SUCCESS" / "FAILURE" / "DELAY" )` (RFC 3461
+/// §4.1, each at most once, ASCII case-insensitive): one pass, the first
+/// letter picks the only name that can match there.
 fn notify(value: Option<&[u8]>) -> Option<Notify> {
     let value = value?;
-    if value.eq_ignore_ascii_case(b"NEVER") {
+    match notify_prefix(value) {
+        Some((n, len)) if len == value.len() => Some(n),
+        _ => None,
+    }
+}
+
+/// [`notify`] of the longest prefix of `value` that ends at its end or at a
+/// SP, with that prefix's length.
+#[inline(always)]
+fn notify_prefix(value: &[u8]) -> Option<(Notify, usize)> {
+    if value.get(..5).is_some_and(|h| eq_fold(h, b"NEVER"))
+        && matches!(value.get(5), None | Some(b' '))
+    {
+        return Some((Notify::Never, 5));
+    }
+    let mut seen = 0u8;
+    let mut rest = value;
+    let consumed = loop {
+        let (bit, len) = match rest.first().map(|c| c & 0xDF) {
+            Some(b'S') if rest.get(..7).is_some_and(|h| eq_fold(h, b"SUCCESS")) => (1u8, 7),
+            Some(b'F') if rest.get(..7).is_some_and(|h| eq_fold(h, b"FAILURE")) => (2, 7),
+            Some(b'D') if rest.get(..5).is_some_and(|h| eq_fold(h, b"DELAY")) => (4, 5),
+            _ => return None, // includes NEVER in a list, and empty items
+        };
+        if seen & bit != 0 {
+            return None; // listed twice
+        }
+        seen |= bit;
+        match rest.get(len..) {
+            Some([b',', r @ ..]) => rest = r,
+            Some([] | [b' ', ..]) => break value.len() - rest.len() + len,
+            _ => return None,
+        }
+    };
+    let on = Notify::On {
+        success: seen & 1 != 0,
+        failure: seen & 2 != 0,
+        delay: seen & 4 != 0,
+    };
+    Some((on, consumed))
+}
+
+/// [`notify`] by the book (split at commas), kept to test it against.
+#[cfg(test)]
+fn notify_general(value: Option<&[u8]>) -> Option<Notify> {
+    let value = value?;
+    if eq_fold(value, b"NEVER") {
         return Some(Notify::Never);
     }
     let (mut success, mut failure, mut delay) = (false, false, false);
     for item in value.split(|&c| c == b',') {
-        let flag = if item.eq_ignore_ascii_case(b"SUCCESS") {
+        // One comparison per item: length and first letter pick the name.
+        let flag = if eq_fold(item, b"SUCCESS") {
             &mut success
-        } else if item.eq_ignore_ascii_case(b"FAILURE") {
+        } else if eq_fold(item, b"FAILURE") {
             &mut failure
-        } else if item.eq_ignore_ascii_case(b"DELAY") {
+        } else if eq_fold(item, b"DELAY") {
             &mut delay
         } else {
             return None; // includes NEVER in a list, and empty items
@@ -655,37 +1078,37 @@ fn notify(value: Option<&[u8]>) -> Option<Notify> {
 ///
 /// `Debug` never shows an `AUTH` initial response: it is a [`Secret`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<B = Bytes> {
     /// RFC 5321 §4.1.1.1 `"EHLO" SP ( Domain / address-literal )`.
     Ehlo {
         /// The client's name.
-        domain: Host,
+        domain: Host<B>,
     },
     /// RFC 5321 §4.1.1.1 `"HELO" SP Domain`. Address literals are accepted
     /// too, as most servers do.
     Helo {
         /// The client's name.
-        domain: Host,
+        domain: Host<B>,
     },
     /// RFC 2033 §4.1 `"LHLO" SP Domain` (same argument as `EHLO`).
     Lhlo {
         /// The client's name.
-        domain: Host,
+        domain: Host<B>,
     },
     /// RFC 5321 §4.1.1.2 `"MAIL FROM:" Reverse-path [SP Mail-parameters]`.
     Mail {
         /// The reverse-path.
-        from: ReversePath,
+        from: ReversePath<B>,
         /// ESMTP parameters.
-        params: Parameters,
+        params: Parameters<B>,
     },
     /// RFC 5321 §4.1.1.3 `"RCPT TO:" ( "<Postmaster@" Domain ">" /
     /// "<Postmaster>" / Forward-path ) [SP Rcpt-parameters]`.
     Rcpt {
         /// The forward-path.
-        to: ForwardPath,
+        to: ForwardPath<B>,
         /// ESMTP parameters.
-        params: Parameters,
+        params: Parameters<B>,
     },
     /// RFC 5321 §4.1.1.4 `"DATA"`.
     Data,
@@ -702,22 +1125,22 @@ pub enum Command {
     /// RFC 5321 §4.1.1.6 `"VRFY" SP String`.
     Vrfy {
         /// The argument as written (see [`Command::parse`]).
-        arg: Bytes,
+        arg: B,
     },
     /// RFC 5321 §4.1.1.7 `"EXPN" SP String`.
     Expn {
         /// The argument as written (see [`Command::parse`]).
-        arg: Bytes,
+        arg: B,
     },
     /// RFC 5321 §4.1.1.8 `"HELP" [ SP String ]`.
     Help {
         /// The topic, if any.
-        topic: Option<Bytes>,
+        topic: Option<B>,
     },
     /// RFC 5321 §4.1.1.9 `"NOOP" [ SP String ]`.
     Noop {
         /// The (ignored) argument, if any.
-        arg: Option<Bytes>,
+        arg: Option<B>,
     },
     /// RFC 5321 §4.1.1.10 `"QUIT"`.
     Quit,
@@ -726,12 +1149,16 @@ pub enum Command {
     /// RFC 4954 §4 `"AUTH" SP sasl-mech [SP initial-response]`.
     Auth {
         /// `sasl-mech = 1*20mech-char`, as written (case kept).
-        mechanism: Bytes,
+        mechanism: B,
         /// `initial-response = base64 / "="`, raw (not decoded; `=` is the
         /// empty response).
-        initial_response: Option<Secret<Bytes>>,
+        initial_response: Option<Secret<B>>,
     },
 }
+
+/// A command borrowing the line it was parsed from
+/// ([`Command::parse_borrowed`]): every byte string is a sub-slice of it.
+pub type CommandRef<'a> = Command<&'a [u8]>;
 
 #[derive(Clone, Copy)]
 enum Verb {
@@ -752,40 +1179,68 @@ enum Verb {
     Auth,
 }
 
-const VERBS: [(&str, Verb); 15] = [
-    ("MAIL", Verb::Mail),
-    ("RCPT", Verb::Rcpt),
-    ("DATA", Verb::Data),
-    ("BDAT", Verb::Bdat),
-    ("EHLO", Verb::Ehlo),
-    ("HELO", Verb::Helo),
-    ("LHLO", Verb::Lhlo),
-    ("RSET", Verb::Rset),
-    ("QUIT", Verb::Quit),
-    ("NOOP", Verb::Noop),
-    ("STARTTLS", Verb::StartTls),
-    ("AUTH", Verb::Auth),
-    ("VRFY", Verb::Vrfy),
-    ("EXPN", Verb::Expn),
-    ("HELP", Verb::Help),
-];
-
-/// [`VERBS`] as a folded-word table.
-static VERB_WORDS: [Entry<Verb>; 15] = words::table(VERBS, Verb::Data);
-
-/// The verb whose name is `text` (ASCII case-insensitive).
+/// The verb whose name is `text` (ASCII case-insensitive). Every verb is
+/// four letters but `STARTTLS`; a letter `L` is the only octet besides its
+/// lower-case twin whose value with bit 5 cleared is `L`, so one masked
+/// word comparison per candidate is an exact case-insensitive match.
 fn verb(text: &[u8]) -> Option<(&'static str, Verb)> {
-    words::lookup(&VERB_WORDS, text)
+    const fn w4(name: &[u8; 4]) -> u32 {
+        u32::from_le_bytes(*name)
+    }
+    match *text {
+        [a, b, c, d] => {
+            let v = match u32::from_le_bytes([a, b, c, d]) & 0xDFDF_DFDF {
+                x if x == w4(b"MAIL") => ("MAIL", Verb::Mail),
+                x if x == w4(b"RCPT") => ("RCPT", Verb::Rcpt),
+                x if x == w4(b"EHLO") => ("EHLO", Verb::Ehlo),
+                x if x == w4(b"DATA") => ("DATA", Verb::Data),
+                x if x == w4(b"RSET") => ("RSET", Verb::Rset),
+                x if x == w4(b"NOOP") => ("NOOP", Verb::Noop),
+                x if x == w4(b"QUIT") => ("QUIT", Verb::Quit),
+                x if x == w4(b"BDAT") => ("BDAT", Verb::Bdat),
+                x if x == w4(b"HELO") => ("HELO", Verb::Helo),
+                x if x == w4(b"LHLO") => ("LHLO", Verb::Lhlo),
+                x if x == w4(b"AUTH") => ("AUTH", Verb::Auth),
+                x if x == w4(b"VRFY") => ("VRFY", Verb::Vrfy),
+                x if x == w4(b"EXPN") => ("EXPN", Verb::Expn),
+                x if x == w4(b"HELP") => ("HELP", Verb::Help),
+                _ => return None,
+            };
+            Some(v)
+        }
+        [a, b, c, d, e, f, g, h] => {
+            let x = u64::from_le_bytes([a, b, c, d, e, f, g, h]) & 0xDFDF_DFDF_DFDF_DFDF;
+            (x == u64::from_le_bytes(*b"STARTTLS")).then_some(("STARTTLS", Verb::StartTls))
+        }
+        _ => None,
+    }
+}
+
+/// Splits a line into the verb and what follows its SP. Every verb is four
+/// or eight letters, so only those two places are looked at: the line ends
+/// there or has its SP there. Otherwise the whole line is returned as the
+/// "verb", which [`verb`] refuses like any name that is not a verb (a verb
+/// text holding a SP is refused by [`verb`] too: SP matches no letter).
+#[inline(always)]
+fn split_verb(input: &[u8]) -> (&[u8], Option<&[u8]>) {
+    for n in [4, 8] {
+        match input.split_at_checked(n) {
+            Some((v, [])) => return (v, None),
+            Some((v, [b' ', rest @ ..])) => return (v, Some(rest)),
+            _ => {}
+        }
+    }
+    (input, None)
 }
 
 fn bad(command: &'static str, reason: &'static str) -> SyntaxError {
     SyntaxError::InvalidArguments { command, reason }
 }
 
-fn host<'a>(line: &Bytes, input: &'a [u8]) -> PResult<'a, Host> {
+fn host<'a, S: Source<'a>>(line: S, input: &'a [u8]) -> PResult<'a, Host<S::Out>> {
     if input.first() != Some(&b'[') {
         let (rest, d) = domain(input)?;
-        return Ok((rest, Host::Domain(line.slice_ref(d))));
+        return Ok((rest, Host::Domain(line.piece(d))));
     }
     if let Ok((rest, a)) = delimited(char('['), ipv4_literal, char(']'))(input) {
         return Ok((rest, Host::Ipv4(a)));
@@ -795,28 +1250,28 @@ fn host<'a>(line: &Bytes, input: &'a [u8]) -> PResult<'a, Host> {
     }
     if let Ok((rest, (t, c))) = delimited(char('['), general_literal, char(']'))(input) {
         let host = Host::General {
-            tag: line.slice_ref(t),
-            content: line.slice_ref(c),
+            tag: line.piece(t),
+            content: line.piece(c),
         };
         return Ok((rest, host));
     }
     let (rest, d) = domain(input)?;
-    Ok((rest, Host::Domain(line.slice_ref(d))))
+    Ok((rest, Host::Domain(line.piece(d))))
 }
 
-fn mailbox<'a>(line: &Bytes, input: &'a [u8]) -> PResult<'a, Mailbox> {
+fn mailbox<'a, S: Source<'a>>(line: S, input: &'a [u8]) -> PResult<'a, Mailbox<S::Out>> {
     let (rest, lp) = local_part(input)?;
     let (rest, _) = char('@')(rest)?;
     let (rest, h) = host(line, rest)?;
     let mailbox = Mailbox {
-        local_part: line.slice_ref(lp),
+        local_part: line.piece(lp),
         domain: h,
     };
     Ok((rest, mailbox))
 }
 
 /// `Path = "<" [ A-d-l ":" ] Mailbox ">"`.
-fn path<'a>(line: &Bytes, input: &'a [u8]) -> PResult<'a, Path> {
+fn path<'a, S: Source<'a>>(line: S, input: &'a [u8]) -> PResult<'a, Path<S::Out>> {
     let at_domain = |i| preceded(char('@'), domain)(i);
     let adl = recognize(pair(at_domain, many0_count(pair(char(','), at_domain))));
     let (rest, _) = char('<')(input)?;
@@ -829,7 +1284,7 @@ fn path<'a>(line: &Bytes, input: &'a [u8]) -> PResult<'a, Path> {
     let (rest, _) = char('>')(rest)?;
     let path = Path {
         mailbox: mb,
-        source_route: route.map(|r| line.slice_ref(r)),
+        source_route: route.map(|r| line.piece(r)),
     };
     Ok((rest, path))
 }
@@ -850,15 +1305,19 @@ fn string_arg(input: &[u8]) -> PResult<'_, &[u8]> {
 }
 
 /// Whatever follows a path: nothing, or SP and a parameter list.
-fn params_after(line: &Bytes, rest: &[u8], cmd: &'static str) -> Result<Parameters, SyntaxError> {
+fn params_after<'a, S: Source<'a>>(
+    line: S,
+    rest: &'a [u8],
+    cmd: &'static str,
+) -> Result<Parameters<S::Out>, SyntaxError> {
     if rest.is_empty() {
-        return Ok(Parameters::new());
+        return Ok(Parameters(line.piece(rest), Unsendable(None)));
     }
     let list = rest
         .strip_prefix(b" ")
         .ok_or(bad(cmd, "unexpected text after the path"))?;
     Parameters::validate(list).map_err(|reason| bad(cmd, reason))?;
-    Ok(Parameters(line.slice_ref(list), Unsendable(None)))
+    Ok(Parameters(line.piece(list), Unsendable(None)))
 }
 
 impl Command {
@@ -877,16 +1336,69 @@ impl Command {
     /// An unknown verb is [`SyntaxError::UnknownCommand`]; a known one with
     /// bad arguments is [`SyntaxError::InvalidArguments`].
     pub fn parse(line: &Bytes) -> Result<Command, SyntaxError> {
-        let input: &[u8] = line;
-        let (verb_text, args) = match memchr::memchr(b' ', input) {
-            None => (input, None),
-            Some(p) => match input.split_at_checked(p) {
-                Some((v, rest)) => (v, rest.get(1..)),
-                None => (input, None),
-            },
+        parse_in(line)
+    }
+
+    /// Checks that the command can be sent: its line holds no CR, LF or NUL
+    /// and parses back ([`Command::parse`]) to exactly this command. Every
+    /// public field is covered this way: the host (no `IPv6` general tag),
+    /// the local part and source route, the ESMTP parameters (valid, each
+    /// keyword once), the `VRFY`/`EXPN`/`HELP`/`NOOP` text, the `AUTH`
+    /// mechanism and base64 initial response.
+    ///
+    /// [`ClientSession::send`](super::ClientSession::send) calls it and
+    /// writes nothing on error, so application data (`VRFY` of
+    /// `"bob\r\nMAIL FROM:<x@y>"`) can never add a command.
+    ///
+    /// The error is [`UsageError::InvalidValue`] with the verb as the field
+    /// and the grammar rule that failed as the reason.
+    pub fn check(&self) -> Result<(), UsageError> {
+        let verb = self.verb();
+        if let Command::Data | Command::Rset | Command::Quit | Command::StartTls = self {
+            // No field: the line is the verb, which parses back to itself.
+            return Ok(());
+        }
+        if let Command::Mail { params, .. } | Command::Rcpt { params, .. } = self {
+            if let Some(reason) = params.1 .0 {
+                return Err(appvalue::invalid(verb, reason));
+            }
+        }
+        let wire = self.to_bytes();
+        let line = appvalue::one_line(verb, &wire)?;
+        let reason = match Command::parse(&wire.slice_ref(line)) {
+            Ok(back) if back == *self => return Ok(()),
+            Ok(_) => "would be read back as a different command",
+            Err(SyntaxError::InvalidArguments { reason, .. }) => reason,
+            Err(_) => "does not follow the command grammar",
         };
+        Err(appvalue::invalid(verb, reason))
+    }
+}
+
+impl<'a> Command<&'a [u8]> {
+    /// Parses one command line, given without its CRLF, into a view
+    /// borrowing `line`: the same grammar, the same errors and the same
+    /// values as [`Command::parse`] (turn the result into exactly that
+    /// value with `map_octets(`[`attach`](crate::octets::attach)`(&line))`),
+    /// with no allocation and no reference count.
+    pub fn parse_borrowed(line: &'a [u8]) -> Result<Self, SyntaxError> {
+        parse_in(line)
+    }
+
+    /// Copies every byte string into a fresh [`Bytes`] (an allocation per
+    /// field): a command that outlives the buffer it was parsed from.
+    pub fn into_owned(self) -> Command {
+        self.map_octets(crate::octets::copy)
+    }
+}
+
+/// The grammar, once for both forms (see [`Command::parse`]).
+fn parse_in<'a, S: Source<'a>>(line: S) -> Result<Command<S::Out>, SyntaxError> {
+    {
+        let input: &'a [u8] = line.octets();
+        let (verb_text, args) = split_verb(input);
         let (name, verb) = verb(verb_text).ok_or(SyntaxError::UnknownCommand)?;
-        let no_args = |cmd: Command| match args {
+        let no_args = |cmd: Command<S::Out>| match args {
             None => Ok(cmd),
             Some(_) => Err(bad(name, "this command takes no arguments")),
         };
@@ -908,8 +1420,10 @@ impl Command {
             Verb::Mail => {
                 let missing = bad(name, "MAIL requires FROM:<reverse-path>");
                 let args = args.ok_or(missing.clone())?;
-                let (rest, _) = terminated(tag_no_case("FROM:"), opt(char(' ')))(args)
-                    .map_err(|_: nom::Err<()>| missing)?;
+                let rest = match args.split_at_checked(5) {
+                    Some((head, r)) if eq_fold(head, b"FROM:") => r.strip_prefix(b" ").unwrap_or(r),
+                    _ => return Err(missing),
+                };
                 let (rest, from) = if let Some(r) = rest.strip_prefix(b"<>") {
                     (r, ReversePath::Null)
                 } else {
@@ -922,9 +1436,14 @@ impl Command {
             Verb::Rcpt => {
                 let missing = bad(name, "RCPT requires TO:<forward-path>");
                 let args = args.ok_or(missing.clone())?;
-                let (rest, _) = terminated(tag_no_case("TO:"), opt(char(' ')))(args)
-                    .map_err(|_: nom::Err<()>| missing)?;
-                let (rest, to) = if let Ok((r, _)) = tag_no_case::<_, _, ()>("<Postmaster>")(rest) {
+                let rest = match args.split_at_checked(3) {
+                    Some((head, r)) if eq_fold(head, b"TO:") => r.strip_prefix(b" ").unwrap_or(r),
+                    _ => return Err(missing),
+                };
+                let postmaster = rest
+                    .split_at_checked(12)
+                    .filter(|(head, _)| eq_fold(head, b"<POSTMASTER>"));
+                let (rest, to) = if let Some((_, r)) = postmaster {
                     (r, ForwardPath::Postmaster)
                 } else {
                     let (r, p) = path(line, rest).map_err(|_| bad(name, "invalid forward-path"))?;
@@ -960,11 +1479,11 @@ impl Command {
                         if resp != b"=" && !is_base64(resp) {
                             return Err(bad(name, "AUTH initial response is not base64"));
                         }
-                        Some(Secret::new(line.slice_ref(resp)))
+                        Some(Secret::new(line.piece(resp)))
                     }
                 };
                 Ok(Command::Auth {
-                    mechanism: line.slice_ref(mech),
+                    mechanism: line.piece(mech),
                     initial_response,
                 })
             }
@@ -972,7 +1491,7 @@ impl Command {
                 let reason = "expected a user name or mailbox";
                 let arg =
                     whole(args.ok_or(bad(name, reason))?, string_arg).ok_or(bad(name, reason))?;
-                let arg = line.slice_ref(arg);
+                let arg = line.piece(arg);
                 Ok(match verb {
                     Verb::Vrfy => Command::Vrfy { arg },
                     _ => Command::Expn { arg },
@@ -981,14 +1500,70 @@ impl Command {
             Verb::Help | Verb::Noop => {
                 let arg = match args {
                     None => None,
-                    Some(a) => Some(line.slice_ref(
-                        whole(a, string_arg).ok_or(bad(name, "invalid argument text"))?,
-                    )),
+                    Some(a) => Some(
+                        line.piece(whole(a, string_arg).ok_or(bad(name, "invalid argument text"))?),
+                    ),
                 };
                 Ok(match verb {
                     Verb::Help => Command::Help { topic: arg },
                     _ => Command::Noop { arg },
                 })
+            }
+        }
+    }
+}
+
+impl<B: Octets> Command<B> {
+    /// Rebuilds the command with another byte container, calling `f` on
+    /// every byte string in wire order (see [`crate::octets`]):
+    /// `map_octets(`[`attach`](crate::octets::attach)`(&line))` turns a
+    /// [`CommandRef`] parsed from `line` into the [`Command`] that
+    /// [`Command::parse`] gives, without a copy.
+    pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Command<C> {
+        match self {
+            Command::Ehlo { domain } => Command::Ehlo {
+                domain: domain.map_octets(f),
+            },
+            Command::Helo { domain } => Command::Helo {
+                domain: domain.map_octets(f),
+            },
+            Command::Lhlo { domain } => Command::Lhlo {
+                domain: domain.map_octets(f),
+            },
+            Command::Mail { from, params } => {
+                let from = from.map_octets(&mut f);
+                Command::Mail {
+                    from,
+                    params: params.map_octets(f),
+                }
+            }
+            Command::Rcpt { to, params } => {
+                let to = to.map_octets(&mut f);
+                Command::Rcpt {
+                    to,
+                    params: params.map_octets(f),
+                }
+            }
+            Command::Data => Command::Data,
+            Command::Bdat { size, last } => Command::Bdat { size, last },
+            Command::Rset => Command::Rset,
+            Command::Vrfy { arg } => Command::Vrfy { arg: f(arg) },
+            Command::Expn { arg } => Command::Expn { arg: f(arg) },
+            Command::Help { topic } => Command::Help {
+                topic: topic.map(f),
+            },
+            Command::Noop { arg } => Command::Noop { arg: arg.map(f) },
+            Command::Quit => Command::Quit,
+            Command::StartTls => Command::StartTls,
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                let mechanism = f(mechanism);
+                Command::Auth {
+                    mechanism,
+                    initial_response: initial_response.map(|r| Secret::new(f(r.into_inner()))),
+                }
             }
         }
     }
@@ -1041,12 +1616,12 @@ impl Command {
             }
             Command::Vrfy { arg } | Command::Expn { arg } => {
                 out.push(b' ');
-                out.extend_from_slice(arg);
+                out.extend_from_slice(arg.as_ref());
             }
             Command::Help { topic: arg } | Command::Noop { arg } => {
                 if let Some(arg) = arg {
                     out.push(b' ');
-                    out.extend_from_slice(arg);
+                    out.extend_from_slice(arg.as_ref());
                 }
             }
             Command::Auth {
@@ -1054,10 +1629,10 @@ impl Command {
                 initial_response,
             } => {
                 out.push(b' ');
-                out.extend_from_slice(mechanism);
+                out.extend_from_slice(mechanism.as_ref());
                 if let Some(resp) = initial_response {
                     out.push(b' ');
-                    out.extend_from_slice(resp.expose());
+                    out.extend_from_slice(resp.expose().as_ref());
                 }
             }
         }
@@ -1070,47 +1645,12 @@ impl Command {
         self.write_to(&mut out);
         Bytes::from(out)
     }
-
-    /// Checks that the command can be sent: its line holds no CR, LF or NUL
-    /// and parses back ([`Command::parse`]) to exactly this command. Every
-    /// public field is covered this way: the host (no `IPv6` general tag),
-    /// the local part and source route, the ESMTP parameters (valid, each
-    /// keyword once), the `VRFY`/`EXPN`/`HELP`/`NOOP` text, the `AUTH`
-    /// mechanism and base64 initial response.
-    ///
-    /// [`ClientSession::send`](super::ClientSession::send) calls it and
-    /// writes nothing on error, so application data (`VRFY` of
-    /// `"bob\r\nMAIL FROM:<x@y>"`) can never add a command.
-    ///
-    /// The error is [`UsageError::InvalidValue`] with the verb as the field
-    /// and the grammar rule that failed as the reason.
-    pub fn check(&self) -> Result<(), UsageError> {
-        let verb = self.verb();
-        if let Command::Data | Command::Rset | Command::Quit | Command::StartTls = self {
-            // No field: the line is the verb, which parses back to itself.
-            return Ok(());
-        }
-        if let Command::Mail { params, .. } | Command::Rcpt { params, .. } = self {
-            if let Some(reason) = params.1 .0 {
-                return Err(appvalue::invalid(verb, reason));
-            }
-        }
-        let wire = self.to_bytes();
-        let line = appvalue::one_line(verb, &wire)?;
-        let reason = match Command::parse(&wire.slice_ref(line)) {
-            Ok(back) if back == *self => return Ok(()),
-            Ok(_) => "would be read back as a different command",
-            Err(SyntaxError::InvalidArguments { reason, .. }) => reason,
-            Err(_) => "does not follow the command grammar",
-        };
-        Err(appvalue::invalid(verb, reason))
-    }
 }
 
-fn write_params(params: &Parameters, out: &mut Vec<u8>) {
+fn write_params<B: Octets>(params: &Parameters<B>, out: &mut Vec<u8>) {
     if !params.is_empty() {
         out.push(b' ');
-        out.extend_from_slice(&params.0);
+        out.extend_from_slice(params.0.as_ref());
     }
 }
 
@@ -1118,8 +1658,56 @@ fn write_params(params: &Parameters, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
+    /// Every test vector goes through both forms: the owned result is
+    /// returned, after [`differential`] checked the borrowed one against it.
     fn parse(s: &str) -> Result<Command, SyntaxError> {
-        Command::parse(&Bytes::copy_from_slice(s.as_bytes()))
+        differential(s.as_bytes())
+    }
+
+    /// `parse_borrowed` and `parse` agree on `input`: both Ok or both the
+    /// same error; when Ok, the view attached to the line is the owned
+    /// value (sharing its storage), `into_owned` is the owned value, both
+    /// write the same line and give the same typed parameters.
+    fn differential(input: &[u8]) -> Result<Command, SyntaxError> {
+        let line = Bytes::copy_from_slice(input);
+        let owned = Command::parse(&line);
+        let borrowed = CommandRef::parse_borrowed(&line[..]);
+        match (&borrowed, &owned) {
+            (Ok(view), Ok(o)) => {
+                let attached = view.clone().map_octets(crate::octets::attach(&line));
+                assert_eq!(&attached, o, "attach {input:?}");
+                assert_eq!(&view.clone().into_owned(), o, "into_owned {input:?}");
+                assert_eq!(view.to_bytes(), o.to_bytes(), "write_to {input:?}");
+                assert_eq!(view.verb(), o.verb());
+                // Every byte string of the view lies inside the line.
+                let range = line.as_ptr() as usize..=line.as_ptr() as usize + line.len();
+                view.clone().map_octets(|b: &[u8]| {
+                    assert!(b.is_empty() || range.contains(&(b.as_ptr() as usize)));
+                    b
+                });
+                if let (
+                    Command::Mail { params: bp, .. } | Command::Rcpt { params: bp, .. },
+                    Command::Mail { params: op, .. } | Command::Rcpt { params: op, .. },
+                ) = (view, o)
+                {
+                    let typed: Vec<Parameter> = bp
+                        .iter()
+                        .map(|p| p.map_octets(crate::octets::attach(&line)))
+                        .collect();
+                    assert_eq!(typed, op.iter().collect::<Vec<_>>(), "iter {input:?}");
+                    for p in op.iter() {
+                        let kw = std::str::from_utf8(p.keyword()).unwrap_or("");
+                        assert_eq!(
+                            bp.get(kw).map(|p| p.map_octets(crate::octets::copy)),
+                            op.get(kw),
+                        );
+                    }
+                }
+            }
+            (Err(b), Err(o)) => assert_eq!(b, o, "errors differ on {input:?}"),
+            (b, o) => panic!("{input:?}: borrowed {b:?}, owned {o:?}"),
+        }
+        owned
     }
 
     fn ok(s: &str) -> Command {
@@ -1384,8 +1972,14 @@ mod tests {
         }
         assert!(parse("EHLO a\u{e9}").is_ok()); // é as UTF-8
         assert!(Command::parse(&Bytes::from_static(b"EHLO a\xe9")).is_err()); // Latin-1
-        assert_eq!(Host::Ipv4(Ipv4Addr::LOCALHOST).to_string(), "[127.0.0.1]");
-        assert_eq!(Host::Ipv6(Ipv6Addr::LOCALHOST).to_string(), "[IPv6:::1]");
+        assert_eq!(
+            Host::<Bytes>::Ipv4(Ipv4Addr::LOCALHOST).to_string(),
+            "[127.0.0.1]"
+        );
+        assert_eq!(
+            Host::<Bytes>::Ipv6(Ipv6Addr::LOCALHOST).to_string(),
+            "[IPv6:::1]"
+        );
         assert_eq!(dom("example.com").to_string(), "example.com");
         assert_eq!(
             Host::General {
@@ -1838,7 +2432,7 @@ mod tests {
         };
         let wire = c.to_bytes();
         assert_eq!(Command::parse(&wire.slice(..wire.len() - 2)), Ok(c));
-        assert_eq!(Parameter::Size(1).keyword(), b"SIZE");
+        assert_eq!(Parameter::<Bytes>::Size(1).keyword(), b"SIZE");
     }
 
     #[test]
@@ -2371,5 +2965,283 @@ mod tests {
             }
         }
         assert!(accepted > 100, "{accepted}");
+    }
+
+    /// The borrowed path against the owned one over a generated corpus: the
+    /// generators' commands, and random mutations of them (most refused).
+    #[test]
+    fn borrowed_matches_owned() {
+        let mut r = Rng(0xB0AA_0ED5_EED5);
+        let (mut ok, mut err) = (0, 0);
+        for _ in 0..6000 {
+            let wire = gen_command(&mut r).to_bytes();
+            let mut line = wire[..wire.len() - 2].to_vec();
+            match differential(&line) {
+                Ok(_) => ok += 1,
+                Err(_) => err += 1,
+            }
+            for _ in 0..1 + r.below(3) {
+                let interesting = b" <>@:=\"\\.,[]\x00\xc3\xff-+;";
+                match r.below(3) {
+                    0 if !line.is_empty() => {
+                        let i = r.below(line.len());
+                        line.remove(i);
+                    }
+                    1 => {
+                        let i = r.below(line.len() + 1);
+                        line.insert(i, interesting[r.below(interesting.len())]);
+                    }
+                    _ if !line.is_empty() => {
+                        let i = r.below(line.len());
+                        line[i] = interesting[r.below(interesting.len())];
+                    }
+                    _ => {}
+                }
+            }
+            match differential(&line) {
+                Ok(_) => ok += 1,
+                Err(_) => err += 1,
+            }
+        }
+        assert!(ok > 6000 && err > 1000, "ok {ok} err {err}");
+    }
+
+    /// `parse_borrowed` holds no handle: the line can be a plain slice of a
+    /// stack buffer, and the view's fields point into it.
+    #[test]
+    fn borrowed_view_points_into_the_buffer() {
+        let buf = *b"MAIL FROM:<a@b.example> SIZE=10 ENVID=x";
+        let c = Command::parse_borrowed(&buf).unwrap();
+        let Command::Mail {
+            from: ReversePath::Path(path),
+            params,
+        } = &c
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(path.mailbox.local_part, b"a");
+        assert_eq!(path.mailbox.local_part.as_ptr(), buf[11..].as_ptr());
+        assert_eq!(*params.as_bytes(), &buf[24..]);
+        let envid = params.get("envid").unwrap();
+        assert_eq!(envid, Parameter::EnvId(&b"x"[..]));
+        let Parameter::EnvId(x) = envid else { panic!() };
+        assert_eq!(x.as_ptr(), buf[38..].as_ptr());
+        assert_eq!(params.iter().count(), 2);
+        assert_eq!(
+            c.into_owned().to_bytes(),
+            Bytes::from_static(b"MAIL FROM:<a@b.example> SIZE=10 ENVID=x\r\n")
+        );
+    }
+
+    /// The masked-word verb lookup is exactly an ASCII case-insensitive
+    /// match: every verb, every octet of it replaced by each of the 256
+    /// values, matches only when the result equals the verb ignoring case.
+    #[test]
+    fn verb_lookup_is_exact() {
+        let names = [
+            "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP",
+            "NOOP", "QUIT", "STARTTLS", "AUTH",
+        ];
+        for name in names {
+            assert_eq!(verb(name.as_bytes()).map(|v| v.0), Some(name));
+            let lower = name.to_ascii_lowercase();
+            assert_eq!(verb(lower.as_bytes()).map(|v| v.0), Some(name));
+            for i in 0..name.len() {
+                for c in 0..=255u8 {
+                    let mut t = name.as_bytes().to_vec();
+                    t[i] = c;
+                    let want = names
+                        .iter()
+                        .find(|n| n.as_bytes().eq_ignore_ascii_case(&t))
+                        .copied();
+                    assert_eq!(verb(&t).map(|v| v.0), want, "{t:?}");
+                }
+            }
+        }
+        for t in [
+            &b""[..],
+            b"MAI",
+            b"MAILX",
+            b"STARTTL",
+            b"STARTTLSX",
+            b"MAIL\0\0\0\0",
+        ] {
+            assert_eq!(verb(t).map(|v| v.0), None, "{t:?}");
+        }
+    }
+
+    /// The one-pass parameter check and NOTIFY scan against the rules by the
+    /// book (`validate_general`, `notify_general`): the same verdict and the
+    /// same reason over generated parameter lists and random mutations of
+    /// them, and over every NOTIFY list of up to four items.
+    #[test]
+    fn parameter_fast_paths_agree_with_the_general_rules() {
+        let mut r = Rng(0x9A7A_3E7E_45CA);
+        let (mut ok, mut err, mut known) = (0, 0, 0);
+        for _ in 0..20_000 {
+            let params = gen_params(&mut r);
+            let mut raw = params.as_bytes().to_vec();
+            if raw.is_empty() {
+                continue;
+            }
+            for round in 0..3 {
+                if round > 0 {
+                    let interesting = b" =,+;<>0aAS-\"\x00\x7f\xc3\xa9\xff";
+                    let i = r.below(raw.len() + 1);
+                    let c = interesting[r.below(interesting.len())];
+                    match r.below(3) {
+                        0 if i < raw.len() => raw[i] = c,
+                        1 if i < raw.len() => {
+                            raw.remove(i);
+                        }
+                        _ => raw.insert(i, c),
+                    }
+                }
+                let fast = Parameters::validate(&raw);
+                if params_known_ok(&raw) {
+                    known += 1;
+                }
+                assert_eq!(
+                    fast,
+                    Parameters::validate_general(&raw),
+                    "{:?}",
+                    String::from_utf8_lossy(&raw)
+                );
+                if fast.is_ok() {
+                    ok += 1;
+                } else {
+                    err += 1;
+                }
+            }
+        }
+        assert!(
+            ok > 10_000 && err > 5_000 && known > 2_000,
+            "ok {ok} err {err} known {known}"
+        );
+        let items = [
+            "SUCCESS", "failure", "Delay", "NEVER", "", "SUCCES", "DELAYS", "x",
+        ];
+        let mut lists = vec![Vec::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for l in &lists {
+                for it in items {
+                    let mut l2: Vec<&str> = l.clone();
+                    l2.push(it);
+                    next.push(l2);
+                }
+            }
+            lists.extend(next.iter().cloned());
+            lists.dedup();
+            lists.retain(|l| l.len() <= 4);
+            lists.sort();
+            lists.dedup();
+        }
+        for l in &lists {
+            for sep in [",", ";", ", "] {
+                let v = l.join(sep);
+                assert_eq!(
+                    notify(Some(v.as_bytes())),
+                    notify_general(Some(v.as_bytes())),
+                    "{v:?}"
+                );
+                let trailing = format!("{v},");
+                assert_eq!(
+                    notify(Some(trailing.as_bytes())),
+                    notify_general(Some(trailing.as_bytes())),
+                    "{trailing:?}"
+                );
+            }
+        }
+        assert_eq!(notify(None), notify_general(None));
+        assert!(lists.len() > 4000, "{}", lists.len());
+    }
+
+    /// `split_verb` then `verb` finds the same verb and arguments as a split
+    /// at the first SP (the rule by the book), over every line of up to ten
+    /// octets from an alphabet of verb letters, SP and others.
+    #[test]
+    fn split_verb_agrees_with_the_first_space() {
+        fn by_the_book(line: &[u8]) -> Option<(&'static str, Option<&[u8]>)> {
+            let (v, args) = match line.iter().position(|&c| c == b' ') {
+                None => (line, None),
+                Some(p) => (&line[..p], Some(&line[p + 1..])),
+            };
+            verb(v).map(|(name, _)| (name, args))
+        }
+        fn fast(line: &[u8]) -> Option<(&'static str, Option<&[u8]>)> {
+            let (v, args) = split_verb(line);
+            verb(v).map(|(name, _)| (name, args))
+        }
+        let alphabet = b"Ms TDAIL";
+        let mut checked = 0;
+        for len in 0..=6u32 {
+            for n in 0..(alphabet.len() as u64).pow(len) {
+                let mut line = Vec::new();
+                let mut k = n;
+                for _ in 0..len {
+                    line.push(alphabet[(k % alphabet.len() as u64) as usize]);
+                    k /= alphabet.len() as u64;
+                }
+                for tail in [&b""[..], b" ", b"x y", b"  "] {
+                    let mut l = line.clone();
+                    l.extend_from_slice(tail);
+                    assert_eq!(fast(&l), by_the_book(&l), "{l:?}");
+                    checked += 1;
+                }
+            }
+        }
+        for l in [
+            &b"STARTTLS"[..],
+            b"starttls x",
+            b"STARTTLS ",
+            b"DATA",
+            b"DATA ",
+            b"MAIL FROM:<>",
+            b"MAIL  FROM:<>",
+            b"STARTTLSX",
+            b"STARTTLSX y",
+            b"STAR TLS",
+            b"MAILMAIL x",
+            b"RSET\0",
+        ] {
+            assert_eq!(fast(l), by_the_book(l), "{l:?}");
+        }
+        assert!(checked > 100_000, "{checked}");
+    }
+
+    /// `eq_fold` is `eq_ignore_ascii_case` for upper-case names with digits
+    /// and hyphens: every octet value at every position of the names.
+    #[test]
+    fn eq_fold_is_exact() {
+        fn check<const N: usize>(name: &[u8; N]) {
+            for i in 0..N {
+                for c in 0..=255u8 {
+                    let mut t = *name;
+                    t[i] = c;
+                    assert_eq!(eq_fold(&t, name), t.eq_ignore_ascii_case(name), "{t:?}");
+                }
+            }
+            assert!(!eq_fold(&name[1..], name));
+        }
+        check(b"SMTPUTF8");
+        check(b"8BITMIME");
+        check(b"X-Y9");
+        check(b"REQUIRETLS");
+    }
+
+    /// Duplicate keywords are refused, known or not, whatever the case.
+    #[test]
+    fn duplicate_parameters() {
+        for line in [
+            "MAIL FROM:<a@b> SIZE=1 size=2",
+            "MAIL FROM:<a@b> BODY=7BIT SMTPUTF8 body=8BITMIME",
+            "RCPT TO:<a@b> NOTIFY=NEVER ORCPT=rfc822;a Notify=DELAY",
+            "MAIL FROM:<a@b> X-A=1 X-B X-a",
+            "MAIL FROM:<a@b> REQUIRETLS RequireTLS",
+        ] {
+            assert_eq!(invalid(line).1, "duplicate ESMTP parameter", "{line}");
+        }
+        ok("MAIL FROM:<a@b> X-A=1 X-B X-AB SIZE=1 AUTH=<> RET=FULL ENVID=x");
     }
 }

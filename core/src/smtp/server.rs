@@ -10,6 +10,7 @@ use crate::error::{ConfigError, Error, UsageError};
 use crate::framing::{
     after_cr, scan_lf_line, scan_line, without_line_end, FramingError, LineSkipper, Scan,
 };
+use crate::octets::attach;
 use crate::sasl::{self, ExternalAuth};
 use crate::secret::Secret;
 use crate::tls::{ServerTls, TlsInfo};
@@ -19,7 +20,7 @@ use crate::upgrade::{
 };
 
 use super::capability::{Capabilities, Capability};
-use super::command::Command;
+use super::command::{Command, CommandRef};
 use super::policy::{has_require_tls, CleartextDegradation, CleartextMail};
 use super::reply::{EnhancedCode, Reply};
 use super::Limits;
@@ -691,7 +692,10 @@ impl ServerMachine {
     }
 
     fn command(&mut self, line: Bytes, io: &mut Io<'_, ServerEvent>) {
-        let cmd = match Command::parse(&line) {
+        // Parsed borrowed: the commands the session answers itself (and every
+        // refused line) never take a handle on `line`; a command handed to
+        // the application is attached to it (`slice_ref`, no copy).
+        let cmd = match CommandRef::parse_borrowed(&line) {
             Ok(c) => c,
             Err(e) => {
                 let (code, enhanced) = e.reply_code();
@@ -715,7 +719,7 @@ impl ServerMachine {
                 self.extended = true;
                 let reply = self.config.ehlo_reply(trust, io.tls_info());
                 io.send(&reply);
-                io.emit(ServerEvent::Hello(cmd));
+                io.emit(ServerEvent::Hello(cmd.map_octets(attach(&line))));
                 return;
             }
             Command::Helo { .. } => {
@@ -724,7 +728,7 @@ impl ServerMachine {
                 self.extended = false;
                 let r = Reply::new(250, None, &[self.config.hostname.as_bytes()]);
                 self.send(io, &r);
-                io.emit(ServerEvent::Hello(cmd));
+                io.emit(ServerEvent::Hello(cmd.map_octets(attach(&line))));
                 return;
             }
             Command::StartTls => {
@@ -757,6 +761,7 @@ impl ServerMachine {
             }
             _ => {}
         }
+        let cmd = cmd.map_octets(attach(&line));
         if let Command::Bdat { size, last } = &cmd {
             // RFC 3030 §2: a chunk's data is read (and discarded) even when the
             // chunk is refused, whatever the reason, so that nothing in a

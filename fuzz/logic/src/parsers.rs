@@ -15,10 +15,34 @@ fn line(mut v: Vec<u8>) -> Bytes {
     Bytes::from(v)
 }
 
-/// Raw bytes into the SMTP command parser.
+/// Raw bytes into the SMTP command parser, both forms: the borrowed view
+/// (`parse_borrowed`) must agree with the owned parse (same error, or the
+/// same value once attached to the line or copied out).
 pub fn smtp_command(data: &[u8]) {
-    let Ok(c) = smtp::Command::parse(&Bytes::copy_from_slice(data)) else {
-        return;
+    let owned_line = Bytes::copy_from_slice(data);
+    let owned = smtp::Command::parse(&owned_line);
+    let borrowed = smtp::command::CommandRef::parse_borrowed(&owned_line[..]);
+    let c = match (borrowed, owned) {
+        (Ok(view), Ok(c)) => {
+            let attached = view
+                .clone()
+                .map_octets(starttls::octets::attach(&owned_line));
+            assert_eq!(
+                attached, c,
+                "borrowed view attached differs from the owned parse"
+            );
+            assert_eq!(
+                view.into_owned(),
+                c,
+                "into_owned differs from the owned parse"
+            );
+            c
+        }
+        (Err(b), Err(o)) => {
+            assert_eq!(b, o, "borrowed and owned parsers fail differently");
+            return;
+        }
+        (b, o) => panic!("borrowed {b:?} but owned {o:?}"),
     };
     let mut v = Vec::new();
     c.write_to(&mut v);
