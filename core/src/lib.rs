@@ -164,7 +164,6 @@ pub mod smtp;
 pub mod tls;
 mod trust;
 pub mod upgrade;
-mod words;
 
 pub use error::{ConfigError, Error, Step, TlsRefusal, UsageError};
 pub use escape::{Escaped, PeerText};

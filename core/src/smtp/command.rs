@@ -591,9 +591,19 @@ impl Parameters {
 
 impl<B: Octets> Parameters<B> {
     /// Rebuilds the list with another byte container: `f` is called once,
-    /// on the raw parameter text.
+    /// on the raw parameter text. If `f` returns other octets than it was
+    /// given (anything but a copy or a view of the same text), the list is
+    /// no longer known to follow the grammar: it is marked so, and a command
+    /// carrying it is refused when sent ([`Command::check`]).
     pub fn map_octets<C: Octets>(self, mut f: impl FnMut(B) -> C) -> Parameters<C> {
-        Parameters(f(self.0), self.1)
+        let Parameters(raw, unsendable) = self;
+        let mapped = f(raw.clone());
+        let unsendable = if mapped.as_ref() == raw.as_ref() {
+            unsendable
+        } else {
+            Unsendable(Some("changed by map_octets"))
+        };
+        Parameters(mapped, unsendable)
     }
 
     /// True when there are no parameters.
@@ -3231,6 +3241,31 @@ mod tests {
     }
 
     /// Duplicate keywords are refused, known or not, whatever the case.
+    /// Review finding (#18): `map_octets` may return other octets than it
+    /// was given; such a parameter list is unsendable, so a remapped
+    /// command cannot smuggle a second line past `check`.
+    #[test]
+    fn remapped_parameters_are_unsendable_unless_the_octets_are_the_same() {
+        let cmd = parse("MAIL FROM:<a@b.example> SIZE=10").unwrap();
+        let same = cmd
+            .clone()
+            .map_octets(|o: Bytes| Bytes::copy_from_slice(&o));
+        assert_eq!(same, cmd);
+        assert!(same.check().is_ok());
+        let evil = cmd.map_octets(|o: Bytes| {
+            if o.starts_with(b"SIZE") {
+                b("SIZE=10\r\nRCPT TO:<x@evil.example>")
+            } else {
+                o
+            }
+        });
+        let Command::Mail { params, .. } = &evil else {
+            panic!("{evil:?}")
+        };
+        assert_eq!(params.1 .0, Some("changed by map_octets"));
+        assert!(evil.check().is_err());
+    }
+
     #[test]
     fn duplicate_parameters() {
         for line in [
