@@ -644,6 +644,48 @@ impl<B: Octets + Piece> Parameters<B> {
     }
 }
 
+/// The keywords met so far in a parameter list, for duplicate detection:
+/// an exact bit per known keyword, and for the others a cheap fingerprint
+/// filter so that the list is rescanned only when a fingerprint repeats.
+#[derive(Default)]
+struct Seen {
+    known: u32,
+    other: u64,
+}
+
+impl Seen {
+    /// Records `keyword` (of kind `kw`, the `i`-th token of `raw`); a
+    /// keyword already in `raw`'s first `i` tokens (case-insensitive) is a
+    /// duplicate.
+    fn note(&mut self, kw: Kw, keyword: &[u8], raw: &[u8], i: usize) -> Result<(), &'static str> {
+        if kw != Kw::Other {
+            let bit = 1u32 << (kw as u32);
+            if self.known & bit != 0 {
+                return Err("duplicate ESMTP parameter");
+            }
+            self.known |= bit;
+            return Ok(());
+        }
+        let first = keyword.first().map_or(0, u8::to_ascii_lowercase);
+        let last = keyword.last().map_or(0, u8::to_ascii_lowercase);
+        let hash = (keyword.len() as u64)
+            .wrapping_mul(7)
+            .wrapping_add(u64::from(first) * 3 + u64::from(last));
+        let bit = 1u64 << (hash % 64);
+        if self.other & bit != 0
+            && raw.split(|&c| c == b' ').take(i).any(|t| {
+                t.split(|&c| c == b'=')
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+            })
+        {
+            return Err("duplicate ESMTP parameter");
+        }
+        self.other |= bit;
+        Ok(())
+    }
+}
+
 impl Parameters {
     /// Checks a parameter list (the part after the path's SP): the one-pass
     /// scan of [`params_known_ok`] when it can tell, else token by token
@@ -657,18 +699,7 @@ impl Parameters {
 
     /// Checks a parameter list token by token.
     fn validate_tokens(raw: &[u8]) -> Result<(), &'static str> {
-        // A cheap filter so that duplicate detection is a rescan only when a
-        // keyword's fingerprint was seen before.
-        let fingerprint = |kw: &[u8]| -> u64 {
-            let first = kw.first().map_or(0, u8::to_ascii_lowercase);
-            let last = kw.last().map_or(0, u8::to_ascii_lowercase);
-            let hash = (kw.len() as u64)
-                .wrapping_mul(7)
-                .wrapping_add(u64::from(first) * 3 + u64::from(last));
-            1u64 << (hash % 64)
-        };
-        let mut seen = 0u64;
-        let mut seen_known = 0u32;
+        let mut seen = Seen::default();
         for (i, token) in raw.split(|&c| c == b' ').enumerate() {
             let (keyword, value) = split_keyword(token)?;
             let kw = known_keyword(keyword);
@@ -685,26 +716,7 @@ impl Parameters {
                 check_value(value)?;
                 return Err(reason);
             }
-            if kw != Kw::Other {
-                // A known keyword: an exact bit per kind.
-                let bit = 1u32 << (kw as u32);
-                if seen_known & bit != 0 {
-                    return Err("duplicate ESMTP parameter");
-                }
-                seen_known |= bit;
-                continue;
-            }
-            let bit = fingerprint(keyword);
-            if seen & bit != 0
-                && raw.split(|&c| c == b' ').take(i).any(|t| {
-                    t.split(|&c| c == b'=')
-                        .next()
-                        .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
-                })
-            {
-                return Err("duplicate ESMTP parameter");
-            }
-            seen |= bit;
+            seen.note(kw, keyword, raw, i)?;
         }
         Ok(())
     }
@@ -715,42 +727,12 @@ impl Parameters {
     /// then typed), kept to test the fast path against.
     #[cfg(test)]
     fn validate_general(raw: &[u8]) -> Result<(), &'static str> {
-        // A cheap filter so that duplicate detection is a rescan only when a
-        // keyword's fingerprint was seen before.
-        let fingerprint = |kw: &[u8]| -> u64 {
-            let first = kw.first().map_or(0, u8::to_ascii_lowercase);
-            let last = kw.last().map_or(0, u8::to_ascii_lowercase);
-            let hash = (kw.len() as u64)
-                .wrapping_mul(7)
-                .wrapping_add(u64::from(first) * 3 + u64::from(last));
-            1u64 << (hash % 64)
-        };
-        let mut seen = 0u64;
-        let mut seen_known = 0u32;
+        let mut seen = Seen::default();
         for (i, token) in raw.split(|&c| c == b' ').enumerate() {
             let (keyword, value) = split_param(token)?;
             let kw = known_keyword(keyword);
             typed_kw(kw, keyword, value, |_| ())?;
-            if kw != Kw::Other {
-                // A known keyword: an exact bit per kind.
-                let bit = 1u32 << (kw as u32);
-                if seen_known & bit != 0 {
-                    return Err("duplicate ESMTP parameter");
-                }
-                seen_known |= bit;
-                continue;
-            }
-            let bit = fingerprint(keyword);
-            if seen & bit != 0
-                && raw.split(|&c| c == b' ').take(i).any(|t| {
-                    t.split(|&c| c == b'=')
-                        .next()
-                        .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
-                })
-            {
-                return Err("duplicate ESMTP parameter");
-            }
-            seen |= bit;
+            seen.note(kw, keyword, raw, i)?;
         }
         Ok(())
     }
