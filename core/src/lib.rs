@@ -153,6 +153,9 @@ mod dot;
 mod error;
 pub mod escape;
 pub mod framing;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz_oracles;
 pub mod imap;
 pub mod octets;
 pub mod policy;

@@ -141,3 +141,10 @@ impl Limits {
         Ok(())
     }
 }
+
+/// The argument walk's list end against the validating rule (for
+/// `crate::fuzz_oracles`).
+#[cfg(fuzzing)]
+pub(crate) fn check_skip_list(input: &[u8]) {
+    syntax::check_skip_list(input);
+}

@@ -744,6 +744,21 @@ pub(crate) fn skip_list(input: &[u8]) -> Option<(&[u8], &[u8])> {
     }
 }
 
+/// Panics unless [`skip_list`] ends a list where [`list`], the validating
+/// rule, does, on every input `list` accepts (the walk trusts validated
+/// text). Run by the unit tests and the fuzz targets (`cfg(fuzzing)`,
+/// through `crate::fuzz_oracles`).
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_skip_list(input: &[u8]) {
+    if let Ok((after, inner)) = list(input) {
+        assert_eq!(
+            skip_list(input),
+            Some((after, inner)),
+            "skip_list {input:?}"
+        );
+    }
+}
+
 /// Removes the `\` escapes of the inside of a `quoted` (borrowed unless
 /// there was one).
 pub(crate) fn unescape(raw: &[u8]) -> Cow<'_, [u8]> {

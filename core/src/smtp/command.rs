@@ -725,7 +725,7 @@ impl Parameters {
 impl Parameters {
     /// [`Parameters::validate`] by the book (each token split and checked,
     /// then typed), kept to test the fast path against.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     fn validate_general(raw: &[u8]) -> Result<(), &'static str> {
         let mut seen = Seen::default();
         for (i, token) in raw.split(|&c| c == b' ').enumerate() {
@@ -1032,7 +1032,7 @@ fn notify_prefix(value: &[u8]) -> Option<(Notify, usize)> {
 }
 
 /// [`notify`] by the book (split at commas), kept to test it against.
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 fn notify_general(value: Option<&[u8]>) -> Option<Notify> {
     let value = value?;
     if eq_fold(value, b"NEVER") {
@@ -1644,6 +1644,32 @@ fn write_params<B: Octets>(params: &Parameters<B>, out: &mut Vec<u8>) {
         out.push(b' ');
         out.extend_from_slice(params.0.as_ref());
     }
+}
+
+/// Panics unless the fast paths of this module agree with the rules they
+/// replaced (kept as the reference) on `input`: the parameter-list check,
+/// the NOTIFY value and the verb split. Run by the fuzz targets
+/// (`cfg(fuzzing)`, through `crate::fuzz_oracles`) and the unit tests.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_fast_paths(input: &[u8]) {
+    assert_eq!(
+        Parameters::validate(input),
+        Parameters::validate_general(input),
+        "parameters {input:?}"
+    );
+    assert_eq!(
+        notify(Some(input)),
+        notify_general(Some(input)),
+        "notify {input:?}"
+    );
+    let by_the_book = match memchr::memchr(b' ', input) {
+        None => (input, None),
+        Some(p) => (input.get(..p).unwrap_or(input), input.get(p + 1..)),
+    };
+    let by_the_book = verb(by_the_book.0).map(|(name, _)| (name, by_the_book.1));
+    let (v, args) = split_verb(input);
+    let fast = verb(v).map(|(name, _)| (name, args));
+    assert_eq!(fast, by_the_book, "verb split {input:?}");
 }
 
 #[cfg(test)]
@@ -3089,6 +3115,7 @@ mod tests {
                         _ => raw.insert(i, c),
                     }
                 }
+                check_fast_paths(&raw);
                 let fast = Parameters::validate(&raw);
                 if params_known_ok(&raw) {
                     known += 1;

@@ -91,3 +91,11 @@ impl Default for Limits {
         }
     }
 }
+
+/// The fast paths of the SMTP grammar against the rules they replaced (for
+/// `crate::fuzz_oracles`).
+#[cfg(fuzzing)]
+pub(crate) fn check_fast_paths(input: &[u8]) {
+    syntax::check_fast_paths(input);
+    command::check_fast_paths(input);
+}

@@ -12,7 +12,7 @@ use nom::bytes::complete::{tag, take_while1, take_while_m_n};
 use nom::character::complete::char;
 use nom::combinator::{recognize, verify};
 use nom::multi::{many0_count, many1_count};
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 use nom::sequence::delimited;
 use nom::sequence::{pair, preceded, tuple};
 use nom::IResult;
@@ -184,7 +184,7 @@ pub(crate) fn is_atext(c: u8) -> bool {
 }
 
 /// RFC 5321 `qtextSMTP = %d32-33 / %d35-91 / %d93-126` (ASCII part).
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub(crate) fn is_qtext(c: u8) -> bool {
     class(c) & QTEXT != 0
 }
@@ -338,7 +338,7 @@ pub(crate) fn quoted_string(input: &[u8]) -> PResult<'_, &[u8]> {
 }
 
 /// [`quoted_string`] by the book (nom), kept to test the fast path against.
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 fn quoted_string_general(input: &[u8]) -> PResult<'_, &[u8]> {
     let quoted_pair = preceded(
         char('\\'),
@@ -393,7 +393,7 @@ pub(crate) fn ldh_str(input: &[u8]) -> PResult<'_, &[u8]> {
 }
 
 /// `Snum = 1*3DIGIT` with a value of at most 255.
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub(crate) fn snum(input: &[u8]) -> PResult<'_, u8> {
     let (rest, digits) = take_while_m_n(1, 3, |c: u8| c.is_ascii_digit())(input)?;
     match u8::try_from(digits_value(digits).unwrap_or(u64::MAX)) {
@@ -439,7 +439,7 @@ pub(crate) fn ipv4_literal(input: &[u8]) -> PResult<'_, std::net::Ipv4Addr> {
 }
 
 /// [`ipv4_literal`] by the book (nom), kept to test the fast path against.
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 fn ipv4_literal_general(input: &[u8]) -> PResult<'_, std::net::Ipv4Addr> {
     let (rest, (a, _, b, _, c, _, d)) =
         tuple((snum, char('.'), snum, char('.'), snum, char('.'), snum))(input)?;
@@ -542,6 +542,39 @@ pub(crate) fn digits_value(digits: &[u8]) -> Option<u64> {
 /// True if `text` may appear in a reply line: any octets except CR, LF, NUL.
 pub(crate) fn is_reply_text(text: &[u8]) -> bool {
     !text.iter().any(|&c| matches!(c, b'\r' | b'\n' | 0))
+}
+
+/// Panics unless every fast scan agrees with the rule it replaced (kept,
+/// test-only, as the reference): the unit tests and the fuzz targets
+/// (`cfg(fuzzing)`, through `crate::fuzz_oracles`) both run it.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_fast_paths(input: &[u8]) {
+    assert_eq!(domain(input), domain_general(input), "domain {input:?}");
+    assert_eq!(
+        dot_string(input),
+        dot_string_general(input),
+        "dot-string {input:?}"
+    );
+    assert_eq!(
+        esmtp_value(input),
+        esmtp_value_general(input),
+        "esmtp-value {input:?}"
+    );
+    assert_eq!(
+        local_part(input),
+        alt((quoted_string_general, dot_string_general))(input),
+        "local-part {input:?}"
+    );
+    assert_eq!(
+        quoted_string(input),
+        quoted_string_general(input),
+        "quoted-string {input:?}"
+    );
+    assert_eq!(
+        ipv4_literal(input),
+        ipv4_literal_general(input),
+        "ipv4 {input:?}"
+    );
 }
 
 #[cfg(test)]
@@ -655,33 +688,7 @@ mod tests {
                     .unwrap_or_default();
                 input.extend_from_slice(piece);
             }
-            let input = input.as_slice();
-            assert_eq!(domain(input), domain_general(input), "domain {input:?}");
-            assert_eq!(
-                dot_string(input),
-                dot_string_general(input),
-                "dot-string {input:?}"
-            );
-            assert_eq!(
-                esmtp_value(input),
-                esmtp_value_general(input),
-                "esmtp-value {input:?}"
-            );
-            assert_eq!(
-                local_part(input),
-                alt((quoted_string_general, dot_string_general))(input),
-                "local-part {input:?}"
-            );
-            assert_eq!(
-                quoted_string(input),
-                quoted_string_general(input),
-                "quoted-string {input:?}"
-            );
-            assert_eq!(
-                ipv4_literal(input),
-                ipv4_literal_general(input),
-                "ipv4 {input:?}"
-            );
+            check_fast_paths(input.as_slice());
         }
     }
 

@@ -19,6 +19,9 @@ fn line(mut v: Vec<u8>) -> Bytes {
 /// (`parse_borrowed`) must agree with the owned parse (same error, or the
 /// same value once attached to the line or copied out).
 pub fn smtp_command(data: &[u8]) {
+    // Under cargo-fuzz: every fast path against the rule it replaced.
+    #[cfg(fuzzing)]
+    starttls::fuzz_oracles::smtp_command(data);
     let owned_line = Bytes::copy_from_slice(data);
     let owned = smtp::Command::parse(&owned_line);
     let borrowed = smtp::command::CommandRef::parse_borrowed(&owned_line[..]);
@@ -116,6 +119,9 @@ pub fn smtp_reply(data: &[u8]) {
 /// result or same error; attached and copied borrowed values equal the owned
 /// one; both forms walk to the same arguments).
 pub fn imap_command(data: &[u8]) {
+    // Under cargo-fuzz: the walk's list end against the validating rule.
+    #[cfg(fuzzing)]
+    starttls::fuzz_oracles::imap_arguments(data);
     let _ = imap::trailing_literal(data);
     let message = Bytes::copy_from_slice(data);
     let owned = imap::Command::parse(&message);
