@@ -46,10 +46,37 @@ use std::hash::Hash;
 
 use bytes::Bytes;
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for bytes::Bytes {}
-    impl Sealed for &[u8] {}
+pub(crate) mod sealed {
+    use bytes::Bytes;
+
+    /// Seals [`Octets`](super::Octets), and gives the crate's generic code
+    /// (an iterator over a parameter or argument list that yields items in
+    /// the list's own container) a way to take a piece of a container as
+    /// that container. Not nameable outside the crate.
+    pub trait Sealed: Sized {
+        /// `sub`, a sub-slice of `self`, in the container of `self`. Never
+        /// panics: a slice that is not inside `self` gives a copy (`Bytes`)
+        /// or an empty slice (`&[u8]`).
+        fn piece_of(&self, sub: &[u8]) -> Self;
+    }
+
+    impl Sealed for Bytes {
+        #[inline]
+        fn piece_of(&self, sub: &[u8]) -> Bytes {
+            super::attach(self)(sub)
+        }
+    }
+
+    impl Sealed for &[u8] {
+        #[inline]
+        fn piece_of(&self, sub: &[u8]) -> Self {
+            let start = (sub.as_ptr() as usize).wrapping_sub(self.as_ptr() as usize);
+            start
+                .checked_add(sub.len())
+                .and_then(|end| self.get(start..end))
+                .unwrap_or_default()
+        }
+    }
 }
 
 /// The container of the byte strings in a parsed message: [`Bytes`]

@@ -173,40 +173,6 @@ fn write_literal(data: &[u8], mode: LiteralMode, binary: bool, out: &mut Vec<u8>
 // Generic arguments.
 // ---------------------------------------------------------------------------
 
-mod sealed {
-    /// A byte container that can hand out its own sub-slices as itself:
-    /// what [`ArgIter`](super::ArgIter) needs to yield items of the
-    /// container of its [`Args`](super::Args). Implemented by exactly the
-    /// [`Octets`](crate::octets::Octets) types, [`bytes::Bytes`] and `&[u8]`.
-    pub trait Slice: crate::octets::Octets {
-        /// `sub`, a sub-slice of `self`, as the container.
-        fn slice_of(&self, sub: &[u8]) -> Self;
-    }
-}
-
-pub(crate) use sealed::Slice;
-
-impl Slice for Bytes {
-    #[inline]
-    fn slice_of(&self, sub: &[u8]) -> Bytes {
-        if sub.is_empty() {
-            return Bytes::new();
-        }
-        self.slice_ref(sub)
-    }
-}
-
-impl<'x> Slice for &'x [u8] {
-    #[inline]
-    fn slice_of(&self, sub: &[u8]) -> &'x [u8] {
-        let whole: &'x [u8] = self;
-        let start = (sub.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
-        whole
-            .get(start..start.wrapping_add(sub.len()))
-            .unwrap_or_default()
-    }
-}
-
 /// One generic argument of a command or of untagged response data.
 ///
 /// Numbers, sequence sets (`1:*,3`), flags (`\Seen`), and fetch items with
@@ -445,7 +411,7 @@ impl Args {
     }
 }
 
-impl<'a, B: Slice> IntoIterator for &'a Args<B> {
+impl<'a, B: Octets> IntoIterator for &'a Args<B> {
     type Item = Arg<B>;
     type IntoIter = ArgIter<'a, B>;
 
@@ -470,7 +436,7 @@ pub struct ArgIter<'a, B: Octets = Bytes> {
     checked: bool,
 }
 
-impl<B: Slice> Iterator for ArgIter<'_, B> {
+impl<B: Octets> Iterator for ArgIter<'_, B> {
     type Item = Arg<B>;
 
     fn next(&mut self) -> Option<Arg<B>> {
@@ -491,7 +457,7 @@ impl<B: Slice> Iterator for ArgIter<'_, B> {
             match found {
                 Ok((after, inner)) => {
                     self.rest = after;
-                    return Some(Arg::List(Args(self.args.slice_of(inner), Unsendable(None))));
+                    return Some(Arg::List(Args(self.args.piece_of(inner), Unsendable(None))));
                 }
                 Err(_) => {
                     self.rest = &[];
@@ -504,10 +470,10 @@ impl<B: Slice> Iterator for ArgIter<'_, B> {
                 self.rest = after;
                 Some(match item {
                     Str::Atom(a) if a.eq_ignore_ascii_case(b"NIL") => Arg::Nil,
-                    Str::Atom(a) => Arg::Atom(self.args.slice_of(a)),
-                    Str::Quoted(q) => Arg::Quoted(self.args.slice_of(q)),
+                    Str::Atom(a) => Arg::Atom(self.args.piece_of(a)),
+                    Str::Quoted(q) => Arg::Quoted(self.args.piece_of(q)),
                     Str::Literal(Lit { data, header }) => Arg::Literal {
-                        data: self.args.slice_of(data),
+                        data: self.args.piece_of(data),
                         mode: header.mode,
                         binary: header.binary,
                     },

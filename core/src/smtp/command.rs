@@ -285,39 +285,6 @@ impl<B: Octets> ForwardPath<B> {
     }
 }
 
-mod piece {
-    use bytes::Bytes;
-
-    /// A container that can hand out a piece of itself: what
-    /// [`Parameters::iter`](super::Parameters::iter) needs to give typed
-    /// parameters in the list's own container. Implemented for [`Bytes`]
-    /// and `&[u8]`, the two [`Octets`](crate::octets::Octets) forms; not
-    /// nameable outside the crate.
-    pub trait Piece: Sized {
-        /// `sub`, a sub-slice of `self`, in the container of `self`. A
-        /// slice that is not inside `self` gives an empty (or copied, for
-        /// `Bytes`) value rather than a panic.
-        fn piece_of(&self, sub: &[u8]) -> Self;
-    }
-
-    impl Piece for Bytes {
-        fn piece_of(&self, sub: &[u8]) -> Bytes {
-            crate::octets::attach(self)(sub)
-        }
-    }
-
-    impl Piece for &[u8] {
-        fn piece_of(&self, sub: &[u8]) -> Self {
-            let offset = (sub.as_ptr() as usize).wrapping_sub(self.as_ptr() as usize);
-            offset
-                .checked_add(sub.len())
-                .and_then(|end| self.get(offset..end))
-                .unwrap_or_default()
-        }
-    }
-}
-use piece::Piece;
-
 // ---------------------------------------------------------------------------
 // ESMTP parameters.
 // ---------------------------------------------------------------------------
@@ -617,7 +584,7 @@ impl<B: Octets> Parameters<B> {
     }
 }
 
-impl<B: Octets + Piece> Parameters<B> {
+impl<B: Octets> Parameters<B> {
     /// The parameters, typed, in wire order. Each byte string is a piece of
     /// the raw text (a [`Bytes::slice_ref`] handle, or a sub-slice of the
     /// same buffer for the borrowed form).
