@@ -2911,6 +2911,28 @@ mod tests {
         }
     }
 
+    /// One to three random edits of `line`: an octet removed, one of
+    /// `interesting` inserted, or one replaced by it.
+    fn mutate(r: &mut Rng, line: &mut Vec<u8>, interesting: &[u8]) {
+        for _ in 0..1 + r.below(3) {
+            match r.below(3) {
+                0 if !line.is_empty() => {
+                    let i = r.below(line.len());
+                    line.remove(i);
+                }
+                1 => {
+                    let i = r.below(line.len() + 1);
+                    line.insert(i, interesting[r.below(interesting.len())]);
+                }
+                _ if !line.is_empty() => {
+                    let i = r.below(line.len());
+                    line[i] = interesting[r.below(interesting.len())];
+                }
+                _ => {}
+            }
+        }
+    }
+
     #[test]
     fn random_mutations_never_panic() {
         let mut r = Rng(42);
@@ -2918,24 +2940,7 @@ mod tests {
         for _ in 0..5000 {
             let wire = gen_command(&mut r).to_bytes();
             let mut line = wire[..wire.len() - 2].to_vec();
-            for _ in 0..1 + r.below(3) {
-                let interesting = b" <>@:=\"\\.,[]\x00\xc3\xff-+";
-                match r.below(3) {
-                    0 if !line.is_empty() => {
-                        let i = r.below(line.len());
-                        line.remove(i);
-                    }
-                    1 => {
-                        let i = r.below(line.len() + 1);
-                        line.insert(i, interesting[r.below(interesting.len())]);
-                    }
-                    _ if !line.is_empty() => {
-                        let i = r.below(line.len());
-                        line[i] = interesting[r.below(interesting.len())];
-                    }
-                    _ => {}
-                }
-            }
+            mutate(&mut r, &mut line, b" <>@:=\"\\.,[]\x00\xc3\xff-+");
             let line = Bytes::from(line);
             if let Ok(c) = Command::parse(&line) {
                 accepted += 1;
@@ -2965,24 +2970,7 @@ mod tests {
                 Ok(_) => ok += 1,
                 Err(_) => err += 1,
             }
-            for _ in 0..1 + r.below(3) {
-                let interesting = b" <>@:=\"\\.,[]\x00\xc3\xff-+;";
-                match r.below(3) {
-                    0 if !line.is_empty() => {
-                        let i = r.below(line.len());
-                        line.remove(i);
-                    }
-                    1 => {
-                        let i = r.below(line.len() + 1);
-                        line.insert(i, interesting[r.below(interesting.len())]);
-                    }
-                    _ if !line.is_empty() => {
-                        let i = r.below(line.len());
-                        line[i] = interesting[r.below(interesting.len())];
-                    }
-                    _ => {}
-                }
-            }
+            mutate(&mut r, &mut line, b" <>@:=\"\\.,[]\x00\xc3\xff-+;");
             match differential(&line) {
                 Ok(_) => ok += 1,
                 Err(_) => err += 1,
